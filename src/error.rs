@@ -1,0 +1,227 @@
+//! The crate's one error type.
+//!
+//! Python raises a zoo of exceptions (`queue.Empty`, `multiprocessing.TimeoutError`,
+//! `EOFError`, `BufferTooShort`, `AuthenticationError`, `ValueError`, ...); here each
+//! is a variant of [`Error`], and every fallible method lists in its `# Errors`
+//! section exactly the variants it can return.
+
+use std::fmt;
+
+/// `Result<T, multiprocess::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every error this crate returns.
+///
+/// Display texts say what happened and, where a user can act, what to do.
+///
+/// Python: the exceptions of `multiprocessing`, `queue` and `threading` that the
+/// ported calls raise; each variant names its Python counterpart.
+///
+/// # Examples
+///
+/// ```
+/// use multiprocess as mp;
+/// fn main() -> mp::Result<()> {
+///     mp::init();
+///     let (a, b) = mp::pipe(true)?;
+///     a.close();
+///     assert!(matches!(b.recv::<i32>(), Err(mp::Error::Eof)));
+///     Ok(())
+/// }
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The deadline passed first. Python: `multiprocessing.TimeoutError`.
+    #[error("timed out before the operation could complete")]
+    Timeout,
+    /// Nothing to get from a queue. Python: `queue.Empty`.
+    #[error("queue is empty")]
+    Empty,
+    /// No room in a bounded queue. Python: `queue.Full`.
+    #[error("queue is full")]
+    Full,
+    /// The peer closed its end and nothing is left to read. Python: `EOFError`.
+    #[error("end of file: the other end of the connection was closed")]
+    Eof,
+    /// A value or a call was wrong for the object's state. Python: `ValueError`
+    /// (and the `AssertionError`s of misuse, such as starting a process twice).
+    #[error("{0}")]
+    Value(String),
+    /// A name or key is missing. Python: `KeyError`.
+    #[error("key not found: {0}")]
+    Key(String),
+    /// The function panicked in the child process. Python: the remote exception
+    /// with its `RemoteTraceback`.
+    #[error("{}", RemoteDisplay { process, pid: *pid, message, location: location.as_deref(), backtrace: backtrace.as_deref() })]
+    Remote {
+        /// The name of the process that panicked (`Process-1`, `PoolWorker-3`, ...).
+        process: String,
+        /// Its pid.
+        pid: u32,
+        /// The panic message.
+        message: String,
+        /// `file:line:column` of the panic, when known.
+        location: Option<String>,
+        /// The child's backtrace, captured when `RUST_BACKTRACE` is set.
+        backtrace: Option<String>,
+    },
+    /// The process running the task died before it answered (SIGKILL, abort,
+    /// segfault, `process::exit`, the OOM killer). Python's Pool hangs here.
+    #[error("{}", LostDisplay { pid: *pid, exitcode: *exitcode })]
+    WorkerLost {
+        /// The pid of the dead worker.
+        pid: u32,
+        /// Its exit code in Python's convention: `n` after `exit(n)`, `-SIG` when
+        /// killed by a signal; `None` if it could not be read.
+        exitcode: Option<i32>,
+    },
+    /// The pool, queue, connection or manager was already closed or shut down.
+    /// Python: `ValueError("Pool not running")`, `OSError("handle is closed")`.
+    #[error("the pool, queue, connection or manager is closed; create a new one to go on")]
+    Closed,
+    /// The authkey handshake failed. Python: `AuthenticationError`.
+    #[error("authentication failed: {0}")]
+    Authentication(String),
+    /// An operating-system call failed. Python: `OSError`.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// A message could not be decoded: a corrupt or truncated frame, or a value of
+    /// another type than the one asked for.
+    #[error("could not decode a message: {0}")]
+    Decode(String),
+    /// A value could not be encoded for another process (for example a handle put
+    /// into a byte stream that cannot carry file descriptors).
+    #[error("could not encode a value: {0}")]
+    Encode(String),
+    /// A child process could not be started or did not complete its start-up.
+    #[error("could not start the child process: {0}")]
+    Spawn(String),
+    /// The barrier was aborted, reset while waited on, or a wait timed out.
+    /// Python: `threading.BrokenBarrierError`.
+    #[error("the barrier is broken (aborted, reset or timed out); call reset() to use it again")]
+    BrokenBarrier,
+    /// The buffer given to `recv_bytes_into` was too small; the whole message is
+    /// handed back. Python: `BufferTooShort` (whose `args[0]` is the message).
+    #[error("buffer too short: the message has {} bytes; use a larger buffer or recv_bytes()", .0.len())]
+    BufferTooShort(Vec<u8>),
+    /// A message declared a length above the connection's maximum; nothing was
+    /// allocated for it.
+    #[error("message of {len} bytes exceeds the maximum of {max} bytes; raise the limit with set_max_message_len()")]
+    MessageTooLarge {
+        /// The declared length.
+        len: u64,
+        /// The limit in force.
+        max: u64,
+    },
+}
+
+struct RemoteDisplay<'a> {
+    process: &'a str,
+    pid: u32,
+    message: &'a str,
+    location: Option<&'a str>,
+    backtrace: Option<&'a str>,
+}
+
+impl fmt::Display for RemoteDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (pid {}) panicked: {}", self.process, self.pid, self.message)?;
+        if let Some(location) = self.location {
+            write!(f, " at {location}")?;
+        }
+        if let Some(backtrace) = self.backtrace {
+            write!(f, "\nremote backtrace:\n{backtrace}")?;
+        }
+        Ok(())
+    }
+}
+
+struct LostDisplay {
+    pid: u32,
+    exitcode: Option<i32>,
+}
+
+impl fmt::Display for LostDisplay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "worker process (pid {}) died while running the task: ", self.pid)?;
+        match self.exitcode {
+            Some(code) if code < 0 => write!(f, "killed by signal {}", signal_name(-code)),
+            Some(code) => write!(f, "exited with code {code}"),
+            None => write!(f, "its exit status is unknown"),
+        }
+    }
+}
+
+/// `SIGKILL (9)` for 9; the number alone for a signal without a name.
+pub(crate) fn signal_name(signo: i32) -> String {
+    match nix::sys::signal::Signal::try_from(signo) {
+        Ok(sig) => format!("{} ({signo})", sig.as_str()),
+        Err(_) => format!("{signo}"),
+    }
+}
+
+impl Error {
+    /// True for [`Error::Timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(multiprocess::Error::Timeout.is_timeout());
+    /// ```
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout)
+    }
+
+    pub(crate) fn value(msg: impl Into<String>) -> Self {
+        Error::Value(msg.into())
+    }
+
+    pub(crate) fn decode(msg: impl fmt::Display) -> Self {
+        Error::Decode(msg.to_string())
+    }
+
+    pub(crate) fn encode(msg: impl fmt::Display) -> Self {
+        Error::Encode(msg.to_string())
+    }
+}
+
+impl From<nix::errno::Errno> for Error {
+    fn from(errno: nix::errno::Errno) -> Self {
+        Error::Io(std::io::Error::from(errno))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_lost_names_the_signal() {
+        let e = Error::WorkerLost { pid: 7, exitcode: Some(-9) };
+        assert_eq!(
+            e.to_string(),
+            "worker process (pid 7) died while running the task: killed by signal SIGKILL (9)"
+        );
+        let e = Error::WorkerLost { pid: 7, exitcode: Some(3) };
+        assert!(e.to_string().ends_with("exited with code 3"));
+    }
+
+    #[test]
+    fn remote_shows_message_and_location() {
+        let e = Error::Remote {
+            process: "Process-1".into(),
+            pid: 42,
+            message: "boom".into(),
+            location: Some("src/main.rs:3:5".into()),
+            backtrace: None,
+        };
+        assert_eq!(e.to_string(), "Process-1 (pid 42) panicked: boom at src/main.rs:3:5");
+    }
+
+    #[test]
+    fn error_is_send_sync_static() {
+        fn check<T: Send + Sync + 'static + std::error::Error>() {}
+        check::<Error>();
+    }
+}

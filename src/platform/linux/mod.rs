@@ -1,0 +1,4 @@
+//! The Linux backend.
+
+pub(crate) mod fd;
+pub(crate) mod spawn;

@@ -1,0 +1,537 @@
+//! Python's `multiprocessing.reduction`: how values and functions cross to another
+//! process.
+//!
+//! * **Values** travel as postcard bytes inside a small envelope that names the
+//!   value's type, so a decode as another type is an error, never garbage.
+//! * **Handles** (locks, shared values, connections, queues) are file descriptors
+//!   underneath. While a value is encoded for a channel that can carry fds, a
+//!   handle's `Serialize` dups its fd into a side list ([`serialize_fd`]); the list
+//!   rides with the bytes as `SCM_RIGHTS`, and [`deserialize_fd`] takes it back
+//!   out on the other side. Outside such an encode a handle refuses to serialize
+//!   (CPython's `assert_spawning`), so no fd number ever dangles in a byte stream.
+//! * **Functions** are zero-sized types (non-capturing closures and `fn` items).
+//!   What travels is the offset of a monomorphised trampoline from a known
+//!   function of this binary ([`FnRef`]); the child, running the same binary
+//!   (checked at start-up), adds its own address of that function back.
+//!
+//! | Python | Rust |
+//! |---|---|
+//! | `ForkingPickler.dumps` / `loads` | `encode` / `decode` (crate-internal) |
+//! | `reduction.send_handle` / `recv_handle` | a handle inside any sent value |
+//! | `context.assert_spawning` | a handle serialized outside `encode` is an error |
+
+use std::any::type_name;
+use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use serde::de::{DeserializeOwned, Error as _};
+use serde::ser::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+
+/// First byte of a typed message: tells our envelopes from pickles (0x80) and
+/// from stray bytes.
+const ENVELOPE_MAGIC: u8 = 0xA7;
+/// Magic byte, fd count (u8), type tag (u64 LE).
+const ENVELOPE_HEADER: usize = 1 + 1 + 8;
+
+/// An encoded value: its bytes and the fds its handles refer to, in order.
+#[derive(Debug, Default)]
+pub(crate) struct Encoded {
+    /// The envelope and the postcard bytes.
+    pub(crate) bytes: Vec<u8>,
+    /// Duplicates of the fds of the handles inside the value.
+    pub(crate) fds: Vec<OwnedFd>,
+}
+
+thread_local! {
+    /// While encoding: where handles put the fds they carry (a stack, since a
+    /// handle's serialization may itself encode).
+    static FDS_OUT: RefCell<Vec<Vec<OwnedFd>>> = const { RefCell::new(Vec::new()) };
+    /// While decoding: the fds that came with the message; a handle takes its own.
+    static FDS_IN: RefCell<Vec<Vec<Option<OwnedFd>>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A stable 64-bit tag for `T` (FNV-1a of its type name): parent and child are
+/// the same build, so they agree on it.
+pub(crate) fn type_tag<T: ?Sized>() -> u64 {
+    fnv1a(type_name::<T>().as_bytes())
+}
+
+/// FNV-1a, 64 bit.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Encodes `value` with its type tag, collecting the fds of any handles inside.
+///
+/// # Errors
+///
+/// [`Error::Encode`] when serde fails (a `Serialize` impl errors, a map with a
+/// non-string key shape postcard cannot express, more than 253 handles).
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Encoded> {
+    FDS_OUT.with(|s| s.borrow_mut().push(Vec::new()));
+    let mut bytes = vec![0u8; ENVELOPE_HEADER];
+    let result = postcard::to_extend(value, std::mem::take(&mut bytes));
+    let fds = FDS_OUT.with(|s| s.borrow_mut().pop().unwrap_or_default());
+    let mut bytes = result.map_err(|e| Error::encode(format!("{} ({e})", type_name::<T>())))?;
+    if fds.len() > crate::platform::fd::MAX_FDS_PER_MESSAGE {
+        return Err(Error::encode(format!(
+            "a message can carry at most {} handles, this one has {}",
+            crate::platform::fd::MAX_FDS_PER_MESSAGE,
+            fds.len()
+        )));
+    }
+    bytes[0] = ENVELOPE_MAGIC;
+    bytes[1] = fds.len() as u8;
+    bytes[2..ENVELOPE_HEADER].copy_from_slice(&type_tag::<T>().to_le_bytes());
+    Ok(Encoded { bytes, fds })
+}
+
+/// The number of fds an encoded message says it carries (so a receiver can take
+/// exactly those from the ones that arrived).
+pub(crate) fn declared_fds(bytes: &[u8]) -> usize {
+    if bytes.len() >= ENVELOPE_HEADER && bytes[0] == ENVELOPE_MAGIC {
+        bytes[1] as usize
+    } else {
+        0
+    }
+}
+
+/// Decodes a `T` that [`encode`] made, handing the message's fds to its handles.
+///
+/// # Errors
+///
+/// [`Error::Decode`] when the bytes are not an envelope, name another type,
+/// are truncated or corrupt, leave bytes over, or the fds do not match.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
+    if bytes.len() < ENVELOPE_HEADER || bytes[0] != ENVELOPE_MAGIC {
+        return Err(Error::decode(format!(
+            "expected a {} but the message is not one of ours ({} bytes)",
+            type_name::<T>(),
+            bytes.len()
+        )));
+    }
+    if bytes[1] as usize != fds.len() {
+        return Err(Error::decode(format!(
+            "the message declares {} handles but {} arrived",
+            bytes[1],
+            fds.len()
+        )));
+    }
+    let tag = u64::from_le_bytes(bytes[2..ENVELOPE_HEADER].try_into().expect("8 bytes"));
+    if tag != type_tag::<T>() {
+        return Err(Error::decode(format!(
+            "type mismatch: expected a {}, the message holds another type",
+            type_name::<T>()
+        )));
+    }
+    FDS_IN.with(|s| s.borrow_mut().push(fds.into_iter().map(Some).collect()));
+    let result = postcard::take_from_bytes::<T>(&bytes[ENVELOPE_HEADER..]);
+    FDS_IN.with(|s| s.borrow_mut().pop());
+    match result {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(Error::decode(format!(
+            "{} bytes left over after a {}: corrupt message or wrong type",
+            rest.len(),
+            type_name::<T>()
+        ))),
+        Err(e) => Err(Error::decode(format!("{} ({e})", type_name::<T>()))),
+    }
+}
+
+/// Serializes a handle's fd: dups it into the current [`encode`]'s side list and
+/// writes its index.
+///
+/// # Errors
+///
+/// Outside an [`encode`] (for example `serde_json::to_string(&lock)`) this fails:
+/// an fd can only travel over a channel that carries fds.
+pub(crate) fn serialize_fd<S: Serializer>(fd: BorrowedFd<'_>, serializer: S) -> Result<S::Ok, S::Error> {
+    let index = FDS_OUT.with(|s| -> std::result::Result<u32, String> {
+        let mut stack = s.borrow_mut();
+        let Some(list) = stack.last_mut() else {
+            return Err("a multiprocess handle can only be sent to another process of this \
+                        program (as a target argument, a task, a queue item or over a Connection)"
+                .into());
+        };
+        let dup = fd.try_clone_to_owned().map_err(|e| format!("could not duplicate a handle: {e}"))?;
+        list.push(dup);
+        Ok((list.len() - 1) as u32)
+    });
+    match index {
+        Ok(i) => serializer.serialize_u32(i),
+        Err(msg) => Err(S::Error::custom(msg)),
+    }
+}
+
+/// Takes back the fd that [`serialize_fd`] sent.
+///
+/// # Errors
+///
+/// Fails outside a [`decode`], for an index out of range, or for an fd already
+/// taken (a corrupt message).
+pub(crate) fn deserialize_fd<'de, D: Deserializer<'de>>(deserializer: D) -> Result<OwnedFd, D::Error> {
+    let index = u32::deserialize(deserializer)? as usize;
+    FDS_IN.with(|s| {
+        let mut stack = s.borrow_mut();
+        let list = stack
+            .last_mut()
+            .ok_or_else(|| D::Error::custom("a handle can only be received from a multiprocess channel"))?;
+        list.get_mut(index)
+            .and_then(Option::take)
+            .ok_or_else(|| D::Error::custom(format!("handle #{index} is missing from the message")))
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Functions
+
+/// Compile-time check that a target captures nothing.
+struct AssertZeroSized<F>(PhantomData<F>);
+
+impl<F> AssertZeroSized<F> {
+    const OK: () = assert!(
+        std::mem::size_of::<F>() == 0,
+        "a multiprocess target must not capture variables: processes share no memory. \
+         Pass the data as the argument instead (use a tuple for several), and pass a \
+         non-capturing closure or a fn item, not a fn pointer"
+    );
+}
+
+/// Fails to compile unless `F` is zero-sized (a non-capturing closure or `fn` item).
+pub(crate) const fn assert_zero_sized<F>() {
+    let () = AssertZeroSized::<F>::OK;
+}
+
+/// Rebuilds a zero-sized function value.
+fn conjure<F>() -> F {
+    assert_zero_sized::<F>();
+    // SAFETY:
+    // - `F` is zero-sized (checked at compile time above): it has no bytes, so
+    //   no bit pattern can be invalid, and a closure type is inhabited.
+    // - a non-capturing closure or fn item has no state, so this value behaves
+    //   exactly like the one the parent held.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::mem::zeroed::<F>()
+    }
+}
+
+/// What a trampoline gets: the encoded argument and its fds.
+pub(crate) type Payload = Encoded;
+
+/// How a call ended, seen from inside the child.
+pub(crate) enum CallOutcome {
+    /// The function returned; its encoded result (empty when discarded).
+    Returned(Encoded),
+    /// The argument did not decode, or the result did not encode.
+    Failed(Error),
+    /// The function panicked.
+    Panicked(PanicInfo),
+}
+
+/// A monomorphised entry point: decodes the argument, runs the function, encodes
+/// (or drops) the result.
+pub(crate) type Trampoline = fn(Payload) -> CallOutcome;
+
+/// A panic caught in a child, on its way to the parent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PanicInfo {
+    /// The panic message.
+    pub(crate) message: String,
+    /// `file:line:col`.
+    pub(crate) location: Option<String>,
+    /// Rendered backtrace when `RUST_BACKTRACE` is set.
+    pub(crate) backtrace: Option<String>,
+}
+
+impl PanicInfo {
+    /// The parent-side error for this panic in process `process` with `pid`.
+    pub(crate) fn into_error(self, process: String, pid: u32) -> Error {
+        Error::Remote {
+            process,
+            pid,
+            message: self.message,
+            location: self.location,
+            backtrace: self.backtrace,
+        }
+    }
+}
+
+thread_local! {
+    /// Location and backtrace of the last panic on this thread, recorded by the
+    /// hook that `spawn` installs in children.
+    static LAST_PANIC: RefCell<Option<(Option<String>, Option<String>)>> = const { RefCell::new(None) };
+}
+
+/// Records where a panic happened; called from the child's panic hook.
+pub(crate) fn record_panic(location: Option<String>, backtrace: Option<String>) {
+    LAST_PANIC.with(|p| *p.borrow_mut() = Some((location, backtrace)));
+}
+
+/// Runs `f` under `catch_unwind`, turning a panic into a [`PanicInfo`].
+pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> std::result::Result<R, PanicInfo> {
+    LAST_PANIC.with(|p| *p.borrow_mut() = None);
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        let message = if let Some(s) = payload.downcast_ref::<&str>() {
+            (*s).to_string()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "Box<dyn Any>".to_string()
+        };
+        let (location, backtrace) = LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_default();
+        PanicInfo { message, location, backtrace }
+    })
+}
+
+/// The trampoline for a `Process` target or an initializer: the result is dropped.
+fn call_discard<F, A, R>(payload: Payload) -> CallOutcome
+where
+    F: Fn(A) -> R,
+    A: DeserializeOwned,
+{
+    let arg: A = match decode(&payload.bytes, payload.fds) {
+        Ok(a) => a,
+        Err(e) => return CallOutcome::Failed(e),
+    };
+    let f = conjure::<F>();
+    match catch(move || drop(f(arg))) {
+        Ok(()) => CallOutcome::Returned(Encoded::default()),
+        Err(p) => CallOutcome::Panicked(p),
+    }
+}
+
+/// The trampoline for a task whose result goes back to the parent.
+fn call_encode<F, A, R>(payload: Payload) -> CallOutcome
+where
+    F: Fn(A) -> R,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    let arg: A = match decode(&payload.bytes, payload.fds) {
+        Ok(a) => a,
+        Err(e) => return CallOutcome::Failed(e),
+    };
+    let f = conjure::<F>();
+    match catch(move || f(arg)) {
+        Ok(r) => match encode(&r) {
+            Ok(enc) => CallOutcome::Returned(enc),
+            Err(e) => CallOutcome::Failed(e),
+        },
+        Err(p) => CallOutcome::Panicked(p),
+    }
+}
+
+/// The trampoline for a chunk of a `map`: the function over each item in order;
+/// the first panic fails the whole chunk (as Python fails the chunk).
+fn call_chunk<F, A, R>(payload: Payload) -> CallOutcome
+where
+    F: Fn(A) -> R,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    let items: Vec<A> = match decode(&payload.bytes, payload.fds) {
+        Ok(a) => a,
+        Err(e) => return CallOutcome::Failed(e),
+    };
+    let f = conjure::<F>();
+    match catch(move || items.into_iter().map(f).collect::<Vec<R>>()) {
+        Ok(r) => match encode(&r) {
+            Ok(enc) => CallOutcome::Returned(enc),
+            Err(e) => CallOutcome::Failed(e),
+        },
+        Err(p) => CallOutcome::Panicked(p),
+    }
+}
+
+/// A reference to a trampoline that another process of the same build can call.
+///
+/// `offset` is the trampoline's distance from [`anchor`]; ASLR moves the whole
+/// image by one delta, so the distance is the same in every process of this
+/// binary. `check` guards against a corrupt offset: it is a keyed hash of the
+/// offset, and the child refuses any pair that does not match before it jumps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct FnRef {
+    /// Trampoline address minus `anchor`'s.
+    offset: i64,
+    /// `fnv1a(build fingerprint ++ offset)`.
+    check: u64,
+}
+
+/// The known function all offsets are taken from.
+#[inline(never)]
+pub(crate) fn anchor() -> usize {
+    anchor as fn() -> usize as usize
+}
+
+impl FnRef {
+    fn from_trampoline(t: Trampoline) -> Self {
+        let offset = (t as usize as i64).wrapping_sub(anchor() as i64);
+        FnRef { offset, check: Self::checksum(offset) }
+    }
+
+    fn checksum(offset: i64) -> u64 {
+        let mut key = crate::spawn::fingerprint().to_le_bytes().to_vec();
+        key.extend_from_slice(&offset.to_le_bytes());
+        fnv1a(&key)
+    }
+
+    /// Refers to the trampoline that runs `F` and drops its result.
+    pub(crate) fn discard<F, A, R>(_f: F) -> Self
+    where
+        F: Fn(A) -> R,
+        A: DeserializeOwned,
+    {
+        assert_zero_sized::<F>();
+        Self::from_trampoline(call_discard::<F, A, R>)
+    }
+
+    /// Refers to the trampoline that runs `F` and encodes its result.
+    pub(crate) fn returning<F, A, R>(_f: F) -> Self
+    where
+        F: Fn(A) -> R,
+        A: DeserializeOwned,
+        R: Serialize,
+    {
+        assert_zero_sized::<F>();
+        Self::from_trampoline(call_encode::<F, A, R>)
+    }
+
+    /// Refers to the trampoline that maps `F` over a chunk of items.
+    pub(crate) fn chunk<F, A, R>(_f: F) -> Self
+    where
+        F: Fn(A) -> R,
+        A: DeserializeOwned,
+        R: Serialize,
+    {
+        assert_zero_sized::<F>();
+        Self::from_trampoline(call_chunk::<F, A, R>)
+    }
+
+    /// Refers to a crate-internal entry point (a pool worker loop, a manager server).
+    pub(crate) fn internal(t: Trampoline) -> Self {
+        Self::from_trampoline(t)
+    }
+
+    /// Calls the trampoline in this process.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Decode`] if the reference fails its check (a corrupt message or
+    /// another build): nothing is called then.
+    pub(crate) fn call(&self, payload: Payload) -> Result<CallOutcome> {
+        if self.check != Self::checksum(self.offset) {
+            return Err(Error::decode("a function reference failed its integrity check"));
+        }
+        let addr = (anchor() as i64).wrapping_add(self.offset) as usize;
+        // SAFETY:
+        // - `check` matched, so this offset was made by `from_trampoline` in a
+        //   process whose build fingerprint equals ours: the same binary image.
+        // - in the same image every function keeps its distance from `anchor`
+        //   (ASLR shifts the image as a whole), so `addr` is the address of that
+        //   very `Trampoline` in this process.
+        #[allow(unsafe_code)]
+        let trampoline = unsafe { std::mem::transmute::<usize, Trampoline>(addr) };
+        Ok(trampoline(payload))
+    }
+}
+
+/// A value paired with its type, for call sites that carry a `FnRef` and an
+/// encoded argument together.
+#[derive(Debug)]
+pub(crate) struct PreparedCall {
+    /// What to run.
+    pub(crate) target: FnRef,
+    /// Its encoded argument, or the error encoding it gave.
+    pub(crate) payload: Result<Encoded>,
+}
+
+impl PreparedCall {
+    /// Prepares `F(arg)` whose result is dropped; encoding happens now, so the
+    /// caller keeps no copy of `arg`.
+    pub(crate) fn discard<F, A, R>(f: F, arg: A) -> Self
+    where
+        F: Fn(A) -> R,
+        A: Serialize + DeserializeOwned,
+    {
+        PreparedCall { target: FnRef::discard(f), payload: encode(&arg) }
+    }
+}
+
+/// Lets `BorrowedFd`-holding handles serialize through [`serialize_fd`].
+pub(crate) fn serialize_handle<S: Serializer>(fd: &impl AsFd, serializer: S) -> Result<S::Ok, S::Error> {
+    serialize_fd(fd.as_fd(), serializer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_and_check_their_type() {
+        let enc = encode(&(7i64, "x".to_string())).unwrap();
+        let back: (i64, String) = decode(&enc.bytes, Vec::new()).unwrap();
+        assert_eq!(back, (7, "x".to_string()));
+        let wrong = decode::<String>(&enc.bytes, Vec::new());
+        assert!(matches!(wrong, Err(Error::Decode(m)) if m.contains("type mismatch")));
+    }
+
+    #[test]
+    fn truncated_and_garbage_messages_are_errors() {
+        let enc = encode(&vec![1u32, 2, 3, 4]).unwrap();
+        for cut in 0..enc.bytes.len() {
+            assert!(decode::<Vec<u32>>(&enc.bytes[..cut], Vec::new()).is_err(), "cut at {cut}");
+        }
+        assert!(decode::<u8>(b"\x80\x04garbage", Vec::new()).is_err());
+    }
+
+    #[test]
+    fn handles_refuse_plain_serialization() {
+        struct H(OwnedFd);
+        impl Serialize for H {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                serialize_handle(&self.0, s)
+            }
+        }
+        let (a, _b) = crate::platform::fd::pipe().unwrap();
+        let h = H(a);
+        assert!(postcard::to_stdvec(&h).is_err());
+        let enc = encode(&h).unwrap();
+        assert_eq!(enc.fds.len(), 1);
+        assert_eq!(declared_fds(&enc.bytes), 1);
+    }
+
+    #[test]
+    fn fn_refs_call_back_into_this_binary() {
+        let r = FnRef::returning(|(a, b): (i32, i32)| a * b);
+        let out = r.call(encode(&(6, 7)).unwrap()).unwrap();
+        let CallOutcome::Returned(enc) = out else { panic!("expected a result") };
+        assert_eq!(decode::<i32>(&enc.bytes, Vec::new()).unwrap(), 42);
+    }
+
+    #[test]
+    fn corrupt_fn_refs_are_refused() {
+        let mut r = FnRef::discard(|_: ()| ());
+        r.offset += 16;
+        assert!(matches!(r.call(encode(&()).unwrap()), Err(Error::Decode(_))));
+    }
+
+    #[test]
+    fn panics_are_caught_with_their_message() {
+        let r = FnRef::returning(|x: u8| if x > 1 { panic!("too big: {x}") } else { x });
+        match r.call(encode(&5u8).unwrap()).unwrap() {
+            CallOutcome::Panicked(p) => assert_eq!(p.message, "too big: 5"),
+            _ => panic!("expected a panic"),
+        }
+    }
+}

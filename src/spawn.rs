@@ -1,0 +1,513 @@
+//! Starting children by running this binary again: CPython's `spawn.py` and
+//! `popen_spawn_posix.py`.
+//!
+//! # The bootstrap protocol
+//!
+//! 1. The parent makes a Unix socket pair and runs `/proc/self/exe` (the very
+//!    image it runs, even if the file on disk was replaced) with its own argv, stdin
+//!    on `/dev/null`, and `MULTIPROCESS_CHILD_FD=<n>` naming the child's end, the
+//!    only fd it inherits.
+//! 2. Without waiting, the parent sends three frames: the build check
+//!    (`MPBOOT1\0` + the build fingerprint), the typed [`Bootstrap`] (name,
+//!    identity, daemon flag, parent, the function reference), and the encoded
+//!    argument with its handles' fds.
+//! 3. The child's [`init`] sees the variable, takes the fd, and compares the
+//!    fingerprint. On a mismatch it answers `MPWRONGBUILD` and exits; otherwise it
+//!    answers [`Report::Started`], runs the target, and exits 0 (1 after a panic,
+//!    whose [`Report::Panicked`] it sends first).
+//! 4. The parent learns of a child that never started (died early, a binary
+//!    without `init()`, another build) from the missing `Started`: by the child's
+//!    exit, or after [`START_TIMEOUT`], when it kills it. Nothing waits forever.
+//!
+//! The socket stays open for the child's life. Its hang-up tells the child that
+//! the parent died (`parent_process().is_alive()`); a daemon child then exits.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::connection::Connection;
+use crate::error::{Error, Result};
+use crate::platform::{fd, spawn as os_spawn};
+use crate::reduction::{self, CallOutcome, Encoded, FnRef, PanicInfo, PreparedCall};
+
+/// The variable that tells a child which inherited fd leads to its parent.
+pub(crate) const CHILD_FD_VAR: &str = "MULTIPROCESS_CHILD_FD";
+
+/// How long a child may take to start (exec, reach `init()`, answer) before the
+/// parent gives up on it and kills it. Generous: a loaded 2-core machine can take
+/// seconds to start a big binary.
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The first frame: magic and build fingerprint.
+const BOOT_MAGIC: &[u8; 8] = b"MPBOOT1\0";
+/// The child's answer when the fingerprints differ.
+const WRONG_BUILD: &[u8] = b"MPWRONGBUILD";
+/// Exit code of a child that refused to run another build's work.
+pub(crate) const EXIT_WRONG_BUILD: i32 = 86;
+/// Exit code of a child whose bootstrap failed (parent gone, corrupt frames).
+pub(crate) const EXIT_BOOTSTRAP_FAILED: i32 = 87;
+
+/// Set by [`init`]: starting children is allowed.
+static INITIALIZED: AtomicBool = AtomicBool::new(false);
+/// The next child number of this process (`Process-N`).
+static NEXT_CHILD: AtomicU32 = AtomicU32::new(1);
+/// Who this process is, when it is a child.
+static SELF_INFO: OnceLock<ChildContext> = OnceLock::new();
+
+/// What a child knows of itself and its parent.
+pub(crate) struct ChildContext {
+    /// Its name (`Process-1:2`).
+    pub(crate) name: String,
+    /// Its identity (`[1, 2]`).
+    pub(crate) identity: Vec<u32>,
+    /// Whether it is a daemon.
+    pub(crate) daemon: bool,
+    /// The parent's pid.
+    pub(crate) parent_pid: u32,
+    /// The parent's name.
+    pub(crate) parent_name: String,
+    /// The socket to the parent.
+    pub(crate) parent_conn: Connection,
+}
+
+/// The typed part of the bootstrap.
+#[derive(Debug, Serialize, Deserialize)]
+struct Bootstrap {
+    /// The child's name.
+    name: String,
+    /// The child's identity.
+    identity: Vec<u32>,
+    /// Daemon: exit when the parent dies.
+    daemon: bool,
+    /// Do not print panics to stderr (pool workers report them instead).
+    quiet_panics: bool,
+    /// The parent's pid.
+    parent_pid: u32,
+    /// The parent's name.
+    parent_name: String,
+    /// What to run.
+    target: FnRef,
+}
+
+/// What a child tells its parent over the bootstrap socket.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Report {
+    /// The build matched and the target is about to run.
+    Started,
+    /// The target panicked (sent just before exiting with code 1).
+    Panicked(PanicInfo),
+}
+
+/// The build fingerprint of this process: identity of the executable image and
+/// the layout of this crate's code in it.
+pub(crate) fn fingerprint() -> u64 {
+    static FP: OnceLock<u64> = OnceLock::new();
+    *FP.get_or_init(|| {
+        use std::os::unix::fs::MetadataExt;
+        let mut key = Vec::with_capacity(48);
+        if let Ok(m) = std::fs::metadata("/proc/self/exe") {
+            for v in [m.dev(), m.ino(), m.size(), m.mtime() as u64, m.mtime_nsec() as u64] {
+                key.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        let layout = (fingerprint as fn() -> u64 as usize).wrapping_sub(reduction::anchor());
+        key.extend_from_slice(&layout.to_le_bytes());
+        reduction::fnv1a(&key)
+    })
+}
+
+/// Call this first in `main`. In a child process it runs the child's work and
+/// exits, so the rest of `main` never runs there; in the parent it returns at
+/// once.
+///
+/// Code before `init()` runs again in every child, so keep it first.
+///
+/// Python: the `if __name__ == '__main__':` guard, and `freeze_support()`.
+///
+/// # Examples
+///
+/// ```
+/// use multiprocess as mp;
+/// fn main() {
+///     mp::init();
+///     let mut p = mp::Process::new(|x: u32| assert_eq!(x, 7), 7);
+///     p.start().unwrap();
+///     p.join().unwrap();
+///     assert_eq!(p.exitcode(), Some(0));
+/// }
+/// ```
+pub fn init() {
+    if INITIALIZED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let Some(var) = std::env::var_os(CHILD_FD_VAR) else {
+        return;
+    };
+    // Our own children get their own value; nobody else should see this one.
+    std::env::remove_var(CHILD_FD_VAR);
+    run_child(var)
+}
+
+/// Refuses to start children from a process that never called [`init`].
+pub(crate) fn check_initialized() -> Result<()> {
+    if INITIALIZED.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    if std::env::var_os(CHILD_FD_VAR).is_some() {
+        // A child whose main() forgot init(): stop before it forks again.
+        eprintln!(
+            "multiprocess: this child process reached code that starts processes without \
+             calling mp::init(); put mp::init() first in main (or use multiprocess::test_support!() \
+             in test binaries)"
+        );
+        std::process::exit(EXIT_BOOTSTRAP_FAILED);
+    }
+    Err(Error::Spawn(
+        "mp::init() was not called; make it the first line of main (in test binaries, \
+         put multiprocess::test_support!() at the top of the file)"
+            .into(),
+    ))
+}
+
+/// This process as a child, if it is one.
+pub(crate) fn child_context() -> Option<&'static ChildContext> {
+    SELF_INFO.get()
+}
+
+/// This process's name: `MainProcess` or the one its parent gave it.
+pub(crate) fn current_name() -> &'static str {
+    child_context().map_or("MainProcess", |c| c.name.as_str())
+}
+
+/// The identity and default name of the next child of this process.
+pub(crate) fn next_child_identity(prefix: &str) -> (Vec<u32>, String) {
+    let n = NEXT_CHILD.fetch_add(1, Ordering::Relaxed);
+    let mut identity = child_context().map(|c| c.identity.clone()).unwrap_or_default();
+    identity.push(n);
+    let digits: Vec<String> = identity.iter().map(u32::to_string).collect();
+    (identity, format!("{prefix}-{}", digits.join(":")))
+}
+
+/// What to start.
+pub(crate) struct StartSpec {
+    /// The child's name.
+    pub(crate) name: String,
+    /// The child's identity.
+    pub(crate) identity: Vec<u32>,
+    /// Exit when the parent dies.
+    pub(crate) daemon: bool,
+    /// Report panics instead of printing them.
+    pub(crate) quiet_panics: bool,
+    /// The function and its encoded argument.
+    pub(crate) call: PreparedCall,
+}
+
+/// A started child, seen from the parent.
+#[derive(Debug)]
+pub(crate) struct Child {
+    /// Its pid.
+    pub(crate) pid: u32,
+    /// Readable once it has exited.
+    pub(crate) pidfd: OwnedFd,
+    /// The socket to it.
+    pub(crate) conn: Connection,
+    /// When it was started (for [`START_TIMEOUT`]).
+    pub(crate) started_at: Instant,
+}
+
+/// The executable children run: `/proc/self/exe` unless [`set_executable`] chose
+/// another.
+static EXECUTABLE: OnceLock<std::sync::Mutex<Option<std::path::PathBuf>>> = OnceLock::new();
+
+/// Runs children from `path` instead of this process's own image.
+///
+/// Only useful for a binary built from the same source (a copy of this very
+/// file); any other build is refused at start-up with [`Error::Spawn`].
+///
+/// Python: `multiprocessing.set_executable(path)`.
+///
+/// # Examples
+///
+/// ```
+/// use multiprocess as mp;
+/// mp::init();
+/// mp::set_executable(std::env::current_exe().unwrap());
+/// mp::reset_executable();
+/// ```
+pub fn set_executable(path: impl Into<std::path::PathBuf>) {
+    let cell = EXECUTABLE.get_or_init(Default::default);
+    *cell.lock().unwrap_or_else(|e| e.into_inner()) = Some(path.into());
+}
+
+/// Undoes [`set_executable`]: children run `/proc/self/exe` again.
+pub fn reset_executable() {
+    if let Some(cell) = EXECUTABLE.get() {
+        *cell.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+fn executable() -> std::path::PathBuf {
+    EXECUTABLE
+        .get()
+        .and_then(|c| c.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        .unwrap_or_else(|| "/proc/self/exe".into())
+}
+
+/// Starts a child running `spec.call`. Returns once the child is forked and its
+/// bootstrap is on the wire; use [`Child::wait_started`] to wait for its answer.
+///
+/// # Errors
+///
+/// [`Error::Spawn`] if [`init`] was not called, [`Error::Encode`] if the
+/// argument did not serialize (nothing is started), [`Error::Io`] if the fork,
+/// exec or the bootstrap write failed.
+pub(crate) fn start(spec: StartSpec) -> Result<Child> {
+    check_initialized()?;
+    let PreparedCall { target, payload } = spec.call;
+    let payload = payload?;
+    let (ours, theirs) = fd::socketpair_stream()?;
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| OsString::from("multiprocess-child"));
+    let exe = executable();
+    let pid = os_spawn::spawn_child(os_spawn::SpawnSpec {
+        exe: &exe,
+        arg0,
+        args: args.collect(),
+        fd_var: CHILD_FD_VAR,
+        channel: theirs.as_fd(),
+    })?;
+    drop(theirs);
+    let pidfd = fd::pidfd_open(pid)?;
+    let child = Child { pid, pidfd, conn: Connection::from_fd(ours, true, true), started_at: Instant::now() };
+    let boot = Bootstrap {
+        name: spec.name,
+        identity: spec.identity,
+        daemon: spec.daemon,
+        quiet_panics: spec.quiet_panics,
+        parent_pid: std::process::id(),
+        parent_name: current_name().to_string(),
+        target,
+    };
+    if let Err(e) = send_bootstrap(&child.conn, &boot, &payload) {
+        // A child that died at once: its exit status says more than EPIPE.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        let status = crate::process::reap_blocking(pid);
+        return Err(Error::Spawn(format!("could not send the child its work ({e}); {}", describe_exit(status))));
+    }
+    Ok(child)
+}
+
+fn send_bootstrap(conn: &Connection, boot: &Bootstrap, payload: &Encoded) -> Result<()> {
+    let mut first = BOOT_MAGIC.to_vec();
+    first.extend_from_slice(&fingerprint().to_le_bytes());
+    conn.send_frame(&first, &[])?;
+    conn.send(boot)?;
+    conn.send_frame(&payload.bytes, &payload.fds)
+}
+
+/// "exited with code 3" / "was killed by signal SIGKILL (9)".
+pub(crate) fn describe_exit(code: Option<i32>) -> String {
+    match code {
+        Some(c) if c < 0 => format!("it was killed by signal {}", crate::error::signal_name(-c)),
+        Some(EXIT_WRONG_BUILD) => "it runs another build of the program".into(),
+        Some(c) => format!("it exited with code {c}"),
+        None => "its exit status is unknown".into(),
+    }
+}
+
+impl Child {
+    /// Waits for the child's `Started` answer until `deadline` (at most
+    /// [`START_TIMEOUT`] after the start).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Spawn`] when the child runs another build, exited before it
+    /// answered, or did not answer in time (it is then killed; the caller reaps).
+    pub(crate) fn wait_started(&self, deadline: Option<Instant>) -> Result<()> {
+        let limit = self.started_at + START_TIMEOUT;
+        let deadline = Some(deadline.map_or(limit, |d| d.min(limit)));
+        match self.conn.recv_frame(deadline) {
+            Ok(frame) if frame.bytes == WRONG_BUILD => Err(Error::Spawn(
+                "the child runs another build of this program than the parent (was the executable \
+                 replaced, or set_executable() pointed at another binary?)"
+                    .into(),
+            )),
+            Ok(frame) => match reduction::decode::<Report>(&frame.bytes, frame.fds)? {
+                Report::Started => Ok(()),
+                Report::Panicked(p) => Err(Error::Spawn(format!("the child panicked while starting: {}", p.message))),
+            },
+            Err(Error::Timeout) if Instant::now() >= limit => {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(self.pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                Err(Error::Spawn(format!(
+                    "the child (pid {}) did not start within {:?}; is mp::init() the first line of main?",
+                    self.pid, START_TIMEOUT
+                )))
+            }
+            Err(Error::Timeout) => Err(Error::Timeout),
+            Err(Error::Eof) | Err(Error::Decode(_)) | Err(Error::Io(_)) => Err(Error::Spawn(format!(
+                "the child (pid {}) exited before it started its work; is mp::init() the first \
+                 line of main?",
+                self.pid
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The child side
+
+/// Runs this process as a child and exits.
+fn run_child(var: OsString) -> ! {
+    fd::ignore_sigpipe();
+    let conn = match var.to_str().and_then(|s| s.parse().ok()).map(fd::adopt_inherited) {
+        Some(Ok(fd)) => Connection::from_fd(fd, true, true),
+        _ => bootstrap_failed(&format!("{CHILD_FD_VAR}={var:?} does not name an inherited fd")),
+    };
+    let deadline = Some(Instant::now() + START_TIMEOUT);
+    let first = match conn.recv_frame(deadline) {
+        Ok(f) => f.bytes,
+        Err(e) => bootstrap_failed(&format!("no bootstrap from the parent: {e}")),
+    };
+    let mut expected = BOOT_MAGIC.to_vec();
+    expected.extend_from_slice(&fingerprint().to_le_bytes());
+    if first != expected {
+        let _ = conn.send_frame(WRONG_BUILD, &[]);
+        eprintln!("multiprocess: refusing to run work sent by another build of this program");
+        std::process::exit(EXIT_WRONG_BUILD);
+    }
+    let boot: Bootstrap = conn
+        .recv_frame(deadline)
+        .and_then(|f| reduction::decode(&f.bytes, f.fds))
+        .unwrap_or_else(|e| bootstrap_failed(&format!("bad bootstrap: {e}")));
+    let payload = conn
+        .recv_frame(deadline)
+        .map(|f| Encoded { bytes: f.bytes, fds: f.fds })
+        .unwrap_or_else(|e| bootstrap_failed(&format!("bad argument frame: {e}")));
+    let ctx = ChildContext {
+        name: boot.name,
+        identity: boot.identity,
+        daemon: boot.daemon,
+        parent_pid: boot.parent_pid,
+        parent_name: boot.parent_name,
+        parent_conn: conn,
+    };
+    let ctx = SELF_INFO.get_or_init(|| ctx);
+    if ctx.daemon {
+        watch_parent();
+    }
+    install_panic_hook(ctx.name.clone(), boot.quiet_panics);
+    if let Err(e) = ctx.parent_conn.send(&Report::Started) {
+        bootstrap_failed(&format!("could not answer the parent: {e}"));
+    }
+    let code = match boot.target.call(payload) {
+        Ok(CallOutcome::Returned(_)) => 0,
+        Ok(CallOutcome::Panicked(p)) => {
+            let _ = ctx.parent_conn.send(&Report::Panicked(p));
+            1
+        }
+        Ok(CallOutcome::Failed(e)) | Err(e) => {
+            eprintln!("Process {}: {e}", ctx.name);
+            1
+        }
+    };
+    exit_child(code)
+}
+
+/// Flushes stdout and exits with `code`.
+pub(crate) fn exit_child(code: i32) -> ! {
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    std::process::exit(code)
+}
+
+fn bootstrap_failed(why: &str) -> ! {
+    eprintln!("multiprocess: child start-up failed: {why}");
+    exit_child(EXIT_BOOTSTRAP_FAILED)
+}
+
+/// A daemon child dies with its parent: a thread waits for the parent's end of
+/// the socket to close (the parent exited, however it died) and kills this
+/// process. Unlike `PR_SET_PDEATHSIG`, this does not fire when merely the
+/// parent's *thread* that started us exits.
+fn watch_parent() {
+    let spawned = std::thread::Builder::new().name("multiprocess-parent-watch".into()).spawn(|| {
+        let Some(ctx) = child_context() else { return };
+        loop {
+            let hung_up = ctx
+                .parent_conn
+                .with_fd(|fd| fd::wait_for(fd, libc::POLLRDHUP, None).unwrap_or(true))
+                .unwrap_or(true);
+            if hung_up && ctx.parent_conn.peer_closed() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    });
+    if spawned.is_err() {
+        bootstrap_failed("could not start the parent-watch thread");
+    }
+}
+
+/// Prints panics like Python prints a child's traceback (`Process Process-1:`
+/// then the panic), and records where they happened for the report.
+fn install_panic_hook(name: String, quiet: bool) {
+    let default = std::panic::take_hook();
+    let capture = std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
+    std::panic::set_hook(Box::new(move |info| {
+        let location = info.location().map(|l| l.to_string());
+        let backtrace = capture.then(|| std::backtrace::Backtrace::force_capture().to_string());
+        reduction::record_panic(location, backtrace);
+        if !quiet {
+            eprintln!("Process {name}:");
+            default(info);
+        }
+    }));
+}
+
+/// Dispatches to the child's work before the test harness runs, for test
+/// binaries (and any binary whose `main` you do not control).
+///
+/// Put it once at the top level of each integration-test file that starts
+/// processes. It registers a constructor (an `.init_array` entry) that calls
+/// [`init`] before `main`: in a child it runs the child's work and exits, so the
+/// harness never starts there; in the parent it only marks the process
+/// initialized.
+///
+/// # Examples
+///
+/// ```
+/// multiprocess::test_support!();
+///
+/// #[test]
+/// fn child_runs() {
+///     let mut p = multiprocess::Process::new(|_: ()| (), ());
+///     p.start().unwrap();
+///     p.join().unwrap();
+///     assert_eq!(p.exitcode(), Some(0));
+/// }
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! test_support {
+    () => {
+        // An `.init_array` entry: the loader calls it before `main`.
+        #[used]
+        #[allow(unsafe_code)]
+        #[link_section = ".init_array"]
+        static __MULTIPROCESS_TEST_SUPPORT: extern "C" fn() = {
+            extern "C" fn __multiprocess_test_support() {
+                $crate::init();
+            }
+            __multiprocess_test_support
+        };
+    };
+}
