@@ -1,4 +1,6 @@
 //! The Linux backend.
 
 pub(crate) mod fd;
+pub(crate) mod futex;
+pub(crate) mod shm;
 pub(crate) mod spawn;

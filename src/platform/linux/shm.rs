@@ -1,0 +1,232 @@
+//! Shared memory: an anonymous memfd, mapped shared, passed to other processes
+//! as an fd.
+//!
+//! Nothing is named, so nothing can leak into /dev/shm: the kernel frees the
+//! memory when the last process that maps it (or holds its fd) is gone, even if
+//! every one of them was killed with SIGKILL. The file is sealed against
+//! shrinking and growing, so no peer can truncate it and turn our accesses into
+//! SIGBUS.
+//!
+//! Other processes' writes are reached only through atomics, or through the
+//! byte copies below while the caller holds its own lock; never through a
+//! `&mut` into the mapping.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8};
+
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+use nix::sys::memfd::{memfd_create, MFdFlags};
+use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
+
+/// A mapped shared-memory region.
+#[derive(Debug)]
+pub(crate) struct ShmRegion {
+    /// The memfd: what travels to other processes.
+    fd: OwnedFd,
+    /// Start of our mapping (page aligned).
+    ptr: NonNull<u8>,
+    /// Length in bytes (> 0).
+    len: usize,
+}
+
+// SAFETY:
+// - the region is plain shared memory; every access through `ShmRegion` is via
+//   atomics or explicit copies, which are sound from any thread.
+// - the mapping lives until `Drop`, which needs `&mut self`, so no thread can
+//   use `ptr` after it is unmapped.
+unsafe impl Send for ShmRegion {}
+// SAFETY: as for `Send`: `&ShmRegion` gives only atomic or copying access.
+unsafe impl Sync for ShmRegion {}
+
+impl ShmRegion {
+    /// Creates a zero-filled region of `len` bytes (at least 1).
+    ///
+    /// # Errors
+    ///
+    /// `ENOMEM`, `EMFILE` and the like from memfd_create, ftruncate or mmap.
+    pub(crate) fn create(len: usize) -> io::Result<ShmRegion> {
+        let len = len.max(1);
+        let fd = memfd_create(
+            c"multiprocess",
+            MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+        )?;
+        nix::unistd::ftruncate(&fd, len as libc::off_t)?;
+        fcntl(
+            &fd,
+            FcntlArg::F_ADD_SEALS(
+                SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL,
+            ),
+        )?;
+        Self::map(fd, len)
+    }
+
+    /// Maps a region received from another process.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if `fd` is not a sealed memfd of ours (empty or growable), and the
+    /// errors of mmap.
+    pub(crate) fn from_fd(fd: OwnedFd) -> io::Result<ShmRegion> {
+        let st = nix::sys::stat::fstat(&fd)?;
+        let seals = fcntl(&fd, FcntlArg::F_GET_SEALS)?;
+        let needed = (SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW).bits();
+        if st.st_size <= 0 || seals & needed != needed {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a sealed shared-memory region",
+            ));
+        }
+        Self::map(fd, st.st_size as usize)
+    }
+
+    fn map(fd: OwnedFd, len: usize) -> io::Result<ShmRegion> {
+        let size = std::num::NonZeroUsize::new(len).ok_or(io::ErrorKind::InvalidInput)?;
+        // SAFETY:
+        // - a fresh shared mapping chosen by the kernel (no fixed address), so it
+        //   overlaps no Rust object.
+        // - `fd` is a memfd of exactly `len` bytes, sealed against shrinking, so
+        //   every byte of the mapping stays backed (no SIGBUS).
+        let ptr = unsafe {
+            mmap(
+                None,
+                size,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                &fd,
+                0,
+            )?
+        };
+        Ok(ShmRegion {
+            fd,
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    /// The memfd, for sending to another process.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// A pointer to `offset`, checked to hold `size` bytes aligned to `align`.
+    fn at(&self, offset: usize, size: usize, align: usize) -> *mut u8 {
+        assert!(
+            offset.checked_add(size).is_some_and(|end| end <= self.len) && offset % align == 0,
+            "shared-memory access out of bounds or misaligned: offset {offset}, size {size}, region {}",
+            self.len
+        );
+        // SAFETY: `offset + size <= len`, so the result stays inside the mapping.
+        unsafe { self.ptr.as_ptr().add(offset) }
+    }
+
+    /// The `AtomicU32` at `offset` (4-aligned).
+    pub(crate) fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
+        let p = self.at(offset, 4, 4);
+        // SAFETY:
+        // - in bounds and aligned (checked by `at`), inside a mapping that lives
+        //   as long as `&self`.
+        // - the memory is only ever accessed atomically or by explicit copies,
+        //   never through a non-atomic reference.
+        unsafe { AtomicU32::from_ptr(p.cast()) }
+    }
+
+    /// The `AtomicU64` at `offset` (8-aligned).
+    pub(crate) fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
+        let p = self.at(offset, 8, 8);
+        // SAFETY: as for `atomic_u32`.
+        unsafe { AtomicU64::from_ptr(p.cast()) }
+    }
+
+    /// The `AtomicU16` at `offset` (2-aligned).
+    pub(crate) fn atomic_u16(&self, offset: usize) -> &AtomicU16 {
+        let p = self.at(offset, 2, 2);
+        // SAFETY: as for `atomic_u32`.
+        unsafe { AtomicU16::from_ptr(p.cast()) }
+    }
+
+    /// The `AtomicU8` at `offset`.
+    pub(crate) fn atomic_u8(&self, offset: usize) -> &AtomicU8 {
+        let p = self.at(offset, 1, 1);
+        // SAFETY: as for `atomic_u32`.
+        unsafe { AtomicU8::from_ptr(p) }
+    }
+
+    /// Copies `dst.len()` bytes out of the region at `offset`. The caller holds
+    /// the lock that guards those bytes.
+    pub(crate) fn copy_out(&self, offset: usize, dst: &mut [u8]) {
+        let p = self.at(offset, dst.len(), 1);
+        // SAFETY:
+        // - source in bounds (checked), destination is a distinct local buffer.
+        // - concurrent writers are excluded by the caller's lock.
+        unsafe { std::ptr::copy_nonoverlapping(p, dst.as_mut_ptr(), dst.len()) }
+    }
+
+    /// Copies `src` into the region at `offset`. The caller holds the lock that
+    /// guards those bytes.
+    pub(crate) fn copy_in(&self, offset: usize, src: &[u8]) {
+        let p = self.at(offset, src.len(), 1);
+        // SAFETY: as for `copy_out`, with the roles swapped.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), p, src.len()) }
+    }
+}
+
+impl Drop for ShmRegion {
+    fn drop(&mut self) {
+        // SAFETY:
+        // - `ptr`/`len` are exactly the mapping made in `map`, and `&mut self`
+        //   guarantees no reference into it is alive.
+        // An error here would mean our own bookkeeping is wrong; nothing to do.
+        let _ = unsafe { munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn two_mappings_share_memory() {
+        let a = ShmRegion::create(4096).unwrap();
+        let b = ShmRegion::from_fd(a.fd().try_clone_to_owned().unwrap()).unwrap();
+        a.atomic_u32(8).store(77, Ordering::SeqCst);
+        assert_eq!(b.atomic_u32(8).load(Ordering::SeqCst), 77);
+        b.copy_in(100, b"hello");
+        let mut out = [0u8; 5];
+        a.copy_out(100, &mut out);
+        assert_eq!(&out, b"hello");
+    }
+
+    #[test]
+    fn foreign_fds_are_refused() {
+        let (r, _w) = crate::platform::fd::pipe().unwrap();
+        assert!(ShmRegion::from_fd(r).is_err());
+    }
+
+    #[test]
+    fn regions_are_not_named() {
+        let before = std::fs::read_dir("/dev/shm")
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let r = ShmRegion::create(1 << 20).unwrap();
+        assert_eq!(r.len(), 1 << 20);
+        let after = std::fs::read_dir("/dev/shm")
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(before, after);
+    }
+
+    #[test]
+    #[should_panic(expected = "out of bounds")]
+    fn out_of_bounds_access_panics() {
+        let r = ShmRegion::create(16).unwrap();
+        r.atomic_u64(16);
+    }
+}
