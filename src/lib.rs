@@ -73,4 +73,4 @@ pub use error::{Error, Result};
 pub use process::{
     active_children, cpu_count, current_process, parent_process, Process, ProcessInfo,
 };
-pub use spawn::{init, reset_executable, set_executable};
+pub use spawn::{init, reset_executable, set_executable, set_start_timeout};

@@ -122,6 +122,9 @@ struct Running {
     startup: Startup,
     /// The panic the child reported, if any.
     panic: Option<PanicInfo>,
+    /// We sent it SIGTERM/SIGKILL: dying before it answered is then no start-up
+    /// failure (Python: `terminate()` right after `start()` is fine).
+    signalled: bool,
 }
 
 /// A child process running a function, like a thread but with its own memory.
@@ -287,6 +290,7 @@ impl Process {
             child,
             startup: Startup::Pending,
             panic: None,
+            signalled: false,
         });
         Ok(())
     }
@@ -345,6 +349,8 @@ impl Process {
                 r.drain_reports();
                 return match &r.startup {
                     Startup::Confirmed => Ok(true),
+                    // Killed by us before it answered: no start-up failure.
+                    Startup::Pending | Startup::Failed(_) if r.signalled => Ok(true),
                     Startup::Failed(why) => Err(Error::Spawn(why.clone())),
                     Startup::Pending => {
                         let why = format!(
@@ -434,6 +440,7 @@ impl Process {
         let exit = r.shared.exit.lock().unwrap_or_else(|e| e.into_inner());
         if *exit == Exit::Running {
             let _ = send_signal(Pid::from_raw(r.shared.pid as i32), sig);
+            r.signalled = true;
         }
         Ok(())
     }
@@ -451,7 +458,7 @@ impl Running {
             fd::wait_for(self.shared.pidfd.as_fd(), fd::READABLE, deadline)?;
             return Ok(());
         }
-        let limit = self.child.started_at + spawn::START_TIMEOUT;
+        let limit = self.child.started_at + spawn::start_timeout();
         let until = Some(deadline.map_or(limit, |d| d.min(limit)));
         let events = self.child.conn.with_fd(|conn| {
             fd::poll(
@@ -465,7 +472,7 @@ impl Running {
         if events[1] != 0 {
             self.read_startup_answer();
         } else if events[0] == 0 && Instant::now() >= limit {
-            // Nothing in START_TIMEOUT: kill it, the exit ends the wait.
+            // Nothing within the start timeout: kill it, the exit ends the wait.
             match self.child.wait_started(Some(Instant::now())) {
                 Ok(()) => self.startup = Startup::Confirmed,
                 Err(e) => self.startup = Startup::Failed(e.to_string()),

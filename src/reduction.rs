@@ -55,10 +55,90 @@ thread_local! {
     static FDS_IN: RefCell<Vec<Vec<Option<OwnedFd>>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A stable 64-bit tag for `T` (FNV-1a of its type name): parent and child are
-/// the same build, so they agree on it.
+/// A stable 64-bit tag for `T`: FNV-1a of its type name, normalized so that the
+/// borrowed and owned forms serde encodes alike agree (`&str` and `String`,
+/// `&[T]` and `Vec<T>`, `&T` and `T`). Parent and child are the same build, so
+/// they agree on the names.
 pub(crate) fn type_tag<T: ?Sized>() -> u64 {
-    fnv1a(type_name::<T>().as_bytes())
+    let name = type_name::<T>();
+    if name.bytes().any(|b| b == b'&' || b == b'[') || name.contains("str") {
+        fnv1a(normalize_type_name(name).as_bytes())
+    } else {
+        fnv1a(name.as_bytes())
+    }
+}
+
+/// Rewrites a type name into its owned serde-equivalent form.
+fn normalize_type_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 16);
+    let bytes = name.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &name[i..];
+        if let Some(r) = rest.strip_prefix("&mut ") {
+            i = name.len() - r.len();
+        } else if rest.starts_with('&') {
+            i += 1;
+        } else if rest.starts_with('[') {
+            // A slice `[T]` encodes like `Vec<T>`; an array `[T; N]` does not.
+            let end = matching_bracket(rest);
+            let inner = &rest[1..end];
+            if top_level_semicolon(inner) {
+                out.push('[');
+                out.push_str(&normalize_type_name(inner));
+                out.push(']');
+            } else {
+                out.push_str("alloc::vec::Vec<");
+                out.push_str(&normalize_type_name(inner));
+                out.push('>');
+            }
+            i += end + 1;
+        } else if is_str_token(name, i) {
+            out.push_str("alloc::string::String");
+            i += 3;
+        } else {
+            out.push(rest.chars().next().unwrap_or(' '));
+            i += rest.chars().next().map_or(1, char::len_utf8);
+        }
+    }
+    out
+}
+
+/// Index of the `]` closing the `[` at the start of `s` (or its end).
+fn matching_bracket(s: &str) -> usize {
+    let mut depth = 0usize;
+    for (i, b) in s.bytes().enumerate() {
+        match b {
+            b'[' | b'<' | b'(' => depth += 1,
+            b']' | b'>' | b')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return i;
+                }
+            }
+            _ => {}
+        }
+    }
+    s.len().saturating_sub(1)
+}
+
+fn top_level_semicolon(s: &str) -> bool {
+    let mut depth = 0i32;
+    s.bytes().any(|b| {
+        match b {
+            b'[' | b'<' | b'(' => depth += 1,
+            b']' | b'>' | b')' => depth -= 1,
+            _ => {}
+        }
+        b == b';' && depth == 0
+    })
+}
+
+/// Whether the primitive `str` stands at `i` (not part of a longer name).
+fn is_str_token(name: &str, i: usize) -> bool {
+    let b = name.as_bytes();
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b':';
+    name[i..].starts_with("str") && (i == 0 || !ident(b[i - 1])) && b.get(i + 3).is_none_or(|c| !ident(*c))
 }
 
 /// FNV-1a, 64 bit.
@@ -510,6 +590,18 @@ mod tests {
         assert_eq!(back, (7, "x".to_string()));
         let wrong = decode::<String>(&enc.bytes, Vec::new());
         assert!(matches!(wrong, Err(Error::Decode(m)) if m.contains("type mismatch")));
+    }
+
+    #[test]
+    fn borrowed_and_owned_forms_share_a_tag() {
+        assert_eq!(type_tag::<&str>(), type_tag::<String>());
+        assert_eq!(type_tag::<(&str, u32, &[u8])>(), type_tag::<(String, u32, Vec<u8>)>());
+        assert_eq!(type_tag::<&Vec<&str>>(), type_tag::<Vec<String>>());
+        assert_ne!(type_tag::<[u8; 4]>(), type_tag::<Vec<u8>>());
+        assert_ne!(type_tag::<u32>(), type_tag::<i32>());
+        let enc = encode(&("hi", [1u8, 2].as_slice())).unwrap();
+        let back: (String, Vec<u8>) = decode(&enc.bytes, Vec::new()).unwrap();
+        assert_eq!(back, ("hi".to_string(), vec![1, 2]));
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //!    whose [`Report::Panicked`] it sends first).
 //! 4. The parent learns of a child that never started (died early, a binary
 //!    without `init()`, another build) from the missing `Started`: by the child's
-//!    exit, or after [`START_TIMEOUT`], when it kills it. Nothing waits forever.
+//!    exit, or after [`set_start_timeout`], when it kills it. Nothing waits forever.
 //!
 //! The socket stays open for the child's life. Its hang-up tells the child that
 //! the parent died (`parent_process().is_alive()`); a daemon child then exits.
@@ -25,7 +25,7 @@
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -39,10 +39,35 @@ use crate::reduction::{self, CallOutcome, Encoded, FnRef, PanicInfo, PreparedCal
 /// The variable that tells a child which inherited fd leads to its parent.
 pub(crate) const CHILD_FD_VAR: &str = "MULTIPROCESS_CHILD_FD";
 
-/// How long a child may take to start (exec, reach `init()`, answer) before the
-/// parent gives up on it and kills it. Generous: a loaded 2-core machine can take
-/// seconds to start a big binary.
-pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a child may take to start by default (exec, reach `init()`,
+/// answer) before the parent gives up on it and kills it. Generous: a loaded
+/// 2-core machine can take seconds to start a big binary.
+pub(crate) const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The start timeout in force, in milliseconds.
+static START_TIMEOUT_MS: AtomicU64 = AtomicU64::new(DEFAULT_START_TIMEOUT.as_millis() as u64);
+
+/// The start timeout in force (see [`set_start_timeout`]).
+pub(crate) fn start_timeout() -> Duration {
+    Duration::from_millis(START_TIMEOUT_MS.load(Ordering::Relaxed))
+}
+
+/// Sets how long a child may take to start (to exec, reach `mp::init()` and
+/// answer) before the parent kills it and reports [`Error::Spawn`]. The default
+/// is 30 s, generous for a loaded machine. It bounds the wait for a child that
+/// hangs before `init()` (a binary that forgot it), so nothing waits forever.
+///
+/// # Examples
+///
+/// ```
+/// use multiprocess as mp;
+/// use std::time::Duration;
+/// mp::init();
+/// mp::set_start_timeout(Duration::from_secs(60));
+/// ```
+pub fn set_start_timeout(timeout: Duration) {
+    START_TIMEOUT_MS.store(timeout.as_millis().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+}
 
 /// The first frame: magic and build fingerprint.
 const BOOT_MAGIC: &[u8; 8] = b"MPBOOT1\0";
@@ -156,7 +181,7 @@ pub fn init() {
         return;
     };
     // Our own children get their own value; nobody else should see this one.
-    std::env::remove_var(CHILD_FD_VAR);
+    crate::platform::env::remove_var(CHILD_FD_VAR);
     run_child(var)
 }
 
@@ -225,7 +250,7 @@ pub(crate) struct Child {
     pub(crate) pidfd: OwnedFd,
     /// The socket to it.
     pub(crate) conn: Connection,
-    /// When it was started (for [`START_TIMEOUT`]).
+    /// When it was started (for [`set_start_timeout`]).
     pub(crate) started_at: Instant,
 }
 
@@ -344,14 +369,14 @@ pub(crate) fn describe_exit(code: Option<i32>) -> String {
 
 impl Child {
     /// Waits for the child's `Started` answer until `deadline` (at most
-    /// [`START_TIMEOUT`] after the start).
+    /// [`set_start_timeout`] after the start).
     ///
     /// # Errors
     ///
     /// [`Error::Spawn`] when the child runs another build, exited before it
     /// answered, or did not answer in time (it is then killed; the caller reaps).
     pub(crate) fn wait_started(&self, deadline: Option<Instant>) -> Result<()> {
-        let limit = self.started_at + START_TIMEOUT;
+        let limit = self.started_at + start_timeout();
         let deadline = Some(deadline.map_or(limit, |d| d.min(limit)));
         match self.conn.recv_frame(deadline) {
             Ok(frame) if frame.bytes == WRONG_BUILD => Err(Error::Spawn(
@@ -373,7 +398,7 @@ impl Child {
                 );
                 Err(Error::Spawn(format!(
                     "the child (pid {}) did not start within {:?}; is mp::init() the first line of main?",
-                    self.pid, START_TIMEOUT
+                    self.pid, start_timeout()
                 )))
             }
             Err(Error::Timeout) => Err(Error::Timeout),
@@ -405,7 +430,7 @@ fn run_child(var: OsString) -> ! {
             "{CHILD_FD_VAR}={var:?} does not name an inherited fd"
         )),
     };
-    let deadline = Some(Instant::now() + START_TIMEOUT);
+    let deadline = Some(Instant::now() + DEFAULT_START_TIMEOUT);
     let first = match conn.recv_frame(deadline) {
         Ok(f) => f.bytes,
         Err(e) => bootstrap_failed(&format!("no bootstrap from the parent: {e}")),
@@ -542,7 +567,7 @@ macro_rules! test_support {
         // An `.init_array` entry: the loader calls it before `main`.
         #[used]
         #[allow(unsafe_code)]
-        #[link_section = ".init_array"]
+        #[unsafe(link_section = ".init_array")]
         static __MULTIPROCESS_TEST_SUPPORT: extern "C" fn() = {
             extern "C" fn __multiprocess_test_support() {
                 $crate::init();

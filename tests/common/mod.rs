@@ -117,7 +117,9 @@ impl Drop for LeakCheck {
     }
 }
 
-/// A process-wide lock for tests that count fds or children.
+/// A process-wide lock for the tests of one file: any test that starts
+/// processes in a file that uses [`LeakCheck`] must hold it, or the check sees
+/// its children.
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())

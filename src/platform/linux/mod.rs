@@ -1,5 +1,6 @@
 //! The Linux backend.
 
+pub(crate) mod env;
 pub(crate) mod fd;
 pub(crate) mod futex;
 pub(crate) mod shm;

@@ -1,0 +1,67 @@
+//! Start-up guards: another build, a binary that forgot `mp::init()`, and one
+//! that hangs before it. None of them may hang the parent.
+//!
+//! CPython: `TestNoForkBomb` (a script without the `__main__` guard fails
+//! instead of recursing). Each case here uses `set_executable`, which is
+//! process-wide, so the cases run one after another in one test.
+
+multiprocess::test_support!();
+mod common;
+
+use common::*;
+use multiprocess as mp;
+
+fn run_with(exe: &str) -> (mp::Result<()>, Option<i32>) {
+    mp::set_executable(exe);
+    let mut p = mp::Process::new(|x: u32| assert_eq!(x, 1), 1u32);
+    let started = p.start();
+    mp::reset_executable();
+    if let Err(e) = started {
+        return (Err(e), None);
+    }
+    let joined = within(LONG, "join a child that cannot start", move || {
+        let r = p.join();
+        (r, p.exitcode())
+    });
+    joined
+}
+
+#[test]
+fn children_that_cannot_start_give_clear_errors() {
+    let _g = serial();
+    let leaks = LeakCheck::new();
+
+    // Another build refuses the work.
+    let (r, code) = run_with(env!("CARGO_BIN_EXE_mp-test-other-build"));
+    match r {
+        Err(mp::Error::Spawn(msg)) => assert!(msg.contains("another build"), "{msg}"),
+        other => panic!("expected a Spawn error for another build, got {other:?}"),
+    }
+    assert_eq!(code, Some(86));
+
+    // A binary without init(): its main runs and exits without answering.
+    let (r, code) = run_with(env!("CARGO_BIN_EXE_mp-test-no-init"));
+    match r {
+        Err(mp::Error::Spawn(msg)) => assert!(msg.contains("mp::init()"), "{msg}"),
+        other => panic!("expected a Spawn error for a missing init(), got {other:?}"),
+    }
+    assert_eq!(code, Some(0));
+
+    // A binary without init() that hangs: killed after the start timeout.
+    mp::set_start_timeout(ms(1500));
+    let (r, code) = run_with(env!("CARGO_BIN_EXE_mp-test-no-init-hang"));
+    mp::set_start_timeout(std::time::Duration::from_secs(30));
+    match r {
+        Err(mp::Error::Spawn(msg)) => assert!(msg.contains("did not start"), "{msg}"),
+        other => panic!("expected a Spawn error for a hanging child, got {other:?}"),
+    }
+    assert_eq!(code, Some(-9));
+
+    // And the normal case still works afterwards.
+    let mut p = mp::Process::new(|x: u32| assert_eq!(x, 1), 1u32);
+    p.start().unwrap();
+    p.join().unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+    drop(p);
+    leaks.check();
+}
