@@ -107,7 +107,9 @@ pub enum Error {
     BufferTooShort(Vec<u8>),
     /// A message declared a length above the connection's maximum; nothing was
     /// allocated for it.
-    #[error("message of {len} bytes exceeds the maximum of {max} bytes; raise the limit with set_max_message_len()")]
+    #[error(
+        "message of {len} bytes exceeds the maximum of {max} bytes; raise the limit with set_max_message_len()"
+    )]
     MessageTooLarge {
         /// The declared length.
         len: u64,

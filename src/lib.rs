@@ -68,9 +68,9 @@ mod process;
 mod reduction;
 mod spawn;
 
-pub use connection::{pipe, Connection};
+pub use connection::{Connection, pipe};
 pub use error::{Error, Result};
 pub use process::{
-    active_children, cpu_count, current_process, parent_process, Process, ProcessInfo,
+    Process, ProcessInfo, active_children, cpu_count, current_process, parent_process,
 };
 pub use spawn::{init, reset_executable, set_executable, set_start_timeout};

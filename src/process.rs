@@ -14,16 +14,16 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill as send_signal, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::signal::{Signal, kill as send_signal};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::connection::deadline_after;
 use crate::error::{Error, Result};
 use crate::platform::fd;
-use crate::reduction::{self, assert_zero_sized, PanicInfo, PreparedCall};
+use crate::reduction::{self, PanicInfo, PreparedCall, assert_zero_sized};
 use crate::spawn::{self, Child, Report, StartSpec};
 
 /// Exit status of a child in Python's convention.

@@ -24,7 +24,7 @@ use std::any::type_name;
 use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use serde::de::{DeserializeOwned, Error as _};
 use serde::ser::Error as _;
@@ -138,7 +138,9 @@ fn top_level_semicolon(s: &str) -> bool {
 fn is_str_token(name: &str, i: usize) -> bool {
     let b = name.as_bytes();
     let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b':';
-    name[i..].starts_with("str") && (i == 0 || !ident(b[i - 1])) && b.get(i + 3).is_none_or(|c| !ident(*c))
+    name[i..].starts_with("str")
+        && (i == 0 || !ident(b[i - 1]))
+        && b.get(i + 3).is_none_or(|c| !ident(*c))
 }
 
 /// FNV-1a, 64 bit.
@@ -595,7 +597,10 @@ mod tests {
     #[test]
     fn borrowed_and_owned_forms_share_a_tag() {
         assert_eq!(type_tag::<&str>(), type_tag::<String>());
-        assert_eq!(type_tag::<(&str, u32, &[u8])>(), type_tag::<(String, u32, Vec<u8>)>());
+        assert_eq!(
+            type_tag::<(&str, u32, &[u8])>(),
+            type_tag::<(String, u32, Vec<u8>)>()
+        );
         assert_eq!(type_tag::<&Vec<&str>>(), type_tag::<Vec<String>>());
         assert_ne!(type_tag::<[u8; 4]>(), type_tag::<Vec<u8>>());
         assert_ne!(type_tag::<u32>(), type_tag::<i32>());

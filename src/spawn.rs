@@ -25,8 +25,8 @@
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -66,7 +66,10 @@ pub(crate) fn start_timeout() -> Duration {
 /// mp::set_start_timeout(Duration::from_secs(60));
 /// ```
 pub fn set_start_timeout(timeout: Duration) {
-    START_TIMEOUT_MS.store(timeout.as_millis().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+    START_TIMEOUT_MS.store(
+        timeout.as_millis().min(u64::MAX as u128) as u64,
+        Ordering::Relaxed,
+    );
 }
 
 /// The first frame: magic and build fingerprint.
@@ -398,16 +401,17 @@ impl Child {
                 );
                 Err(Error::Spawn(format!(
                     "the child (pid {}) did not start within {:?}; is mp::init() the first line of main?",
-                    self.pid, start_timeout()
+                    self.pid,
+                    start_timeout()
                 )))
             }
             Err(Error::Timeout) => Err(Error::Timeout),
             Err(Error::Eof) | Err(Error::Decode(_)) | Err(Error::Io(_)) => {
                 Err(Error::Spawn(format!(
-                "the child (pid {}) exited before it started its work; is mp::init() the first \
+                    "the child (pid {}) exited before it started its work; is mp::init() the first \
                  line of main?",
-                self.pid
-            )))
+                    self.pid
+                )))
             }
             Err(e) => Err(e),
         }
@@ -552,14 +556,14 @@ fn install_panic_hook(name: String, quiet: bool) {
 /// ```
 /// multiprocess::test_support!();
 ///
-/// #[test]
+/// // In a test file this function carries `#[test]`.
 /// fn child_runs() {
 ///     let mut p = multiprocess::Process::new(|_: ()| (), ());
 ///     p.start().unwrap();
 ///     p.join().unwrap();
 ///     assert_eq!(p.exitcode(), Some(0));
 /// }
-/// # fn main() {}
+/// # fn main() { child_runs() }
 /// ```
 #[macro_export]
 macro_rules! test_support {

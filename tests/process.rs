@@ -40,8 +40,15 @@ fn lifecycle_and_what_the_child_sees() {
         |(conn, n, s): (mp::Connection, i64, String)| {
             let me = mp::current_process();
             let parent = mp::parent_process().expect("a child has a parent");
-            conn.send(&(n, s, me.name().to_string(), me.pid(), parent.pid(), parent.name().to_string()))
-                .unwrap();
+            conn.send(&(
+                n,
+                s,
+                me.name().to_string(),
+                me.pid(),
+                parent.pid(),
+                parent.name().to_string(),
+            ))
+            .unwrap();
         },
         (child_end, 7i64, "x".to_string()),
     );
@@ -52,7 +59,11 @@ fn lifecycle_and_what_the_child_sees() {
     assert!(name.starts_with("Process-"), "{name}");
     p.start().unwrap();
     assert!(p.pid().is_some());
-    assert!(mp::active_children().iter().any(|c| Some(c.pid()) == p.pid()));
+    assert!(
+        mp::active_children()
+            .iter()
+            .any(|c| Some(c.pid()) == p.pid())
+    );
     let got: (i64, String, String, u32, u32, String) =
         within(SHORT, "recv from child", move || parent_end.recv().unwrap());
     assert_eq!(got.0, 7);
@@ -64,7 +75,11 @@ fn lifecycle_and_what_the_child_sees() {
     p.join().unwrap();
     assert!(!p.is_alive());
     assert_eq!(p.exitcode(), Some(0));
-    assert!(mp::active_children().iter().all(|c| Some(c.pid()) != p.pid()));
+    assert!(
+        mp::active_children()
+            .iter()
+            .all(|c| Some(c.pid()) != p.pid())
+    );
     drop(p);
     leaks.check();
 }
@@ -87,7 +102,12 @@ fn exit_codes_follow_python() {
     assert!(ok.panic_error().is_none());
     assert_eq!(panics.exitcode(), Some(1));
     match panics.panic_error() {
-        Some(mp::Error::Remote { message, location, process, .. }) => {
+        Some(mp::Error::Remote {
+            message,
+            location,
+            process,
+            ..
+        }) => {
             assert_eq!(message, "boom in child");
             assert!(location.unwrap().contains("tests/process.rs"));
             assert_eq!(process, panics.name());
@@ -180,7 +200,8 @@ fn a_hundred_short_and_a_hundred_terminated() {
     let _g = serial();
     let leaks = LeakCheck::new();
     within(LONG, "200 children", || {
-        let mut short: Vec<mp::Process> = (0..100).map(|_| mp::Process::new(|_: ()| (), ())).collect();
+        let mut short: Vec<mp::Process> =
+            (0..100).map(|_| mp::Process::new(|_: ()| (), ())).collect();
         for p in &mut short {
             p.start().unwrap();
         }
@@ -224,7 +245,8 @@ fn two_hundred_children_in_a_row_leave_no_zombie_and_no_fd() {
 fn nested_children_run_depth_first_with_python_names() {
     let _g = serial();
     fn node((conn, depth): (mp::Connection, u32)) {
-        conn.send(&(mp::current_process().name().to_string(), depth)).unwrap();
+        conn.send(&(mp::current_process().name().to_string(), depth))
+            .unwrap();
         if depth < 2 {
             for _ in 0..2 {
                 let mut child = mp::Process::new(node, (conn.try_clone().unwrap(), depth + 1));
@@ -274,7 +296,10 @@ fn set_name_reaches_the_child() {
     p.set_name("worker-1");
     assert_eq!(p.name(), "worker-1");
     p.start().unwrap();
-    assert_eq!(within(SHORT, "recv name", move || rx.recv::<String>().unwrap()), "worker-1");
+    assert_eq!(
+        within(SHORT, "recv name", move || rx.recv::<String>().unwrap()),
+        "worker-1"
+    );
     p.join().unwrap();
 }
 
@@ -307,10 +332,16 @@ fn a_child_sees_its_parent_die() {
             let mut grandchild = mp::Process::new(
                 |tx: mp::Connection| {
                     let parent = mp::parent_process().unwrap();
-                    tx.send(&("grandchild", std::process::id(), parent.is_alive())).unwrap();
+                    tx.send(&("grandchild", std::process::id(), parent.is_alive()))
+                        .unwrap();
                     // Returns once the parent is gone (the test kills it).
                     let dead = parent.join_timeout(Duration::from_secs(60));
-                    tx.send(&("parent-dead", std::process::id(), dead && !parent.is_alive())).unwrap();
+                    tx.send(&(
+                        "parent-dead",
+                        std::process::id(),
+                        dead && !parent.is_alive(),
+                    ))
+                    .unwrap();
                 },
                 tx,
             );
@@ -329,7 +360,8 @@ fn a_child_sees_its_parent_die() {
     assert!(alive);
     middle.kill().unwrap();
     middle.join().unwrap();
-    let (tag, _pid, dead): (String, u32, bool) = within(SHORT, "grandchild sees death", move || rx.recv().unwrap());
+    let (tag, _pid, dead): (String, u32, bool) =
+        within(SHORT, "grandchild sees death", move || rx.recv().unwrap());
     assert_eq!(tag, "parent-dead");
     assert!(dead);
 }
@@ -337,7 +369,9 @@ fn a_child_sees_its_parent_die() {
 fn pid_exists(pid: u32) -> bool {
     // A zombie still has a /proc entry; count only live, unreaped-or-not states.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')),
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -348,7 +382,8 @@ fn daemon_children_die_with_a_sigkilled_parent() {
     let (rx, tx) = mp::pipe(false).unwrap();
     let mut middle = mp::Process::new(
         |tx: mp::Connection| {
-            let mut daemon = mp::Process::new(|_: ()| std::thread::sleep(Duration::from_secs(3600)), ());
+            let mut daemon =
+                mp::Process::new(|_: ()| std::thread::sleep(Duration::from_secs(3600)), ());
             daemon.set_daemon(true);
             daemon.start().unwrap();
             tx.send(&daemon.pid().unwrap()).unwrap();
@@ -361,11 +396,15 @@ fn daemon_children_die_with_a_sigkilled_parent() {
     assert!(pid_exists(daemon_pid));
     middle.kill().unwrap();
     middle.join().unwrap();
-    within(SHORT, "daemon exits after its parent's SIGKILL", move || {
-        while pid_exists(daemon_pid) {
-            std::thread::sleep(ms(10));
-        }
-    });
+    within(
+        SHORT,
+        "daemon exits after its parent's SIGKILL",
+        move || {
+            while pid_exists(daemon_pid) {
+                std::thread::sleep(ms(10));
+            }
+        },
+    );
 }
 
 #[test]
@@ -416,5 +455,8 @@ fn debug_shows_state() {
     p.start().unwrap();
     p.join().unwrap();
     let s = format!("{p:?}");
-    assert!(s.contains("stopped") && s.contains("exitcode: Some(0)"), "{s}");
+    assert!(
+        s.contains("stopped") && s.contains("exitcode: Some(0)"),
+        "{s}"
+    );
 }

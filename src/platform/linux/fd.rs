@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
+    sendmsg, socketpair,
 };
 
 /// The most fds one message may carry (the kernel's `SCM_MAX_FD`).
@@ -139,7 +139,7 @@ pub(crate) fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
 
 /// Switches `O_NONBLOCK` on or off.
 pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
     let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
     let flags = if on {
         flags | OFlag::O_NONBLOCK
@@ -226,11 +226,40 @@ pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
 }
 
-/// The number of open fds of this process (entries of `/proc/self/fd`).
-pub(crate) fn open_fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count().saturating_sub(1))
-        .unwrap_or(0)
+/// Takes ownership of an fd inherited from the parent (its number came in an
+/// environment variable), making it close-on-exec again so that our own
+/// children do not inherit it in turn.
+///
+/// # Errors
+///
+/// `EBADF` if `raw` is not an open fd of this process.
+pub(crate) fn adopt_inherited(raw: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY:
+    // - F_GETFD only reads the fd's flags; it fails with EBADF on a closed fd,
+    //   which we check before taking ownership.
+    if unsafe { libc::fcntl(raw, libc::F_GETFD) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY:
+    // - `raw` is open (checked above) and was handed to this process for it
+    //   alone: the spawning parent cleared close-on-exec on exactly this fd, and
+    //   nothing else in this process knows its number (the variable is removed).
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )?;
+    Ok(fd)
+}
+
+/// Ignores `SIGPIPE`, so that a write to a closed pipe is an `EPIPE` error, as
+/// std arranges before `main` (a child may run before `main`, from the test
+/// support constructor).
+pub(crate) fn ignore_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY:
+    // - SIG_IGN installs no handler code, so no async-signal-safety concern.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) };
 }
 
 #[cfg(test)]
@@ -281,40 +310,4 @@ mod tests {
         assert!(is_socket(a.as_fd()));
         assert!(!is_socket(r.as_fd()));
     }
-}
-
-/// Takes ownership of an fd inherited from the parent (its number came in an
-/// environment variable), making it close-on-exec again so that our own
-/// children do not inherit it in turn.
-///
-/// # Errors
-///
-/// `EBADF` if `raw` is not an open fd of this process.
-pub(crate) fn adopt_inherited(raw: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY:
-    // - F_GETFD only reads the fd's flags; it fails with EBADF on a closed fd,
-    //   which we check before taking ownership.
-    if unsafe { libc::fcntl(raw, libc::F_GETFD) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY:
-    // - `raw` is open (checked above) and was handed to this process for it
-    //   alone: the spawning parent cleared close-on-exec on exactly this fd, and
-    //   nothing else in this process knows its number (the variable is removed).
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    nix::fcntl::fcntl(
-        &fd,
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    )?;
-    Ok(fd)
-}
-
-/// Ignores `SIGPIPE`, so that a write to a closed pipe is an `EPIPE` error, as
-/// std arranges before `main` (a child may run before `main`, from the test
-/// support constructor).
-pub(crate) fn ignore_sigpipe() {
-    use nix::sys::signal::{signal, SigHandler, Signal};
-    // SAFETY:
-    // - SIG_IGN installs no handler code, so no async-signal-safety concern.
-    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) };
 }

@@ -93,8 +93,8 @@ fn monotonic_deadline(deadline: Instant) -> Option<libc::timespec> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::Ordering;
     use std::sync::Arc;
+    use std::sync::atomic::Ordering;
     use std::time::Duration;
 
     #[test]
