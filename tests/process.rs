@@ -460,3 +460,29 @@ fn debug_shows_state() {
         "{s}"
     );
 }
+
+// CPython: _TestSubclassingProcess.test_subclassing (the upper-case echo server)
+#[test]
+fn upper_case_echo_server() {
+    let _g = serial();
+    let (parent_end, child_end) = mp::pipe(true).unwrap();
+    let mut p = mp::Process::new(
+        |conn: mp::Connection| {
+            while let Ok(s) = conn.recv::<String>() {
+                conn.send(&s.to_uppercase()).unwrap();
+            }
+        },
+        child_end,
+    );
+    p.start().unwrap();
+    within(SHORT, "echo", move || {
+        for word in ["hello", "world", ""] {
+            parent_end.send(&word).unwrap();
+            assert_eq!(parent_end.recv::<String>().unwrap(), word.to_uppercase());
+        }
+        // Closing our end ends the child's loop with Eof, and it exits 0.
+        parent_end.close();
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+    });
+}
