@@ -1,16 +1,17 @@
 //! Starting a child: the current binary run again, with one inherited socket.
 //!
-//! `std::process::Command` does the fork and exec; the one thing it cannot do is
-//! hand the child a chosen fd without leaking it to every other child started at
-//! the same moment. So the socket stays close-on-exec in the parent, and only the
-//! forked child clears the flag, between fork and exec (`pre_exec`).
+//! `posix_spawn` (a `vfork`-style clone in glibc, so the parent's page tables
+//! are not copied) with two file actions: stdin from `/dev/null`, and a
+//! `dup2(fd, fd)` of the child's socket, which clears close-on-exec on that fd in
+//! the child only (POSIX 2024; glibc since 2.29). The parent's copy stays
+//! close-on-exec, so a child started at the same moment by another thread never
+//! inherits it.
 
-use std::ffi::OsString;
+use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::os::unix::process::CommandExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 /// What to run: the executable, argv, and the environment variable that tells
 /// the child which inherited fd is its channel to the parent.
@@ -28,31 +29,153 @@ pub(crate) struct SpawnSpec<'a> {
     pub(crate) channel: BorrowedFd<'a>,
 }
 
-/// Forks and executes `spec`, with stdin on `/dev/null` and stdout/stderr
-/// inherited. Returns the child's pid; the caller reaps it.
+fn cstring(s: &OsStr) -> io::Result<CString> {
+    CString::new(s.as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "argument holds a NUL byte"))
+}
+
+/// A null-terminated array of pointers into `strings`.
+fn pointers(strings: &[CString]) -> Vec<*mut libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr() as *mut libc::c_char)
+        .chain(std::iter::once(std::ptr::null_mut()))
+        .collect()
+}
+
+/// Turns a posix_spawn* return code into an `io::Result`.
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// Starts `spec` with stdin on `/dev/null` and stdout/stderr inherited, the
+/// signal mask cleared and `SIGPIPE` at its default (as std's `Command` does).
+/// Returns the child's pid; the caller reaps it.
 pub(crate) fn spawn_child(spec: SpawnSpec<'_>) -> io::Result<u32> {
     let raw = spec.channel.as_raw_fd();
-    let mut cmd = Command::new(spec.exe);
-    cmd.arg0(&spec.arg0)
-        .args(&spec.args)
-        .env(spec.fd_var, raw.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit());
-    // SAFETY:
-    // - the closure runs in the forked child before exec and only calls fcntl,
-    //   which is async-signal-safe; it allocates nothing and takes no lock.
-    // - `raw` is a valid fd in the child: fork copies the whole fd table, and
-    //   `spec.channel` is borrowed, so it is open until spawn() returns.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::fcntl(raw, libc::F_SETFD, 0) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    let exe = cstring(spec.exe.as_os_str())?;
+    let mut argv = vec![cstring(&spec.arg0)?];
+    for a in &spec.args {
+        argv.push(cstring(a)?);
     }
-    let child = cmd.spawn()?;
-    // std's Child neither kills nor reaps on drop; the pid is ours to reap.
-    Ok(child.id())
+    let mut envp = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        if k != spec.fd_var {
+            let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            envp.push(cstring(OsStr::from_bytes(&kv))?);
+        }
+    }
+    envp.push(cstring(OsStr::new(&format!("{}={raw}", spec.fd_var)))?);
+    let argv_p = pointers(&argv);
+    let envp_p = pointers(&envp);
+    let mut actions = FileActions::new()?;
+    actions.open_dev_null_as_stdin()?;
+    actions.inherit(raw)?;
+    let mut attr = SpawnAttr::new()?;
+    attr.reset_signals()?;
+    let mut pid: libc::pid_t = 0;
+    // SAFETY:
+    // - `exe`, and every pointer in `argv_p`/`envp_p`, point to NUL-terminated
+    //   strings owned by `exe`/`argv`/`envp`, alive until the call returns; both
+    //   arrays end with a null pointer.
+    // - `actions` and `attr` are initialized (their constructors checked it) and
+    //   live until after the call.
+    let rc = unsafe {
+        libc::posix_spawn(
+            &mut pid,
+            exe.as_ptr(),
+            &actions.0,
+            &attr.0,
+            argv_p.as_ptr(),
+            envp_p.as_ptr(),
+        )
+    };
+    check(rc)?;
+    Ok(pid as u32)
+}
+
+/// `posix_spawn_file_actions_t`, destroyed on drop.
+struct FileActions(libc::posix_spawn_file_actions_t);
+
+impl FileActions {
+    fn new() -> io::Result<Self> {
+        // SAFETY: a zeroed struct is a valid argument for `_init`, which fills it in.
+        let mut fa: libc::posix_spawn_file_actions_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `fa` is a valid, writable posix_spawn_file_actions_t.
+        check(unsafe { libc::posix_spawn_file_actions_init(&mut fa) })?;
+        Ok(FileActions(fa))
+    }
+
+    fn open_dev_null_as_stdin(&mut self) -> io::Result<()> {
+        // SAFETY: `self.0` is initialized; the path is a NUL-terminated literal
+        // (glibc copies it).
+        check(unsafe {
+            libc::posix_spawn_file_actions_addopen(
+                &mut self.0,
+                0,
+                c"/dev/null".as_ptr(),
+                libc::O_RDONLY,
+                0,
+            )
+        })
+    }
+
+    /// `dup2(fd, fd)` in the child: clears close-on-exec there.
+    fn inherit(&mut self, fd: libc::c_int) -> io::Result<()> {
+        // SAFETY: `self.0` is initialized; `fd` is a number, checked by the child.
+        check(unsafe { libc::posix_spawn_file_actions_adddup2(&mut self.0, fd, fd) })
+    }
+}
+
+impl Drop for FileActions {
+    fn drop(&mut self) {
+        // SAFETY: initialized in `new`, destroyed once.
+        unsafe { libc::posix_spawn_file_actions_destroy(&mut self.0) };
+    }
+}
+
+/// `posix_spawnattr_t`, destroyed on drop.
+struct SpawnAttr(libc::posix_spawnattr_t);
+
+impl SpawnAttr {
+    fn new() -> io::Result<Self> {
+        // SAFETY: a zeroed struct is a valid argument for `_init`, which fills it in.
+        let mut attr: libc::posix_spawnattr_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `attr` is a valid, writable posix_spawnattr_t.
+        check(unsafe { libc::posix_spawnattr_init(&mut attr) })?;
+        Ok(SpawnAttr(attr))
+    }
+
+    /// Empty signal mask, `SIGPIPE` back to its default.
+    fn reset_signals(&mut self) -> io::Result<()> {
+        // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialize it.
+        let mut empty: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut default: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: valid sigset_t pointers, initialized attr.
+        unsafe {
+            libc::sigemptyset(&mut empty);
+            libc::sigemptyset(&mut default);
+            libc::sigaddset(&mut default, libc::SIGPIPE);
+            check(libc::posix_spawnattr_setsigmask(&mut self.0, &empty))?;
+            check(libc::posix_spawnattr_setsigdefault(&mut self.0, &default))?;
+            check(libc::posix_spawnattr_setflags(
+                &mut self.0,
+                (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short,
+            ))
+        }
+    }
+}
+
+impl Drop for SpawnAttr {
+    fn drop(&mut self) {
+        // SAFETY: initialized in `new`, destroyed once.
+        unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
+    }
 }
