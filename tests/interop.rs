@@ -322,7 +322,7 @@ c.close()
     );
     let conn = l.accept_timeout(LONG).unwrap();
     let v: Mixed = conn.recv_pickle().unwrap();
-    assert_eq!(v.1, true);
+    assert!(v.1);
     assert_eq!((v.2, v.3, v.4), (7, -(1i64 << 40), 1.5));
     assert_eq!(v.5, "héllo 世界");
     assert_eq!(v.6.as_slice(), b"\x00\xff");
