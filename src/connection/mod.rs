@@ -14,7 +14,14 @@
 //! socket also carries handles (locks, queues, other connections) inside sent
 //! values, as file descriptors (`SCM_RIGHTS`).
 
+mod auth;
 pub(crate) mod framing;
+mod listener;
+mod pickle;
+
+pub use listener::{Address, Client, Listener};
+#[allow(unused_imports)] // for the managers' server
+pub(crate) use listener::{authenticate_accepted, authenticate_client};
 
 use std::fmt;
 use std::io::IoSlice;
