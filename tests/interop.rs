@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use common::{serial, within, LeakCheck, LONG, SHORT};
+use common::{LONG, LeakCheck, SHORT, serial, within};
 use mp::connection::{Address, Client, Listener};
 use multiprocess as mp;
 use serde_bytes::ByteBuf;

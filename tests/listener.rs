@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::{ms, serial, within, LeakCheck, LONG, SHORT};
+use common::{LONG, LeakCheck, SHORT, ms, serial, within};
 use mp::connection::{Address, Client, Listener};
 use multiprocess as mp;
 
@@ -324,4 +324,22 @@ fn a_client_in_a_child_process() {
         });
         assert_eq!(bad.exitcode(), Some(3));
     }
+}
+
+#[test]
+fn a_handle_cannot_cross_tcp_and_the_stream_goes_on() {
+    let _s = serial();
+    let _leaks = LeakCheck::new();
+    let l = Listener::bind(tcp_any(), None).unwrap();
+    let c = Client::connect(l.address(), None).unwrap();
+    let conn = l.accept_timeout(LONG).unwrap();
+    let (a, _b) = mp::pipe(true).unwrap();
+    // TCP carries no file descriptors: an error, and nothing is sent.
+    let r = c.send(&a);
+    assert!(
+        matches!(r, Err(mp::Error::Encode(ref m)) if m.contains("TCP")),
+        "{r:?}"
+    );
+    c.send_bytes(b"still in step").unwrap();
+    assert_eq!(conn.recv_bytes().unwrap(), b"still in step");
 }

@@ -233,7 +233,9 @@ fn recv_handshake(conn: &Connection, deadline: Option<Instant>) -> Result<Vec<u8
         Err(Error::Eof) => Err(Error::Authentication(
             "the peer closed the connection during the authkey handshake".into(),
         )),
-        Err(Error::Decode(e)) => Err(Error::Authentication(format!("corrupt handshake message: {e}"))),
+        Err(Error::Decode(e)) => Err(Error::Authentication(format!(
+            "corrupt handshake message: {e}"
+        ))),
         Err(e) => Err(e),
     }
 }
@@ -336,12 +338,18 @@ mod tests {
         let msg = b"{sha256}0123456789012345678901234567890123456789";
         let cases = [
             (Digest::Md5, "ef311782db3cbcf879cf593ba8490f69"),
-            (Digest::Sha256, "57221c32cd0aa3e90893e11ffda2be7449c1517591a532039a0a1ee16b4b0f5b"),
+            (
+                Digest::Sha256,
+                "57221c32cd0aa3e90893e11ffda2be7449c1517591a532039a0a1ee16b4b0f5b",
+            ),
             (
                 Digest::Sha384,
                 "c107effaba9d5179a5c468823806e784385157d2643db700d9d6336aa0c45ec795bb0161efb7e79d0e3a6482e6963385",
             ),
-            (Digest::Sha3_256, "6b30964632494b4002e2a61a1b3a90216990f41ba68c99e1a34d8ac69dfacd9f"),
+            (
+                Digest::Sha3_256,
+                "6b30964632494b4002e2a61a1b3a90216990f41ba68c99e1a34d8ac69dfacd9f",
+            ),
             (
                 Digest::Sha3_384,
                 "b80c9f2f9c6b444d9703342785dd15cc9939623b590e2d01956d4a971a8ccadaaca1f2a9abe430c9f29e91fca5037838",

@@ -87,13 +87,19 @@ mod tests {
         let mut raw = (-1i32).to_be_bytes().to_vec();
         raw.extend_from_slice(&5u64.to_be_bytes());
         raw.extend_from_slice(b"hello");
-        a.with_fd(|fd| crate::platform::fd::write(fd, &raw)).unwrap().unwrap();
+        a.with_fd(|fd| crate::platform::fd::write(fd, &raw))
+            .unwrap()
+            .unwrap();
         assert_eq!(b.recv_bytes().unwrap(), b"hello");
         // 5 GiB: the long form, and refused by the default 4 GiB limit before
         // any allocation.
         let (h, n) = encode_header(5 << 30);
         assert_eq!(n, 12);
-        a.with_fd(|fd| crate::platform::fd::write(fd, &h[..n])).unwrap().unwrap();
-        assert!(matches!(b.recv_bytes(), Err(crate::Error::MessageTooLarge { len, .. }) if len == 5 << 30));
+        a.with_fd(|fd| crate::platform::fd::write(fd, &h[..n]))
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(b.recv_bytes(), Err(crate::Error::MessageTooLarge { len, .. }) if len == 5 << 30)
+        );
     }
 }

@@ -15,10 +15,10 @@
 //! writes. Unlike Python's `pickle.loads`, reading never runs code: a pickle
 //! that names a class or function is refused with [`Error::Decode`].
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use super::{deadline_after, Connection};
+use super::{Connection, deadline_after};
 use crate::error::{Error, Result};
 
 /// Pickles `value` (protocol 3).
@@ -124,6 +124,23 @@ mod tests {
         // pickle.dumps(os.system, protocol=4): names a function (posix.system).
         let p = unhex("80049514000000000000008c05706f736978948c0673797374656d9493942e");
         assert!(matches!(loads::<i64>(&p), Err(Error::Decode(_))));
+    }
+
+    #[test]
+    fn recv_pickle_timeout_waits_then_reads() {
+        let (a, b) = crate::connection::pipe(true).unwrap();
+        let d = std::time::Duration::from_millis(20);
+        let start = std::time::Instant::now();
+        assert!(matches!(
+            b.recv_pickle_timeout::<i64>(d),
+            Err(Error::Timeout)
+        ));
+        assert!(start.elapsed() >= d);
+        a.send_pickle(&(None::<i64>, "x")).unwrap();
+        assert_eq!(
+            b.recv_pickle_timeout::<(Option<i64>, String)>(d).unwrap(),
+            (None, "x".to_string())
+        );
     }
 
     fn unhex(s: &str) -> Vec<u8> {
