@@ -67,6 +67,7 @@ mod platform;
 mod process;
 mod reduction;
 mod spawn;
+mod synchronize;
 
 pub use connection::{pipe, Connection};
 pub use error::{Error, Result};
@@ -74,3 +75,4 @@ pub use process::{
     active_children, cpu_count, current_process, parent_process, Process, ProcessInfo,
 };
 pub use spawn::{init, reset_executable, set_executable};
+pub use synchronize::{Acquired, BoundedSemaphore, Lock, LockGuard, RLock, RLockGuard, Semaphore};
