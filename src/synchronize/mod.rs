@@ -37,10 +37,16 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::error::Result;
 use crate::platform::shm::ShmRegion;
 
-mod lock;
+mod barrier;
+mod condition;
+mod event;
+pub(crate) mod lock;
 pub(crate) mod raw;
 pub(crate) mod region;
 
+pub use barrier::Barrier;
+pub use condition::Condition;
+pub use event::Event;
 pub use lock::{Lock, LockGuard, RLock, RLockGuard};
 pub use raw::Acquired;
 
