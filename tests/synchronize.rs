@@ -69,7 +69,10 @@ fn lock_debug_shows_state() {
     l.acquire();
     assert_eq!(
         format!("{l:?}"),
-        format!("Lock {{ locked: true, owner: Some(pid {}) }}", std::process::id())
+        format!(
+            "Lock {{ locked: true, owner: Some(pid {}) }}",
+            std::process::id()
+        )
     );
 }
 
@@ -146,7 +149,9 @@ fn a_dead_holder_of_a_lock_is_taken_over() {
     p.join().unwrap();
     assert_eq!(p.exitcode(), Some(-9));
     let l2 = l.clone();
-    let how = within(SHORT, "take over a dead holder's lock", move || l2.acquire_checked());
+    let how = within(SHORT, "take over a dead holder's lock", move || {
+        l2.acquire_checked()
+    });
     assert_eq!(how, mp::Acquired::OwnerDied { pid });
     assert_eq!(l.recoveries(), 1);
     assert_eq!(l.owner(), Some(std::process::id()));
@@ -204,14 +209,15 @@ fn a_dead_holder_of_an_rlock_is_taken_over() {
     p.kill().unwrap();
     p.join().unwrap();
     let r2 = r.clone();
-    let (how, owned, released, again) = within(SHORT, "take over a dead holder's rlock", move || {
-        let how = r2.acquire_checked();
-        let owned = r2.is_owned();
-        // The dead owner's two levels are gone: one release frees it.
-        let released = r2.release().is_ok();
-        let again = matches!(r2.release(), Err(mp::Error::Value(_)));
-        (how, owned, released, again)
-    });
+    let (how, owned, released, again) =
+        within(SHORT, "take over a dead holder's rlock", move || {
+            let how = r2.acquire_checked();
+            let owned = r2.is_owned();
+            // The dead owner's two levels are gone: one release frees it.
+            let released = r2.release().is_ok();
+            let again = matches!(r2.release(), Err(mp::Error::Value(_)));
+            (how, owned, released, again)
+        });
     assert_eq!(how, mp::Acquired::OwnerDied { pid });
     assert!(owned && released && again);
     assert_eq!(r.owner(), None);
@@ -271,7 +277,11 @@ fn rlock_release_by_another_process_is_an_error() {
 // ---------------------------------------------------------------------------
 // Semaphore
 
-fn semaphore_sequence(acquire: impl Fn() -> bool, release: impl Fn() -> mp::Result<()>, value: impl Fn() -> u32) {
+fn semaphore_sequence(
+    acquire: impl Fn() -> bool,
+    release: impl Fn() -> mp::Result<()>,
+    value: impl Fn() -> u32,
+) {
     assert_eq!(value(), 2);
     assert!(acquire());
     assert_eq!(value(), 1);
@@ -305,7 +315,10 @@ fn bounded_semaphore() {
     semaphore_sequence(|| s.try_acquire(), || s.release(), || s.get_value());
     assert!(matches!(s.release(), Err(mp::Error::Value(_))));
     assert_eq!(s.get_value(), 2);
-    assert_eq!(format!("{s:?}"), "BoundedSemaphore { value: 2, maxvalue: 2 }");
+    assert_eq!(
+        format!("{s:?}"),
+        "BoundedSemaphore { value: 2, maxvalue: 2 }"
+    );
 }
 
 // CPython: _TestSemaphore.test_timeout
@@ -323,7 +336,10 @@ fn semaphore_timeout() {
 
 #[test]
 fn semaphore_out_of_range_is_an_error() {
-    assert!(matches!(mp::Semaphore::new(u32::MAX), Err(mp::Error::Value(_))));
+    assert!(matches!(
+        mp::Semaphore::new(u32::MAX),
+        Err(mp::Error::Value(_))
+    ));
     let s = mp::Semaphore::new(i32::MAX as u32).unwrap();
     assert!(matches!(s.release(), Err(mp::Error::Value(_))));
 }
@@ -400,7 +416,9 @@ fn event_wakes_every_waiting_process() {
 // Condition
 
 /// CPython's `_TestCondition.f`: report sleeping, wait, report woken.
-fn cond_sleeper((cond, sleeping, woken, timeout_ms): (mp::Condition, mp::Semaphore, mp::Semaphore, u64)) {
+fn cond_sleeper(
+    (cond, sleeping, woken, timeout_ms): (mp::Condition, mp::Semaphore, mp::Semaphore, u64),
+) {
     let _g = cond.lock();
     sleeping.release().unwrap();
     if timeout_ms == 0 {
@@ -419,7 +437,12 @@ fn start_sleepers(
     timeout_ms: u64,
 ) -> Vec<mp::Process> {
     let children: Vec<_> = (0..n)
-        .map(|_| start(cond_sleeper, (cond.clone(), sleeping.clone(), woken.clone(), timeout_ms)))
+        .map(|_| {
+            start(
+                cond_sleeper,
+                (cond.clone(), sleeping.clone(), woken.clone(), timeout_ms),
+            )
+        })
         .collect();
     // Each child reports "sleeping" under the lock, just before its wait
     // registers (also under the lock): once we take the lock, all are waiting.
@@ -565,7 +588,10 @@ fn condition_wait_for() {
 #[test]
 fn condition_needs_its_lock() {
     let cond = mp::Condition::new().unwrap();
-    assert!(matches!(cond.wait_timeout(ms(10)), Err(mp::Error::Value(_))));
+    assert!(matches!(
+        cond.wait_timeout(ms(10)),
+        Err(mp::Error::Value(_))
+    ));
     assert!(matches!(cond.wait_for(|| true), Err(mp::Error::Value(_))));
     assert!(matches!(cond.notify(), Err(mp::Error::Value(_))));
     assert!(matches!(cond.notify_all(), Err(mp::Error::Value(_))));
@@ -627,7 +653,12 @@ fn barrier_abort_breaks_every_waiter() {
     let children: Vec<_> = (0..2)
         .map(|_| {
             start(
-                |b: mp::Barrier| assert!(matches!(b.wait_timeout(LONG), Err(mp::Error::BrokenBarrier))),
+                |b: mp::Barrier| {
+                    assert!(matches!(
+                        b.wait_timeout(LONG),
+                        Err(mp::Error::BrokenBarrier)
+                    ))
+                },
                 b.clone(),
             )
         })
@@ -649,8 +680,14 @@ fn barrier_abort_breaks_every_waiter() {
     // CPython: _TestBarrier.test_abort_and_reset
     b.reset();
     assert!(!b.is_broken());
-    let p = start(|b: mp::Barrier| assert!(b.wait_timeout(LONG).is_ok()), b.clone());
-    let q = start(|b: mp::Barrier| assert!(b.wait_timeout(LONG).is_ok()), b.clone());
+    let p = start(
+        |b: mp::Barrier| assert!(b.wait_timeout(LONG).is_ok()),
+        b.clone(),
+    );
+    let q = start(
+        |b: mp::Barrier| assert!(b.wait_timeout(LONG).is_ok()),
+        b.clone(),
+    );
     assert!(b.wait_timeout(LONG).is_ok());
     joined_ok(p);
     joined_ok(q);
@@ -662,7 +699,12 @@ fn barrier_reset_breaks_waiters_then_works() {
     let _s = serial();
     let b = mp::Barrier::new(3).unwrap();
     let p = start(
-        |b: mp::Barrier| assert!(matches!(b.wait_timeout(LONG), Err(mp::Error::BrokenBarrier))),
+        |b: mp::Barrier| {
+            assert!(matches!(
+                b.wait_timeout(LONG),
+                Err(mp::Error::BrokenBarrier)
+            ))
+        },
         b.clone(),
     );
     within(SHORT, "one party waiting", {
@@ -678,7 +720,12 @@ fn barrier_reset_breaks_waiters_then_works() {
     assert!(!b.is_broken());
     assert_eq!(b.n_waiting(), 0);
     let children: Vec<_> = (0..2)
-        .map(|_| start(|b: mp::Barrier| assert!(b.wait_timeout(LONG).is_ok()), b.clone()))
+        .map(|_| {
+            start(
+                |b: mp::Barrier| assert!(b.wait_timeout(LONG).is_ok()),
+                b.clone(),
+            )
+        })
         .collect();
     assert!(b.wait_timeout(LONG).is_ok());
     for p in children {
@@ -692,7 +739,12 @@ fn barrier_timeout_breaks_it_for_everyone() {
     let _s = serial();
     let b = mp::Barrier::new(3).unwrap();
     let p = start(
-        |b: mp::Barrier| assert!(matches!(b.wait_timeout(LONG), Err(mp::Error::BrokenBarrier))),
+        |b: mp::Barrier| {
+            assert!(matches!(
+                b.wait_timeout(LONG),
+                Err(mp::Error::BrokenBarrier)
+            ))
+        },
         b.clone(),
     );
     within(SHORT, "one party waiting", {
@@ -704,7 +756,10 @@ fn barrier_timeout_breaks_it_for_everyone() {
         }
     });
     let t0 = Instant::now();
-    assert!(matches!(b.wait_timeout(ms(100)), Err(mp::Error::BrokenBarrier)));
+    assert!(matches!(
+        b.wait_timeout(ms(100)),
+        Err(mp::Error::BrokenBarrier)
+    ));
     assert!(t0.elapsed() >= ms(100));
     joined_ok(p);
     assert!(b.is_broken());
@@ -718,7 +773,10 @@ fn one_party_barrier_never_blocks() {
         assert_eq!(b.wait().unwrap(), 0);
     }
     assert!(matches!(mp::Barrier::new(0), Err(mp::Error::Value(_))));
-    assert_eq!(format!("{b:?}"), "Barrier { parties: 1, n_waiting: 0, broken: false }");
+    assert_eq!(
+        format!("{b:?}"),
+        "Barrier { parties: 1, n_waiting: 0, broken: false }"
+    );
 }
 
 // ---------------------------------------------------------------------------
