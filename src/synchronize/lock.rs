@@ -268,11 +268,6 @@ impl Lock {
     pub fn recoveries(&self) -> u32 {
         self.raw.recoveries()
     }
-
-    /// Takes the lock until `deadline` at most (for crate-internal callers).
-    pub(crate) fn acquire_deadline(&self, deadline: Option<Instant>) -> Option<Acquired> {
-        self.raw.acquire_deadline(deadline)
-    }
 }
 
 impl fmt::Debug for Lock {

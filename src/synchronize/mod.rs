@@ -30,7 +30,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -122,6 +122,7 @@ impl Semaphore {
     /// assert_eq!(s.get_value(), 0);
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
+    #[inline]
     pub fn acquire(&self) {
         self.raw.acquire();
     }
@@ -138,6 +139,7 @@ impl Semaphore {
     /// assert!(!s.try_acquire());
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
+    #[inline]
     pub fn try_acquire(&self) -> bool {
         self.raw.try_acquire()
     }
@@ -159,11 +161,6 @@ impl Semaphore {
         self.raw.acquire_deadline(deadline_after(timeout))
     }
 
-    /// Takes one unit, blocking until `deadline` at most.
-    pub(crate) fn acquire_deadline(&self, deadline: Option<Instant>) -> bool {
-        self.raw.acquire_deadline(deadline)
-    }
-
     /// Gives one unit back, waking one waiter if any.
     ///
     /// Python: `Semaphore.release()`.
@@ -182,6 +179,7 @@ impl Semaphore {
     /// assert_eq!(s.get_value(), 2);
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
+    #[inline]
     pub fn release(&self) -> Result<()> {
         self.raw.release()
     }
@@ -273,6 +271,7 @@ impl BoundedSemaphore {
     /// assert_eq!(s.get_value(), 0);
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
+    #[inline]
     pub fn acquire(&self) {
         self.raw.acquire();
     }
@@ -289,6 +288,7 @@ impl BoundedSemaphore {
     /// assert!(!s.try_acquire());
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
+    #[inline]
     pub fn try_acquire(&self) -> bool {
         self.raw.try_acquire()
     }
@@ -327,6 +327,7 @@ impl BoundedSemaphore {
     /// assert!(s.release().is_err());
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
+    #[inline]
     pub fn release(&self) -> Result<()> {
         self.raw.release()
     }

@@ -97,6 +97,7 @@ impl RawSemLock {
     ///
     /// [`Error::Value`] when `value > max` or `max > SEM_VALUE_MAX`;
     /// [`Error::Io`] when no shared memory could be created.
+    #[allow(dead_code)] // for the queues (`maxsize`), built on another branch
     pub(crate) fn new(value: u32, max: Option<u32>) -> Result<RawSemLock> {
         let region = Arc::new(ShmRegion::create(Self::SIZE)?);
         Self::init(region, 0, value, max)
@@ -141,15 +142,18 @@ impl RawSemLock {
         &self.region
     }
 
+    #[inline]
     fn value(&self) -> &AtomicU32 {
         self.region.atomic_u32(self.offset)
     }
 
+    #[inline]
     fn waiters(&self) -> &AtomicU32 {
         self.region.atomic_u32(self.offset + 4)
     }
 
     /// The bound given at creation (`SEM_VALUE_MAX` when unbounded).
+    #[inline]
     pub(crate) fn max(&self) -> u32 {
         self.region
             .atomic_u32(self.offset + 8)
@@ -219,6 +223,7 @@ impl RawSemLock {
     ///
     /// [`Error::Value`] when the count is already at its bound (a
     /// `BoundedSemaphore` released too many times, or `SEM_VALUE_MAX`).
+    #[inline]
     pub(crate) fn release(&self) -> Result<()> {
         let value = self.value();
         let max = self.max();
@@ -441,6 +446,7 @@ impl RawLock {
         self.offset
     }
 
+    #[inline]
     fn word(&self) -> &AtomicU32 {
         self.region.atomic_u32(self.offset)
     }
@@ -449,6 +455,7 @@ impl RawLock {
         self.region.atomic_u32(self.offset + 4)
     }
 
+    #[inline]
     fn holder(&self) -> &AtomicU64 {
         self.region.atomic_u64(self.offset + 8)
     }
@@ -573,18 +580,24 @@ impl RawLock {
     /// # Errors
     ///
     /// [`Error::Value`] when it is not locked.
+    #[inline]
     pub(crate) fn release(&self) -> Result<()> {
-        let word = self.word();
         // Release: what the holder wrote is visible to the next acquirer.
-        let old = word.swap(0, Ordering::Release);
+        let old = self.word().swap(0, Ordering::Release);
+        if old & CONTENDED != 0 || old == 0 {
+            return self.release_slow(old);
+        }
+        Ok(())
+    }
+
+    #[cold]
+    fn release_slow(&self, old: u32) -> Result<()> {
         if old == 0 {
             return Err(Error::value(RELEASED_TOO_MANY));
         }
-        if old & CONTENDED != 0 {
-            // One wake suffices: the woken waiter takes the lock as CONTENDED,
-            // so its own release wakes the next.
-            futex::wake(word, 1);
-        }
+        // One wake suffices: the woken waiter takes the lock as CONTENDED, so
+        // its own release wakes the next.
+        futex::wake(self.word(), 1);
         Ok(())
     }
 }
@@ -622,9 +635,6 @@ pub(crate) struct RawCondvar {
 }
 
 impl RawCondvar {
-    /// Bytes taken in the region.
-    pub(crate) const SIZE: usize = 4;
-
     /// A view of the counter at `offset` of `region` (zero is a valid start).
     pub(crate) fn attach(region: Arc<ShmRegion>, offset: usize) -> RawCondvar {
         RawCondvar { region, offset }
@@ -644,12 +654,6 @@ impl RawCondvar {
     /// timeout.
     pub(crate) fn wait(&self, seen: u32, deadline: Option<Instant>) -> bool {
         futex::wait(self.seq(), seen, deadline)
-    }
-
-    /// Bumps the counter and wakes up to `n` sleepers.
-    pub(crate) fn notify(&self, n: u32) {
-        self.seq().fetch_add(1, Ordering::Relaxed);
-        futex::wake(self.seq(), n);
     }
 
     /// Bumps the counter and wakes every sleeper.
