@@ -335,7 +335,12 @@ enum Liveness {
 
 fn liveness(pid: u32, recorded: u64) -> Liveness {
     match proc_stat(pid) {
-        None => Liveness::Dead,
+        // No /proc entry: ask the kernel directly (/proc may be missing or
+        // mounted with hidepid). Only "no such process" proves death.
+        None => match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None) {
+            Err(nix::errno::Errno::ESRCH) => Liveness::Dead,
+            _ => Liveness::Alive,
+        },
         Some(s) if matches!(s.state, 'Z' | 'X' | 'x') => Liveness::Dead,
         Some(s) => {
             if recorded & u64::from(PID_MASK) == u64::from(pid)
