@@ -46,6 +46,8 @@
 //! |---|---|
 //! | `multiprocessing.process` | [`Process`], [`current_process`], [`parent_process`], [`active_children`], [`cpu_count`] |
 //! | `multiprocessing.connection` | [`Connection`], [`pipe`] |
+//! | `multiprocessing.synchronize` | [`Lock`], [`RLock`], [`Semaphore`], [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`] |
+//! | `multiprocessing.sharedctypes` | [`Value`], [`Array`] |
 //! | `multiprocessing.spawn` | [`init`], [`set_executable`], [`test_support!`] |
 
 #![deny(unsafe_code, unsafe_op_in_unsafe_fn)]
@@ -66,11 +68,18 @@ mod error;
 mod platform;
 mod process;
 mod reduction;
+mod sharedctypes;
 mod spawn;
+mod synchronize;
 
 pub use connection::{Connection, pipe};
 pub use error::{Error, Result};
 pub use process::{
     Process, ProcessInfo, active_children, cpu_count, current_process, parent_process,
 };
+pub use sharedctypes::{Array, ArrayGuard, Scalar, Value, ValueGuard};
 pub use spawn::{init, reset_executable, set_executable, set_start_timeout};
+pub use synchronize::{
+    Acquired, Barrier, BoundedSemaphore, Condition, Event, Lock, LockGuard, RLock, RLockGuard,
+    Semaphore,
+};

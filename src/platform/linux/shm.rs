@@ -116,6 +116,7 @@ impl ShmRegion {
     }
 
     /// A pointer to `offset`, checked to hold `size` bytes aligned to `align`.
+    #[inline]
     fn at(&self, offset: usize, size: usize, align: usize) -> *mut u8 {
         assert!(
             offset.checked_add(size).is_some_and(|end| end <= self.len) && offset % align == 0,
@@ -127,6 +128,7 @@ impl ShmRegion {
     }
 
     /// The `AtomicU32` at `offset` (4-aligned).
+    #[inline]
     pub(crate) fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
         let p = self.at(offset, 4, 4);
         // SAFETY:
@@ -138,6 +140,7 @@ impl ShmRegion {
     }
 
     /// The `AtomicU64` at `offset` (8-aligned).
+    #[inline]
     pub(crate) fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
         let p = self.at(offset, 8, 8);
         // SAFETY: as for `atomic_u32`.

@@ -1,0 +1,319 @@
+//! `Value` and `Array` across real processes.
+//!
+//! Ported from cpython: Lib/test/_test_multiprocessing.py (3.11, PSF licence):
+//! _TestValue, _TestArray, _TestSharedCTypes, processes only. Changes: typecodes
+//! become Rust types, `get_lock()` contexts become guards, `lock=False`/`RawValue`
+//! are not ported (every Value has its lock); the locked-counter race, the
+//! 64 MiB array and the dead-holder test are ours.
+
+multiprocess::test_support!();
+mod common;
+
+use common::{LONG, SHORT, serial, within};
+use multiprocess as mp;
+use serde::{Deserialize, Serialize};
+
+fn start<F, A, R>(f: F, arg: A) -> mp::Process
+where
+    F: Fn(A) -> R + Copy + Send + 'static,
+    A: Serialize + serde::de::DeserializeOwned + Send + 'static,
+{
+    let mut p = mp::Process::new(f, arg);
+    p.start().expect("start");
+    p
+}
+
+fn joined_ok(mut p: mp::Process) {
+    p.join().expect("join");
+    assert_eq!(p.exitcode(), Some(0), "the child failed an assertion");
+}
+
+/// The values of CPython's test_value: ('i', 25, 30), ('d', 3.625, -4.25),
+/// ('h', -232, 234), ('q', 2**33, 2**34), plus bool and u8 (for 'c').
+#[derive(Serialize, Deserialize)]
+struct Values {
+    i: mp::Value<i32>,
+    d: mp::Value<f64>,
+    h: mp::Value<i16>,
+    q: mp::Value<i64>,
+    b: mp::Value<bool>,
+    c: mp::Value<u8>,
+}
+
+// CPython: _TestValue.test_value
+#[test]
+fn values_written_by_a_child_are_seen() {
+    let _s = serial();
+    let v = Values {
+        i: mp::Value::new(25).unwrap(),
+        d: mp::Value::new(3.625).unwrap(),
+        h: mp::Value::new(-232).unwrap(),
+        q: mp::Value::new(1 << 33).unwrap(),
+        b: mp::Value::new(false).unwrap(),
+        c: mp::Value::new(b'x').unwrap(),
+    };
+    assert_eq!(
+        (
+            v.i.get(),
+            v.d.get(),
+            v.h.get(),
+            v.q.get(),
+            v.b.get(),
+            v.c.get()
+        ),
+        (25, 3.625, -232, 1 << 33, false, b'x')
+    );
+    let copy = Values {
+        i: v.i.clone(),
+        d: v.d.clone(),
+        h: v.h.clone(),
+        q: v.q.clone(),
+        b: v.b.clone(),
+        c: v.c.clone(),
+    };
+    joined_ok(start(
+        |v: Values| {
+            v.i.set(30);
+            v.d.set(-4.25);
+            v.h.set(234);
+            v.q.set(1 << 34);
+            v.b.set(true);
+            v.c.set(b'y');
+        },
+        copy,
+    ));
+    assert_eq!(
+        (
+            v.i.get(),
+            v.d.get(),
+            v.h.get(),
+            v.q.get(),
+            v.b.get(),
+            v.c.get()
+        ),
+        (30, -4.25, 234, 1 << 34, true, b'y')
+    );
+}
+
+// CPython: _TestValue.test_getobj_getlock
+#[test]
+fn value_get_lock_is_its_own_rlock() {
+    let v = mp::Value::new(0i64).unwrap();
+    let lock = v.get_lock();
+    assert!(lock.try_acquire());
+    assert!(lock.is_owned());
+    // Re-entrant: set() inside the held lock does not deadlock.
+    v.set(5);
+    lock.release().unwrap();
+    assert_eq!(v.get(), 5);
+    assert!(lock.release().is_err());
+    let other = mp::Value::new(0i64).unwrap();
+    assert!(other.get_lock().try_acquire());
+    assert!(lock.try_acquire(), "each Value has a lock of its own");
+}
+
+#[test]
+fn value_debug_hides_the_value() {
+    let v = mp::Value::new(1234567i64).unwrap();
+    let s = format!("{v:?}");
+    assert!(s.starts_with("Value { typecode: 'q', lock: RLock"), "{s}");
+    assert!(!s.contains("1234567"), "{s}");
+}
+
+const WORKERS: usize = 4;
+const INCREMENTS: u64 = 2000;
+
+// The classic race, in its locked form: no update is lost.
+#[test]
+fn locked_increments_from_many_processes_are_exact() {
+    let _s = serial();
+    let v = mp::Value::new(0u64).unwrap();
+    let children: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            start(
+                |v: mp::Value<u64>| {
+                    for _ in 0..INCREMENTS {
+                        let mut g = v.lock();
+                        *g += 1;
+                    }
+                },
+                v.clone(),
+            )
+        })
+        .collect();
+    for p in children {
+        joined_ok(p);
+    }
+    assert_eq!(v.get(), WORKERS as u64 * INCREMENTS);
+}
+
+#[test]
+fn a_guard_writes_back_only_what_changed() {
+    let v = mp::Value::new(1i32).unwrap();
+    {
+        let g = v.lock();
+        assert_eq!(*g, 1);
+        // set() inside the guard (same thread: re-entrant) survives the drop of
+        // an unchanged guard.
+        v.set(2);
+    }
+    assert_eq!(v.get(), 2);
+    {
+        let mut g = v.lock();
+        *g += 40;
+        assert_eq!(v.get(), 2, "written back on drop, not before");
+    }
+    assert_eq!(v.get(), 42);
+}
+
+#[test]
+fn a_dead_holder_of_a_value_lock_is_taken_over() {
+    let _s = serial();
+    let v = mp::Value::new(7i64).unwrap();
+    let held = mp::Event::new().unwrap();
+    let never = mp::Event::new().unwrap();
+    let mut p = start(
+        |(v, held, never): (mp::Value<i64>, mp::Event, mp::Event)| {
+            let mut g = v.lock();
+            *g = 1000; // never written back: the process dies first
+            held.set();
+            never.wait();
+        },
+        (v.clone(), held.clone(), never.clone()),
+    );
+    assert!(held.wait_timeout(LONG));
+    let pid = p.pid().unwrap();
+    p.kill().unwrap();
+    p.join().unwrap();
+    let v2 = v.clone();
+    let (how, seen) = within(SHORT, "take over a dead holder's value lock", move || {
+        let mut g = v2.lock();
+        let seen = *g;
+        *g += 1;
+        (g.acquired(), seen)
+    });
+    assert_eq!(how, mp::Acquired::OwnerDied { pid });
+    assert_eq!(
+        seen, 7,
+        "a killed guard leaves the old value, never half an update"
+    );
+    assert_eq!(v.get(), 8);
+    assert_eq!(v.get_lock().recoveries(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// Array
+
+// CPython: _TestArray.test_array (prefix sum in a child)
+#[test]
+fn array_prefix_sum_in_a_child() {
+    let _s = serial();
+    let seq = [681i32, -564, 321, 54, 7, 993, 421];
+    let a = mp::Array::from_slice(&seq).unwrap();
+    assert_eq!(a.len(), seq.len());
+    assert_eq!(a.get(0), seq[0]);
+    assert_eq!(a.to_vec(), seq.to_vec());
+    joined_ok(start(
+        |a: mp::Array<i32>| {
+            let mut g = a.lock();
+            for i in 1..g.len() {
+                g[i] += g[i - 1];
+            }
+        },
+        a.clone(),
+    ));
+    let mut expected = seq.to_vec();
+    for i in 1..expected.len() {
+        expected[i] += expected[i - 1];
+    }
+    assert_eq!(a.to_vec(), expected);
+}
+
+// CPython: _TestArray.test_array_from_size
+#[test]
+fn array_from_size_is_zeroed() {
+    for size in [0usize, 1, 10] {
+        let a = mp::Array::<i32>::new(size).unwrap();
+        assert_eq!(a.len(), size);
+        assert_eq!(a.to_vec(), vec![0; size]);
+        assert_eq!(a.is_empty(), size == 0);
+    }
+    assert_eq!(mp::Array::<f64>::new(3).unwrap().to_vec(), vec![0.0; 3]);
+    assert_eq!(mp::Array::<bool>::new(2).unwrap().to_vec(), vec![false; 2]);
+}
+
+// CPython: _TestArray.test_getobj_getlock_obj
+#[test]
+fn array_lock_and_guard_access() {
+    let a = mp::Array::<f64>::new(4).unwrap();
+    {
+        let mut g = a.lock();
+        g.set(1, 2.0); // direct, no copy
+        assert_eq!(g.get(1), 2.0);
+        g[0] = 1.0; // copies, written back on drop
+        assert_eq!(g.get(0), 1.0);
+        g.set(3, 4.0); // into the copy now
+        assert_eq!(a.get(0), 0.0, "not written back yet");
+        assert!(a.get_lock().is_owned());
+    }
+    assert_eq!(a.to_vec(), vec![1.0, 2.0, 0.0, 4.0]);
+    {
+        // A read-only slice use copies but writes nothing back.
+        let g = a.lock();
+        assert_eq!(g.iter().sum::<f64>(), 7.0);
+    }
+    a.set(2, 3.0);
+    assert_eq!(a.to_vec(), vec![1.0, 2.0, 3.0, 4.0]);
+    let s = format!("{a:?}");
+    assert!(
+        s.starts_with("Array { typecode: 'd', len: 4, lock: RLock"),
+        "{s}"
+    );
+}
+
+#[test]
+#[should_panic(expected = "out of range")]
+fn array_index_out_of_range_panics() {
+    let a = mp::Array::<u8>::new(2).unwrap();
+    a.get(2);
+}
+
+#[test]
+fn array_elements_set_by_children_are_seen() {
+    let _s = serial();
+    let a = mp::Array::<u64>::new(WORKERS).unwrap();
+    let children: Vec<_> = (0..WORKERS)
+        .map(|i| {
+            start(
+                |(a, i): (mp::Array<u64>, usize)| a.set(i, (i as u64 + 1) * 11),
+                (a.clone(), i),
+            )
+        })
+        .collect();
+    for p in children {
+        joined_ok(p);
+    }
+    assert_eq!(a.to_vec(), vec![11, 22, 33, 44]);
+}
+
+// Beyond CPython's tests: an array over many MiB.
+#[test]
+fn a_64_mib_array_is_shared() {
+    let _s = serial();
+    const N: usize = (64 << 20) / 8;
+    let a = mp::Array::<u64>::new(N).unwrap();
+    joined_ok(start(
+        |a: mp::Array<u64>| {
+            let mut g = a.lock();
+            for (i, x) in g.iter_mut().enumerate() {
+                *x = i as u64 * 3;
+            }
+        },
+        a.clone(),
+    ));
+    assert_eq!(a.len(), N);
+    assert_eq!(a.get(N - 1), (N as u64 - 1) * 3);
+    let v = a.to_vec();
+    let sum: u64 = v.iter().sum();
+    assert_eq!(sum, 3 * (N as u64) * (N as u64 - 1) / 2);
+}

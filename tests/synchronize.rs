@@ -1,0 +1,928 @@
+//! Synchronization primitives across real processes.
+//!
+//! Ported from cpython: Lib/test/_test_multiprocessing.py (3.11, PSF licence):
+//! _TestLock, _TestSemaphore, _TestCondition, _TestEvent, _TestBarrier, run with
+//! processes only (the thread and manager mixins do not apply). Changes: Python's
+//! `time.sleep(DELTA)` checks that "nobody else woke" become bounded negative
+//! checks (`acquire_timeout` returning false), timings are lower bounds only, and
+//! the dead-holder, nesting and leak tests are ours (beyond CPython).
+
+multiprocess::test_support!();
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{LONG, LeakCheck, SHORT, ms, serial, within};
+use multiprocess as mp;
+use serde::{Deserialize, Serialize};
+
+/// Starts `f(arg)` in a child process.
+fn start<F, A, R>(f: F, arg: A) -> mp::Process
+where
+    F: Fn(A) -> R + Copy + Send + 'static,
+    A: Serialize + serde::de::DeserializeOwned + Send + 'static,
+{
+    let mut p = mp::Process::new(f, arg);
+    p.start().expect("start");
+    p
+}
+
+/// Joins `p` and asserts it exited 0 (its assertions held).
+fn joined_ok(mut p: mp::Process) {
+    p.join().expect("join");
+    assert_eq!(p.exitcode(), Some(0), "the child failed an assertion");
+}
+
+// ---------------------------------------------------------------------------
+// Lock
+
+// CPython: _TestLock.test_lock
+#[test]
+fn lock() {
+    let l = mp::Lock::new().unwrap();
+    l.acquire();
+    assert!(!l.try_acquire());
+    assert!(l.release().is_ok());
+    assert!(matches!(l.release(), Err(mp::Error::Value(_))));
+    {
+        let _g = l.lock();
+        assert!(l.is_locked());
+    }
+    assert!(!l.is_locked());
+}
+
+// CPython: _TestLock.test_lock_context
+#[test]
+fn lock_guard_releases_on_drop() {
+    let l = mp::Lock::new().unwrap();
+    let g = l.lock();
+    assert_eq!(g.acquired(), mp::Acquired::Clean);
+    assert!(!l.try_acquire());
+    drop(g);
+    assert!(l.try_acquire());
+}
+
+#[test]
+fn lock_debug_shows_state() {
+    let l = mp::Lock::new().unwrap();
+    assert_eq!(format!("{l:?}"), "Lock { locked: false, owner: None }");
+    l.acquire();
+    assert_eq!(
+        format!("{l:?}"),
+        format!(
+            "Lock {{ locked: true, owner: Some(pid {}) }}",
+            std::process::id()
+        )
+    );
+}
+
+#[test]
+fn lock_acquire_timeout_is_a_lower_bound() {
+    let l = mp::Lock::new().unwrap();
+    l.acquire();
+    let t0 = Instant::now();
+    assert!(!l.acquire_timeout(ms(100)));
+    assert!(t0.elapsed() >= ms(100));
+}
+
+// Python probed: another process may release a Lock.
+#[test]
+fn lock_released_by_another_process() {
+    let _s = serial();
+    let l = mp::Lock::new().unwrap();
+    l.acquire();
+    joined_ok(start(
+        |l: mp::Lock| {
+            assert!(l.is_locked());
+            l.release().unwrap();
+        },
+        l.clone(),
+    ));
+    assert!(!l.is_locked());
+    // Not a false "owner died": the acquirer is alive and the lock was released.
+    assert_eq!(l.acquire_checked(), mp::Acquired::Clean);
+    assert_eq!(l.recoveries(), 0);
+}
+
+#[test]
+fn a_child_blocks_until_the_parent_releases() {
+    let _s = serial();
+    let l = mp::Lock::new().unwrap();
+    let done = mp::Event::new().unwrap();
+    l.acquire();
+    let p = start(
+        |(l, done): (mp::Lock, mp::Event)| {
+            l.acquire();
+            done.set();
+            l.release().unwrap();
+        },
+        (l.clone(), done.clone()),
+    );
+    // The child cannot get past the lock while we hold it.
+    assert!(!done.wait_timeout(ms(100)));
+    l.release().unwrap();
+    assert!(done.wait_timeout(LONG));
+    joined_ok(p);
+}
+
+/// A child that takes the lock, says so, and blocks forever.
+fn hold_forever(l: &mp::Lock, held: &mp::Event, never: &mp::Event) {
+    l.acquire();
+    held.set();
+    never.wait();
+}
+
+#[test]
+fn a_dead_holder_of_a_lock_is_taken_over() {
+    let _s = serial();
+    let l = mp::Lock::new().unwrap();
+    let held = mp::Event::new().unwrap();
+    let never = mp::Event::new().unwrap();
+    let mut p = start(
+        |(l, held, never): (mp::Lock, mp::Event, mp::Event)| hold_forever(&l, &held, &never),
+        (l.clone(), held.clone(), never.clone()),
+    );
+    assert!(held.wait_timeout(LONG));
+    let pid = p.pid().unwrap();
+    assert_eq!(l.owner(), Some(pid));
+    p.kill().unwrap();
+    p.join().unwrap();
+    assert_eq!(p.exitcode(), Some(-9));
+    let l2 = l.clone();
+    let how = within(SHORT, "take over a dead holder's lock", move || {
+        l2.acquire_checked()
+    });
+    assert_eq!(how, mp::Acquired::OwnerDied { pid });
+    assert_eq!(l.recoveries(), 1);
+    assert_eq!(l.owner(), Some(std::process::id()));
+    l.release().unwrap();
+    assert_eq!(l.acquire_checked(), mp::Acquired::Clean);
+}
+
+#[test]
+fn a_waiter_blocked_before_the_holder_dies_takes_over() {
+    let _s = serial();
+    let l = mp::Lock::new().unwrap();
+    let held = mp::Event::new().unwrap();
+    let never = mp::Event::new().unwrap();
+    let mut p = start(
+        |(l, held, never): (mp::Lock, mp::Event, mp::Event)| hold_forever(&l, &held, &never),
+        (l.clone(), held.clone(), never.clone()),
+    );
+    assert!(held.wait_timeout(LONG));
+    let pid = p.pid().unwrap();
+    // A second child waits on the lock, then reports how it got it.
+    let got = mp::Value::new(0u32).unwrap();
+    let waiter = start(
+        |(l, got): (mp::Lock, mp::Value<u32>)| {
+            if let mp::Acquired::OwnerDied { pid } = l.acquire_checked() {
+                got.set(pid);
+            }
+            l.release().unwrap();
+        },
+        (l.clone(), got.clone()),
+    );
+    p.kill().unwrap();
+    p.join().unwrap();
+    joined_ok(waiter);
+    assert_eq!(got.get(), pid);
+    assert_eq!(l.recoveries(), 1);
+}
+
+#[test]
+fn a_dead_holder_of_an_rlock_is_taken_over() {
+    let _s = serial();
+    let r = mp::RLock::new().unwrap();
+    let held = mp::Event::new().unwrap();
+    let never = mp::Event::new().unwrap();
+    let mut p = start(
+        |(r, held, never): (mp::RLock, mp::Event, mp::Event)| {
+            r.acquire();
+            r.acquire();
+            held.set();
+            never.wait();
+        },
+        (r.clone(), held.clone(), never.clone()),
+    );
+    assert!(held.wait_timeout(LONG));
+    let pid = p.pid().unwrap();
+    p.kill().unwrap();
+    p.join().unwrap();
+    let r2 = r.clone();
+    let (how, owned, released, again) =
+        within(SHORT, "take over a dead holder's rlock", move || {
+            let how = r2.acquire_checked();
+            let owned = r2.is_owned();
+            // The dead owner's two levels are gone: one release frees it.
+            let released = r2.release().is_ok();
+            let again = matches!(r2.release(), Err(mp::Error::Value(_)));
+            (how, owned, released, again)
+        });
+    assert_eq!(how, mp::Acquired::OwnerDied { pid });
+    assert!(owned && released && again);
+    assert_eq!(r.owner(), None);
+    assert_eq!(r.recoveries(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// RLock
+
+// CPython: _TestLock.test_rlock
+#[test]
+fn rlock() {
+    let r = mp::RLock::new().unwrap();
+    r.acquire();
+    r.acquire();
+    r.acquire();
+    r.release().unwrap();
+    r.release().unwrap();
+    r.release().unwrap();
+    assert!(matches!(r.release(), Err(mp::Error::Value(_))));
+}
+
+#[test]
+fn rlock_is_owned_by_one_thread() {
+    let r = mp::RLock::new().unwrap();
+    r.acquire();
+    let r2 = r.clone();
+    let other = std::thread::spawn(move || {
+        (
+            r2.try_acquire(),
+            matches!(r2.release(), Err(mp::Error::Value(_))),
+        )
+    })
+    .join()
+    .unwrap();
+    assert_eq!(other, (false, true));
+    r.release().unwrap();
+}
+
+#[test]
+fn rlock_release_by_another_process_is_an_error() {
+    let _s = serial();
+    let r = mp::RLock::new().unwrap();
+    r.acquire();
+    joined_ok(start(
+        |r: mp::RLock| {
+            assert!(!r.is_owned());
+            assert!(!r.try_acquire());
+            assert!(matches!(r.release(), Err(mp::Error::Value(_))));
+        },
+        r.clone(),
+    ));
+    assert!(r.is_owned());
+    r.release().unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Semaphore
+
+fn semaphore_sequence(
+    acquire: impl Fn() -> bool,
+    release: impl Fn() -> mp::Result<()>,
+    value: impl Fn() -> u32,
+) {
+    assert_eq!(value(), 2);
+    assert!(acquire());
+    assert_eq!(value(), 1);
+    assert!(acquire());
+    assert_eq!(value(), 0);
+    assert!(!acquire());
+    assert_eq!(value(), 0);
+    release().unwrap();
+    assert_eq!(value(), 1);
+    release().unwrap();
+    assert_eq!(value(), 2);
+}
+
+// CPython: _TestSemaphore.test_semaphore
+#[test]
+fn semaphore() {
+    let s = mp::Semaphore::new(2).unwrap();
+    semaphore_sequence(|| s.try_acquire(), || s.release(), || s.get_value());
+    // Unbounded: further releases go on counting.
+    s.release().unwrap();
+    assert_eq!(s.get_value(), 3);
+    s.release().unwrap();
+    assert_eq!(s.get_value(), 4);
+    assert_eq!(format!("{s:?}"), "Semaphore { value: 4 }");
+}
+
+// CPython: _TestSemaphore.test_bounded_semaphore
+#[test]
+fn bounded_semaphore() {
+    let s = mp::BoundedSemaphore::new(2).unwrap();
+    semaphore_sequence(|| s.try_acquire(), || s.release(), || s.get_value());
+    assert!(matches!(s.release(), Err(mp::Error::Value(_))));
+    assert_eq!(s.get_value(), 2);
+    assert_eq!(
+        format!("{s:?}"),
+        "BoundedSemaphore { value: 2, maxvalue: 2 }"
+    );
+}
+
+// CPython: _TestSemaphore.test_timeout
+#[test]
+fn semaphore_timeout() {
+    let s = mp::Semaphore::new(0).unwrap();
+    let t0 = Instant::now();
+    assert!(!s.try_acquire());
+    assert!(!s.acquire_timeout(Duration::ZERO));
+    assert!(t0.elapsed() < SHORT);
+    let t0 = Instant::now();
+    assert!(!s.acquire_timeout(ms(200)));
+    assert!(t0.elapsed() >= ms(200));
+}
+
+#[test]
+fn semaphore_out_of_range_is_an_error() {
+    assert!(matches!(
+        mp::Semaphore::new(u32::MAX),
+        Err(mp::Error::Value(_))
+    ));
+    let s = mp::Semaphore::new(i32::MAX as u32).unwrap();
+    assert!(matches!(s.release(), Err(mp::Error::Value(_))));
+}
+
+#[test]
+fn semaphore_counts_across_processes() {
+    let _s = serial();
+    let s = mp::Semaphore::new(0).unwrap();
+    let children: Vec<_> = (0..3)
+        .map(|_| start(|s: mp::Semaphore| s.acquire(), s.clone()))
+        .collect();
+    for _ in 0..3 {
+        s.release().unwrap();
+    }
+    for p in children {
+        joined_ok(p);
+    }
+    assert_eq!(s.get_value(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// Event
+
+// CPython: _TestEvent.test_event
+#[test]
+fn event() {
+    let _s = serial();
+    let e = mp::Event::new().unwrap();
+    assert!(!e.is_set());
+    assert!(!e.wait_timeout(Duration::ZERO));
+    let t0 = Instant::now();
+    assert!(!e.wait_timeout(ms(100)));
+    assert!(t0.elapsed() >= ms(100));
+    assert_eq!(format!("{e:?}"), "Event { set: false }");
+    e.set();
+    assert!(e.is_set());
+    e.wait();
+    assert!(e.wait_timeout(ms(100)));
+    assert_eq!(format!("{e:?}"), "Event { set: true }");
+    e.clear();
+    assert!(!e.is_set());
+    // A child setting it wakes a blocked wait here.
+    let p = start(|e: mp::Event| e.set(), e.clone());
+    let e2 = e.clone();
+    within(SHORT, "event set by a child", move || e2.wait());
+    assert!(e.is_set());
+    joined_ok(p);
+}
+
+#[test]
+fn event_wakes_every_waiting_process() {
+    let _s = serial();
+    let e = mp::Event::new().unwrap();
+    let woke = mp::Semaphore::new(0).unwrap();
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            start(
+                |(e, woke): (mp::Event, mp::Semaphore)| {
+                    assert!(e.wait_timeout(LONG));
+                    woke.release().unwrap();
+                },
+                (e.clone(), woke.clone()),
+            )
+        })
+        .collect();
+    e.set();
+    for p in children {
+        joined_ok(p);
+    }
+    assert_eq!(woke.get_value(), 3);
+}
+
+// ---------------------------------------------------------------------------
+// Condition
+
+/// CPython's `_TestCondition.f`: report sleeping, wait, report woken.
+fn cond_sleeper(
+    (cond, sleeping, woken, timeout_ms): (mp::Condition, mp::Semaphore, mp::Semaphore, u64),
+) {
+    let _g = cond.lock();
+    sleeping.release().unwrap();
+    if timeout_ms == 0 {
+        assert!(cond.wait().unwrap());
+    } else {
+        cond.wait_timeout(ms(timeout_ms)).unwrap();
+    }
+    woken.release().unwrap();
+}
+
+fn start_sleepers(
+    n: usize,
+    cond: &mp::Condition,
+    sleeping: &mp::Semaphore,
+    woken: &mp::Semaphore,
+    timeout_ms: u64,
+) -> Vec<mp::Process> {
+    let children: Vec<_> = (0..n)
+        .map(|_| {
+            start(
+                cond_sleeper,
+                (cond.clone(), sleeping.clone(), woken.clone(), timeout_ms),
+            )
+        })
+        .collect();
+    // Each child reports "sleeping" under the lock, just before its wait
+    // registers (also under the lock): once we take the lock, all are waiting.
+    for _ in 0..n {
+        assert!(sleeping.acquire_timeout(LONG));
+    }
+    children
+}
+
+// CPython: _TestCondition.test_notify
+#[test]
+fn condition_notify_wakes_exactly_one() {
+    let _s = serial();
+    let cond = mp::Condition::new().unwrap();
+    let sleeping = mp::Semaphore::new(0).unwrap();
+    let woken = mp::Semaphore::new(0).unwrap();
+    let children = start_sleepers(2, &cond, &sleeping, &woken, 0);
+    assert_eq!(woken.get_value(), 0);
+    {
+        let _g = cond.lock();
+        cond.notify().unwrap();
+    }
+    assert!(woken.acquire_timeout(LONG));
+    // The other stays asleep.
+    assert!(!woken.acquire_timeout(ms(300)));
+    {
+        let _g = cond.lock();
+        cond.notify().unwrap();
+    }
+    assert!(woken.acquire_timeout(LONG));
+    for p in children {
+        joined_ok(p);
+    }
+}
+
+// CPython: _TestCondition.test_notify_all
+#[test]
+fn condition_notify_all_ignores_timed_out_sleepers() {
+    let _s = serial();
+    let cond = mp::Condition::new().unwrap();
+    let sleeping = mp::Semaphore::new(0).unwrap();
+    let woken = mp::Semaphore::new(0).unwrap();
+    // Three sleepers that time out on their own.
+    let timed = start_sleepers(3, &cond, &sleeping, &woken, 50);
+    for _ in 0..3 {
+        assert!(woken.acquire_timeout(LONG));
+    }
+    for p in timed {
+        joined_ok(p);
+    }
+    // Three without timeout: notify_all wakes them all, and only them.
+    let children = start_sleepers(3, &cond, &sleeping, &woken, 0);
+    assert_eq!(woken.get_value(), 0);
+    {
+        let _g = cond.lock();
+        cond.notify_all().unwrap();
+    }
+    for _ in 0..3 {
+        assert!(woken.acquire_timeout(LONG));
+    }
+    for p in children {
+        joined_ok(p);
+    }
+    assert_eq!(woken.get_value(), 0);
+}
+
+// CPython: _TestCondition.test_notify_n
+#[test]
+fn condition_notify_n_wakes_n() {
+    let _s = serial();
+    let cond = mp::Condition::new().unwrap();
+    let sleeping = mp::Semaphore::new(0).unwrap();
+    let woken = mp::Semaphore::new(0).unwrap();
+    let children = start_sleepers(6, &cond, &sleeping, &woken, 0);
+    {
+        let _g = cond.lock();
+        cond.notify_n(2).unwrap();
+    }
+    assert!(woken.acquire_timeout(LONG));
+    assert!(woken.acquire_timeout(LONG));
+    assert!(!woken.acquire_timeout(ms(300)));
+    {
+        let _g = cond.lock();
+        cond.notify_n(4).unwrap();
+    }
+    for _ in 0..4 {
+        assert!(woken.acquire_timeout(LONG));
+    }
+    // Extra notifies are harmless.
+    {
+        let _g = cond.lock();
+        cond.notify().unwrap();
+        cond.notify_n(3).unwrap();
+    }
+    for p in children {
+        joined_ok(p);
+    }
+    assert_eq!(woken.get_value(), 0);
+}
+
+// CPython: _TestCondition.test_timeout
+#[test]
+fn condition_wait_timeout() {
+    let cond = mp::Condition::new().unwrap();
+    let _g = cond.lock();
+    let t0 = Instant::now();
+    assert!(!cond.wait_timeout(ms(100)).unwrap());
+    assert!(t0.elapsed() >= ms(100));
+    assert!(!cond.wait_timeout(Duration::ZERO).unwrap());
+    // The lock is held again after the wait.
+    assert!(cond.get_lock().is_owned());
+}
+
+// CPython: _TestCondition.test_waitfor, test_waitfor_timeout
+#[test]
+fn condition_wait_for() {
+    let _s = serial();
+    let cond = mp::Condition::new().unwrap();
+    let state = mp::Value::new(0i32).unwrap();
+    let p = start(
+        |(cond, state): (mp::Condition, mp::Value<i32>)| {
+            for i in 1..=5 {
+                let _g = cond.lock();
+                state.set(i);
+                cond.notify().unwrap();
+            }
+        },
+        (cond.clone(), state.clone()),
+    );
+    {
+        let _g = cond.lock();
+        assert!(cond.wait_for(|| state.get() == 5).unwrap());
+        assert_eq!(state.get(), 5);
+    }
+    joined_ok(p);
+    let _g = cond.lock();
+    let t0 = Instant::now();
+    assert!(!cond.wait_for_timeout(|| state.get() == 6, ms(100)).unwrap());
+    assert!(t0.elapsed() >= ms(100));
+}
+
+// CPython: _TestCondition (AssertionError('must acquire() condition before using wait()'))
+#[test]
+fn condition_needs_its_lock() {
+    let cond = mp::Condition::new().unwrap();
+    assert!(matches!(
+        cond.wait_timeout(ms(10)),
+        Err(mp::Error::Value(_))
+    ));
+    assert!(matches!(cond.wait_for(|| true), Err(mp::Error::Value(_))));
+    assert!(matches!(cond.notify(), Err(mp::Error::Value(_))));
+    assert!(matches!(cond.notify_all(), Err(mp::Error::Value(_))));
+    assert!(matches!(cond.release(), Err(mp::Error::Value(_))));
+    // Held recursively: wait releases every level and restores them.
+    let lock = mp::RLock::new().unwrap();
+    let c = mp::Condition::with_lock(lock.clone()).unwrap();
+    c.acquire();
+    c.acquire();
+    assert!(!c.wait_timeout(ms(10)).unwrap());
+    c.release().unwrap();
+    c.release().unwrap();
+    assert!(c.release().is_err());
+}
+
+// ---------------------------------------------------------------------------
+// Barrier
+
+const PARTIES: usize = 5;
+const PASSES: usize = 3;
+
+/// One party: `PASSES` waits, recording each index at `[pass * PARTIES + id]`.
+fn barrier_party((b, indices, id): (mp::Barrier, mp::Array<i64>, usize)) {
+    for pass in 0..PASSES {
+        let i = b.wait_timeout(LONG).unwrap();
+        indices.set(pass * PARTIES + id, i as i64);
+    }
+}
+
+// CPython: _TestBarrier.test_barrier, test_wait_return, test_barrier_10
+#[test]
+fn barrier_indices_are_distinct_every_pass() {
+    let _s = serial();
+    let b = mp::Barrier::new(PARTIES).unwrap();
+    assert_eq!(b.parties(), PARTIES);
+    let indices = mp::Array::<i64>::from_slice(&[-1; PARTIES * PASSES]).unwrap();
+    let children: Vec<_> = (1..PARTIES)
+        .map(|id| start(barrier_party, (b.clone(), indices.clone(), id)))
+        .collect();
+    barrier_party((b.clone(), indices.clone(), 0));
+    for p in children {
+        joined_ok(p);
+    }
+    let all = indices.to_vec();
+    for pass in 0..PASSES {
+        let mut got: Vec<i64> = all[pass * PARTIES..(pass + 1) * PARTIES].to_vec();
+        got.sort();
+        assert_eq!(got, (0..PARTIES as i64).collect::<Vec<_>>(), "pass {pass}");
+    }
+    assert_eq!(b.n_waiting(), 0);
+    assert!(!b.is_broken());
+}
+
+// CPython: _TestBarrier.test_abort
+#[test]
+fn barrier_abort_breaks_every_waiter() {
+    let _s = serial();
+    let b = mp::Barrier::new(3).unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            start(
+                |b: mp::Barrier| {
+                    assert!(matches!(
+                        b.wait_timeout(LONG),
+                        Err(mp::Error::BrokenBarrier)
+                    ))
+                },
+                b.clone(),
+            )
+        })
+        .collect();
+    within(SHORT, "two parties waiting", {
+        let b = b.clone();
+        move || {
+            while b.n_waiting() < 2 {
+                std::thread::yield_now();
+            }
+        }
+    });
+    b.abort();
+    for p in children {
+        joined_ok(p);
+    }
+    assert!(b.is_broken());
+    assert!(matches!(b.wait(), Err(mp::Error::BrokenBarrier)));
+    // CPython: _TestBarrier.test_abort_and_reset
+    b.reset();
+    assert!(!b.is_broken());
+    let p = start(
+        |b: mp::Barrier| assert!(b.wait_timeout(LONG).is_ok()),
+        b.clone(),
+    );
+    let q = start(
+        |b: mp::Barrier| assert!(b.wait_timeout(LONG).is_ok()),
+        b.clone(),
+    );
+    assert!(b.wait_timeout(LONG).is_ok());
+    joined_ok(p);
+    joined_ok(q);
+}
+
+// CPython: _TestBarrier.test_reset
+#[test]
+fn barrier_reset_breaks_waiters_then_works() {
+    let _s = serial();
+    let b = mp::Barrier::new(3).unwrap();
+    let p = start(
+        |b: mp::Barrier| {
+            assert!(matches!(
+                b.wait_timeout(LONG),
+                Err(mp::Error::BrokenBarrier)
+            ))
+        },
+        b.clone(),
+    );
+    within(SHORT, "one party waiting", {
+        let b = b.clone();
+        move || {
+            while b.n_waiting() < 1 {
+                std::thread::yield_now();
+            }
+        }
+    });
+    b.reset();
+    joined_ok(p);
+    assert!(!b.is_broken());
+    assert_eq!(b.n_waiting(), 0);
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            start(
+                |b: mp::Barrier| assert!(b.wait_timeout(LONG).is_ok()),
+                b.clone(),
+            )
+        })
+        .collect();
+    assert!(b.wait_timeout(LONG).is_ok());
+    for p in children {
+        joined_ok(p);
+    }
+}
+
+// CPython: _TestBarrier.test_timeout
+#[test]
+fn barrier_timeout_breaks_it_for_everyone() {
+    let _s = serial();
+    let b = mp::Barrier::new(3).unwrap();
+    let p = start(
+        |b: mp::Barrier| {
+            assert!(matches!(
+                b.wait_timeout(LONG),
+                Err(mp::Error::BrokenBarrier)
+            ))
+        },
+        b.clone(),
+    );
+    within(SHORT, "one party waiting", {
+        let b = b.clone();
+        move || {
+            while b.n_waiting() < 1 {
+                std::thread::yield_now();
+            }
+        }
+    });
+    let t0 = Instant::now();
+    assert!(matches!(
+        b.wait_timeout(ms(100)),
+        Err(mp::Error::BrokenBarrier)
+    ));
+    assert!(t0.elapsed() >= ms(100));
+    joined_ok(p);
+    assert!(b.is_broken());
+}
+
+// CPython: _TestBarrier.test_single_thread
+#[test]
+fn one_party_barrier_never_blocks() {
+    let b = mp::Barrier::new(1).unwrap();
+    for _ in 0..1000 {
+        assert_eq!(b.wait().unwrap(), 0);
+    }
+    assert!(matches!(mp::Barrier::new(0), Err(mp::Error::Value(_))));
+    assert_eq!(
+        format!("{b:?}"),
+        "Barrier { parties: 1, n_waiting: 0, broken: false }"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Handles
+
+/// Handles nested in a user's struct.
+#[derive(Serialize, Deserialize)]
+struct Shared {
+    lock: mp::Lock,
+    counter: mp::Value<u64>,
+    done: mp::Event,
+    sem: mp::BoundedSemaphore,
+    cond: mp::Condition,
+    barrier: mp::Barrier,
+    rlock: mp::RLock,
+}
+
+#[test]
+fn handles_nested_in_a_struct_reach_a_child() {
+    let _s = serial();
+    let shared = Shared {
+        lock: mp::Lock::new().unwrap(),
+        counter: mp::Value::new(0).unwrap(),
+        done: mp::Event::new().unwrap(),
+        sem: mp::BoundedSemaphore::new(1).unwrap(),
+        cond: mp::Condition::new().unwrap(),
+        barrier: mp::Barrier::new(2).unwrap(),
+        rlock: mp::RLock::new().unwrap(),
+    };
+    let copy = Shared {
+        lock: shared.lock.clone(),
+        counter: shared.counter.clone(),
+        done: shared.done.clone(),
+        sem: shared.sem.clone(),
+        cond: shared.cond.clone(),
+        barrier: shared.barrier.clone(),
+        rlock: shared.rlock.clone(),
+    };
+    let p = start(
+        |s: Shared| {
+            {
+                let _g = s.lock.lock();
+                *s.counter.lock() += 41;
+            }
+            s.sem.acquire();
+            s.rlock.acquire();
+            s.barrier.wait_timeout(LONG).unwrap();
+            s.done.set();
+        },
+        copy,
+    );
+    shared.barrier.wait_timeout(LONG).unwrap();
+    assert!(shared.done.wait_timeout(LONG));
+    joined_ok(p);
+    assert_eq!(shared.counter.get(), 41);
+    assert_eq!(shared.sem.get_value(), 0);
+    // The child exited holding the RLock: taken over, reported.
+    assert!(shared.rlock.acquire_checked().owner_died());
+}
+
+#[test]
+fn handles_travel_over_a_connection() {
+    let _s = serial();
+    let (here, there) = mp::pipe(true).unwrap();
+    let p = start(
+        |conn: mp::Connection| {
+            let (lock, e): (mp::Lock, mp::Event) = conn.recv().unwrap();
+            lock.release().unwrap();
+            e.set();
+        },
+        there,
+    );
+    let lock = mp::Lock::new().unwrap();
+    let e = mp::Event::new().unwrap();
+    lock.acquire();
+    here.send(&(lock.clone(), e.clone())).unwrap();
+    assert!(e.wait_timeout(LONG));
+    assert!(!lock.is_locked());
+    joined_ok(p);
+}
+
+// Beyond CPython: named semaphores leak into /dev/shm when processes are
+// killed; ours are anonymous memfds.
+#[test]
+fn nothing_leaks_when_children_are_killed() {
+    let _s = serial();
+    let leaks = LeakCheck::new();
+    {
+        let l = mp::Lock::new().unwrap();
+        let r = mp::RLock::new().unwrap();
+        let s = mp::Semaphore::new(0).unwrap();
+        let held = mp::Event::new().unwrap();
+        let never = mp::Event::new().unwrap();
+        let c = mp::Condition::new().unwrap();
+        let b = mp::Barrier::new(3).unwrap();
+        let v = mp::Value::new(0i64).unwrap();
+        let a = mp::Array::<f64>::new(1 << 16).unwrap();
+        let children: Vec<_> = (0..2)
+            .map(|_| {
+                start(
+                    |(l, r, s, held, never, c, b, v, a): (
+                        mp::Lock,
+                        mp::RLock,
+                        mp::Semaphore,
+                        mp::Event,
+                        mp::Event,
+                        mp::Condition,
+                        mp::Barrier,
+                        mp::Value<i64>,
+                        mp::Array<f64>,
+                    )| {
+                        *v.lock() += 1;
+                        a.set(0, 1.0);
+                        let _c = c.lock();
+                        drop(_c);
+                        if l.try_acquire() {
+                            r.acquire();
+                        }
+                        s.release().unwrap();
+                        held.set();
+                        let _ = b.wait();
+                        never.wait();
+                    },
+                    (
+                        l.clone(),
+                        r.clone(),
+                        s.clone(),
+                        held.clone(),
+                        never.clone(),
+                        c.clone(),
+                        b.clone(),
+                        v.clone(),
+                        a.clone(),
+                    ),
+                )
+            })
+            .collect();
+        assert!(s.acquire_timeout(LONG));
+        assert!(s.acquire_timeout(LONG));
+        for mut p in children {
+            p.kill().unwrap();
+            p.join().unwrap();
+            assert_eq!(p.exitcode(), Some(-9));
+        }
+        assert_eq!(v.get(), 2);
+        assert!(l.acquire_checked().owner_died());
+    }
+    leaks.check();
+}
