@@ -171,6 +171,11 @@ fn main() -> Result<()> {
     if std::env::args().nth(1).as_deref() == Some(EXIT_AT_ONCE) {
         std::process::exit(0);
     }
+    if std::env::args().len() == 1 {
+        // `cargo test --benches` / `--all-targets` runs harness = false benches
+        // with no arguments (`cargo bench` passes `--bench`).
+        return smoke();
+    }
     let args = parse_args()?;
     if let Some(from) = &args.chart_from {
         let out = args
@@ -203,7 +208,15 @@ fn main() -> Result<()> {
     );
     let repeats = args.repeats.unwrap_or(if args.quick { 3 } else { 5 });
     let doc = run(&workloads, args.quick, repeats)?;
-    print_table(&doc, &workloads);
+    let rows: Vec<Workload> = all_workloads()
+        .into_iter()
+        .filter(|w| {
+            doc["workloads"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|n| n == w.name))
+        })
+        .collect();
+    print_table(&doc, &rows);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
@@ -218,11 +231,64 @@ fn main() -> Result<()> {
 
 // ------------------------------------------------------------------ running
 
-/// The three columns, in the order of the first repeat; later repeats rotate it.
-const IMPLS: [&str; 3] = ["multiprocess", "cpython_spawn", "cpython_fork"];
+/// Without any argument (under `cargo test`): every workload once on the
+/// crate's side with its quick count, checks included, no CPython and no
+/// table. Measures nothing worth keeping; proves the bench still works.
+fn smoke() -> Result<()> {
+    eprintln!(
+        "vs_python: no arguments, so a smoke run (use `cargo bench --bench vs_python` to measure)"
+    );
+    for w in all_workloads() {
+        let figure = (w.run)(&Cfg {
+            quick: true,
+            n: w.quick_count,
+        })
+        .with_context(|| format!("{} failed", w.name))?;
+        eprintln!("  {:<36} {}", w.name, fmt(figure));
+    }
+    Ok(())
+}
 
-/// All samples of one workload, per implementation.
-type Samples = BTreeMap<&'static str, Vec<Option<f64>>>;
+/// One thing measured in a workload's rotation: a column of its row.
+#[derive(Clone, Copy)]
+enum Slot {
+    /// The crate (or, on a `baseline_*` row, the bare mechanism).
+    Ours(Workload),
+    /// CPython with this start method.
+    Python(&'static str),
+    /// The row's OS baseline, measured in the same rotation so that both see
+    /// the same machine conditions.
+    Bare(Workload),
+}
+
+impl Slot {
+    /// The implementation key in the JSON's `results`, and the row name.
+    fn key(&self, w: &Workload) -> (&'static str, &'static str) {
+        match self {
+            Slot::Ours(x) if x.side == Side::Baseline => ("os_baseline", x.name),
+            Slot::Ours(x) => ("multiprocess", x.name),
+            Slot::Python("spawn") => ("cpython_spawn", w.name),
+            Slot::Python(_) => ("cpython_fork", w.name),
+            Slot::Bare(b) => ("os_baseline", b.name),
+        }
+    }
+
+    fn measure(&self, w: &Workload, quick: bool) -> Result<Option<f64>> {
+        let cfg = |x: &Workload| Cfg {
+            quick,
+            n: if quick { x.quick_count } else { x.count },
+        };
+        match self {
+            Slot::Ours(x) | Slot::Bare(x) => {
+                Watchdog::arm(x.name);
+                let f = (x.run)(&cfg(x)).with_context(|| format!("{} failed", x.name))?;
+                Watchdog::disarm();
+                Ok(f)
+            }
+            Slot::Python(method) => Ok(Some(run_python(w.name, method, &cfg(w))?)),
+        }
+    }
+}
 
 fn run(workloads: &[Workload], quick: bool, repeats: usize) -> Result<Value> {
     let started_unix = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
@@ -230,42 +296,47 @@ fn run(workloads: &[Workload], quick: bool, repeats: usize) -> Result<Value> {
     let python = python_version()?;
     Watchdog::start();
     let run_load = Load::now();
-    let mut results: BTreeMap<&str, BTreeMap<&str, Value>> = BTreeMap::new();
-    let mut samples_json: BTreeMap<&str, BTreeMap<&str, Value>> = BTreeMap::new();
-    let mut counts = BTreeMap::new();
-    let mut better = BTreeMap::new();
+    let all = all_workloads();
+    let find = |name: &str| all.iter().find(|x| x.name == name).copied();
+    // Every row shown: the selected ones plus the baselines they compare with.
+    let mut rows: Vec<Workload> = workloads.to_vec();
+    for w in workloads {
+        if let Some(b) = w.baseline.and_then(find) {
+            if !rows.iter().any(|x| x.name == b.name) {
+                rows.push(b);
+            }
+        }
+    }
+    rows.sort_by_key(|x| all.iter().position(|a| a.name == x.name));
+    let mut samples: BTreeMap<&str, BTreeMap<&str, Vec<Option<f64>>>> = BTreeMap::new();
     let mut loads = BTreeMap::new();
     for w in workloads {
-        let n = if quick { w.quick_count } else { w.count };
-        let cfg = Cfg { quick, n };
-        counts.insert(w.name, json!(n));
-        better.insert(
+        if w.side == Side::Baseline && loads.contains_key(w.name) {
+            continue; // already measured beside the row it serves
+        }
+        let mut slots = vec![Slot::Ours(*w)];
+        if w.side == Side::Both {
+            slots.extend([Slot::Python("spawn"), Slot::Python("fork")]);
+        }
+        let bare = w.baseline.and_then(find);
+        slots.extend(bare.map(Slot::Bare));
+        eprint!(
+            "{:<36} n={:<8}",
             w.name,
-            json!(if w.better == Better::Lower {
-                "lower"
-            } else {
-                "higher"
-            }),
+            if quick { w.quick_count } else { w.count }
         );
-        eprint!("{:<36} n={n:<8}", w.name);
         let load = Load::now();
-        let mut samples: Samples = BTreeMap::new();
         for r in 0..repeats {
-            for k in 0..IMPLS.len() {
-                let imp = IMPLS[(k + r) % IMPLS.len()];
-                let figure = match (imp, w.side) {
-                    ("multiprocess", _) => {
-                        Watchdog::arm(w.name);
-                        let f = (w.run)(&cfg)
-                            .with_context(|| format!("{} (multiprocess) failed", w.name))?;
-                        Watchdog::disarm();
-                        f
-                    }
-                    (_, Side::Baseline) => continue,
-                    ("cpython_spawn", _) => Some(run_python(w.name, "spawn", &cfg)?),
-                    _ => Some(run_python(w.name, "fork", &cfg)?),
-                };
-                samples.entry(imp).or_default().push(figure);
+            for k in 0..slots.len() {
+                let slot = slots[(k + r) % slots.len()];
+                let figure = slot.measure(w, quick)?;
+                let (imp, name) = slot.key(w);
+                samples
+                    .entry(imp)
+                    .or_default()
+                    .entry(name)
+                    .or_default()
+                    .push(figure);
             }
             eprint!(".");
         }
@@ -275,24 +346,28 @@ fn run(workloads: &[Workload], quick: bool, repeats: usize) -> Result<Value> {
             load.wall_s, load.foreign_cores
         );
         loads.insert(w.name, load.to_json());
-        for (imp, s) in &samples {
-            let key = if w.side == Side::Baseline {
-                "os_baseline"
-            } else {
-                imp
-            };
-            let med = median(s);
-            results
-                .entry(key)
-                .or_default()
-                .insert(w.name, med.map_or(Value::Null, |v| json!(v)));
-            samples_json
-                .entry(key)
-                .or_default()
-                .insert(w.name, json!(s));
+        if let Some(b) = bare {
+            loads.insert(b.name, load.to_json());
         }
     }
     let total = run_load.until_now();
+    let results: BTreeMap<&str, BTreeMap<&str, Value>> = samples
+        .iter()
+        .map(|(imp, rows)| {
+            let medians = rows
+                .iter()
+                .map(|(name, s)| (*name, median(s).map_or(Value::Null, |v| json!(v))));
+            (*imp, medians.collect())
+        })
+        .collect();
+    let count = |x: &Workload| json!(if quick { x.quick_count } else { x.count });
+    let better = |x: &Workload| {
+        json!(if x.better == Better::Lower {
+            "lower"
+        } else {
+            "higher"
+        })
+    };
     Ok(json!({
         "machine": machine_info(&python, &total),
         "quick": quick,
@@ -300,12 +375,12 @@ fn run(workloads: &[Workload], quick: bool, repeats: usize) -> Result<Value> {
         "started_unix": started_unix,
         "duration_s": t_start.elapsed().as_secs_f64(),
         "results": results,
-        "workloads": workloads.iter().map(|w| w.name).collect::<Vec<_>>(),
-        "counts": counts,
-        "better": better,
-        "baseline_of": workloads.iter().filter_map(|w| w.baseline.map(|b| (w.name, b))).collect::<BTreeMap<_, _>>(),
+        "workloads": rows.iter().map(|w| w.name).collect::<Vec<_>>(),
+        "counts": rows.iter().map(|w| (w.name, count(w))).collect::<BTreeMap<_, _>>(),
+        "better": rows.iter().map(|w| (w.name, better(w))).collect::<BTreeMap<_, _>>(),
+        "baseline_of": rows.iter().filter_map(|w| w.baseline.map(|b| (w.name, b))).collect::<BTreeMap<_, _>>(),
         "load": loads,
-        "samples": samples_json,
+        "samples": samples,
     }))
 }
 
