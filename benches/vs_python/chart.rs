@@ -73,7 +73,7 @@ pub fn draw(doc: &Value, path: &Path) -> Result<()> {
     let lo = all.iter().copied().fold(0.5f64, f64::min) / 1.5;
     let hi = all.iter().copied().fold(2.0f64, f64::max) * 2.0;
 
-    let height = 170 + 34 * rows.len() as u32;
+    let height = 200 + 34 * rows.len() as u32;
     let whole = BitMapBackend::new(path, (1100, height)).into_drawing_area();
     whole.fill(&WHITE)?;
     let (root, footer) = whole.split_vertically(height - 28);
@@ -92,8 +92,8 @@ pub fn draw(doc: &Value, path: &Path) -> Result<()> {
         .margin(12)
         .x_label_area_size(45)
         .y_label_area_size(300)
-        // One empty slot at the top for the legend.
-        .build_cartesian_2d((lo..hi).log_scale(), 0f64..rows.len() as f64 + 1.0)?;
+        // Two empty slots at the top for the legend.
+        .build_cartesian_2d((lo..hi).log_scale(), 0f64..rows.len() as f64 + 2.0)?;
     chart
         .configure_mesh()
         .disable_y_mesh()
@@ -110,7 +110,7 @@ pub fn draw(doc: &Value, path: &Path) -> Result<()> {
         .draw()?;
     // Parity.
     chart.draw_series(std::iter::once(PathElement::new(
-        vec![(1.0, 0.0), (1.0, rows.len() as f64 + 1.0)],
+        vec![(1.0, 0.0), (1.0, rows.len() as f64 + 2.0)],
         BLACK.stroke_width(2),
     )))?;
     let label = ("sans-serif", 14).into_font();
