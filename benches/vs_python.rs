@@ -23,8 +23,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, ensure, Context, Result};
-use serde_json::{json, Value};
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Value, json};
 
 #[path = "vs_python/baseline.rs"]
 mod baseline;
@@ -482,13 +482,17 @@ impl Watchdog {
 
     fn start() {
         Self::now_ms();
-        std::thread::spawn(|| loop {
-            std::thread::sleep(Duration::from_millis(500));
-            let d = WATCH_DEADLINE.load(Ordering::Acquire);
-            if d != 0 && Self::now_ms() > d {
-                let name = *WATCH_NAME.lock().unwrap_or_else(|e| e.into_inner());
-                eprintln!("\nvs_python: {name} (multiprocess) hung for {HANG_GUARD:?}; aborting the bench");
-                std::process::exit(2);
+        std::thread::spawn(|| {
+            loop {
+                std::thread::sleep(Duration::from_millis(500));
+                let d = WATCH_DEADLINE.load(Ordering::Acquire);
+                if d != 0 && Self::now_ms() > d {
+                    let name = *WATCH_NAME.lock().unwrap_or_else(|e| e.into_inner());
+                    eprintln!(
+                        "\nvs_python: {name} (multiprocess) hung for {HANG_GUARD:?}; aborting the bench"
+                    );
+                    std::process::exit(2);
+                }
             }
         });
     }

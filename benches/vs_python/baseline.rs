@@ -11,9 +11,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{Context, Result, bail, ensure};
 
-use crate::{Better, Cfg, Side, Workload, EXIT_AT_ONCE};
+use crate::{Better, Cfg, EXIT_AT_ONCE, Side, Workload};
 
 /// This area's rows.
 pub const WORKLOADS: &[Workload] = &[
@@ -174,7 +174,7 @@ pub fn baseline_posix_spawn_wait_ms(cfg: &Cfg) -> Result<Option<f64>> {
 
 /// A connected `AF_UNIX` stream socketpair (what `mp::pipe(true)` uses).
 fn socketpair() -> Result<(OwnedFd, OwnedFd)> {
-    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
     Ok(socketpair(
         AddressFamily::Unix,
         SockType::Stream,

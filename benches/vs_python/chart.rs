@@ -7,12 +7,12 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, Result};
+use anyhow::{Result, anyhow};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde_json::Value;
 
-use crate::{ratio, Better};
+use crate::{Better, ratio};
 
 const FONT: &[u8] = include_bytes!("DejaVuSans-subset.ttf");
 const SPAWN: RGBColor = RGBColor(70, 110, 190);

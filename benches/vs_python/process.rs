@@ -1,6 +1,6 @@
 //! Process workloads (issue 2): starting and joining children.
 
-use anyhow::{ensure, Result};
+use anyhow::{Result, ensure};
 use multiprocess as mp;
 use std::time::Instant;
 

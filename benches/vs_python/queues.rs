@@ -3,7 +3,7 @@
 //! each doc comment says exactly what to measure, so filling a row in means
 //! replacing one function body.
 
-use anyhow::{ensure, Result};
+use anyhow::{Result, ensure};
 use multiprocess as mp;
 use std::time::Instant;
 

@@ -1,9 +1,11 @@
-//! Synchronization workloads (issue 4). Missing until `mp::Lock`, `mp::Value`,
-//! `mp::Event` and `mp::Barrier` exist: each function returns `Ok(None)`, and
-//! its doc comment says exactly what to measure, so filling a row in means
-//! replacing one function body. The CPython side runs every one of them.
+//! Synchronization workloads (issue 4): `Lock`, `Value` under its lock, and
+//! `Event` ping-pong, each the same work as the CPython function of the same
+//! name.
 
-use anyhow::Result;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, ensure};
+use multiprocess as mp;
 
 use crate::{Better, Cfg, Side, Workload};
 
@@ -45,8 +47,18 @@ pub const WORKLOADS: &[Workload] = &[
 /// of `acquire(); release()` (check `release()` is `Ok`); return ns per pair.
 ///
 /// CPython: `lock_uncontended_ns`.
-pub fn lock_uncontended_ns(_cfg: &Cfg) -> Result<Option<f64>> {
-    Ok(None)
+pub fn lock_uncontended_ns(cfg: &Cfg) -> Result<Option<f64>> {
+    let lock = mp::Lock::new()?;
+    for _ in 0..1000 {
+        lock.acquire();
+        lock.release()?;
+    }
+    let t0 = Instant::now();
+    for _ in 0..cfg.n {
+        lock.acquire();
+        lock.release()?;
+    }
+    Ok(Some(t0.elapsed().as_secs_f64() * 1e9 / cfg.n as f64))
 }
 
 /// `Value::new(0i64)`, `Barrier::new(3)`, a `Queue` (or pipe) for "done".
@@ -57,8 +69,48 @@ pub fn lock_uncontended_ns(_cfg: &Cfg) -> Result<Option<f64>> {
 /// otherwise). Return `2 * n / seconds`.
 ///
 /// CPython: `lock_contended_ops_per_s`.
-pub fn lock_contended_ops_per_s(_cfg: &Cfg) -> Result<Option<f64>> {
-    Ok(None)
+pub fn lock_contended_ops_per_s(cfg: &Cfg) -> Result<Option<f64>> {
+    let value = mp::Value::new(0i64)?;
+    let barrier = mp::Barrier::new(3)?;
+    let (done_rx, done_tx) = mp::pipe(false)?;
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let mut p = mp::Process::new(
+            |(value, barrier, done, n): (mp::Value<i64>, mp::Barrier, mp::Connection, u64)| {
+                barrier.wait().expect("barrier");
+                for _ in 0..n {
+                    let mut g = value.lock();
+                    *g += 1;
+                }
+                done.send(&1u8).expect("done");
+            },
+            (value.clone(), barrier.clone(), done_tx.try_clone()?, cfg.n),
+        );
+        p.start()?;
+        workers.push(p);
+    }
+    drop(done_tx);
+    barrier.wait()?;
+    let t0 = Instant::now();
+    for _ in 0..2 {
+        done_rx.recv::<u8>()?;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    for p in &mut workers {
+        p.join()?;
+        ensure!(
+            p.exitcode() == Some(0),
+            "lock_contended: exit code {:?}",
+            p.exitcode()
+        );
+    }
+    let total = value.get();
+    ensure!(
+        total == 2 * cfg.n as i64,
+        "lock_contended: counter {total}, expected {}",
+        2 * cfg.n
+    );
+    Ok(Some(2.0 * cfg.n as f64 / secs))
 }
 
 /// Events `ping` and `pong`; a child loops `n + 100` times: `ping.wait();
@@ -68,6 +120,39 @@ pub fn lock_contended_ops_per_s(_cfg: &Cfg) -> Result<Option<f64>> {
 /// Return µs per round trip.
 ///
 /// CPython: `event_pingpong_us`.
-pub fn event_pingpong_us(_cfg: &Cfg) -> Result<Option<f64>> {
-    Ok(None)
+pub fn event_pingpong_us(cfg: &Cfg) -> Result<Option<f64>> {
+    const WARMUP: u64 = 100;
+    let ping = mp::Event::new()?;
+    let pong = mp::Event::new()?;
+    let mut child = mp::Process::new(
+        |(ping, pong, rounds): (mp::Event, mp::Event, u64)| {
+            for _ in 0..rounds {
+                ping.wait();
+                ping.clear();
+                pong.set();
+            }
+        },
+        (ping.clone(), pong.clone(), cfg.n + WARMUP),
+    );
+    child.start()?;
+    let mut t0 = Instant::now();
+    for i in 0..cfg.n + WARMUP {
+        if i == WARMUP {
+            t0 = Instant::now();
+        }
+        ping.set();
+        ensure!(
+            pong.wait_timeout(Duration::from_secs(60)),
+            "event_pingpong: no pong"
+        );
+        pong.clear();
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    child.join()?;
+    ensure!(
+        child.exitcode() == Some(0),
+        "event_pingpong: exit code {:?}",
+        child.exitcode()
+    );
+    Ok(Some(secs * 1e6 / cfg.n as f64))
 }
