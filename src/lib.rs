@@ -46,6 +46,7 @@
 //! |---|---|
 //! | `multiprocessing.process` | [`Process`], [`current_process`], [`parent_process`], [`active_children`], [`cpu_count`] |
 //! | `multiprocessing.connection` | [`Connection`], [`pipe`] |
+//! | `multiprocessing.managers` | [`Manager`], [`Namespace`], [`DictProxy`], [`ListProxy`], [`ValueProxy`], [`LockProxy`], [`QueueProxy`], [`EventProxy`], [`SharedObject`], ... |
 //! | `multiprocessing.spawn` | [`init`], [`set_executable`], [`test_support!`] |
 
 #![deny(unsafe_code, unsafe_op_in_unsafe_fn)]
@@ -62,6 +63,7 @@ crate::test_support!();
 
 pub mod connection;
 mod error;
+mod managers;
 #[allow(unsafe_code)]
 mod platform;
 mod process;
@@ -70,5 +72,12 @@ mod spawn;
 
 pub use connection::{pipe, Connection};
 pub use error::{Error, Result};
-pub use process::{active_children, cpu_count, current_process, parent_process, Process, ProcessInfo};
+pub use managers::{
+    ArrayProxy, BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, DictProxy, EventProxy,
+    JoinableQueueProxy, ListProxy, LockProxy, Managed, Manager, Namespace, ObjectProxy, ProxyGuard,
+    QueueProxy, RLockProxy, SemaphoreProxy, SharedObject, ValueProxy,
+};
+pub use process::{
+    active_children, cpu_count, current_process, parent_process, Process, ProcessInfo,
+};
 pub use spawn::{init, reset_executable, set_executable};
