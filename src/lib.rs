@@ -77,7 +77,5 @@ pub use managers::{
     JoinableQueueProxy, ListProxy, LockProxy, Managed, Manager, Namespace, ObjectProxy, ProxyGuard,
     QueueProxy, RLockProxy, SemaphoreProxy, SharedObject, ValueProxy,
 };
-pub use process::{
-    active_children, cpu_count, current_process, parent_process, Process, ProcessInfo,
-};
+pub use process::{active_children, cpu_count, current_process, parent_process, Process, ProcessInfo};
 pub use spawn::{init, reset_executable, set_executable};
