@@ -8,6 +8,7 @@
 //! compares those bytes without decoding them, and the client's `decode::<T>`
 //! checks the type tag, so a value read back as another type is an error.
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -59,7 +60,13 @@ impl Blob {
     /// (a lock, queue, connection ...): the server cannot keep file descriptors
     /// for other processes; store a manager proxy instead.
     pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Blob> {
-        let enc = reduction::encode(value)?;
+        let mut enc = reduction::encode(value)?;
+        // `set("x", "text")` and `set("x", &v[..])` store what `get::<String>`
+        // and `get::<Vec<_>>` read: tag borrowed forms as their owned form.
+        let owned = owned_type_name::<T>();
+        if owned != std::any::type_name::<T>() {
+            enc.bytes[2..10].copy_from_slice(&reduction::fnv1a(owned.as_bytes()).to_le_bytes());
+        }
         if !enc.fds.is_empty() {
             return Err(Error::encode(format!(
                 "a {} holds a handle (lock, queue, connection, shared value); a manager can only \
@@ -77,6 +84,23 @@ impl Blob {
     /// [`Error::Decode`] when it holds another type or is corrupt.
     pub(crate) fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
         reduction::decode(&self.0, Vec::new())
+    }
+}
+
+/// The name of `T`'s owned form: `str` → `String`, `[X]` → `Vec<X>`, a
+/// reference → its target; any other type's own name.
+pub(crate) fn owned_type_name<T: ?Sized>() -> Cow<'static, str> {
+    let mut name = std::any::type_name::<T>();
+    while let Some(rest) = name.strip_prefix('&') {
+        name = rest.strip_prefix("mut ").unwrap_or(rest);
+    }
+    if name == "str" {
+        return Cow::Borrowed("alloc::string::String");
+    }
+    match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        // An array `[X; N]` is its own type.
+        Some(inner) if !inner.contains(';') => Cow::Owned(format!("alloc::vec::Vec<{inner}>")),
+        _ => Cow::Borrowed(name),
     }
 }
 
@@ -453,6 +477,35 @@ mod tests {
         assert_eq!(py_slice(-2, i64::MAX, 5), 3..5);
         assert_eq!(py_slice(4, 1, 5), 4..4);
         assert_eq!(py_slice(i64::MIN, i64::MAX, 5), 0..5);
+    }
+
+    #[test]
+    fn borrowed_forms_are_tagged_as_owned() {
+        assert_eq!(
+            Blob::encode("abc").unwrap().decode::<String>().unwrap(),
+            "abc"
+        );
+        assert_eq!(
+            Blob::encode(&&"abc").unwrap().decode::<String>().unwrap(),
+            "abc"
+        );
+        assert_eq!(
+            Blob::encode(&[1u8, 2][..])
+                .unwrap()
+                .decode::<Vec<u8>>()
+                .unwrap(),
+            vec![1, 2]
+        );
+        assert_eq!(
+            Blob::encode(&[1u8, 2])
+                .unwrap()
+                .decode::<[u8; 2]>()
+                .unwrap(),
+            [1, 2]
+        );
+        assert_eq!(owned_type_name::<str>(), "alloc::string::String");
+        assert_eq!(owned_type_name::<&[u32]>(), "alloc::vec::Vec<u32>");
+        assert_eq!(owned_type_name::<u32>(), "u32");
     }
 
     #[test]

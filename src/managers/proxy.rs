@@ -30,7 +30,7 @@ use crate::error::Result;
 use crate::reduction::type_tag;
 
 use super::client::{unexpected, ServerRef};
-use super::protocol::{Blob, Kind, ObjId, Op, Reply, Request};
+use super::protocol::{owned_type_name, Blob, Kind, ObjId, Op, Reply, Request};
 
 /// A proxy's target: the server and the object's id.
 #[derive(Clone)]
@@ -244,7 +244,7 @@ impl Namespace {
     pub fn set<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<()> {
         let op = Op::NsSet(
             name.to_string(),
-            std::any::type_name::<T>().to_string(),
+            owned_type_name::<T>().into_owned(),
             Blob::encode(value)?,
         );
         self.handle.unit(op)
