@@ -17,6 +17,8 @@ use std::marker::PhantomData;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+#[allow(unused_imports)] // doc links
+use crate::error::Error;
 use crate::error::Result;
 use crate::reduction::{self, CallOutcome, Encoded, FnRef, Payload};
 

@@ -323,7 +323,7 @@ impl Manager {
     /// process's connections to it. Proxies used afterwards, here or in any
     /// other process, give [`Error::Closed`]. Calling it again does nothing.
     ///
-    /// The server is asked to exit; after [`SHUTDOWN_TIMEOUT`] (5 s) it is sent
+    /// The server is asked to exit; after 5 s it is sent
     /// SIGTERM, after as long again SIGKILL, and then reaped, so
     /// [`exitcode`](Manager::exitcode) is 0 or `-15` (or `-9`). A
     /// [`connect`](Manager::connect)ed manager only disconnects: the server is

@@ -1089,3 +1089,288 @@ fn queue_op(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::managers::protocol::Wait;
+
+    fn spec(kind: Kind) -> Request {
+        Request::Create(Spec {
+            kind,
+            tag: 1,
+            type_name: "test".into(),
+        })
+    }
+
+    fn create(s: &Server, kind: Kind) -> ObjId {
+        match s.handle_local(1, spec(kind)) {
+            Ok(Reply::Id(id)) => id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn call(s: &Server, client: u64, id: ObjId, op: Op) -> Response {
+        s.handle_local(client, Request::Call(id, op))
+    }
+
+    fn blob<T: serde::Serialize>(v: T) -> Blob {
+        Blob::encode(&v).unwrap()
+    }
+
+    #[test]
+    fn namespace_checks_the_type_tag() {
+        let s = Server::new();
+        let ns = create(&s, Kind::Namespace);
+        let tag = crate::reduction::type_tag::<u32>();
+        assert!(matches!(
+            call(&s, 1, ns, Op::NsGet("x".into(), tag, "u32".into())),
+            Err(WireError::Key(_))
+        ));
+        call(&s, 1, ns, Op::NsSet("x".into(), "u32".into(), blob(5u32))).unwrap();
+        match call(&s, 1, ns, Op::NsGet("x".into(), tag, "u32".into())) {
+            Ok(Reply::Value(b)) => assert_eq!(b.decode::<u32>().unwrap(), 5),
+            other => panic!("{other:?}"),
+        }
+        let other = crate::reduction::type_tag::<i64>();
+        match call(&s, 1, ns, Op::NsGet("x".into(), other, "i64".into())) {
+            Err(WireError::Value(m)) => assert!(m.contains("holds a u32, not a i64"), "{m}"),
+            r => panic!("{r:?}"),
+        }
+    }
+
+    #[test]
+    fn an_op_of_another_kind_is_refused() {
+        let s = Server::new();
+        let d = create(&s, Kind::Dict(Vec::new()));
+        assert!(matches!(
+            call(&s, 1, d, Op::ListLen),
+            Err(WireError::Value(_))
+        ));
+        assert!(matches!(
+            call(&s, 1, 999, Op::ListLen),
+            Err(WireError::Value(_))
+        ));
+        let a = create(&s, Kind::Array(vec![blob(1u8)]));
+        assert!(matches!(
+            call(&s, 1, a, Op::ListPush(blob(2u8))),
+            Err(WireError::Value(_))
+        ));
+    }
+
+    #[test]
+    fn rlock_ownership_is_per_client() {
+        let s = Server::new();
+        let r = create(&s, Kind::RLock);
+        assert!(matches!(
+            call(&s, 1, r, Op::Acquire(Wait::No)),
+            Ok(Reply::Bool(true))
+        ));
+        assert!(matches!(
+            call(&s, 1, r, Op::Acquire(Wait::No)),
+            Ok(Reply::Bool(true))
+        ));
+        assert!(matches!(
+            call(&s, 2, r, Op::Acquire(Wait::No)),
+            Ok(Reply::Bool(false))
+        ));
+        assert!(matches!(
+            call(&s, 2, r, Op::Release),
+            Err(WireError::Value(_))
+        ));
+        call(&s, 1, r, Op::Release).unwrap();
+        call(&s, 1, r, Op::Release).unwrap();
+        assert!(matches!(
+            call(&s, 2, r, Op::Acquire(Wait::No)),
+            Ok(Reply::Bool(true))
+        ));
+        // A plain Lock: anyone may release.
+        let l = create(&s, Kind::Lock);
+        assert!(matches!(
+            call(&s, 1, l, Op::Acquire(Wait::No)),
+            Ok(Reply::Bool(true))
+        ));
+        call(&s, 2, l, Op::Release).unwrap();
+        assert!(matches!(
+            call(&s, 2, l, Op::Release),
+            Err(WireError::Value(_))
+        ));
+    }
+
+    #[test]
+    fn condition_wait_times_out_and_takes_the_lock_back() {
+        let s = Server::new();
+        let c = create(&s, Kind::Condition);
+        let wait = Wait::For(Duration::from_millis(10));
+        assert!(matches!(
+            call(&s, 1, c, Op::CondWait(wait)),
+            Err(WireError::Value(_))
+        ));
+        call(&s, 1, c, Op::Acquire(Wait::Forever)).unwrap();
+        let start = Instant::now();
+        assert!(matches!(
+            call(&s, 1, c, Op::CondWait(wait)),
+            Ok(Reply::Bool(false))
+        ));
+        assert!(start.elapsed() >= Duration::from_millis(10));
+        // Held again by client 1.
+        assert!(matches!(
+            call(&s, 2, c, Op::Acquire(Wait::No)),
+            Ok(Reply::Bool(false))
+        ));
+        call(&s, 1, c, Op::Release).unwrap();
+    }
+
+    #[test]
+    fn condition_notify_wakes_a_waiter_on_another_thread() {
+        let s = Server::new();
+        let c = create(&s, Kind::Condition);
+        call(&s, 1, c, Op::Acquire(Wait::Forever)).unwrap();
+        std::thread::scope(|scope| {
+            let waiter =
+                scope.spawn(|| call(&s, 1, c, Op::CondWait(Wait::For(Duration::from_secs(30)))));
+            // Client 2 gets the lock once the waiter released it in wait().
+            call(&s, 2, c, Op::Acquire(Wait::Forever)).unwrap();
+            call(&s, 2, c, Op::CondNotify(1)).unwrap();
+            call(&s, 2, c, Op::Release).unwrap();
+            assert!(matches!(waiter.join().unwrap(), Ok(Reply::Bool(true))));
+        });
+        call(&s, 1, c, Op::Release).unwrap();
+    }
+
+    #[test]
+    fn queue_bounds_and_tasks() {
+        let s = Server::new();
+        let q = create(
+            &s,
+            Kind::Queue {
+                maxsize: 1,
+                joinable: true,
+            },
+        );
+        call(&s, 1, q, Op::QueuePut(blob(1u8), Wait::No)).unwrap();
+        assert!(matches!(
+            call(&s, 1, q, Op::QueuePut(blob(2u8), Wait::No)),
+            Err(WireError::Full)
+        ));
+        assert!(matches!(
+            call(&s, 1, q, Op::QueueJoin(Wait::No)),
+            Ok(Reply::Bool(false))
+        ));
+        assert!(matches!(
+            call(&s, 1, q, Op::QueueGet(Wait::No)),
+            Ok(Reply::Value(_))
+        ));
+        assert!(matches!(
+            call(&s, 1, q, Op::QueueGet(Wait::No)),
+            Err(WireError::Empty)
+        ));
+        call(&s, 1, q, Op::QueueTaskDone).unwrap();
+        assert!(matches!(
+            call(&s, 1, q, Op::QueueTaskDone),
+            Err(WireError::Value(_))
+        ));
+        assert!(matches!(
+            call(&s, 1, q, Op::QueueJoin(Wait::No)),
+            Ok(Reply::Bool(true))
+        ));
+        let plain = create(
+            &s,
+            Kind::Queue {
+                maxsize: 0,
+                joinable: false,
+            },
+        );
+        assert!(matches!(
+            call(&s, 1, plain, Op::QueueTaskDone),
+            Err(WireError::Value(_))
+        ));
+    }
+
+    #[test]
+    fn barrier_trips_breaks_and_resets() {
+        let s = Server::new();
+        assert!(matches!(
+            s.handle_local(1, spec(Kind::Barrier(0))),
+            Err(WireError::Value(_))
+        ));
+        let b = create(&s, Kind::Barrier(2));
+        std::thread::scope(|scope| {
+            let other = scope.spawn(|| call(&s, 2, b, Op::BarrierWait(Wait::Forever)));
+            let mine = call(&s, 1, b, Op::BarrierWait(Wait::Forever));
+            let mut got = vec![mine, other.join().unwrap()]
+                .into_iter()
+                .map(|r| match r {
+                    Ok(Reply::Count(n)) => n,
+                    r => panic!("{r:?}"),
+                })
+                .collect::<Vec<_>>();
+            got.sort();
+            assert_eq!(got, vec![0, 1]);
+        });
+        let short = Wait::For(Duration::from_millis(5));
+        assert!(matches!(
+            call(&s, 1, b, Op::BarrierWait(short)),
+            Err(WireError::BrokenBarrier)
+        ));
+        assert!(matches!(
+            call(&s, 1, b, Op::BarrierBroken),
+            Ok(Reply::Bool(true))
+        ));
+        assert!(matches!(
+            call(&s, 1, b, Op::BarrierNWaiting),
+            Ok(Reply::Count(0))
+        ));
+        call(&s, 1, b, Op::BarrierReset).unwrap();
+        assert!(matches!(
+            call(&s, 1, b, Op::BarrierBroken),
+            Ok(Reply::Bool(false))
+        ));
+    }
+
+    #[test]
+    fn dict_keeps_insertion_order_across_removals() {
+        let mut d = Dict::default();
+        for k in [3u8, 1, 2] {
+            d.insert(blob(k), blob(()));
+        }
+        d.remove(&blob(1u8));
+        d.insert(blob(1u8), blob(()));
+        let keys: Vec<u8> = d
+            .entries
+            .values()
+            .map(|(k, _)| k.decode().unwrap())
+            .collect();
+        assert_eq!(keys, vec![3, 2, 1]);
+        assert_eq!(
+            d.pop_last().map(|(k, _)| k.decode::<u8>().unwrap()),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn named_objects_are_created_once() {
+        let s = Server::new();
+        let named = |tag: u64| {
+            s.handle_local(
+                1,
+                Request::CreateNamed(
+                    "n".into(),
+                    Spec {
+                        kind: Kind::Event,
+                        tag,
+                        type_name: "E".into(),
+                    },
+                ),
+            )
+        };
+        let a = named(7);
+        let b = named(7);
+        assert!(matches!((a, b), (Ok(Reply::Id(x)), Ok(Reply::Id(y))) if x == y));
+        assert!(matches!(named(8), Err(WireError::Value(_))));
+        assert!(matches!(
+            s.handle_local(1, Request::NumberOfObjects),
+            Ok(Reply::Count(1))
+        ));
+    }
+}
