@@ -17,19 +17,47 @@ use std::sync::{Arc, Mutex, Weak};
 
 use serde::{Deserialize, Serialize};
 
-use crate::connection::{Address, Client, Connection};
+use crate::connection::{Address, Client};
 use crate::error::{Error, Result};
 use crate::reduction::fnv1a;
 
+use super::channel::Channel;
 use super::protocol::{Reply, Request, Response};
 
 /// A manager's address and authkey: what a proxy needs to reach it.
 #[derive(Clone, Serialize, Deserialize)]
+#[serde(from = "WireServerRef", into = "WireServerRef")]
 pub(crate) struct ServerRef {
     /// Where the server listens.
     pub(crate) addr: Address,
     /// The key of the connection handshake.
     pub(crate) authkey: Vec<u8>,
+    /// The connection-cache key, computed once.
+    key: u64,
+}
+
+/// The serialized form of a [`ServerRef`] (without the derived key).
+#[derive(Serialize, Deserialize)]
+struct WireServerRef {
+    /// Where the server listens.
+    addr: Address,
+    /// The key of the connection handshake.
+    authkey: Vec<u8>,
+}
+
+impl From<WireServerRef> for ServerRef {
+    fn from(w: WireServerRef) -> Self {
+        ServerRef::new(w.addr, w.authkey)
+    }
+}
+
+impl From<ServerRef> for WireServerRef {
+    fn from(s: ServerRef) -> Self {
+        WireServerRef {
+            addr: s.addr,
+            authkey: s.authkey,
+        }
+    }
 }
 
 impl fmt::Debug for ServerRef {
@@ -43,31 +71,41 @@ impl fmt::Debug for ServerRef {
 
 thread_local! {
     /// This thread's connections, by server key.
-    static CONNS: RefCell<HashMap<u64, Arc<Connection>>> = RefCell::new(HashMap::new());
+    static CONNS: RefCell<HashMap<u64, Arc<Channel>>> = RefCell::new(HashMap::new());
 }
 
 /// Every live connection of this process, by server key, so that a shutdown
 /// can close the ones of other threads too.
-static OPEN: Mutex<Vec<(u64, Weak<Connection>)>> = Mutex::new(Vec::new());
+static OPEN: Mutex<Vec<(u64, Weak<Channel>)>> = Mutex::new(Vec::new());
 
 impl ServerRef {
     /// The cache key: address and authkey.
     pub(crate) fn key(&self) -> u64 {
-        let mut bytes = self.addr.to_string().into_bytes();
+        self.key
+    }
+
+    /// The server at `addr` with `authkey`.
+    pub(crate) fn new(addr: Address, authkey: Vec<u8>) -> ServerRef {
+        let mut bytes = addr.to_string().into_bytes();
         bytes.push(0);
-        bytes.extend_from_slice(&self.authkey);
-        fnv1a(&bytes)
+        bytes.extend_from_slice(&authkey);
+        ServerRef {
+            key: fnv1a(&bytes),
+            addr,
+            authkey,
+        }
     }
 
     /// This thread's connection to the server, made on first use.
-    fn connection(&self, key: u64) -> Result<Arc<Connection>> {
+    fn connection(&self, key: u64) -> Result<Arc<Channel>> {
         let cached = CONNS.with(|c| c.borrow().get(&key).cloned());
         if let Some(conn) = cached {
-            if !conn.closed() {
+            if !conn.is_closed() {
                 return Ok(conn);
             }
         }
-        let conn = Arc::new(Client::connect(&self.addr, Some(&self.authkey)).map_err(lost)?);
+        let conn = Client::connect(&self.addr, Some(&self.authkey)).map_err(lost)?;
+        let conn = Arc::new(Channel::from_connection(&conn)?);
         self.remember(key, conn.clone());
         Ok(conn)
     }
@@ -82,13 +120,14 @@ impl ServerRef {
     pub(crate) fn connect_now(&self) -> Result<()> {
         let key = self.key();
         CONNS.with(|c| c.borrow_mut().remove(&key));
-        let conn = Arc::new(Client::connect(&self.addr, Some(&self.authkey))?);
+        let conn = Client::connect(&self.addr, Some(&self.authkey))?;
+        let conn = Arc::new(Channel::from_connection(&conn)?);
         self.remember(key, conn);
         Ok(())
     }
 
     /// Caches `conn` as this thread's connection to the server.
-    fn remember(&self, key: u64, conn: Arc<Connection>) {
+    fn remember(&self, key: u64, conn: Arc<Channel>) {
         {
             let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
             open.retain(|(_, w)| w.strong_count() > 0);
@@ -108,11 +147,11 @@ impl ServerRef {
         let bytes = postcard::to_stdvec(req).map_err(Error::encode)?;
         let key = self.key();
         let conn = self.connection(key)?;
-        let frame = conn
-            .send_frame(&bytes, &[])
-            .and_then(|()| conn.recv_frame(None));
-        let frame = match frame {
-            Ok(f) => f,
+        let response = conn
+            .send(&bytes)
+            .and_then(|()| conn.recv(true, |frame| postcard::from_bytes::<Response>(frame)));
+        let response = match response {
+            Ok(r) => r,
             Err(e) => {
                 // This connection is finished either way.
                 conn.close();
@@ -120,9 +159,9 @@ impl ServerRef {
                 return Err(lost(e));
             }
         };
-        let response: Response = postcard::from_bytes(&frame.bytes)
-            .map_err(|e| Error::decode(format!("corrupt answer from the manager: {e}")))?;
-        response.map_err(|e| e.into_error())
+        response
+            .map_err(|e| Error::decode(format!("corrupt answer from the manager: {e}")))?
+            .map_err(|e| e.into_error())
     }
 }
 
@@ -152,7 +191,7 @@ fn is_gone(e: &std::io::Error) -> bool {
 /// Closes every connection of this process to the server with `key` (the
 /// server was shut down): later calls reconnect, and fail with `Closed`.
 pub(crate) fn forget_server(key: u64) {
-    let conns: Vec<Arc<Connection>> = {
+    let conns: Vec<Arc<Channel>> = {
         let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
         let found = open
             .iter()

@@ -37,6 +37,7 @@
 //! last proxy to it is garbage-collected; Rust proxies do not count references
 //! across processes). Create long-lived objects, or reuse them by name.
 
+mod channel;
 mod client;
 mod custom;
 mod protocol;
@@ -234,10 +235,7 @@ impl Manager {
     /// [`Error::Io`] when nothing listens there, [`Error::Authentication`] when
     /// the authkey is wrong.
     pub fn connect(address: impl Into<Address>, authkey: impl AsRef<[u8]>) -> Result<Manager> {
-        let server = Arc::new(ServerRef {
-            addr: address.into(),
-            authkey: authkey.as_ref().to_vec(),
-        });
+        let server = Arc::new(ServerRef::new(address.into(), authkey.as_ref().to_vec()));
         server.connect_now()?;
         Ok(Manager {
             server,
@@ -290,7 +288,7 @@ impl Manager {
         };
         let pid = child.pid;
         Ok(Manager {
-            server: Arc::new(ServerRef { addr, authkey }),
+            server: Arc::new(ServerRef::new(addr, authkey)),
             process: Mutex::new(Some(child)),
             pid: Some(pid),
             exitcode: Mutex::new(None),
@@ -817,7 +815,10 @@ fn serve_client(server: &server::Server, conn: &Connection, authkey: &[u8]) {
     if authenticate_accepted(conn, authkey, Some(Instant::now() + HANDSHAKE_TIMEOUT)).is_err() {
         return;
     }
-    if server.serve_connection(conn) {
+    let Ok(channel) = channel::Channel::from_connection(conn) else {
+        return;
+    };
+    if server.serve_connection(&channel) {
         spawn::exit_child(0);
     }
 }

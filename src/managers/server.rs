@@ -27,9 +27,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::connection::Connection;
 use crate::reduction::{self, CallOutcome, Encoded};
 
+use super::channel::Channel;
 use super::custom::{self, ErasedObject};
 use super::protocol::{
     py_index, py_slice, Blob, Kind, ObjId, Op, Reply, Request, Response, Spec, WireError,
@@ -49,7 +49,7 @@ pub(crate) struct Client<'a> {
     /// Its number (lock ownership).
     id: u64,
     /// The connection, to see whether the peer has gone while we block.
-    conn: Option<&'a Connection>,
+    conn: Option<&'a Channel>,
 }
 
 impl Client<'_> {
@@ -314,15 +314,15 @@ impl Server {
     /// Serves one client connection until it ends, then releases what the
     /// client held. Returns true if the client asked the server to shut down
     /// (the answer has been sent).
-    pub(crate) fn serve_connection(&self, conn: &Connection) -> bool {
+    pub(crate) fn serve_connection(&self, conn: &Channel) -> bool {
         let client = Client {
             id: self.next_client.fetch_add(1, Ordering::Relaxed),
             conn: Some(conn),
         };
         let mut held: HashSet<ObjId> = HashSet::new();
         let mut shutdown = false;
-        while let Ok(frame) = conn.recv_frame(None) {
-            let (response, undo) = match postcard::from_bytes::<Request>(&frame.bytes) {
+        while let Ok(request) = conn.recv(true, |frame| postcard::from_bytes::<Request>(frame)) {
+            let (response, undo) = match request {
                 Ok(Request::Shutdown) => {
                     shutdown = true;
                     (Ok(Reply::Unit), Undo::None)
@@ -334,7 +334,7 @@ impl Server {
                 ),
             };
             let sent = match postcard::to_stdvec(&response) {
-                Ok(bytes) => conn.send_frame(&bytes, &[]).is_ok(),
+                Ok(bytes) => conn.send(&bytes).is_ok(),
                 Err(_) => false,
             };
             if !sent {
