@@ -175,6 +175,7 @@ fn list_operations() {
     b.reverse().unwrap();
     assert_eq!(b.get(-1).unwrap(), -1);
     assert_eq!(b.pop_at(-1).unwrap(), -1);
+    assert!(matches!(b.repeat(usize::MAX), Err(mp::Error::Value(_))));
     b.clear().unwrap();
     assert!(b.is_empty().unwrap());
     assert!(matches!(b.pop(), Err(mp::Error::Value(_))));

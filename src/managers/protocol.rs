@@ -77,6 +77,13 @@ impl Blob {
         Ok(Blob(enc.bytes))
     }
 
+    /// The type tag in the envelope (bytes 2..10 of `reduction`'s layout:
+    /// magic, fd count, tag), if the blob is one.
+    pub(crate) fn tag(&self) -> Option<u64> {
+        let bytes: [u8; 8] = self.0.get(2..10)?.try_into().ok()?;
+        Some(u64::from_le_bytes(bytes))
+    }
+
     /// Decodes the value as a `T`.
     ///
     /// # Errors
@@ -506,6 +513,13 @@ mod tests {
         assert_eq!(owned_type_name::<str>(), "alloc::string::String");
         assert_eq!(owned_type_name::<&[u32]>(), "alloc::vec::Vec<u32>");
         assert_eq!(owned_type_name::<u32>(), "u32");
+    }
+
+    #[test]
+    fn the_tag_is_where_reduction_puts_it() {
+        let b = Blob::encode(&5u32).unwrap();
+        assert_eq!(b.tag(), Some(reduction::type_tag::<u32>()));
+        assert_eq!(Blob(vec![1, 2]).tag(), None);
     }
 
     #[test]

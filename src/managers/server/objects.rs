@@ -235,7 +235,7 @@ pub(super) fn namespace_op(ns: &Mutex<HashMap<String, (String, Blob)>>, op: Op) 
                 "the namespace has no attribute {name:?}"
             ))),
             Some((stored, value)) => {
-                if value.0.len() >= 10 && value.0[2..10] == tag.to_le_bytes() {
+                if value.tag() == Some(tag) {
                     Ok(Reply::Value(value.clone()))
                 } else {
                     Err(WireError::Value(format!(
@@ -378,10 +378,11 @@ pub(super) fn list_op(items: &Mutex<Vec<Blob>>, fixed: bool, op: Op) -> Response
             Reply::Unit
         }
         Op::ListRepeat(n) => {
-            let total = (len as u64)
-                .checked_mul(n)
-                .filter(|t| *t <= u32::MAX as u64);
-            if total.is_none() {
+            // Refuse what would exhaust the server's memory (Python: MemoryError).
+            let bytes: u64 = l.iter().map(|b| b.0.len() as u64 + 24).sum();
+            let fits = (len as u64).checked_mul(n).is_some_and(|t| t <= 1 << 27)
+                && bytes.checked_mul(n).is_some_and(|t| t <= 4 << 30);
+            if !fits {
                 return Err(WireError::Value(format!(
                     "list *= {n}: the result would be too long"
                 )));
