@@ -15,6 +15,9 @@
 multiprocess::test_support!();
 mod common;
 
+// Every test holds `serial()`: the leak checks count this process's children
+// and fds, which a test running alongside would add to.
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -63,6 +66,7 @@ fn namespace_round_trips_through_a_child() {
 
 #[test]
 fn namespace_values_keep_their_type() {
+    let _s = serial();
     let m = mp::Manager::new().unwrap();
     let ns = m.namespace().unwrap();
     ns.set("data", &vec![1u64, 2, 3]).unwrap();
@@ -92,6 +96,7 @@ fn namespace_values_keep_their_type() {
 // The seeds' trap: `namespace.data.loc[...] = ...` in a worker changes a copy.
 #[test]
 fn a_read_is_a_copy_until_set_back() {
+    let _s = serial();
     let m = mp::Manager::new().unwrap();
     let ns = m.namespace().unwrap();
     ns.set("data", &vec![0i32; 4]).unwrap();
@@ -131,6 +136,7 @@ fn a_read_is_a_copy_until_set_back() {
 // CPython: _TestContainers.test_list
 #[test]
 fn list_operations() {
+    let _s = serial();
     let m = mp::Manager::new().unwrap();
     let a = m.list_from(0..10i64).unwrap();
     assert_eq!(a.to_vec().unwrap(), (0..10).collect::<Vec<_>>());
@@ -184,6 +190,7 @@ fn list_operations() {
 // CPython: _TestContainers.test_list_proxy_in_list
 #[test]
 fn list_proxies_in_a_list() {
+    let _s = serial();
     let m = mp::Manager::new().unwrap();
     let inner: Vec<mp::ListProxy<i32>> = (0..3).map(|_| m.list_from(0..3).unwrap()).collect();
     let a = m.list_from(inner).unwrap();
@@ -204,6 +211,7 @@ fn list_proxies_in_a_list() {
 // CPython: _TestContainers.test_dict, test_dict_iter (the snapshot part)
 #[test]
 fn dict_operations() {
+    let _s = serial();
     let m = mp::Manager::new().unwrap();
     let d = m.dict::<u32, char>().unwrap();
     let indices: Vec<u32> = (65..70).collect();
@@ -244,6 +252,7 @@ fn dict_operations() {
 // CPython: _TestContainers.test_dict_proxy_nested
 #[test]
 fn dict_proxies_nested() {
+    let _s = serial();
     let m = mp::Manager::new().unwrap();
     let pets = m
         .dict_from([("ferrets".to_string(), 2), ("hamsters".to_string(), 4)])
@@ -283,6 +292,7 @@ fn dict_proxies_nested() {
 // CPython: _TestContainers.test_nested_queue
 #[test]
 fn queue_inside_containers() {
+    let _s = serial();
     let m = mp::Manager::new().unwrap();
     let a = m.list::<mp::QueueProxy<i32>>().unwrap();
     a.push(m.queue().unwrap()).unwrap();
@@ -300,6 +310,7 @@ fn queue_inside_containers() {
 // CPython: TestSyncManagerTypes.test_event
 #[test]
 fn event_through_a_child() {
+    let _s = serial();
     let m = mp::Manager::new().unwrap();
     let o = m.event().unwrap();
     o.set().unwrap();
@@ -319,6 +330,7 @@ fn event_through_a_child() {
 // CPython: TestSyncManagerTypes.test_lock
 #[test]
 fn lock_taken_by_a_child_is_released_by_the_parent() {
+    let _s = serial();
     let m = mp::Manager::new().unwrap();
     let o = m.lock().unwrap();
     assert_eq!(in_child(|o: mp::LockProxy| o.acquire(), o.clone()), Some(0));
@@ -331,6 +343,7 @@ fn lock_taken_by_a_child_is_released_by_the_parent() {
 // CPython: TestSyncManagerTypes.test_rlock
 #[test]
 fn rlock_through_a_child() {
+    let _s = serial();
     let m = mp::Manager::new().unwrap();
     let o = m.rlock().unwrap();
     let code = in_child(
@@ -354,6 +367,7 @@ fn rlock_through_a_child() {
 // CPython: TestSyncManagerTypes.test_semaphore, test_bounded_semaphore
 #[test]
 fn semaphores_through_a_child() {
+    let _s = serial();
     let m = mp::Manager::new().unwrap();
     let s = m.semaphore(1).unwrap();
     assert_eq!(
@@ -376,6 +390,7 @@ fn semaphores_through_a_child() {
 // CPython: TestSyncManagerTypes.test_condition, plus a notify across processes
 #[test]
 fn condition_through_a_child() {
+    let _s = serial();
     let m = mp::Manager::new().unwrap();
     let c = m.condition().unwrap();
     let code = in_child(
@@ -415,6 +430,7 @@ fn condition_through_a_child() {
 // CPython: TestSyncManagerTypes.test_barrier, plus three parties in three processes
 #[test]
 fn barrier_through_children() {
+    let _s = serial();
     let m = mp::Manager::new().unwrap();
     let b = m.barrier(5).unwrap();
     let code = in_child(
@@ -462,6 +478,7 @@ fn barrier_through_children() {
 // CPython: TestSyncManagerTypes.test_queue, test_joinable_queue
 #[test]
 fn queues_through_a_child() {
+    let _s = serial();
     let m = mp::Manager::new().unwrap();
     let q = m.queue_with_maxsize::<i32>(2).unwrap();
     q.put(5).unwrap();
@@ -508,6 +525,7 @@ fn queues_through_a_child() {
 // CPython: TestSyncManagerTypes.test_list, test_dict
 #[test]
 fn list_and_dict_through_a_child() {
+    let _s = serial();
     let m = mp::Manager::new().unwrap();
     let l = m.list::<i32>().unwrap();
     l.push(5).unwrap();
@@ -545,6 +563,7 @@ fn list_and_dict_through_a_child() {
 // CPython: TestSyncManagerTypes.test_value, test_array
 #[test]
 fn value_and_array_through_a_child() {
+    let _s = serial();
     let m = mp::Manager::new().unwrap();
     let v = m.value(1i32).unwrap();
     let code = in_child(
@@ -607,6 +626,7 @@ fn proxies_work_in_a_grandchild() {
 
 #[test]
 fn a_blocking_call_blocks_only_its_own_thread() {
+    let _s = serial();
     let m = mp::Manager::new().unwrap();
     let q = m.queue::<String>().unwrap();
     let q2 = q.clone();
@@ -626,6 +646,7 @@ fn a_blocking_call_blocks_only_its_own_thread() {
 
 #[test]
 fn many_processes_update_one_dict_atomically() {
+    let _s = serial();
     let m = mp::Manager::new().unwrap();
     let d = m.dict::<u32, u32>().unwrap();
     let lock = m.lock().unwrap();
@@ -749,6 +770,7 @@ fn custom_objects_are_served() {
 
 #[test]
 fn a_panicking_method_is_remote_and_the_server_goes_on() {
+    let _s = serial();
     let m = mp::Manager::new().unwrap();
     let foo = m.create::<FooBar>(()).unwrap();
     match foo.call(FooCall::Panic("kaboom".into())) {
@@ -788,6 +810,7 @@ fn random_key() -> Vec<u8> {
 // CPython: _TestRemoteManager.test_remote
 #[test]
 fn a_remote_client_in_another_process() {
+    let _s = serial();
     let authkey = random_key();
     let server =
         mp::Manager::serve("127.0.0.1:0".parse::<SocketAddr>().unwrap(), &authkey).unwrap();
@@ -855,6 +878,7 @@ fn a_remote_client_in_another_process() {
 // CPython: _TestManagerRestart.test_rapid_restart
 #[test]
 fn serving_again_on_the_same_address() {
+    let _s = serial();
     let authkey = random_key();
     let m = mp::Manager::serve("127.0.0.1:0".parse::<SocketAddr>().unwrap(), &authkey).unwrap();
     let addr = m.address();
@@ -888,6 +912,7 @@ fn serving_again_on_the_same_address() {
 
 #[test]
 fn serving_on_a_used_address_is_an_io_error() {
+    let _s = serial();
     let authkey = random_key();
     let m = mp::Manager::serve("127.0.0.1:0".parse::<SocketAddr>().unwrap(), &authkey).unwrap();
     assert!(matches!(
@@ -1016,6 +1041,7 @@ fn drop_shuts_down() {
 
 #[test]
 fn proxies_and_manager_are_send() {
+    let _s = serial();
     fn send<T: Send + Sync + 'static>() {}
     send::<mp::Manager>();
     send::<mp::Namespace>();
