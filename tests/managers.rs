@@ -145,6 +145,10 @@ fn list_operations() {
     b.extend(0..5).unwrap();
     assert_eq!(b.to_vec().unwrap(), vec![0, 1, 2, 3, 4]);
     assert_eq!(b.get(2).unwrap(), 2);
+    let last: usize = b.len().unwrap() - 1; // any integer type indexes
+    assert_eq!(b.get(last).unwrap(), 4);
+    assert_eq!(b.get(-1i64).unwrap(), 4);
+    assert!(matches!(b.get(u64::MAX), Err(mp::Error::Value(_))));
     assert_eq!(b.slice(2, 10).unwrap(), vec![2, 3, 4]);
     b.repeat(2).unwrap();
     assert_eq!(b.to_vec().unwrap(), vec![0, 1, 2, 3, 4, 0, 1, 2, 3, 4]);
@@ -1050,4 +1054,37 @@ fn proxies_and_manager_are_send() {
     send::<mp::QueueProxy<String>>();
     send::<mp::LockProxy>();
     send::<mp::ObjectProxy<FooBar>>();
+}
+
+#[test]
+fn the_server_exits_when_its_owner_dies() {
+    let _s = serial();
+    let (ours, theirs) = mp::pipe(true).unwrap();
+    // A child starts a manager, reports the server's pid, and waits to be killed.
+    let mut p = mp::Process::new(
+        |conn: mp::Connection| {
+            let m = mp::Manager::new().unwrap();
+            conn.send(&m.pid().unwrap()).unwrap();
+            let _ = conn.recv::<()>(); // until the parent kills us
+        },
+        theirs,
+    );
+    p.start().unwrap();
+    let server: u32 = ours.recv().unwrap();
+    p.kill().unwrap();
+    p.join().unwrap();
+    // The server (our grandchild) hangs up with its parent and exits.
+    within(LONG, "the orphaned server exits", move || loop {
+        match std::fs::read_to_string(format!("/proc/{server}/stat")) {
+            Err(_) => break,
+            Ok(stat)
+                if stat
+                    .rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z')) =>
+            {
+                break
+            }
+            Ok(_) => std::thread::sleep(ms(10)), // polling /proc: a hang guard loop
+        }
+    });
 }

@@ -24,7 +24,6 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-#[allow(unused_imports)] // doc links
 use crate::error::Error;
 use crate::error::Result;
 use crate::reduction::type_tag;
@@ -597,8 +596,8 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     ///
     /// [`Error::Value`] when `i` is out of range (Python: `IndexError`),
     /// [`Error::Closed`], [`Error::Io`].
-    pub fn get(&self, i: i64) -> Result<T> {
-        self.handle.value(Op::ListGet(i))
+    pub fn get(&self, i: impl TryInto<i64>) -> Result<T> {
+        self.handle.value(Op::ListGet(index(i)?))
     }
 
     /// Sets item `i` (negative: from the end).
@@ -609,8 +608,8 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     ///
     /// [`Error::Value`] when `i` is out of range, [`Error::Encode`],
     /// [`Error::Closed`], [`Error::Io`].
-    pub fn set(&self, i: i64, x: T) -> Result<()> {
-        self.handle.unit(Op::ListSet(i, Blob::encode(&x)?))
+    pub fn set(&self, i: impl TryInto<i64>, x: T) -> Result<()> {
+        self.handle.unit(Op::ListSet(index(i)?, Blob::encode(&x)?))
     }
 
     /// The number of items.
@@ -653,8 +652,8 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     /// # Errors
     ///
     /// [`Error::Value`] when `i` is out of range, [`Error::Closed`], [`Error::Io`].
-    pub fn pop_at(&self, i: i64) -> Result<T> {
-        self.handle.value(Op::ListPop(Some(i)))
+    pub fn pop_at(&self, i: impl TryInto<i64>) -> Result<T> {
+        self.handle.value(Op::ListPop(Some(index(i)?)))
     }
 
     /// Appends every item, in one atomic step.
@@ -691,8 +690,9 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     /// # Errors
     ///
     /// [`Error::Closed`], [`Error::Io`].
-    pub fn slice(&self, start: i64, stop: i64) -> Result<Vec<T>> {
-        self.handle.values(Op::ListSlice(start, stop))
+    pub fn slice(&self, start: impl TryInto<i64>, stop: impl TryInto<i64>) -> Result<Vec<T>> {
+        self.handle
+            .values(Op::ListSlice(index(start)?, index(stop)?))
     }
 
     /// Inserts `x` before item `i` (clamped to the list, as in Python).
@@ -702,8 +702,9 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     /// # Errors
     ///
     /// [`Error::Encode`], [`Error::Closed`], [`Error::Io`].
-    pub fn insert(&self, i: i64, x: T) -> Result<()> {
-        self.handle.unit(Op::ListInsert(i, Blob::encode(&x)?))
+    pub fn insert(&self, i: impl TryInto<i64>, x: T) -> Result<()> {
+        self.handle
+            .unit(Op::ListInsert(index(i)?, Blob::encode(&x)?))
     }
 
     /// Removes the first item equal to `x` (compared by serialized bytes).
@@ -920,8 +921,8 @@ impl<T: Serialize + DeserializeOwned> ArrayProxy<T> {
     /// # Errors
     ///
     /// [`Error::Value`] when `i` is out of range, [`Error::Closed`], [`Error::Io`].
-    pub fn get(&self, i: i64) -> Result<T> {
-        self.handle.value(Op::ListGet(i))
+    pub fn get(&self, i: impl TryInto<i64>) -> Result<T> {
+        self.handle.value(Op::ListGet(index(i)?))
     }
 
     /// Sets item `i` (negative: from the end).
@@ -932,8 +933,8 @@ impl<T: Serialize + DeserializeOwned> ArrayProxy<T> {
     ///
     /// [`Error::Value`] when `i` is out of range, [`Error::Encode`],
     /// [`Error::Closed`], [`Error::Io`].
-    pub fn set(&self, i: i64, x: T) -> Result<()> {
-        self.handle.unit(Op::ListSet(i, Blob::encode(&x)?))
+    pub fn set(&self, i: impl TryInto<i64>, x: T) -> Result<()> {
+        self.handle.unit(Op::ListSet(index(i)?, Blob::encode(&x)?))
     }
 
     /// A copy of all items.
@@ -966,6 +967,12 @@ impl<T: Serialize> Sealed for ArrayProxy<T> {
     }
 }
 impl<T: Serialize> Managed for ArrayProxy<T> {}
+
+/// An index as Python's (any integer type; negative counts from the end).
+fn index(i: impl TryInto<i64>) -> Result<i64> {
+    i.try_into()
+        .map_err(|_| Error::value("list index out of range (it does not fit in an i64)"))
+}
 
 /// The tag and name a proxy type is registered with on the server.
 pub(crate) fn proxy_type<P>() -> (u64, String) {
