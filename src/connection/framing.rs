@@ -75,4 +75,22 @@ mod tests {
     fn other_negative_lengths_are_invalid() {
         assert_eq!(decode_short((-2i32).to_be_bytes()), ShortHeader::Invalid(-2));
     }
+
+    #[test]
+    fn long_form_frame_is_read_end_to_end() {
+        // The -1 + 8-byte form is valid for any length (CPython reads it so too);
+        // a >2 GiB payload is announced exactly like this.
+        let (a, b) = crate::connection::pipe(true).unwrap();
+        let mut raw = (-1i32).to_be_bytes().to_vec();
+        raw.extend_from_slice(&5u64.to_be_bytes());
+        raw.extend_from_slice(b"hello");
+        a.with_fd(|fd| crate::platform::fd::write(fd, &raw)).unwrap().unwrap();
+        assert_eq!(b.recv_bytes().unwrap(), b"hello");
+        // 5 GiB: the long form, and refused by the default 4 GiB limit before
+        // any allocation.
+        let (h, n) = encode_header(5 << 30);
+        assert_eq!(n, 12);
+        a.with_fd(|fd| crate::platform::fd::write(fd, &h[..n])).unwrap().unwrap();
+        assert!(matches!(b.recv_bytes(), Err(crate::Error::MessageTooLarge { len, .. }) if len == 5 << 30));
+    }
 }

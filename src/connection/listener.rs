@@ -179,7 +179,6 @@ impl Socket {
 ///     t.join().unwrap()
 /// }
 /// ```
-#[derive(Debug)]
 pub struct Listener {
     /// The socket; `None` once closed. Calls clone the `Arc`, so `close()` in
     /// another thread never closes an fd that an `accept` is polling.
@@ -241,7 +240,12 @@ impl Listener {
         };
         // Non-blocking, so that `accept` waits in `poll` (with a deadline, and
         // woken by `close`) and a connection reset between the two never blocks.
-        fd::set_nonblocking(socket.as_fd(), true)?;
+        if let Err(e) = fd::set_nonblocking(socket.as_fd(), true) {
+            if let Some(path) = &unlink {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e.into());
+        }
         Ok(Listener {
             socket: Mutex::new(Some(Arc::new(socket))),
             closed: AtomicBool::new(false),
@@ -399,6 +403,17 @@ impl Listener {
     }
 }
 
+impl fmt::Debug for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the key itself.
+        f.debug_struct("Listener")
+            .field("address", &self.address)
+            .field("authenticated", &self.authkey.is_some())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
         self.close();
@@ -547,6 +562,20 @@ mod tests {
         // Whether the thread has reached poll yet or not, it must see Closed.
         l.close();
         assert!(matches!(t.join().unwrap(), Err(Error::Closed)));
+    }
+
+    #[test]
+    fn debug_hides_the_authkey() {
+        let l = Listener::bind(
+            Address::Abstract(format!("dbg-{}", std::process::id())),
+            Some(b"hunter2"),
+        )
+        .unwrap();
+        let s = format!("{l:?}");
+        assert!(
+            s.contains("authenticated: true") && !s.contains("hunter2") && !s.contains("104"),
+            "{s}"
+        );
     }
 
     #[test]

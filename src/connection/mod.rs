@@ -168,8 +168,11 @@ impl Connection {
     pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         self.check_writable()?;
         let enc = reduction::encode(value)?;
-        if !enc.fds.is_empty() && !self.inner.socket {
-            return Err(Error::encode("handles can only be sent over a socket connection"));
+        // TCP would silently drop the fds: only Unix sockets carry them.
+        if !enc.fds.is_empty() && !self.with_fd(fd::is_unix_socket)? {
+            return Err(Error::encode(
+                "handles can only be sent over a Unix socket connection (pipe(), or a Listener on a Unix path or abstract name), not over TCP",
+            ));
         }
         self.send_frame(&enc.bytes, &enc.fds)
     }

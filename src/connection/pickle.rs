@@ -126,6 +126,23 @@ mod tests {
         assert!(matches!(loads::<i64>(&p), Err(Error::Decode(_))));
     }
 
+    #[test]
+    fn recv_pickle_timeout_waits_then_reads() {
+        let (a, b) = crate::connection::pipe(true).unwrap();
+        let d = std::time::Duration::from_millis(20);
+        let start = std::time::Instant::now();
+        assert!(matches!(
+            b.recv_pickle_timeout::<i64>(d),
+            Err(Error::Timeout)
+        ));
+        assert!(start.elapsed() >= d);
+        a.send_pickle(&(None::<i64>, "x")).unwrap();
+        assert_eq!(
+            b.recv_pickle_timeout::<(Option<i64>, String)>(d).unwrap(),
+            (None, "x".to_string())
+        );
+    }
+
     fn unhex(s: &str) -> Vec<u8> {
         (0..s.len())
             .step_by(2)

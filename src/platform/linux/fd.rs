@@ -47,6 +47,14 @@ pub(crate) fn is_socket(fd: BorrowedFd<'_>) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether `fd` is a Unix-domain socket: the only kind that carries fds
+/// (a TCP socket silently drops `SCM_RIGHTS`).
+pub(crate) fn is_unix_socket(fd: BorrowedFd<'_>) -> bool {
+    nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(fd.as_raw_fd())
+        .map(|a| a.as_unix_addr().is_some())
+        .unwrap_or(false)
+}
+
 /// Sends `bufs` with `fds` attached (`SCM_RIGHTS`), retrying on `EINTR`.
 ///
 /// Returns the number of bytes written, which may be less than the total; the
