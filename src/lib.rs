@@ -48,6 +48,7 @@
 //! | `multiprocessing.connection` | [`Connection`], [`pipe`] |
 //! | `multiprocessing.synchronize` | [`Lock`], [`RLock`], [`Semaphore`], [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`] |
 //! | `multiprocessing.sharedctypes` | [`Value`], [`Array`] |
+//! | `multiprocessing.managers` | [`Manager`], [`Namespace`], [`DictProxy`], [`ListProxy`], [`ValueProxy`], [`LockProxy`], [`QueueProxy`], [`EventProxy`], [`SharedObject`], ... |
 //! | `multiprocessing.spawn` | [`init`], [`set_executable`], [`test_support!`] |
 
 #![deny(unsafe_code, unsafe_op_in_unsafe_fn)]
@@ -64,6 +65,7 @@ crate::test_support!();
 
 pub mod connection;
 mod error;
+mod managers;
 #[allow(unsafe_code)]
 mod platform;
 mod process;
@@ -74,6 +76,11 @@ mod synchronize;
 
 pub use connection::{Connection, pipe};
 pub use error::{Error, Result};
+pub use managers::{
+    ArrayProxy, BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, DictProxy, EventProxy,
+    JoinableQueueProxy, ListProxy, LockProxy, Managed, Manager, Namespace, ObjectProxy, ProxyGuard,
+    QueueProxy, RLockProxy, SemaphoreProxy, SharedObject, ValueProxy,
+};
 pub use process::{
     Process, ProcessInfo, active_children, cpu_count, current_process, parent_process,
 };

@@ -1,0 +1,257 @@
+//! The manager's request/answer channel: CPython's framing (a 4-byte
+//! big-endian length, then the payload) over a connected socket, read through
+//! a buffer so that a small frame costs one `read`, and written with one
+//! `send` of header and payload together.
+//!
+//! A waiting reader first polls for up to [`SPIN`] (yielding the CPU between
+//! polls) before it sleeps in `read`: a manager call is a ping-pong, and the
+//! answer usually comes within microseconds, sooner than a sleeping thread is
+//! woken up again. CPython's `Connection.recv` always sleeps.
+
+use std::io::IoSlice;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::connection::framing::{self, ShortHeader};
+use crate::connection::{Connection, DEFAULT_MAX_MESSAGE_LEN};
+use crate::error::{Error, Result};
+use crate::platform::fd;
+
+/// How long a reader polls before it sleeps. Measured with the
+/// `manager_namespace_set_get_us` bench row: a round trip on an idle machine
+/// takes a few microseconds, so this covers it with room to spare, and a
+/// reader that gets no answer in time (a blocking call) costs only this much
+/// CPU before it sleeps.
+pub(crate) const SPIN: Duration = Duration::from_micros(50);
+
+/// The first read's size; the buffer grows for larger frames.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Bytes read and not yet handed out.
+struct RxBuf {
+    /// The buffer.
+    buf: Vec<u8>,
+    /// Start of unconsumed bytes.
+    start: usize,
+    /// End of the bytes read.
+    end: usize,
+}
+
+/// One end of a manager connection.
+pub(crate) struct Channel {
+    /// The socket; `None` once closed. Calls clone the `Arc`, so a `close()`
+    /// from another thread never closes an fd a call is using.
+    fd: Mutex<Option<Arc<OwnedFd>>>,
+    /// The read buffer (one reader at a time).
+    rx: Mutex<RxBuf>,
+}
+
+impl Channel {
+    /// Takes over the socket of an (authenticated) connection.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] when the connection is closed, [`Error::Io`] when out of fds.
+    pub(crate) fn from_connection(conn: &Connection) -> Result<Channel> {
+        let fd = conn.with_fd(|fd| fd.try_clone_to_owned())??;
+        conn.close();
+        Ok(Channel {
+            fd: Mutex::new(Some(Arc::new(fd))),
+            rx: Mutex::new(RxBuf {
+                buf: vec![0; READ_CHUNK],
+                start: 0,
+                end: 0,
+            }),
+        })
+    }
+
+    fn fd(&self) -> Result<Arc<OwnedFd>> {
+        self.fd
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(Error::Closed)
+    }
+
+    /// Closes this end (the fd closes when no call uses it any more).
+    pub(crate) fn close(&self) {
+        let fd = self.fd.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(fd) = &fd {
+            // Wakes a thread of ours blocked reading it.
+            let _ = fd::shutdown(fd.as_fd());
+        }
+    }
+
+    /// True after [`close`](Channel::close).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.fd.lock().unwrap_or_else(|e| e.into_inner()).is_none()
+    }
+
+    /// True when the peer has closed its end (checked without waiting).
+    pub(crate) fn peer_closed(&self) -> bool {
+        self.fd()
+            .map(|fd| fd::peer_closed(fd.as_fd()))
+            .unwrap_or(true)
+    }
+
+    /// Sends one frame: header and payload in one `send`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`], [`Error::Io`] (`EPIPE` when the peer is gone).
+    pub(crate) fn send(&self, payload: &[u8]) -> Result<()> {
+        let fd = self.fd()?;
+        let (header, hlen) = framing::encode_header(payload.len());
+        let total = hlen + payload.len();
+        let mut sent = 0;
+        while sent < total {
+            let bufs: [IoSlice<'_>; 2] = if sent < hlen {
+                [IoSlice::new(&header[sent..hlen]), IoSlice::new(payload)]
+            } else {
+                [IoSlice::new(&payload[sent - hlen..]), IoSlice::new(&[])]
+            };
+            let n = fd::send_with_fds(fd.as_fd(), &bufs, &[])?;
+            if n == 0 {
+                return Err(Error::Io(std::io::ErrorKind::WriteZero.into()));
+            }
+            sent += n;
+        }
+        Ok(())
+    }
+
+    /// Receives one frame and hands its payload to `f`.
+    ///
+    /// With `spin`, polls for up to [`SPIN`] before sleeping in `read`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Eof`] when the peer closed between frames, [`Error::Decode`]
+    /// for a frame cut short or with a corrupt header,
+    /// [`Error::MessageTooLarge`], [`Error::Closed`], [`Error::Io`].
+    pub(crate) fn recv<R>(&self, spin: bool, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let fd = self.fd()?;
+        let mut rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
+        let mut spin_until = spin.then(|| Instant::now() + SPIN);
+        loop {
+            if let Some((hlen, len)) = parse_header(&rx.buf[rx.start..rx.end])? {
+                let frame_end = rx.start + hlen + len;
+                if frame_end <= rx.end {
+                    let out = f(&rx.buf[rx.start + hlen..frame_end]);
+                    rx.start = frame_end;
+                    if rx.start == rx.end {
+                        rx.start = 0;
+                        rx.end = 0;
+                    }
+                    return Ok(out);
+                }
+                // Make room for the whole frame (growing as bytes arrive, so a
+                // lying header costs no more than the bytes really sent).
+                let have = rx.end - rx.start;
+                let want = (hlen + len).min(have + (16 << 20)).max(READ_CHUNK);
+                if rx.start > 0 {
+                    let (s, e) = (rx.start, rx.end);
+                    rx.buf.copy_within(s..e, 0);
+                    rx.start = 0;
+                    rx.end = have;
+                }
+                if rx.buf.len() < want {
+                    rx.buf.resize(want, 0);
+                }
+            } else if rx.start > 0 && rx.buf.len() - rx.end < 16 {
+                let (s, e) = (rx.start, rx.end);
+                rx.buf.copy_within(s..e, 0);
+                rx.end -= s;
+                rx.start = 0;
+            }
+            if let Some(until) = spin_until {
+                // Poll, yielding between polls, until data comes or time is up.
+                // (Polling, not `recv(MSG_DONTWAIT)`: a spinning recv contends
+                // for the socket lock the sender needs, and measured 3x slower.)
+                while !fd::wait_for(fd.as_fd(), fd::READABLE, Some(Instant::now()))? {
+                    if Instant::now() >= until {
+                        spin_until = None;
+                        break;
+                    }
+                    std::thread::yield_now();
+                }
+            }
+            let end = rx.end;
+            let n = fd::read(fd.as_fd(), &mut rx.buf[end..])?;
+            if n == 0 {
+                return Err(if rx.start == rx.end {
+                    Error::Eof
+                } else {
+                    Error::decode("truncated frame: the peer closed mid-message")
+                });
+            }
+            rx.end += n;
+        }
+    }
+}
+
+/// The header at the start of `bytes`: its length and the payload's, once
+/// complete.
+fn parse_header(bytes: &[u8]) -> Result<Option<(usize, usize)>> {
+    let Some(short) = bytes.get(..4) else {
+        return Ok(None);
+    };
+    let (hlen, len) = match framing::decode_short(short.try_into().expect("4 bytes")) {
+        ShortHeader::Len(n) => (4, n),
+        ShortHeader::Long => match bytes.get(4..12) {
+            Some(long) => (12, framing::decode_long(long.try_into().expect("8 bytes"))),
+            None => return Ok(None),
+        },
+        ShortHeader::Invalid(n) => {
+            return Err(Error::decode(format!("corrupt frame: negative length {n}")));
+        }
+    };
+    if len > DEFAULT_MAX_MESSAGE_LEN {
+        return Err(Error::MessageTooLarge {
+            len,
+            max: DEFAULT_MAX_MESSAGE_LEN,
+        });
+    }
+    Ok(Some((hlen, len as usize)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (Channel, Channel) {
+        let (a, b) = crate::connection::pipe(true).unwrap();
+        (
+            Channel::from_connection(&a).unwrap(),
+            Channel::from_connection(&b).unwrap(),
+        )
+    }
+
+    #[test]
+    fn frames_keep_their_boundaries() {
+        let (a, b) = pair();
+        for m in [&b"hello"[..], b"", b"x"] {
+            a.send(m).unwrap();
+        }
+        for m in [&b"hello"[..], b"", b"x"] {
+            assert_eq!(b.recv(true, <[u8]>::to_vec).unwrap(), m);
+        }
+        let big = vec![7u8; 300_000];
+        std::thread::scope(|s| {
+            s.spawn(|| a.send(&big).unwrap());
+            assert_eq!(b.recv(false, <[u8]>::to_vec).unwrap(), big);
+        });
+        drop(a);
+        assert!(matches!(b.recv(false, |_| ()), Err(Error::Eof)));
+    }
+
+    #[test]
+    fn a_closed_channel_says_so() {
+        let (a, b) = pair();
+        assert!(!b.peer_closed());
+        a.close();
+        assert!(a.is_closed());
+        assert!(matches!(a.send(b"x"), Err(Error::Closed)));
+        assert!(b.peer_closed());
+    }
+}

@@ -1,0 +1,699 @@
+//! The manager's server: the objects, and one thread per client connection.
+//!
+//! CPython's `managers.Server`: `id_to_obj`, `serve_client` (a thread per
+//! connection), `handle_request`. Every method is one atomic operation under the
+//! object's own mutex. A blocking method (lock acquire, queue get, event wait,
+//! condition wait, barrier wait, queue join) blocks only the thread serving that
+//! client, waking every [`PEER_CHECK`] to see whether the client is still there.
+//!
+//! # A client that goes away
+//!
+//! A connection ends (end of file) when its client thread or process ends,
+//! however it dies. Then:
+//! * an `RLock` or a `Condition`'s lock it held is released (only its owner
+//!   could release it, so nobody else ever could);
+//! * a blocked call it was waiting in is abandoned without taking anything: no
+//!   lock is taken, no item is removed, no semaphore count is used;
+//! * a call that completed but whose answer could not be delivered is undone
+//!   (a taken `Lock`/semaphore is released, a got item goes back to the front);
+//! * a `Barrier` it was waiting at is broken (the others get
+//!   `Error::BrokenBarrier` instead of waiting for a party that will never come);
+//! * a `Lock` it acquired and *returned from* stays locked: a `Lock` has no owner
+//!   and may be released by another process (CPython's `test_lock` releases in
+//!   the parent a lock taken by a child that has exited), as in Python.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use crate::reduction::{self, CallOutcome, Encoded};
+
+mod objects;
+
+use super::channel::Channel;
+use super::custom;
+use super::protocol::{Kind, ObjId, Op, Reply, Request, Response, Spec, WireError};
+
+use objects::{
+    BarrierState, Dict, LockObj, LockState, Object, QueueState, SemObj, barrier_op, dict_op,
+    event_op, list_op, lock, lock_op, namespace_op, queue_op, sem_op, wrong_kind,
+};
+
+/// A connection being served.
+pub(crate) struct Client<'a> {
+    /// Its number (lock ownership).
+    id: u64,
+    /// The connection, to see whether the peer has gone while we block.
+    conn: Option<&'a Channel>,
+}
+
+impl Client<'_> {
+    /// False once the peer closed its end.
+    fn alive(&self) -> bool {
+        self.conn.is_none_or(|c| !c.peer_closed())
+    }
+}
+
+/// A registered object: the proxy type's tag and name, and the object.
+struct Entry {
+    /// `type_tag` of the proxy type that created it.
+    tag: u64,
+    /// That type's name.
+    type_name: String,
+    /// The object.
+    object: Arc<Object>,
+}
+
+/// What to undo when an answer could not be delivered.
+enum Undo {
+    /// Nothing.
+    None,
+    /// Release the lock or semaphore just taken.
+    Release(Arc<Object>),
+    /// Put the item just got back at the front.
+    Requeue(Arc<Object>),
+}
+
+/// The server: every object, by id and by name.
+pub(crate) struct Server {
+    /// Id → object.
+    objects: Mutex<HashMap<ObjId, Entry>>,
+    /// Name → id.
+    names: Mutex<HashMap<String, ObjId>>,
+    /// The next object id.
+    next_id: AtomicU64,
+    /// The next connection id.
+    next_client: AtomicU64,
+    /// This process's name, for `Error::Remote`.
+    process: String,
+}
+
+type Handled = (Response, Undo);
+
+impl Server {
+    /// An empty server.
+    pub(crate) fn new() -> Arc<Server> {
+        Arc::new(Server {
+            objects: Mutex::new(HashMap::new()),
+            names: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            next_client: AtomicU64::new(1),
+            process: crate::spawn::current_name().to_string(),
+        })
+    }
+
+    /// Serves one client connection until it ends, then releases what the
+    /// client held. Returns true if the client asked the server to shut down
+    /// (the answer has been sent).
+    pub(crate) fn serve_connection(&self, conn: &Channel) -> bool {
+        let client = Client {
+            id: self.next_client.fetch_add(1, Ordering::Relaxed),
+            conn: Some(conn),
+        };
+        let mut held: HashSet<ObjId> = HashSet::new();
+        let mut shutdown = false;
+        while let Ok(request) = conn.recv(true, |frame| postcard::from_bytes::<Request>(frame)) {
+            let (response, undo) = match request {
+                Ok(Request::Shutdown) => {
+                    shutdown = true;
+                    (Ok(Reply::Unit), Undo::None)
+                }
+                Ok(req) => self.handle(req, &client, &mut held),
+                Err(e) => (
+                    Err(WireError::Decode(format!("corrupt manager request: {e}"))),
+                    Undo::None,
+                ),
+            };
+            let sent = match postcard::to_stdvec(&response) {
+                Ok(bytes) => conn.send(&bytes).is_ok(),
+                Err(_) => false,
+            };
+            if !sent {
+                self.undo(undo, &response, &client);
+                break;
+            }
+            if shutdown {
+                break;
+            }
+        }
+        self.client_gone(&client, held);
+        shutdown
+    }
+
+    /// Serves one request in-process (unit tests).
+    #[cfg(test)]
+    pub(crate) fn handle_local(&self, client_id: u64, req: Request) -> Response {
+        let client = Client {
+            id: client_id,
+            conn: None,
+        };
+        self.handle(req, &client, &mut HashSet::new()).0
+    }
+
+    /// Releases the RLocks and Conditions a departed client held.
+    fn client_gone(&self, client: &Client<'_>, held: HashSet<ObjId>) {
+        for id in held {
+            let Some(obj) = self.object(id).ok() else {
+                continue;
+            };
+            if let Object::Lock(l) = &*obj {
+                let mut st = lock(&l.state);
+                if st.owner == Some(client.id) {
+                    st.owner = None;
+                    st.count = 0;
+                    l.cv.notify_all();
+                }
+            }
+        }
+    }
+
+    /// Undoes a completed call whose answer was lost.
+    fn undo(&self, undo: Undo, response: &Response, client: &Client<'_>) {
+        match undo {
+            Undo::None => {}
+            Undo::Release(obj) => match &*obj {
+                Object::Lock(l) => {
+                    let mut st = lock(&l.state);
+                    if st.owner == Some(client.id) || !l.recursive {
+                        st.count = st.count.saturating_sub(1);
+                        if st.count == 0 {
+                            st.owner = None;
+                        }
+                        l.cv.notify_all();
+                    }
+                }
+                Object::Semaphore(s) => {
+                    *lock(&s.value) += 1;
+                    s.cv.notify_all();
+                }
+                _ => {}
+            },
+            Undo::Requeue(obj) => {
+                if let (Object::Queue { state, cv, .. }, Ok(Reply::Value(item))) = (&*obj, response)
+                {
+                    lock(state).items.push_front(item.clone());
+                    cv.notify_all();
+                }
+            }
+        }
+    }
+
+    fn object(&self, id: ObjId) -> Result<Arc<Object>, WireError> {
+        lock(&self.objects)
+            .get(&id)
+            .map(|e| e.object.clone())
+            .ok_or_else(|| {
+                WireError::Value(format!(
+                    "the manager has no object #{id}; the proxy belongs to another manager"
+                ))
+            })
+    }
+
+    fn create(&self, spec: Spec) -> Result<ObjId, WireError> {
+        let object = match spec.kind {
+            Kind::Namespace => Object::Namespace(Mutex::new(HashMap::new())),
+            Kind::Dict(items) => {
+                let mut d = Dict::default();
+                for (k, v) in items {
+                    d.insert(k, v);
+                }
+                Object::Dict(Mutex::new(d))
+            }
+            Kind::List(items) => Object::List {
+                items: Mutex::new(items),
+                fixed: false,
+            },
+            Kind::Array(items) => Object::List {
+                items: Mutex::new(items),
+                fixed: true,
+            },
+            Kind::Value(v) => Object::Value(Mutex::new(v)),
+            Kind::Lock | Kind::RLock | Kind::Condition => Object::Lock(LockObj {
+                recursive: !matches!(spec.kind, Kind::Lock),
+                state: Mutex::new(LockState::default()),
+                cv: Condvar::new(),
+            }),
+            Kind::Semaphore(n) => Object::Semaphore(SemObj {
+                value: Mutex::new(n),
+                max: None,
+                cv: Condvar::new(),
+            }),
+            Kind::BoundedSemaphore(n) => Object::Semaphore(SemObj {
+                value: Mutex::new(n),
+                max: Some(n),
+                cv: Condvar::new(),
+            }),
+            Kind::Event => Object::Event(Mutex::new(false), Condvar::new()),
+            Kind::Barrier(parties) => {
+                if parties == 0 {
+                    return Err(WireError::Value(
+                        "a Barrier needs at least one party".into(),
+                    ));
+                }
+                Object::Barrier(
+                    Mutex::new(BarrierState {
+                        parties,
+                        count: 0,
+                        generation: 0,
+                        epoch: 0,
+                        broken: false,
+                    }),
+                    Condvar::new(),
+                )
+            }
+            Kind::Queue { maxsize, joinable } => Object::Queue {
+                state: Mutex::new(QueueState {
+                    items: VecDeque::new(),
+                    maxsize,
+                    unfinished: 0,
+                }),
+                cv: Condvar::new(),
+                joinable,
+            },
+            Kind::Custom { ctor, init } => {
+                let outcome = ctor.call(Encoded {
+                    bytes: init.0,
+                    fds: Vec::new(),
+                });
+                match outcome {
+                    Ok(CallOutcome::Returned(_)) => match custom::take_constructed() {
+                        Some(obj) => Object::Custom(Mutex::new(obj)),
+                        None => {
+                            return Err(WireError::Value("the constructor made no object".into()));
+                        }
+                    },
+                    Ok(CallOutcome::Panicked(p)) => return Err(self.remote(p)),
+                    Ok(CallOutcome::Failed(e)) | Err(e) => {
+                        return Err(WireError::Decode(e.to_string()));
+                    }
+                }
+            }
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let entry = Entry {
+            tag: spec.tag,
+            type_name: spec.type_name,
+            object: Arc::new(object),
+        };
+        lock(&self.objects).insert(id, entry);
+        Ok(id)
+    }
+
+    fn remote(&self, p: reduction::PanicInfo) -> WireError {
+        WireError::Remote {
+            process: self.process.clone(),
+            pid: std::process::id(),
+            message: p.message,
+            location: p.location,
+            backtrace: p.backtrace,
+        }
+    }
+
+    fn lookup(&self, name: &str, tag: u64, type_name: &str) -> Result<ObjId, WireError> {
+        let id = lock(&self.names)
+            .get(name)
+            .copied()
+            .ok_or_else(|| WireError::Key(format!("no shared object is registered as {name:?}")))?;
+        let objects = lock(&self.objects);
+        let entry = objects
+            .get(&id)
+            .ok_or_else(|| WireError::Key(name.to_string()))?;
+        if entry.tag != tag {
+            return Err(WireError::Value(format!(
+                "the shared object {name:?} is a {}, not a {type_name}",
+                entry.type_name
+            )));
+        }
+        Ok(id)
+    }
+
+    fn handle(&self, req: Request, client: &Client<'_>, held: &mut HashSet<ObjId>) -> Handled {
+        let result = match req {
+            Request::Create(spec) => self.create(spec).map(Reply::Id),
+            Request::CreateNamed(name, spec) => {
+                // One lock over lookup-or-create, so two processes asking for the
+                // same name get the same object.
+                let mut names = lock(&self.names);
+                match names.get(&name).copied() {
+                    Some(_) => {
+                        drop(names);
+                        self.lookup(&name, spec.tag, &spec.type_name).map(Reply::Id)
+                    }
+                    None => self.create(spec).map(|id| {
+                        names.insert(name, id);
+                        Reply::Id(id)
+                    }),
+                }
+            }
+            Request::Publish { name, id } => self.object(id).map(|_| {
+                lock(&self.names).insert(name, id);
+                Reply::Unit
+            }),
+            Request::Lookup {
+                name,
+                tag,
+                type_name,
+            } => self.lookup(&name, tag, &type_name).map(Reply::Id),
+            Request::NumberOfObjects => Ok(Reply::Count(lock(&self.objects).len() as u64)),
+            Request::Shutdown => Ok(Reply::Unit),
+            Request::Call(id, op) => {
+                let obj = match self.object(id) {
+                    Ok(o) => o,
+                    Err(e) => return (Err(e), Undo::None),
+                };
+                return self.call(id, obj, op, client, held);
+            }
+        };
+        (result, Undo::None)
+    }
+
+    fn call(
+        &self,
+        id: ObjId,
+        obj: Arc<Object>,
+        op: Op,
+        client: &Client<'_>,
+        held: &mut HashSet<ObjId>,
+    ) -> Handled {
+        let result = match (&*obj, op) {
+            (Object::Namespace(ns), op) => namespace_op(ns, op),
+            (Object::Dict(d), op) => dict_op(d, op),
+            (Object::List { items, fixed }, op) => list_op(items, *fixed, op),
+            (Object::Value(v), Op::ValueGet) => Ok(Reply::Value(lock(v).clone())),
+            (Object::Value(v), Op::ValueSet(x)) => {
+                *lock(v) = x;
+                Ok(Reply::Unit)
+            }
+            (Object::Lock(l), op) => {
+                let r = lock_op(l, op, client);
+                if let Ok(Reply::Bool(true)) = r {
+                    if l.recursive {
+                        held.insert(id);
+                    }
+                    return (r, Undo::Release(obj.clone()));
+                }
+                r
+            }
+            (Object::Semaphore(s), op) => {
+                let r = sem_op(s, op, client);
+                if let Ok(Reply::Bool(true)) = r {
+                    return (r, Undo::Release(obj.clone()));
+                }
+                r
+            }
+            (Object::Event(flag, cv), op) => event_op(flag, cv, op, client),
+            (Object::Barrier(st, cv), op) => barrier_op(st, cv, op, client),
+            (
+                Object::Queue {
+                    state,
+                    cv,
+                    joinable,
+                },
+                op,
+            ) => {
+                let is_get = matches!(op, Op::QueueGet(_));
+                let r = queue_op(state, cv, *joinable, op, client);
+                if is_get && r.is_ok() {
+                    return (r, Undo::Requeue(obj.clone()));
+                }
+                r
+            }
+            (Object::Custom(o), Op::Custom(call)) => {
+                let mut o = lock(o);
+                match reduction::catch(|| o.dispatch(&call)) {
+                    Ok(Ok(bytes)) => Ok(Reply::Value(bytes)),
+                    Ok(Err(e)) => Err(WireError::Decode(e.to_string())),
+                    Err(p) => Err(self.remote(p)),
+                }
+            }
+            (obj, op) => Err(wrong_kind(obj, &op)),
+        };
+        (result, Undo::None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::managers::protocol::{Blob, Wait};
+    use std::time::{Duration, Instant};
+
+    fn spec(kind: Kind) -> Request {
+        Request::Create(Spec {
+            kind,
+            tag: 1,
+            type_name: "test".into(),
+        })
+    }
+
+    fn create(s: &Server, kind: Kind) -> ObjId {
+        match s.handle_local(1, spec(kind)) {
+            Ok(Reply::Id(id)) => id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn call(s: &Server, client: u64, id: ObjId, op: Op) -> Response {
+        s.handle_local(client, Request::Call(id, op))
+    }
+
+    fn blob<T: serde::Serialize>(v: T) -> Blob {
+        Blob::encode(&v).unwrap()
+    }
+
+    #[test]
+    fn namespace_checks_the_type_tag() {
+        let s = Server::new();
+        let ns = create(&s, Kind::Namespace);
+        let tag = crate::reduction::type_tag::<u32>();
+        assert!(matches!(
+            call(&s, 1, ns, Op::NsGet("x".into(), tag, "u32".into())),
+            Err(WireError::Key(_))
+        ));
+        call(&s, 1, ns, Op::NsSet("x".into(), "u32".into(), blob(5u32))).unwrap();
+        match call(&s, 1, ns, Op::NsGet("x".into(), tag, "u32".into())) {
+            Ok(Reply::Value(b)) => assert_eq!(b.decode::<u32>().unwrap(), 5),
+            other => panic!("{other:?}"),
+        }
+        let other = crate::reduction::type_tag::<i64>();
+        match call(&s, 1, ns, Op::NsGet("x".into(), other, "i64".into())) {
+            Err(WireError::Value(m)) => assert!(m.contains("holds a u32, not a i64"), "{m}"),
+            r => panic!("{r:?}"),
+        }
+    }
+
+    #[test]
+    fn an_op_of_another_kind_is_refused() {
+        let s = Server::new();
+        let d = create(&s, Kind::Dict(Vec::new()));
+        assert!(matches!(
+            call(&s, 1, d, Op::ListLen),
+            Err(WireError::Value(_))
+        ));
+        assert!(matches!(
+            call(&s, 1, 999, Op::ListLen),
+            Err(WireError::Value(_))
+        ));
+        let a = create(&s, Kind::Array(vec![blob(1u8)]));
+        assert!(matches!(
+            call(&s, 1, a, Op::ListPush(blob(2u8))),
+            Err(WireError::Value(_))
+        ));
+    }
+
+    #[test]
+    fn rlock_ownership_is_per_client() {
+        let s = Server::new();
+        let r = create(&s, Kind::RLock);
+        assert!(matches!(
+            call(&s, 1, r, Op::Acquire(Wait::No)),
+            Ok(Reply::Bool(true))
+        ));
+        assert!(matches!(
+            call(&s, 1, r, Op::Acquire(Wait::No)),
+            Ok(Reply::Bool(true))
+        ));
+        assert!(matches!(
+            call(&s, 2, r, Op::Acquire(Wait::No)),
+            Ok(Reply::Bool(false))
+        ));
+        assert!(matches!(
+            call(&s, 2, r, Op::Release),
+            Err(WireError::Value(_))
+        ));
+        call(&s, 1, r, Op::Release).unwrap();
+        call(&s, 1, r, Op::Release).unwrap();
+        assert!(matches!(
+            call(&s, 2, r, Op::Acquire(Wait::No)),
+            Ok(Reply::Bool(true))
+        ));
+        // A plain Lock: anyone may release.
+        let l = create(&s, Kind::Lock);
+        assert!(matches!(
+            call(&s, 1, l, Op::Acquire(Wait::No)),
+            Ok(Reply::Bool(true))
+        ));
+        call(&s, 2, l, Op::Release).unwrap();
+        assert!(matches!(
+            call(&s, 2, l, Op::Release),
+            Err(WireError::Value(_))
+        ));
+    }
+
+    #[test]
+    fn condition_wait_times_out_and_takes_the_lock_back() {
+        let s = Server::new();
+        let c = create(&s, Kind::Condition);
+        let wait = Wait::For(Duration::from_millis(10));
+        assert!(matches!(
+            call(&s, 1, c, Op::CondWait(wait)),
+            Err(WireError::Value(_))
+        ));
+        call(&s, 1, c, Op::Acquire(Wait::Forever)).unwrap();
+        let start = Instant::now();
+        assert!(matches!(
+            call(&s, 1, c, Op::CondWait(wait)),
+            Ok(Reply::Bool(false))
+        ));
+        assert!(start.elapsed() >= Duration::from_millis(10));
+        // Held again by client 1.
+        assert!(matches!(
+            call(&s, 2, c, Op::Acquire(Wait::No)),
+            Ok(Reply::Bool(false))
+        ));
+        call(&s, 1, c, Op::Release).unwrap();
+    }
+
+    #[test]
+    fn condition_notify_wakes_a_waiter_on_another_thread() {
+        let s = Server::new();
+        let c = create(&s, Kind::Condition);
+        call(&s, 1, c, Op::Acquire(Wait::Forever)).unwrap();
+        std::thread::scope(|scope| {
+            let waiter =
+                scope.spawn(|| call(&s, 1, c, Op::CondWait(Wait::For(Duration::from_secs(30)))));
+            // Client 2 gets the lock once the waiter released it in wait().
+            call(&s, 2, c, Op::Acquire(Wait::Forever)).unwrap();
+            call(&s, 2, c, Op::CondNotify(1)).unwrap();
+            call(&s, 2, c, Op::Release).unwrap();
+            assert!(matches!(waiter.join().unwrap(), Ok(Reply::Bool(true))));
+        });
+        call(&s, 1, c, Op::Release).unwrap();
+    }
+
+    #[test]
+    fn queue_bounds_and_tasks() {
+        let s = Server::new();
+        let q = create(
+            &s,
+            Kind::Queue {
+                maxsize: 1,
+                joinable: true,
+            },
+        );
+        call(&s, 1, q, Op::QueuePut(blob(1u8), Wait::No)).unwrap();
+        assert!(matches!(
+            call(&s, 1, q, Op::QueuePut(blob(2u8), Wait::No)),
+            Err(WireError::Full)
+        ));
+        assert!(matches!(
+            call(&s, 1, q, Op::QueueJoin(Wait::No)),
+            Ok(Reply::Bool(false))
+        ));
+        assert!(matches!(
+            call(&s, 1, q, Op::QueueGet(Wait::No)),
+            Ok(Reply::Value(_))
+        ));
+        assert!(matches!(
+            call(&s, 1, q, Op::QueueGet(Wait::No)),
+            Err(WireError::Empty)
+        ));
+        call(&s, 1, q, Op::QueueTaskDone).unwrap();
+        assert!(matches!(
+            call(&s, 1, q, Op::QueueTaskDone),
+            Err(WireError::Value(_))
+        ));
+        assert!(matches!(
+            call(&s, 1, q, Op::QueueJoin(Wait::No)),
+            Ok(Reply::Bool(true))
+        ));
+        let plain = create(
+            &s,
+            Kind::Queue {
+                maxsize: 0,
+                joinable: false,
+            },
+        );
+        assert!(matches!(
+            call(&s, 1, plain, Op::QueueTaskDone),
+            Err(WireError::Value(_))
+        ));
+    }
+
+    #[test]
+    fn barrier_trips_breaks_and_resets() {
+        let s = Server::new();
+        assert!(matches!(
+            s.handle_local(1, spec(Kind::Barrier(0))),
+            Err(WireError::Value(_))
+        ));
+        let b = create(&s, Kind::Barrier(2));
+        std::thread::scope(|scope| {
+            let other = scope.spawn(|| call(&s, 2, b, Op::BarrierWait(Wait::Forever)));
+            let mine = call(&s, 1, b, Op::BarrierWait(Wait::Forever));
+            let mut got = vec![mine, other.join().unwrap()]
+                .into_iter()
+                .map(|r| match r {
+                    Ok(Reply::Count(n)) => n,
+                    r => panic!("{r:?}"),
+                })
+                .collect::<Vec<_>>();
+            got.sort();
+            assert_eq!(got, vec![0, 1]);
+        });
+        let short = Wait::For(Duration::from_millis(5));
+        assert!(matches!(
+            call(&s, 1, b, Op::BarrierWait(short)),
+            Err(WireError::BrokenBarrier)
+        ));
+        assert!(matches!(
+            call(&s, 1, b, Op::BarrierBroken),
+            Ok(Reply::Bool(true))
+        ));
+        assert!(matches!(
+            call(&s, 1, b, Op::BarrierNWaiting),
+            Ok(Reply::Count(0))
+        ));
+        call(&s, 1, b, Op::BarrierReset).unwrap();
+        assert!(matches!(
+            call(&s, 1, b, Op::BarrierBroken),
+            Ok(Reply::Bool(false))
+        ));
+    }
+
+    #[test]
+    fn named_objects_are_created_once() {
+        let s = Server::new();
+        let named = |tag: u64| {
+            s.handle_local(
+                1,
+                Request::CreateNamed(
+                    "n".into(),
+                    Spec {
+                        kind: Kind::Event,
+                        tag,
+                        type_name: "E".into(),
+                    },
+                ),
+            )
+        };
+        let a = named(7);
+        let b = named(7);
+        assert!(matches!((a, b), (Ok(Reply::Id(x)), Ok(Reply::Id(y))) if x == y));
+        assert!(matches!(named(8), Err(WireError::Value(_))));
+        assert!(matches!(
+            s.handle_local(1, Request::NumberOfObjects),
+            Ok(Reply::Count(1))
+        ));
+    }
+}
