@@ -1,9 +1,11 @@
-//! Manager workloads (issue 7). Missing until `mp::Manager` exists: each
-//! function returns `Ok(None)`, and its doc comment says exactly what to
-//! measure, so filling a row in means replacing one function body. The CPython
-//! side runs every one of them.
+//! Manager workloads (issue 7): a Namespace set/get round trip and dict
+//! operations against a `Manager` server process, the same work as the CPython
+//! functions of the same names.
 
-use anyhow::Result;
+use std::time::Instant;
+
+use anyhow::{Result, anyhow, bail, ensure};
+use multiprocess as mp;
 
 use crate::{Better, Cfg, Side, Workload};
 
@@ -37,8 +39,23 @@ pub const WORKLOADS: &[Workload] = &[
 /// down untimed.
 ///
 /// CPython: `manager_namespace_set_get_us`.
-pub fn manager_namespace_set_get_us(_cfg: &Cfg) -> Result<Option<f64>> {
-    Ok(None)
+pub fn manager_namespace_set_get_us(cfg: &Cfg) -> Result<Option<f64>> {
+    let m = mp::Manager::new()?;
+    let ns = m.namespace()?;
+    for i in 0..50u64 {
+        ns.set("x", &i)?;
+        ensure!(ns.get::<u64>("x")? == i, "namespace warm-up");
+    }
+    let t0 = Instant::now();
+    for i in 0..cfg.n {
+        ns.set("x", &i)?;
+        if ns.get::<u64>("x")? != i {
+            bail!("namespace get {i}");
+        }
+    }
+    let dt = t0.elapsed();
+    m.shutdown()?;
+    Ok(Some(dt.as_secs_f64() * 1e6 / cfg.n as f64))
 }
 
 /// `Manager::new()`, `dict::<i64, i64>()`, 50 untimed warm-up inserts, then
@@ -47,6 +64,26 @@ pub fn manager_namespace_set_get_us(_cfg: &Cfg) -> Result<Option<f64>> {
 /// `len() == half` and the sum is `(half-1)half/2`. Return `2 * half / seconds`.
 ///
 /// CPython: `manager_dict_ops_per_s`.
-pub fn manager_dict_ops_per_s(_cfg: &Cfg) -> Result<Option<f64>> {
-    Ok(None)
+pub fn manager_dict_ops_per_s(cfg: &Cfg) -> Result<Option<f64>> {
+    let half = (cfg.n / 2) as i64;
+    let m = mp::Manager::new()?;
+    let d = m.dict::<i64, i64>()?;
+    for i in 0..50 {
+        d.insert(-1 - i, i)?;
+    }
+    d.clear()?;
+    let t0 = Instant::now();
+    for i in 0..half {
+        d.insert(i, i)?;
+    }
+    let mut got = 0i64;
+    for i in 0..half {
+        got += d.get(&i)?.ok_or_else(|| anyhow!("dict key {i} missing"))?;
+    }
+    let dt = t0.elapsed();
+    ensure!(d.len()? == half as usize, "dict len");
+    let want = (half - 1) * half / 2;
+    ensure!(got == want, "dict checksum {got} != {want}");
+    m.shutdown()?;
+    Ok(Some(2.0 * half as f64 / dt.as_secs_f64()))
 }
