@@ -45,7 +45,7 @@
 //! | Python module | here |
 //! |---|---|
 //! | `multiprocessing.process` | [`Process`], [`current_process`], [`parent_process`], [`active_children`], [`cpu_count`] |
-//! | `multiprocessing.connection` | [`Connection`], [`pipe`] |
+//! | `multiprocessing.connection` | [`Connection`], [`pipe`], [`connection::wait`] |
 //! | `multiprocessing.spawn` | [`init`], [`set_executable`], [`test_support!`] |
 
 #![deny(unsafe_code, unsafe_op_in_unsafe_fn)]
