@@ -46,6 +46,7 @@
 //! |---|---|
 //! | `multiprocessing.process` | [`Process`], [`current_process`], [`parent_process`], [`active_children`], [`cpu_count`] |
 //! | `multiprocessing.connection` | [`Connection`], [`pipe`], [`connection::wait`] |
+//! | `multiprocessing.queues` | [`Queue`], [`JoinableQueue`], [`SimpleQueue`] |
 //! | `multiprocessing.spawn` | [`init`], [`set_executable`], [`test_support!`] |
 
 #![deny(unsafe_code, unsafe_op_in_unsafe_fn)]
@@ -65,6 +66,7 @@ mod error;
 #[allow(unsafe_code)]
 mod platform;
 mod process;
+mod queues;
 mod reduction;
 mod spawn;
 
@@ -73,4 +75,5 @@ pub use error::{Error, Result};
 pub use process::{
     active_children, cpu_count, current_process, parent_process, Process, ProcessInfo,
 };
+pub use queues::{JoinableQueue, Queue, SimpleQueue};
 pub use spawn::{init, reset_executable, set_executable};
