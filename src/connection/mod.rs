@@ -1044,6 +1044,111 @@ mod tests {
         ));
     }
 
+    /// A raw socket to write arbitrary bytes at a connection.
+    fn raw_pair() -> (OwnedFd, Connection) {
+        let (a, b) = fd::socketpair_stream().unwrap();
+        (a, Connection::from_fd(b, true, true))
+    }
+
+    fn write_raw(fd: &OwnedFd, bytes: &[u8]) {
+        let mut off = 0;
+        while off < bytes.len() {
+            off += fd::write(fd.as_fd(), &bytes[off..]).unwrap();
+        }
+    }
+
+    #[test]
+    fn corrupt_header_is_a_lasting_decode_error() {
+        let (raw, c) = raw_pair();
+        write_raw(&raw, &(-7i32).to_be_bytes());
+        write_raw(&raw, b"more bytes");
+        assert!(matches!(c.recv_bytes(), Err(Error::Decode(m)) if m.contains("negative length")));
+        assert!(matches!(c.recv_bytes(), Err(Error::Decode(_))));
+        assert!(c.poll().unwrap());
+    }
+
+    #[test]
+    fn truncated_frame_is_a_decode_error_then_eof() {
+        let (raw, c) = raw_pair();
+        write_raw(&raw, &100i32.to_be_bytes());
+        write_raw(&raw, b"only ten b");
+        drop(raw);
+        assert!(matches!(c.recv_bytes(), Err(Error::Decode(m)) if m.contains("truncated")));
+        assert!(matches!(c.recv_bytes(), Err(Error::Eof)));
+        // A header cut short is truncated too.
+        let (raw, c) = raw_pair();
+        write_raw(&raw, &[0, 0]);
+        drop(raw);
+        assert!(matches!(c.recv_bytes(), Err(Error::Decode(_))));
+    }
+
+    #[test]
+    fn garbage_payload_is_a_decode_error_not_a_panic() {
+        let (raw, c) = raw_pair();
+        write_raw(&raw, &5i32.to_be_bytes());
+        write_raw(&raw, &[0xA7, 0, 1, 2, 3]);
+        assert!(matches!(c.recv::<String>(), Err(Error::Decode(_))));
+    }
+
+    #[test]
+    fn oversized_frame_is_skipped_and_the_stream_goes_on() {
+        let (a, b) = pipe(true).unwrap();
+        b.set_max_message_len(1000);
+        a.send_bytes(&vec![1u8; 100_000]).unwrap();
+        a.send_bytes(b"next").unwrap();
+        assert!(matches!(
+            b.recv_bytes(),
+            Err(Error::MessageTooLarge { len: 100_000, .. })
+        ));
+        assert_eq!(b.recv_bytes().unwrap(), b"next");
+    }
+
+    #[test]
+    fn mutual_big_sends_do_not_deadlock() {
+        let (a, b) = pipe(true).unwrap();
+        let big: Vec<u8> = (0..(24 << 20)).map(|i| (i % 253) as u8).collect();
+        let big2 = big.clone();
+        let t = std::thread::spawn(move || {
+            b.send_bytes(&big2).unwrap();
+            b.send_bytes(b"after").unwrap();
+            let got = b.recv_bytes().unwrap();
+            (got.len(), b.recv_bytes().unwrap())
+        });
+        a.send_bytes(&big).unwrap();
+        a.send_bytes(b"after").unwrap();
+        // While sending, `a` buffered what `b` sent: poll sees it.
+        assert!(a.poll().unwrap());
+        assert_eq!(a.recv_bytes().unwrap(), big);
+        assert_eq!(a.recv_bytes().unwrap(), b"after");
+        let (len, after) = t.join().unwrap();
+        assert_eq!(len, big.len());
+        assert_eq!(after, b"after");
+    }
+
+    #[test]
+    fn fds_stay_with_their_frame_when_drained() {
+        let (a, b) = pipe(true).unwrap();
+        let (c, d) = pipe(true).unwrap();
+        let big = vec![9u8; 8 << 20];
+        let big2 = big.clone();
+        let t = std::thread::spawn(move || {
+            b.send(&c).unwrap();
+            b.send_bytes(&big2).unwrap();
+            b.send(&c).unwrap();
+            drop(c);
+            b.recv_bytes().unwrap().len()
+        });
+        a.send_bytes(&big).unwrap();
+        let c1: Connection = a.recv().unwrap();
+        assert_eq!(a.recv_bytes().unwrap().len(), big.len());
+        let c2: Connection = a.recv().unwrap();
+        c1.send(&1u8).unwrap();
+        c2.send(&2u8).unwrap();
+        assert_eq!(d.recv::<u8>().unwrap(), 1);
+        assert_eq!(d.recv::<u8>().unwrap(), 2);
+        assert_eq!(t.join().unwrap(), big.len());
+    }
+
     #[test]
     fn connections_travel_inside_values() {
         let (a, b) = pipe(true).unwrap();
