@@ -227,7 +227,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         // Best effort: a smaller buffer only lowers the unbounded capacity.
         let _ = fd::raise_send_buffer(tx.as_fd(), SEND_BUFFER);
         let shm = ShmRegion::create(layout::SIZE)?;
-        Ok(Self::from_handles(Handles { tx, rx, shm }, maxsize, joinable))
+        Ok(Self::from_handles(
+            Handles { tx, rx, shm },
+            maxsize,
+            joinable,
+        ))
     }
 
     fn from_handles(h: Handles, maxsize: u32, joinable: bool) -> Self {
@@ -346,7 +350,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Python: `Queue.empty()`.
     pub fn empty(&self) -> bool {
         match self.handles() {
-            Ok(h) => !fd::wait_for(h.rx.as_fd(), fd::READABLE, Some(Instant::now())).unwrap_or(false),
+            Ok(h) => {
+                !fd::wait_for(h.rx.as_fd(), fd::READABLE, Some(Instant::now())).unwrap_or(false)
+            }
             Err(_) => true,
         }
     }
@@ -602,7 +608,8 @@ impl<T> fmt::Debug for Queue<T> {
         f.debug_struct("Queue")
             .field(
                 "len",
-                &h.as_ref().map(|h| h.word(layout::LEN).load(Ordering::Relaxed)),
+                &h.as_ref()
+                    .map(|h| h.word(layout::LEN).load(Ordering::Relaxed)),
             )
             .field("maxsize", &self.inner.maxsize)
             .field("closed", &h.is_none())

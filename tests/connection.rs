@@ -17,8 +17,8 @@ multiprocess::test_support!();
 mod common;
 
 use common::{ms, within, LeakCheck, LONG, SHORT};
-use multiprocess as mp;
 use mp::connection::wait;
+use multiprocess as mp;
 use std::time::Instant;
 
 /// The echo child of CPython's `_TestConnection._echo`.
@@ -322,7 +322,9 @@ fn wait_times_out_and_zero_timeout_is_immediate() {
     assert!(wait(&[&a], Some(ms(300))).unwrap().is_empty());
     assert!(start.elapsed() >= ms(300));
     let start = Instant::now();
-    assert!(wait::<mp::Connection>(&[], Some(ms(100))).unwrap().is_empty());
+    assert!(wait::<mp::Connection>(&[], Some(ms(100)))
+        .unwrap()
+        .is_empty());
     assert!(start.elapsed() >= ms(100));
     let start = Instant::now();
     assert!(wait(&[&a], Some(ms(0))).unwrap().is_empty());
@@ -340,7 +342,10 @@ fn wait_sees_a_process_exit() {
     within(SHORT, "wait_sees_a_process_exit", || {
         let (a, b) = mp::pipe(true).unwrap();
         let unstarted = mp::Process::new(|_: ()| (), ());
-        assert!(matches!(wait(&[&unstarted], Some(ms(0))), Err(mp::Error::Value(_))));
+        assert!(matches!(
+            wait(&[&unstarted], Some(ms(0))),
+            Err(mp::Error::Value(_))
+        ));
         let mut p = mp::Process::new(
             |c: mp::Connection| {
                 let _ = c.recv_bytes();

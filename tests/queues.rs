@@ -45,7 +45,10 @@ fn put_on_a_full_queue() {
         q.put(6).unwrap();
         p.join().unwrap();
         assert_eq!(p.exitcode(), Some(0));
-        assert_eq!((1..=6).map(|_| q.get().unwrap()).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(
+            (1..=6).map(|_| q.get().unwrap()).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5, 6]
+        );
         assert!(q.empty());
     });
 }
@@ -256,6 +259,9 @@ fn simple_queue_empty_across_processes_and_close_twice() {
     });
 }
 
+/// Items tagged (producer, sequence number), `None` to stop.
+type Tagged = mp::Queue<Option<(u32, u32)>>;
+
 // 8 producers × 8 consumers: every item exactly once, FIFO per producer.
 #[test]
 fn many_producers_many_consumers_exactly_once() {
@@ -270,7 +276,7 @@ fn many_producers_many_consumers_exactly_once() {
         let mut procs = Vec::new();
         for c in 0..CONSUMERS {
             let mut p = mp::Process::new(
-                |(q, results): (mp::Queue<Option<(u32, u32)>>, mp::Queue<Vec<(u32, u32)>>)| {
+                |(q, results): (Tagged, mp::Queue<Vec<(u32, u32)>>)| {
                     let mut got = Vec::new();
                     while let Some(item) = q.get().unwrap() {
                         got.push(item);
@@ -333,7 +339,9 @@ fn wait_until_sleeping(pid: u32) {
     let deadline = Instant::now() + SHORT;
     loop {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next());
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.trim_start().chars().next());
         if state == Some('S') {
             return;
         }
@@ -466,7 +474,10 @@ fn ten_thousand_items_before_any_consumer() {
         // With less than ~8 MiB of send buffer (no CAP_NET_ADMIN and a small
         // net.core.wmem_max) the documented bound is lower; say so.
         let buf = q.send_buffer().unwrap();
-        assert!(buf >= 8 << 20, "queue send buffer only {buf} bytes: see the Queue capacity docs");
+        assert!(
+            buf >= 8 << 20,
+            "queue send buffer only {buf} bytes: see the Queue capacity docs"
+        );
         for i in 0..10_000 {
             q.put_nowait(i).unwrap();
         }
@@ -495,7 +506,9 @@ fn queues_travel_to_grandchildren_and_over_channels() {
         let mut child = mp::Process::new(
             |q: mp::Queue<String>| {
                 let mut grandchild = mp::Process::new(
-                    |q: mp::Queue<String>| q.put(format!("grandchild {}", std::process::id())).unwrap(),
+                    |q: mp::Queue<String>| {
+                        q.put(format!("grandchild {}", std::process::id())).unwrap()
+                    },
                     q.clone(),
                 );
                 grandchild.start().unwrap();

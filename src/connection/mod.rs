@@ -655,8 +655,7 @@ impl RecvState {
         let n = match &mut self.stage {
             Stage::Header { buf, got, need } => {
                 let dst = &mut buf[*got..*need];
-                let Some(n) = read_slice(fd, self.socket, dst, &mut self.fds, nonblocking)?
-                else {
+                let Some(n) = read_slice(fd, self.socket, dst, &mut self.fds, nonblocking)? else {
                     return Ok(());
                 };
                 *got += n;
@@ -672,7 +671,8 @@ impl RecvState {
             Stage::Skip { left } => {
                 let want = (*left).min(1 << 16) as usize;
                 let mut tmp = Vec::with_capacity(want);
-                let Some(n) = read_append(fd, self.socket, &mut tmp, want, &mut self.fds, nonblocking)?
+                let Some(n) =
+                    read_append(fd, self.socket, &mut tmp, want, &mut self.fds, nonblocking)?
                 else {
                     return Ok(());
                 };
@@ -723,7 +723,8 @@ impl RecvState {
                     framing::decode_long(buf[4..12].try_into().expect("8 bytes"))
                 };
                 if len > max {
-                    self.ready.push_back(Err(Error::MessageTooLarge { len, max }));
+                    self.ready
+                        .push_back(Err(Error::MessageTooLarge { len, max }));
                     self.fds.clear();
                     self.stage = if len == 0 {
                         Stage::header()
@@ -770,13 +771,14 @@ mod sealed {
 
     /// What `wait` needs from an object.
     pub trait Sealed {
-        /// Runs `f` with the fd to poll for readability, or tells that the object
-        /// is ready without polling (`Ok(None)`).
+        /// The fd to poll for readability, or `Ok(None)` when the object is
+        /// ready without polling.
         fn source(&self) -> crate::Result<Option<BorrowedFdHolder<'_>>>;
     }
 
     /// A borrowed fd kept alive for the wait (a connection's fd is shared with
     /// a concurrent `close`).
+    #[derive(Debug)]
     pub enum BorrowedFdHolder<'a> {
         /// A connection's fd, held by its `Arc`.
         Shared(std::sync::Arc<std::os::fd::OwnedFd>),
