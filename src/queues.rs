@@ -48,8 +48,8 @@ use std::fmt;
 use std::io::IoSlice;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -106,9 +106,12 @@ impl Handles {
 
 /// What every clone of a queue object in this process shares.
 struct Inner {
-    /// `None` once closed. Calls clone the `Arc`, so `close()` on one thread
-    /// never pulls an fd from under a call running on another.
-    handles: Mutex<Option<Arc<Handles>>>,
+    /// The fds and counters; released when the last clone is dropped, so
+    /// `close()` on one thread never pulls an fd from under a call running on
+    /// another (and the hot path takes no lock).
+    handles: Handles,
+    /// Set by `close()`.
+    closed: AtomicBool,
     /// 0: unbounded.
     maxsize: u32,
     /// Count unfinished tasks (JoinableQueue).
@@ -179,9 +182,19 @@ impl<T> Clone for Queue<T> {
     }
 }
 
+/// Per-thread receive buffers, reused by every `get` of a thread.
+struct RecvBufs {
+    /// Inline datagrams (with room to spot an oversized one).
+    data: Vec<u8>,
+    /// Control messages (fds).
+    cmsg: Vec<u8>,
+}
+
 thread_local! {
-    /// Receive buffer for inline datagrams, reused by every `get` of a thread.
-    static RECV_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0u8; INLINE_MAX + 16]);
+    static RECV_BUFS: RefCell<RecvBufs> = RefCell::new(RecvBufs {
+        data: vec![0u8; INLINE_MAX + 16],
+        cmsg: fd::cmsg_buffer(),
+    });
 }
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {
@@ -237,7 +250,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     fn from_handles(h: Handles, maxsize: u32, joinable: bool) -> Self {
         Queue {
             inner: Arc::new(Inner {
-                handles: Mutex::new(Some(Arc::new(h))),
+                handles: h,
+                closed: AtomicBool::new(false),
                 maxsize,
                 joinable,
             }),
@@ -373,17 +387,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Closes this queue object (and its clones in this process): later calls
     /// give [`Error::Closed`]. Items already put stay in the queue for other
     /// processes' handles; nothing needs flushing. Closing twice is fine. A
-    /// `get` already blocked on another thread is not interrupted.
+    /// `get` already blocked on another thread is not interrupted. The fds are
+    /// released when the last clone of this object is dropped.
     ///
     /// Python: `Queue.close()`.
     pub fn close(&self) {
-        let h = self
-            .inner
-            .handles
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        drop(h);
+        self.inner.closed.store(true, Ordering::Release);
     }
 
     /// True after [`close`](Queue::close).
@@ -403,13 +412,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         Ok(getsockopt(&h.tx, sockopt::SndBuf)?)
     }
 
-    fn handles(&self) -> Result<Arc<Handles>> {
-        self.inner
-            .handles
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or(Error::Closed)
+    #[inline]
+    fn handles(&self) -> Result<&Handles> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(&self.inner.handles)
     }
 
     /// The one body of every `put`: `deadline` `None` blocks, a past deadline
@@ -419,17 +427,17 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         // Encode first: an item that cannot be encoded changes nothing
         // (CPython bpo-30414 left its size off by one).
         let enc = reduction::encode(item)?;
-        self.reserve(&h, deadline)?;
+        self.reserve(h, deadline)?;
         if self.inner.joinable {
             h.word(layout::UNFINISHED).fetch_add(1, Ordering::AcqRel);
         }
-        match send_item(&h, &enc, deadline) {
+        match send_item(h, &enc, deadline) {
             Ok(()) => Ok(()),
             Err(e) => {
                 if self.inner.joinable {
                     task_done_word(h.word(layout::UNFINISHED));
                 }
-                self.release(&h);
+                self.release(h);
                 Err(e)
             }
         }
@@ -484,8 +492,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     pub(crate) fn get_deadline(&self, deadline: Option<Instant>) -> Result<T> {
         let h = self.handles()?;
         let rx = h.rx.as_fd();
-        RECV_BUF.with(|buf| {
-            let mut buf = buf.borrow_mut();
+        RECV_BUFS.with(|bufs| {
+            let mut bufs = bufs.borrow_mut();
+            let RecvBufs { data: buf, cmsg } = &mut *bufs;
             let mut fds = Vec::new();
             let got = loop {
                 let nonblocking = deadline.is_some();
@@ -494,11 +503,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 }
                 // Several consumers may wake for one item: the losers find
                 // nothing (EAGAIN) and wait again.
-                if let Some(r) = fd::recv_flags(rx, &mut buf, &mut fds, nonblocking)? {
+                if let Some(r) = fd::recv_flags_with(rx, buf, cmsg, &mut fds, nonblocking)? {
                     break r;
                 }
             };
-            self.release(&h);
+            self.release(h);
             if got.truncated {
                 return Err(Error::decode(format!(
                     "queue item datagram larger than {} bytes: not one of ours",
@@ -599,20 +608,13 @@ fn task_done_word(word: &AtomicU32) -> bool {
 
 impl<T> fmt::Debug for Queue<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let h = self
-            .inner
-            .handles
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
         f.debug_struct("Queue")
             .field(
                 "len",
-                &h.as_ref()
-                    .map(|h| h.word(layout::LEN).load(Ordering::Relaxed)),
+                &self.inner.handles.word(layout::LEN).load(Ordering::Relaxed),
             )
             .field("maxsize", &self.inner.maxsize)
-            .field("closed", &h.is_none())
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -642,13 +644,10 @@ struct WireQueue {
 impl<T> Serialize for Queue<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::Error as _;
-        let h = self
-            .inner
-            .handles
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or_else(|| S::Error::custom("cannot send a closed queue"))?;
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(S::Error::custom("cannot send a closed queue"));
+        }
+        let h = &self.inner.handles;
         let dup = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().map_err(S::Error::custom);
         WireQueue {
             tx: dup(h.tx.as_fd())?,

@@ -189,14 +189,32 @@ pub(crate) fn recv_flags(
     fds: &mut Vec<OwnedFd>,
     nonblocking: bool,
 ) -> io::Result<Option<Received>> {
-    let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS_PER_MESSAGE]);
+    let mut cmsg = cmsg_buffer();
+    recv_flags_with(fd, buf, &mut cmsg, fds, nonblocking)
+}
+
+/// A control-message buffer with room for the most fds one message carries
+/// (for [`recv_flags_with`] callers that keep one around).
+pub(crate) fn cmsg_buffer() -> Vec<u8> {
+    nix::cmsg_space!([RawFd; MAX_FDS_PER_MESSAGE])
+}
+
+/// [`recv_flags`] with a caller-kept control buffer from [`cmsg_buffer`], so
+/// a hot receive loop allocates nothing.
+pub(crate) fn recv_flags_with(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    cmsg: &mut Vec<u8>,
+    fds: &mut Vec<OwnedFd>,
+    nonblocking: bool,
+) -> io::Result<Option<Received>> {
     let mut flags = MsgFlags::MSG_CMSG_CLOEXEC;
     if nonblocking {
         flags |= MsgFlags::MSG_DONTWAIT;
     }
     loop {
         let mut iov = [IoSliceMut::new(buf)];
-        let msg = match recvmsg::<()>(fd.as_raw_fd(), &mut iov, Some(&mut cmsg), flags) {
+        let msg = match recvmsg::<()>(fd.as_raw_fd(), &mut iov, Some(&mut *cmsg), flags) {
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) if nonblocking => return Ok(None),
             other => other?,
