@@ -137,7 +137,8 @@ pub(crate) fn try_send_with_fds(
 }
 
 /// Receives up to `max` bytes, appending them to `buf` without zero-filling
-/// first (the spare capacity is reserved here), and any fds to `fds`.
+/// first (the spare capacity is reserved here), and any fds to `fds`; `cmsg`
+/// comes from [`cmsg_buffer`].
 ///
 /// `nonblocking`: `Ok(None)` instead of waiting when nothing is there. Returns
 /// `Ok(Some(0))` at end of file.
@@ -145,6 +146,7 @@ pub(crate) fn recv_append(
     fd: BorrowedFd<'_>,
     buf: &mut Vec<u8>,
     max: usize,
+    cmsg: &mut Vec<u8>,
     fds: &mut Vec<OwnedFd>,
     nonblocking: bool,
 ) -> io::Result<Option<usize>> {
@@ -158,7 +160,7 @@ pub(crate) fn recv_append(
     //   read before `set_len` below, and only the bytes the kernel reported
     //   written are ever exposed.
     let dst = unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<u8>(), want) };
-    match recv_flags(fd, dst, fds, nonblocking)? {
+    match recv_flags_with(fd, dst, cmsg, fds, nonblocking)? {
         None => Ok(None),
         Some(msg) => {
             let len = buf.len();
@@ -180,27 +182,17 @@ pub(crate) struct Received {
     pub(crate) truncated: bool,
 }
 
-/// One `recvmsg` into `buf`, appending fds to `fds`, retrying on `EINTR`.
-/// `nonblocking`: `Ok(None)` instead of waiting when nothing is there. On a
-/// datagram socket the message is taken whole (or reported truncated).
-pub(crate) fn recv_flags(
-    fd: BorrowedFd<'_>,
-    buf: &mut [u8],
-    fds: &mut Vec<OwnedFd>,
-    nonblocking: bool,
-) -> io::Result<Option<Received>> {
-    let mut cmsg = cmsg_buffer();
-    recv_flags_with(fd, buf, &mut cmsg, fds, nonblocking)
-}
-
 /// A control-message buffer with room for the most fds one message carries
-/// (for [`recv_flags_with`] callers that keep one around).
+/// (for [`recv_flags_with`]).
 pub(crate) fn cmsg_buffer() -> Vec<u8> {
     nix::cmsg_space!([RawFd; MAX_FDS_PER_MESSAGE])
 }
 
-/// [`recv_flags`] with a caller-kept control buffer from [`cmsg_buffer`], so
-/// a hot receive loop allocates nothing.
+/// One `recvmsg` into `buf`, appending fds to `fds`, retrying on `EINTR`;
+/// `cmsg` is a buffer from [`cmsg_buffer`], kept by the caller so that a hot
+/// receive loop allocates nothing. `nonblocking`: `Ok(None)` instead of
+/// waiting when nothing is there. On a datagram socket the message is taken
+/// whole (or reported truncated).
 pub(crate) fn recv_flags_with(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
