@@ -157,7 +157,7 @@ impl Connection {
     /// fn main() -> mp::Result<()> {
     ///     mp::init();
     ///     let (a, b) = mp::pipe(true)?;
-    ///     a.send(&("answer", 42u8))?;
+    ///     a.send(&("answer".to_string(), 42u8))?;
     ///     assert_eq!(b.recv::<(String, u8)>()?, ("answer".to_string(), 42));
     ///     Ok(())
     /// }
