@@ -45,7 +45,8 @@
 //! | Python module | here |
 //! |---|---|
 //! | `multiprocessing.process` | [`Process`], [`current_process`], [`parent_process`], [`active_children`], [`cpu_count`] |
-//! | `multiprocessing.connection` | [`Connection`], [`pipe`] |
+//! | `multiprocessing.connection` | [`Connection`], [`pipe`], [`connection::wait`] |
+//! | `multiprocessing.queues` | [`Queue`], [`JoinableQueue`], [`SimpleQueue`] |
 //! | `multiprocessing.synchronize` | [`Lock`], [`RLock`], [`Semaphore`], [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`] |
 //! | `multiprocessing.sharedctypes` | [`Value`], [`Array`] |
 //! | `multiprocessing.managers` | [`Manager`], [`Namespace`], [`DictProxy`], [`ListProxy`], [`ValueProxy`], [`LockProxy`], [`QueueProxy`], [`EventProxy`], [`SharedObject`], ... |
@@ -69,6 +70,7 @@ mod managers;
 #[allow(unsafe_code)]
 mod platform;
 mod process;
+mod queues;
 mod reduction;
 mod sharedctypes;
 mod spawn;
@@ -84,6 +86,7 @@ pub use managers::{
 pub use process::{
     Process, ProcessInfo, active_children, cpu_count, current_process, parent_process,
 };
+pub use queues::{JoinableQueue, Queue, SimpleQueue};
 pub use sharedctypes::{Array, ArrayGuard, Scalar, Value, ValueGuard};
 pub use spawn::{init, reset_executable, set_executable, set_start_timeout};
 pub use synchronize::{

@@ -449,6 +449,12 @@ impl Process {
     pub fn info(&self) -> Option<ProcessInfo> {
         self.running.as_ref().map(|r| ProcessInfo::child(&r.shared))
     }
+
+    /// The pidfd, readable once the child has exited (`None` before start):
+    /// the sentinel that `connection::wait` polls.
+    pub(crate) fn sentinel_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.running.as_ref().map(|r| r.shared.pidfd.as_fd())
+    }
 }
 
 impl Running {

@@ -23,6 +23,7 @@ pub use listener::{Address, Client, Listener};
 #[allow(unused_imports)] // for the managers' server
 pub(crate) use listener::{authenticate_accepted, authenticate_client};
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -43,6 +44,7 @@ use framing::ShortHeader;
 pub const DEFAULT_MAX_MESSAGE_LEN: u64 = 4 << 30;
 
 /// A frame as it came off the wire: payload bytes and the fds that rode with it.
+#[derive(Debug)]
 pub(crate) struct Frame {
     /// The payload.
     pub(crate) bytes: Vec<u8>,
@@ -95,8 +97,10 @@ struct Inner {
     socket: bool,
     /// Held for the whole of one frame's write.
     write_lock: Mutex<()>,
-    /// Held for the whole of one frame's read.
-    read_lock: Mutex<()>,
+    /// The receive side: held while reading; a sender that would block takes
+    /// it (if free) to drain incoming bytes, so two peers sending big messages
+    /// to each other at once never deadlock.
+    recv: Mutex<RecvState>,
     /// Largest declared length accepted.
     max_len: AtomicU64,
 }
@@ -113,7 +117,7 @@ impl Connection {
                 writable,
                 socket,
                 write_lock: Mutex::new(()),
-                read_lock: Mutex::new(()),
+                recv: Mutex::new(RecvState::new(socket)),
                 max_len: AtomicU64::new(DEFAULT_MAX_MESSAGE_LEN),
             }),
         }
@@ -160,7 +164,7 @@ impl Connection {
     /// fn main() -> mp::Result<()> {
     ///     mp::init();
     ///     let (a, b) = mp::pipe(true)?;
-    ///     a.send(&("answer", 42u8))?;
+    ///     a.send(&("answer".to_string(), 42u8))?;
     ///     assert_eq!(b.recv::<(String, u8)>()?, ("answer".to_string(), 42));
     ///     Ok(())
     /// }
@@ -305,7 +309,21 @@ impl Connection {
     pub(crate) fn poll_deadline(&self, deadline: Option<Instant>) -> Result<bool> {
         self.check_readable()?;
         let fd = self.fd()?;
+        if self.buffered() {
+            return Ok(true);
+        }
         Ok(fd::wait_for(fd.as_fd(), fd::READABLE, deadline)?)
+    }
+
+    /// True if a frame (or an error, or end of file) already sits in the
+    /// receive buffer, drained there by a send. A receive in progress on
+    /// another thread counts as nothing buffered: its bytes are on the fd.
+    pub(crate) fn buffered(&self) -> bool {
+        match self.inner.recv.try_lock() {
+            Ok(st) => st.has_news(),
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner().has_news(),
+            Err(std::sync::TryLockError::WouldBlock) => false,
+        }
     }
 
     /// Closes this end. Later calls on it give [`Error::Closed`]; the peer sees
@@ -378,6 +396,11 @@ impl Connection {
 
     /// Writes one frame: header and payload, with `fds` attached to the first
     /// byte of the header.
+    ///
+    /// On a readable socket the writes never block: when the buffer is full we
+    /// wait for room *or* incoming bytes, and read those into the receive
+    /// state, where `recv` finds them. So two processes sending each other big
+    /// messages at once both make progress.
     pub(crate) fn send_frame(&self, payload: &[u8], fds: &[OwnedFd]) -> Result<()> {
         let fd = self.fd()?;
         let fd = fd.as_fd();
@@ -387,49 +410,68 @@ impl Connection {
             .write_lock
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let first = if payload.len() <= framing::SMALL_MESSAGE {
-            payload.len()
-        } else {
-            0
-        };
+        if !self.inner.socket {
+            return self.write_frame_to_pipe(fd, &header[..hlen], payload);
+        }
         let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
-        let head = [
-            IoSlice::new(&header[..hlen]),
-            IoSlice::new(&payload[..first]),
-        ];
-        let mut sent = if self.inner.socket {
-            fd::send_with_fds(fd, &head, &borrowed)?
-        } else {
-            let mut joined = header[..hlen].to_vec();
-            joined.extend_from_slice(&payload[..first]);
-            fd::write(fd, &joined)?
-        };
-        // The rest (a partial first write, then any large payload) without fds.
         let total = hlen + payload.len();
+        let mut sent = 0;
         while sent < total {
-            let n = if sent < hlen {
-                self.write_some(
-                    fd,
-                    &[IoSlice::new(&header[sent..hlen]), IoSlice::new(payload)],
-                )?
+            let bufs_storage;
+            let bufs: &[IoSlice<'_>] = if sent < hlen {
+                bufs_storage = [IoSlice::new(&header[sent..hlen]), IoSlice::new(payload)];
+                &bufs_storage
             } else {
-                self.write_some(fd, &[IoSlice::new(&payload[sent - hlen..])])?
+                bufs_storage = [IoSlice::new(&payload[sent - hlen..]), IoSlice::new(&[])];
+                &bufs_storage[..1]
             };
-            sent += n;
+            // The fds ride with the first byte of the header, so the receiver
+            // meets them while it reads this frame's header.
+            let attach: &[BorrowedFd<'_>] = if sent == 0 { &borrowed } else { &[] };
+            match fd::try_send_with_fds(fd, bufs, attach)? {
+                Some(0) => return Err(Error::Io(std::io::ErrorKind::WriteZero.into())),
+                Some(n) => sent += n,
+                None => self.wait_to_send(fd)?,
+            }
         }
         Ok(())
     }
 
-    fn write_some(&self, fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> Result<usize> {
-        let n = if self.inner.socket {
-            fd::send_with_fds(fd, bufs, &[])?
-        } else {
-            fd::write(fd, &bufs[0])?
-        };
-        if n == 0 {
-            return Err(Error::Io(std::io::ErrorKind::WriteZero.into()));
+    /// A pipe end (from `from_fd`): blocking writes; a write-only pipe has no
+    /// incoming bytes to drain.
+    fn write_frame_to_pipe(&self, fd: BorrowedFd<'_>, header: &[u8], payload: &[u8]) -> Result<()> {
+        if payload.len() <= framing::SMALL_MESSAGE {
+            let mut joined = header.to_vec();
+            joined.extend_from_slice(payload);
+            return write_all(fd, &joined);
         }
-        Ok(n)
+        write_all(fd, header)?;
+        write_all(fd, payload)
+    }
+
+    /// Blocks until the socket has room, meanwhile reading whatever the peer
+    /// sends into the receive state (when this end may receive and no other
+    /// thread is receiving: that thread reads the bytes instead).
+    fn wait_to_send(&self, fd: BorrowedFd<'_>) -> Result<()> {
+        if self.inner.readable {
+            let guard = match self.inner.recv.try_lock() {
+                Ok(g) => Some(g),
+                Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut st) = guard {
+                if !st.finished() {
+                    let rev = fd::poll(&[(fd, fd::WRITABLE | fd::READABLE)], None)?[0];
+                    if rev & fd::WRITABLE == 0 && rev & (fd::READABLE | fd::HUNG_UP) != 0 {
+                        let max = self.inner.max_len.load(Ordering::Relaxed);
+                        st.drain(fd, max);
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        fd::poll(&[(fd, fd::WRITABLE)], None)?;
+        Ok(())
     }
 
     /// Reads one frame, waiting until `deadline` for it to start.
@@ -437,85 +479,452 @@ impl Connection {
         self.check_readable()?;
         let fd = self.fd()?;
         let fd = fd.as_fd();
-        let _r = self
-            .inner
-            .read_lock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if deadline.is_some() && !fd::wait_for(fd, fd::READABLE, deadline)? {
-            return Err(Error::Timeout);
-        }
-        let mut fds = Vec::new();
-        let mut short = [0u8; 4];
-        if !self.read_exact(fd, &mut short, &mut fds, true)? {
-            return Err(Error::Eof);
-        }
-        let len = match framing::decode_short(short) {
-            ShortHeader::Len(n) => n,
-            ShortHeader::Long => {
-                let mut long = [0u8; 8];
-                self.read_exact(fd, &mut long, &mut fds, false)?;
-                framing::decode_long(long)
+        let mut st = self.inner.recv.lock().unwrap_or_else(|e| e.into_inner());
+        let max = self.inner.max_len.load(Ordering::Relaxed);
+        loop {
+            if let Some(done) = st.take_next() {
+                return done;
             }
-            ShortHeader::Invalid(n) => {
-                return Err(Error::decode(format!("corrupt frame: negative length {n}")));
+            // The deadline bounds the wait for a frame to start; once its first
+            // bytes are in, the rest is read without one (as CPython does).
+            let waiting_for_start = deadline.is_some() && st.at_frame_start();
+            if waiting_for_start && !fd::wait_for(fd, fd::READABLE, deadline)? {
+                return Err(Error::Timeout);
+            }
+            // Non-blocking after a poll: another process sharing this end may
+            // have taken the bytes, and then we go back to waiting.
+            st.read_once(fd, max, waiting_for_start)?;
+        }
+    }
+}
+
+/// Writes all of `buf` to a pipe.
+fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> Result<()> {
+    while !buf.is_empty() {
+        let n = fd::write(fd, buf)?;
+        if n == 0 {
+            return Err(Error::Io(std::io::ErrorKind::WriteZero.into()));
+        }
+        buf = &buf[n..];
+    }
+    Ok(())
+}
+
+/// Bytes read per step of a payload, so that a lying header costs no more
+/// memory than the bytes really sent.
+const PAYLOAD_STEP: usize = 16 << 20;
+
+/// Where the frame being received stands.
+#[derive(Debug)]
+enum Stage {
+    /// Reading the header: `got` of `need` (4, or 12 for the long form) bytes.
+    Header {
+        /// The header bytes so far.
+        buf: [u8; 12],
+        /// How many are in.
+        got: usize,
+        /// How many the header has.
+        need: usize,
+    },
+    /// Reading a payload of `len` bytes into `buf`.
+    Payload {
+        /// The bytes so far.
+        buf: Vec<u8>,
+        /// The declared length.
+        len: usize,
+    },
+    /// Throwing away the payload of a frame refused as too large.
+    Skip {
+        /// Bytes still to discard.
+        left: u64,
+    },
+}
+
+impl Stage {
+    fn header() -> Stage {
+        Stage::Header {
+            buf: [0; 12],
+            got: 0,
+            need: 4,
+        }
+    }
+}
+
+/// The receive side of a connection: a frame parser fed one read at a time,
+/// by `recv` or by a send that drains the socket. Reads never go past the
+/// frame being read, so fds (which ride with the first header byte) always
+/// land with their own frame.
+#[derive(Debug)]
+struct RecvState {
+    /// Frames (or frame errors) completed but not yet handed out.
+    ready: VecDeque<Result<Frame>>,
+    /// The frame being read.
+    stage: Stage,
+    /// Fds received while reading the current frame.
+    fds: Vec<OwnedFd>,
+    /// The peer closed (or the socket failed) at a frame boundary.
+    eof: bool,
+    /// The stream cannot be resynchronised (a corrupt header): why.
+    broken: Option<String>,
+    /// The fd is a socket (`recvmsg`, fds) rather than a pipe (`read`).
+    socket: bool,
+    /// Control-message buffer for `recvmsg`, kept to spare an allocation per
+    /// read (empty for a pipe).
+    cmsg: Vec<u8>,
+}
+
+/// One read into `dst`: `recvmsg` on a socket (given its control buffer),
+/// `read` on a pipe (`cmsg` is `None`). `Ok(None)`
+/// when `nonblocking` and nothing is there; `Ok(Some(0))` at end of file.
+fn read_slice(
+    fd: BorrowedFd<'_>,
+    cmsg: Option<&mut Vec<u8>>,
+    dst: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+    nonblocking: bool,
+) -> std::io::Result<Option<usize>> {
+    if let Some(cmsg) = cmsg {
+        return Ok(fd::recv_flags_with(fd, dst, cmsg, fds, nonblocking)?.map(|r| r.len));
+    }
+    if nonblocking && !fd::wait_for(fd, fd::READABLE, Some(Instant::now()))? {
+        return Ok(None);
+    }
+    fd::read(fd, dst).map(Some)
+}
+
+/// One read of up to `want` bytes appended to `buf` (see [`read_slice`]).
+fn read_append(
+    fd: BorrowedFd<'_>,
+    cmsg: Option<&mut Vec<u8>>,
+    buf: &mut Vec<u8>,
+    want: usize,
+    fds: &mut Vec<OwnedFd>,
+    nonblocking: bool,
+) -> std::io::Result<Option<usize>> {
+    if let Some(cmsg) = cmsg {
+        return fd::recv_append(fd, buf, want, cmsg, fds, nonblocking);
+    }
+    let start = buf.len();
+    buf.resize(start + want, 0);
+    let r = read_slice(fd, None, &mut buf[start..], fds, nonblocking);
+    let n = r.as_ref().ok().copied().flatten().unwrap_or(0);
+    buf.truncate(start + n);
+    r
+}
+
+impl RecvState {
+    fn new(socket: bool) -> RecvState {
+        RecvState {
+            socket,
+            cmsg: if socket {
+                fd::cmsg_buffer()
+            } else {
+                Vec::new()
+            },
+            ready: VecDeque::new(),
+            stage: Stage::header(),
+            fds: Vec::new(),
+            eof: false,
+            broken: None,
+        }
+    }
+
+    /// Something to hand out without reading.
+    fn has_news(&self) -> bool {
+        !self.ready.is_empty() || self.finished()
+    }
+
+    /// No more reads will ever succeed.
+    fn finished(&self) -> bool {
+        self.eof || self.broken.is_some()
+    }
+
+    /// No byte of the next frame has been read yet.
+    fn at_frame_start(&self) -> bool {
+        matches!(self.stage, Stage::Header { got: 0, .. })
+    }
+
+    /// The next result for `recv`, if one is decided without reading.
+    fn take_next(&mut self) -> Option<Result<Frame>> {
+        if let Some(r) = self.ready.pop_front() {
+            return Some(r);
+        }
+        if let Some(why) = &self.broken {
+            return Some(Err(Error::decode(why)));
+        }
+        if self.eof {
+            return Some(Err(Error::Eof));
+        }
+        None
+    }
+
+    /// Reads what is available without blocking (the draining sender's step).
+    /// A read error ends the receive side with that error queued.
+    fn drain(&mut self, fd: BorrowedFd<'_>, max: u64) {
+        if let Err(e) = self.read_once(fd, max, true) {
+            self.ready.push_back(Err(e));
+            self.eof = true;
+        }
+    }
+
+    /// One read for the current stage; completes frames into `ready`.
+    fn read_once(&mut self, fd: BorrowedFd<'_>, max: u64, nonblocking: bool) -> Result<()> {
+        let cmsg = self.socket.then_some(&mut self.cmsg);
+        let n = match &mut self.stage {
+            Stage::Header { buf, got, need } => {
+                let dst = &mut buf[*got..*need];
+                let Some(n) = read_slice(fd, cmsg, dst, &mut self.fds, nonblocking)? else {
+                    return Ok(());
+                };
+                *got += n;
+                n
+            }
+            Stage::Payload { buf, len } => {
+                let want = (*len - buf.len()).min(PAYLOAD_STEP);
+                match read_append(fd, cmsg, buf, want, &mut self.fds, nonblocking)? {
+                    Some(n) => n,
+                    None => return Ok(()),
+                }
+            }
+            Stage::Skip { left } => {
+                let want = (*left).min(1 << 16) as usize;
+                let mut tmp = Vec::with_capacity(want);
+                let Some(n) = read_append(fd, cmsg, &mut tmp, want, &mut self.fds, nonblocking)?
+                else {
+                    return Ok(());
+                };
+                *left -= n as u64;
+                self.fds.clear();
+                n
             }
         };
-        let max = self.inner.max_len.load(Ordering::Relaxed);
-        if len > max {
-            return Err(Error::MessageTooLarge { len, max });
-        }
-        let bytes = self.read_payload(fd, len as usize, &mut fds)?;
-        Ok(Frame { bytes, fds })
-    }
-
-    /// Reads a payload of `len` bytes, growing the buffer as bytes arrive, so a
-    /// lying header costs no more memory than the bytes really sent.
-    fn read_payload(
-        &self,
-        fd: BorrowedFd<'_>,
-        len: usize,
-        fds: &mut Vec<OwnedFd>,
-    ) -> Result<Vec<u8>> {
-        const STEP: usize = 16 << 20;
-        let mut buf = Vec::with_capacity(len.min(STEP));
-        while buf.len() < len {
-            let want = (len - buf.len()).min(STEP);
-            let start = buf.len();
-            buf.resize(start + want, 0);
-            self.read_exact(fd, &mut buf[start..], fds, false)?;
-        }
-        Ok(buf)
-    }
-
-    /// Fills `buf`. Returns false on a clean end of file before the first byte
-    /// when `eof_ok`; a short read anywhere else is a truncated frame.
-    fn read_exact(
-        &self,
-        fd: BorrowedFd<'_>,
-        buf: &mut [u8],
-        fds: &mut Vec<OwnedFd>,
-        eof_ok: bool,
-    ) -> Result<bool> {
-        let mut got = 0;
-        while got < buf.len() {
-            let n = if self.inner.socket {
-                fd::recv_with_fds(fd, &mut buf[got..], fds)?
-            } else {
-                fd::read(fd, &mut buf[got..])?
-            };
-            if n == 0 {
-                if got == 0 && eof_ok {
-                    return Ok(false);
-                }
-                return Err(Error::decode(
+        if n == 0 {
+            if !self.at_frame_start() {
+                self.ready.push_back(Err(Error::decode(
                     "truncated frame: the peer closed mid-message",
-                ));
+                )));
+                self.stage = Stage::header();
+                self.fds.clear();
             }
-            got += n;
+            self.eof = true;
+            return Ok(());
         }
-        Ok(true)
+        self.advance(max);
+        Ok(())
     }
+
+    /// Moves to the next stage once the current one is complete.
+    fn advance(&mut self, max: u64) {
+        match &mut self.stage {
+            Stage::Header { buf, got, need } if *got == *need => {
+                let len = if *need == 4 {
+                    let short: [u8; 4] = buf[..4].try_into().expect("4 bytes");
+                    match framing::decode_short(short) {
+                        ShortHeader::Len(n) => n,
+                        ShortHeader::Long => {
+                            *need = 12;
+                            return;
+                        }
+                        ShortHeader::Invalid(n) => {
+                            let why = format!(
+                                "corrupt frame: negative length {n}; the stream cannot be \
+                                 read further, close the connection"
+                            );
+                            self.ready.push_back(Err(Error::decode(&why)));
+                            self.broken = Some(why);
+                            self.fds.clear();
+                            return;
+                        }
+                    }
+                } else {
+                    framing::decode_long(buf[4..12].try_into().expect("8 bytes"))
+                };
+                if len > max {
+                    self.ready
+                        .push_back(Err(Error::MessageTooLarge { len, max }));
+                    self.fds.clear();
+                    self.stage = if len == 0 {
+                        Stage::header()
+                    } else {
+                        Stage::Skip { left: len }
+                    };
+                } else if len == 0 {
+                    self.complete(Vec::new());
+                } else {
+                    let len = len as usize;
+                    self.stage = Stage::Payload {
+                        buf: Vec::with_capacity(len.min(PAYLOAD_STEP)),
+                        len,
+                    };
+                }
+            }
+            Stage::Payload { buf, len } if buf.len() == *len => {
+                let bytes = std::mem::take(buf);
+                self.complete(bytes);
+            }
+            Stage::Skip { left: 0 } => self.stage = Stage::header(),
+            _ => {}
+        }
+    }
+
+    /// Queues a finished frame and starts the next.
+    fn complete(&mut self, bytes: Vec<u8>) {
+        let fds = std::mem::take(&mut self.fds);
+        self.ready.push_back(Ok(Frame { bytes, fds }));
+        self.stage = Stage::header();
+    }
+}
+
+/// Something [`wait`] can wait on: a [`Connection`] (ready when a message or
+/// end of file can be read) or a started [`Process`](crate::Process) (ready
+/// once it has exited; Python's `Process.sentinel`).
+///
+/// The trait is sealed: its method is internal.
+pub trait Waitable: sealed::Sealed {}
+
+#[allow(unreachable_pub)]
+mod sealed {
+    use std::os::fd::BorrowedFd;
+
+    /// What `wait` needs from an object.
+    pub trait Sealed {
+        /// The fd to poll for readability, or `Ok(None)` when the object is
+        /// ready without polling.
+        fn source(&self) -> crate::Result<Option<BorrowedFdHolder<'_>>>;
+    }
+
+    /// A borrowed fd kept alive for the wait (a connection's fd is shared with
+    /// a concurrent `close`).
+    #[derive(Debug)]
+    pub enum BorrowedFdHolder<'a> {
+        /// A connection's fd, held by its `Arc`.
+        Shared(std::sync::Arc<std::os::fd::OwnedFd>),
+        /// A fd borrowed from the object.
+        Borrowed(BorrowedFd<'a>),
+    }
+}
+
+impl sealed::Sealed for Connection {
+    fn source(&self) -> Result<Option<sealed::BorrowedFdHolder<'_>>> {
+        self.check_readable()?;
+        let fd = self.fd()?;
+        if self.buffered() {
+            return Ok(None);
+        }
+        Ok(Some(sealed::BorrowedFdHolder::Shared(fd)))
+    }
+}
+impl Waitable for Connection {}
+
+impl sealed::Sealed for crate::Process {
+    fn source(&self) -> Result<Option<sealed::BorrowedFdHolder<'_>>> {
+        let fd = self.sentinel_fd().ok_or_else(|| {
+            Error::value("process not started: a sentinel exists only after start()")
+        })?;
+        Ok(Some(sealed::BorrowedFdHolder::Borrowed(fd)))
+    }
+}
+impl Waitable for crate::Process {}
+
+impl<W: Waitable + ?Sized> sealed::Sealed for &W {
+    fn source(&self) -> Result<Option<sealed::BorrowedFdHolder<'_>>> {
+        (**self).source()
+    }
+}
+impl<W: Waitable + ?Sized> Waitable for &W {}
+
+/// Waits until at least one of `objects` is ready, or `timeout` passes
+/// (`None`: no limit), and returns the ready ones, in the order given (an
+/// empty list on timeout).
+///
+/// A connection is ready when a message, or end of file, can be read (so
+/// `recv` will not block); a process when it has exited. A zero timeout
+/// checks without waiting.
+///
+/// Python: `multiprocessing.connection.wait(object_list, timeout)`.
+///
+/// # Errors
+///
+/// [`Error::Closed`] for a closed connection, [`Error::Value`] for a
+/// write-only connection or a process not started, [`Error::Io`].
+///
+/// # Examples
+///
+/// ```
+/// use multiprocess as mp;
+/// use mp::connection::wait;
+/// use std::time::Duration;
+/// fn main() -> mp::Result<()> {
+///     mp::init();
+///     let (a, b) = mp::pipe(true)?;
+///     let (c, d) = mp::pipe(true)?;
+///     assert!(wait(&[&b, &d], Some(Duration::from_millis(10)))?.is_empty());
+///     a.send(&1u8)?;
+///     let ready = wait(&[&b, &d], None)?;
+///     assert_eq!(ready.len(), 1);
+///     assert!(std::ptr::eq(ready[0], &b));
+///     # drop(c);
+///     Ok(())
+/// }
+/// ```
+pub fn wait<'a, W: Waitable + ?Sized>(
+    objects: &[&'a W],
+    timeout: Option<Duration>,
+) -> Result<Vec<&'a W>> {
+    use sealed::{BorrowedFdHolder, Sealed};
+    let deadline = timeout.and_then(deadline_after);
+    let sources: Vec<Option<BorrowedFdHolder<'_>>> =
+        objects.iter().map(|o| o.source()).collect::<Result<_>>()?;
+    let any_ready = sources.iter().any(Option::is_none);
+    let polled: Vec<(usize, BorrowedFd<'_>)> = sources
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| match s {
+            Some(BorrowedFdHolder::Shared(fd)) => Some((i, fd.as_fd())),
+            Some(BorrowedFdHolder::Borrowed(fd)) => Some((i, *fd)),
+            None => None,
+        })
+        .collect();
+    let pfds: Vec<(BorrowedFd<'_>, i16)> =
+        polled.iter().map(|(_, fd)| (*fd, fd::READABLE)).collect();
+    // With one object already ready, only look (do not wait) at the others.
+    let poll_deadline = if any_ready {
+        Some(Instant::now())
+    } else {
+        deadline
+    };
+    let revents = if pfds.is_empty() {
+        if !any_ready {
+            // Python: wait([], t) sleeps for t; wait([]) would sleep forever.
+            match deadline {
+                Some(d) => std::thread::sleep(d.saturating_duration_since(Instant::now())),
+                None => {
+                    return Err(Error::value(
+                        "wait() on an empty list with no timeout would never return",
+                    ));
+                }
+            }
+        }
+        Vec::new()
+    } else {
+        fd::poll(&pfds, poll_deadline)?
+    };
+    let mut ready = vec![false; objects.len()];
+    for (i, s) in sources.iter().enumerate() {
+        if s.is_none() {
+            ready[i] = true;
+        }
+    }
+    for ((i, _), rev) in polled.iter().zip(revents) {
+        if rev != 0 {
+            ready[*i] = true;
+        }
+    }
+    Ok(objects
+        .iter()
+        .zip(ready)
+        .filter_map(|(o, r)| r.then_some(*o))
+        .collect())
 }
 
 /// `now + timeout`, or `None` (wait forever) if that overflows.
@@ -652,6 +1061,111 @@ mod tests {
             b.recv_bytes(),
             Err(Error::MessageTooLarge { len: 11, max: 10 })
         ));
+    }
+
+    /// A raw socket to write arbitrary bytes at a connection.
+    fn raw_pair() -> (OwnedFd, Connection) {
+        let (a, b) = fd::socketpair_stream().unwrap();
+        (a, Connection::from_fd(b, true, true))
+    }
+
+    fn write_raw(fd: &OwnedFd, bytes: &[u8]) {
+        let mut off = 0;
+        while off < bytes.len() {
+            off += fd::write(fd.as_fd(), &bytes[off..]).unwrap();
+        }
+    }
+
+    #[test]
+    fn corrupt_header_is_a_lasting_decode_error() {
+        let (raw, c) = raw_pair();
+        write_raw(&raw, &(-7i32).to_be_bytes());
+        write_raw(&raw, b"more bytes");
+        assert!(matches!(c.recv_bytes(), Err(Error::Decode(m)) if m.contains("negative length")));
+        assert!(matches!(c.recv_bytes(), Err(Error::Decode(_))));
+        assert!(c.poll().unwrap());
+    }
+
+    #[test]
+    fn truncated_frame_is_a_decode_error_then_eof() {
+        let (raw, c) = raw_pair();
+        write_raw(&raw, &100i32.to_be_bytes());
+        write_raw(&raw, b"only ten b");
+        drop(raw);
+        assert!(matches!(c.recv_bytes(), Err(Error::Decode(m)) if m.contains("truncated")));
+        assert!(matches!(c.recv_bytes(), Err(Error::Eof)));
+        // A header cut short is truncated too.
+        let (raw, c) = raw_pair();
+        write_raw(&raw, &[0, 0]);
+        drop(raw);
+        assert!(matches!(c.recv_bytes(), Err(Error::Decode(_))));
+    }
+
+    #[test]
+    fn garbage_payload_is_a_decode_error_not_a_panic() {
+        let (raw, c) = raw_pair();
+        write_raw(&raw, &5i32.to_be_bytes());
+        write_raw(&raw, &[0xA7, 0, 1, 2, 3]);
+        assert!(matches!(c.recv::<String>(), Err(Error::Decode(_))));
+    }
+
+    #[test]
+    fn oversized_frame_is_skipped_and_the_stream_goes_on() {
+        let (a, b) = pipe(true).unwrap();
+        b.set_max_message_len(1000);
+        a.send_bytes(&vec![1u8; 100_000]).unwrap();
+        a.send_bytes(b"next").unwrap();
+        assert!(matches!(
+            b.recv_bytes(),
+            Err(Error::MessageTooLarge { len: 100_000, .. })
+        ));
+        assert_eq!(b.recv_bytes().unwrap(), b"next");
+    }
+
+    #[test]
+    fn mutual_big_sends_do_not_deadlock() {
+        let (a, b) = pipe(true).unwrap();
+        let big: Vec<u8> = (0..(24 << 20)).map(|i| (i % 253) as u8).collect();
+        let big2 = big.clone();
+        let t = std::thread::spawn(move || {
+            b.send_bytes(&big2).unwrap();
+            b.send_bytes(b"after").unwrap();
+            let got = b.recv_bytes().unwrap();
+            (got.len(), b.recv_bytes().unwrap())
+        });
+        a.send_bytes(&big).unwrap();
+        a.send_bytes(b"after").unwrap();
+        // What `a` drained while sending is served first; poll sees it.
+        assert!(a.poll_timeout(Duration::from_secs(30)).unwrap());
+        assert_eq!(a.recv_bytes().unwrap(), big);
+        assert_eq!(a.recv_bytes().unwrap(), b"after");
+        let (len, after) = t.join().unwrap();
+        assert_eq!(len, big.len());
+        assert_eq!(after, b"after");
+    }
+
+    #[test]
+    fn fds_stay_with_their_frame_when_drained() {
+        let (a, b) = pipe(true).unwrap();
+        let (c, d) = pipe(true).unwrap();
+        let big = vec![9u8; 8 << 20];
+        let big2 = big.clone();
+        let t = std::thread::spawn(move || {
+            b.send(&c).unwrap();
+            b.send_bytes(&big2).unwrap();
+            b.send(&c).unwrap();
+            drop(c);
+            b.recv_bytes().unwrap().len()
+        });
+        a.send_bytes(&big).unwrap();
+        let c1: Connection = a.recv().unwrap();
+        assert_eq!(a.recv_bytes().unwrap().len(), big.len());
+        let c2: Connection = a.recv().unwrap();
+        c1.send(&1u8).unwrap();
+        c2.send(&2u8).unwrap();
+        assert_eq!(d.recv::<u8>().unwrap(), 1);
+        assert_eq!(d.recv::<u8>().unwrap(), 2);
+        assert_eq!(t.join().unwrap(), big.len());
     }
 
     #[test]

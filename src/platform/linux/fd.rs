@@ -124,6 +124,135 @@ pub(crate) fn recv_with_fds(
     }
 }
 
+/// Like [`send_with_fds`], but never blocks: `Ok(None)` when the socket buffer
+/// has no room (`EAGAIN`). A stream socket may take only part of `bufs`.
+pub(crate) fn try_send_with_fds(
+    fd: BorrowedFd<'_>,
+    bufs: &[IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<Option<usize>> {
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let cmsgs = [ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsgs };
+    let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
+    loop {
+        match sendmsg::<()>(fd.as_raw_fd(), bufs, cmsgs, flags, None) {
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => return Ok(None),
+            other => return Ok(Some(other?)),
+        }
+    }
+}
+
+/// Receives up to `max` bytes, appending them to `buf` without zero-filling
+/// first (the spare capacity is reserved here), and any fds to `fds`; `cmsg`
+/// comes from [`cmsg_buffer`].
+///
+/// `nonblocking`: `Ok(None)` instead of waiting when nothing is there. Returns
+/// `Ok(Some(0))` at end of file.
+pub(crate) fn recv_append(
+    fd: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    max: usize,
+    cmsg: &mut Vec<u8>,
+    fds: &mut Vec<OwnedFd>,
+    nonblocking: bool,
+) -> io::Result<Option<usize>> {
+    buf.reserve(max);
+    let spare = buf.spare_capacity_mut();
+    let want = max.min(spare.len());
+    // SAFETY:
+    // - `spare` is the vector's allocated, unused capacity, at least `want`
+    //   bytes long and exclusively borrowed here.
+    // - the slice is only handed to the kernel to write into; no byte of it is
+    //   read before `set_len` below, and only the bytes the kernel reported
+    //   written are ever exposed.
+    let dst = unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<u8>(), want) };
+    match recv_flags_with(fd, dst, cmsg, fds, nonblocking)? {
+        None => Ok(None),
+        Some(msg) => {
+            let len = buf.len();
+            // SAFETY:
+            // - the kernel wrote `msg.len <= want` bytes at the start of the spare
+            //   capacity, so `len + msg.len` bytes are initialized and allocated.
+            unsafe { buf.set_len(len + msg.len) };
+            Ok(Some(msg.len))
+        }
+    }
+}
+
+/// What one `recvmsg` gave.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Received {
+    /// Bytes written into the buffer.
+    pub(crate) len: usize,
+    /// The datagram was longer than the buffer; the rest is lost (`MSG_TRUNC`).
+    pub(crate) truncated: bool,
+}
+
+/// A control-message buffer with room for the most fds one message carries
+/// (for [`recv_flags_with`]).
+pub(crate) fn cmsg_buffer() -> Vec<u8> {
+    nix::cmsg_space!([RawFd; MAX_FDS_PER_MESSAGE])
+}
+
+/// One `recvmsg` into `buf`, appending fds to `fds`, retrying on `EINTR`;
+/// `cmsg` is a buffer from [`cmsg_buffer`], kept by the caller so that a hot
+/// receive loop allocates nothing. `nonblocking`: `Ok(None)` instead of
+/// waiting when nothing is there. On a datagram socket the message is taken
+/// whole (or reported truncated).
+pub(crate) fn recv_flags_with(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    cmsg: &mut Vec<u8>,
+    fds: &mut Vec<OwnedFd>,
+    nonblocking: bool,
+) -> io::Result<Option<Received>> {
+    let mut flags = MsgFlags::MSG_CMSG_CLOEXEC;
+    if nonblocking {
+        flags |= MsgFlags::MSG_DONTWAIT;
+    }
+    loop {
+        let mut iov = [IoSliceMut::new(buf)];
+        let msg = match recvmsg::<()>(fd.as_raw_fd(), &mut iov, Some(&mut *cmsg), flags) {
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) if nonblocking => return Ok(None),
+            other => other?,
+        };
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                for r in raw {
+                    // SAFETY:
+                    // - the kernel just installed `r` in our fd table for this
+                    //   message (SCM_RIGHTS), and nothing else owns it yet.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(r) });
+                }
+            }
+        }
+        if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+            return Err(io::Error::other(
+                "a message carried more file descriptors than fit",
+            ));
+        }
+        return Ok(Some(Received {
+            len: msg.bytes,
+            truncated: msg.flags.contains(MsgFlags::MSG_TRUNC),
+        }));
+    }
+}
+
+/// Raises the send buffer of socket `fd` to `bytes`: `SO_SNDBUFFORCE` when the
+/// process may (`CAP_NET_ADMIN`), else `SO_SNDBUF` (capped by the kernel at
+/// `net.core.wmem_max`). Returns the size in force afterwards (the kernel
+/// doubles the request for its bookkeeping).
+pub(crate) fn raise_send_buffer(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+    if setsockopt(&fd, sockopt::SndBufForce, &bytes).is_err() {
+        setsockopt(&fd, sockopt::SndBuf, &bytes)?;
+    }
+    Ok(getsockopt(&fd, sockopt::SndBuf)?)
+}
+
 /// `read(2)`, retrying on `EINTR`. Returns 0 at end of file.
 pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     loop {

@@ -190,6 +190,68 @@ impl Drop for ShmRegion {
     }
 }
 
+/// A new sealed memfd holding exactly `bytes`: nobody can change, grow or
+/// shrink it afterwards, so a receiver may trust its contents and length.
+///
+/// # Errors
+///
+/// `ENOMEM`, `EMFILE`, `ENOSPC` and the like.
+pub(crate) fn sealed_bytes(bytes: &[u8]) -> io::Result<OwnedFd> {
+    let fd = memfd_create(
+        c"multiprocess-item",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )?;
+    nix::unistd::ftruncate(&fd, bytes.len() as libc::off_t)?;
+    let mut off = 0;
+    while off < bytes.len() {
+        match nix::sys::uio::pwrite(&fd, &bytes[off..], off as libc::off_t) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => off += n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    fcntl(
+        &fd,
+        FcntlArg::F_ADD_SEALS(
+            SealFlag::F_SEAL_WRITE
+                | SealFlag::F_SEAL_SHRINK
+                | SealFlag::F_SEAL_GROW
+                | SealFlag::F_SEAL_SEAL,
+        ),
+    )?;
+    Ok(fd)
+}
+
+/// Reads back a memfd made by [`sealed_bytes`], checking that it is sealed and
+/// `expected` bytes long.
+///
+/// # Errors
+///
+/// `InvalidData` for an unsealed fd or another length; the errors of `pread`.
+pub(crate) fn read_sealed(fd: BorrowedFd<'_>, expected: usize) -> io::Result<Vec<u8>> {
+    let st = nix::sys::stat::fstat(fd)?;
+    let seals = fcntl(fd, FcntlArg::F_GET_SEALS)?;
+    let needed = (SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW).bits();
+    if seals & needed != needed || st.st_size < 0 || st.st_size as usize != expected {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "out-of-band item is not a sealed memfd of the announced length",
+        ));
+    }
+    let mut buf = vec![0u8; expected];
+    let mut off = 0;
+    while off < expected {
+        match nix::sys::uio::pread(fd, &mut buf[off..], off as libc::off_t) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => off += n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +267,14 @@ mod tests {
         let mut out = [0u8; 5];
         a.copy_out(100, &mut out);
         assert_eq!(&out, b"hello");
+    }
+
+    #[test]
+    fn sealed_bytes_round_trip_and_stay_sealed() {
+        let fd = sealed_bytes(b"payload").unwrap();
+        assert_eq!(read_sealed(fd.as_fd(), 7).unwrap(), b"payload");
+        assert!(read_sealed(fd.as_fd(), 8).is_err());
+        assert!(nix::unistd::write(&fd, b"x").is_err());
     }
 
     #[test]

@@ -1,0 +1,1108 @@
+//! Python's `multiprocessing.queues`: FIFO queues shared by any number of
+//! processes.
+//!
+//! | Python | Rust |
+//! |---|---|
+//! | `Queue(maxsize=0)` | [`Queue::new`], [`Queue::with_maxsize`] |
+//! | `put(obj)`, `put(obj, timeout=t)`, `put_nowait(obj)` | [`Queue::put`], [`Queue::put_timeout`], [`Queue::put_nowait`] |
+//! | `get()`, `get(timeout=t)`, `get_nowait()` | [`Queue::get`], [`Queue::get_timeout`], [`Queue::get_nowait`] |
+//! | `qsize()`, `empty()`, `full()`, `close()` | same names |
+//! | `join_thread()`, `cancel_join_thread()` | not needed: there is no feeder thread |
+//! | `JoinableQueue` (`task_done()`, `join()`) | [`JoinableQueue`] |
+//! | `SimpleQueue` | [`SimpleQueue`] |
+//!
+//! # How it works
+//!
+//! A queue is one `AF_UNIX` `SOCK_SEQPACKET` socket pair that every holder
+//! (in every process) shares, plus a small shared-memory counter block. Each
+//! item is encoded and sent as **one datagram**; the kernel hands a datagram
+//! to exactly one receiver, whole or not at all. So:
+//!
+//! * many producers and many consumers need no lock: every item is delivered
+//!   exactly once, and items from one producer arrive in the order it put them;
+//! * a consumer killed while it waits in `get` takes nothing with it, and the
+//!   others go on (CPython's queue stays locked when a reader dies holding its
+//!   lock);
+//! * there is no feeder thread: `put` returns once the item is in the kernel, so
+//!   a producer may exit at once (CPython's "joining processes that use queues"
+//!   deadlock cannot happen).
+//!
+//! An item whose encoding exceeds 64 KiB travels out of band: its
+//! bytes go into a sealed memfd whose fd rides in the datagram (`SCM_RIGHTS`),
+//! so items of any size work. Handles inside items (connections, other queues,
+//! locks) travel as fds too.
+//!
+//! # Capacity
+//!
+//! The kernel accounts every queued datagram (about 1 KiB for a small item,
+//! plus the inline bytes) against the socket's send buffer. At creation the
+//! buffer is raised to 32 MiB (64 MiB of kernel accounting) with `SO_SNDBUFFORCE` when the
+//! process has `CAP_NET_ADMIN`, else up to `net.core.wmem_max`. An unbounded
+//! queue's `put` blocks (and `put_nowait`/`put_timeout` give [`Error::Full`])
+//! only when that buffer is full: tens of thousands of small items with the
+//! raised buffer, a few hundred with a default 208 KiB `wmem_max`.
+//! [`Queue::send_buffer`] reports the size in force.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io::IoSlice;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::connection::deadline_after;
+use crate::error::{Error, Result};
+use crate::platform::fd;
+use crate::platform::futex;
+use crate::platform::shm::{self, ShmRegion};
+use crate::reduction;
+
+/// Encoded items up to this many bytes travel inside their datagram; larger
+/// ones go out of band in a sealed memfd.
+pub(crate) const INLINE_MAX: usize = 64 * 1024;
+
+/// The send buffer a queue asks for (the kernel doubles it for bookkeeping).
+pub(crate) const SEND_BUFFER: usize = 32 << 20;
+
+/// How long a `get` that finds the queue empty watches the shared item
+/// counter before it sleeps in the kernel. A reply that comes within this
+/// time (a ping-pong between processes) then costs no sleep and wake-up, which
+/// on a virtual machine with idle CPUs is the larger part of the latency;
+/// measured with the ping-pong benchmark (queue_pingpong_us), where 50 µs
+/// covers one hop with room to spare.
+const SPIN_FOR: Duration = Duration::from_micros(50);
+
+/// First byte of a datagram: the item's bytes follow.
+const KIND_INLINE: u8 = 1;
+/// First byte of a datagram: a u64 (LE) length follows; the first fd is a
+/// sealed memfd holding that many bytes of item.
+const KIND_OUT_OF_BAND: u8 = 2;
+
+/// Shared counter block: byte offsets of its `AtomicU32`s.
+mod layout {
+    /// Items put (or being put) and not yet taken: `qsize()`, and the word
+    /// bounded `put`s wait on.
+    pub(super) const LEN: usize = 0;
+    /// Items put and not yet marked done (JoinableQueue); `join` waits on it.
+    pub(super) const UNFINISHED: usize = 4;
+    /// `put`s waiting for room, so `get` skips the wake syscall when none are.
+    pub(super) const PUT_WAITERS: usize = 8;
+    /// Size of the block.
+    pub(super) const SIZE: usize = 64;
+}
+
+/// The fds and shared memory behind a queue.
+struct Handles {
+    /// Send end of the socket pair.
+    tx: OwnedFd,
+    /// Receive end of the socket pair.
+    rx: OwnedFd,
+    /// The counter block (see [`layout`]).
+    shm: ShmRegion,
+}
+
+impl Handles {
+    fn word(&self, offset: usize) -> &AtomicU32 {
+        self.shm.atomic_u32(offset)
+    }
+}
+
+/// What every clone of a queue object in this process shares.
+struct Inner {
+    /// The fds and counters; released when the last clone is dropped, so
+    /// `close()` on one thread never pulls an fd from under a call running on
+    /// another (and the hot path takes no lock).
+    handles: Handles,
+    /// Set by `close()`.
+    closed: AtomicBool,
+    /// 0: unbounded.
+    maxsize: u32,
+    /// Count unfinished tasks (JoinableQueue).
+    joinable: bool,
+}
+
+/// A FIFO queue between processes: any number of producers and consumers,
+/// each item delivered exactly once.
+///
+/// `Queue<T>` is `Clone` (a clone is the same queue object, as when Python
+/// code shares one queue between threads) and serde-serializable: pass it to a
+/// child as (part of) the target's argument, or send it over a
+/// [`Connection`](crate::Connection) or another queue.
+///
+/// # What `put` guarantees
+///
+/// When `put` returns `Ok`, the item is in the kernel's buffer of the queue's
+/// socket (large items: in a sealed memfd referenced from there). It no longer
+/// depends on the producing process: that process may exit, or be killed, at
+/// once, and the item is still delivered to a later `get` in any process that
+/// holds the queue. Items put by one process (or one thread) are got in the
+/// order they were put; items from different producers interleave in the order
+/// their `put`s completed. There is no feeder thread and nothing to flush.
+///
+/// Python: `multiprocessing.Queue`.
+///
+/// # Differences from Python
+///
+/// * `put` encodes and sends at once: an item that fails to encode is an
+///   [`Error::Encode`] from `put` (Python prints it from the feeder thread), and
+///   nothing is queued.
+/// * `get` on a closed queue, like `put`, is [`Error::Closed`]. `close` is local
+///   to this queue object and its clones; other processes' handles work on.
+/// * An unbounded queue is bounded by its socket buffer (see the module docs):
+///   `put` may block, and `put_nowait` give [`Error::Full`], when it is full.
+/// * `qsize()` is exact for completed operations (a shared counter), but a
+///   process killed in the middle of a `put` or `get` can leave it one off.
+///
+/// # Examples
+///
+/// ```
+/// use multiprocess as mp;
+/// fn main() -> mp::Result<()> {
+///     mp::init();
+///     let q = mp::Queue::<String>::new()?;
+///     let mut p = mp::Process::new(
+///         |q: mp::Queue<String>| q.put("hello from the child".to_string()).unwrap(),
+///         q.clone(),
+///     );
+///     p.start()?;
+///     assert_eq!(q.get()?, "hello from the child");
+///     p.join()
+/// }
+/// ```
+pub struct Queue<T> {
+    /// Shared by clones.
+    inner: Arc<Inner>,
+    /// Items are encoded, never stored: the queue is `Send + Sync` for any `T`.
+    _items: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue {
+            inner: self.inner.clone(),
+            _items: PhantomData,
+        }
+    }
+}
+
+/// Per-thread receive buffers, reused by every `get` of a thread.
+struct RecvBufs {
+    /// Inline datagrams (with room to spot an oversized one).
+    data: Vec<u8>,
+    /// Control messages (fds).
+    cmsg: Vec<u8>,
+}
+
+thread_local! {
+    static RECV_BUFS: RefCell<RecvBufs> = RefCell::new(RecvBufs {
+        data: vec![0u8; INLINE_MAX + 16],
+        cmsg: fd::cmsg_buffer(),
+    });
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// Creates an unbounded queue.
+    ///
+    /// Python: `multiprocessing.Queue()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when out of fds or memory.
+    pub fn new() -> Result<Self> {
+        Self::create(0, false)
+    }
+
+    /// Creates a queue holding at most `maxsize` items: `put` blocks while it is
+    /// full. `maxsize == 0` means unbounded, as in Python.
+    ///
+    /// Python: `multiprocessing.Queue(maxsize)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when out of fds or memory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiprocess as mp;
+    /// fn main() -> mp::Result<()> {
+    ///     mp::init();
+    ///     let q = mp::Queue::with_maxsize(1)?;
+    ///     q.put(1u8)?;
+    ///     assert!(q.full());
+    ///     assert!(matches!(q.put_nowait(2), Err(mp::Error::Full)));
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn with_maxsize(maxsize: usize) -> Result<Self> {
+        Self::create(maxsize.min(i32::MAX as usize) as u32, false)
+    }
+
+    pub(crate) fn create(maxsize: u32, joinable: bool) -> Result<Self> {
+        let (tx, rx) = fd::socketpair_seqpacket()?;
+        // Best effort: a smaller buffer only lowers the unbounded capacity.
+        let _ = fd::raise_send_buffer(tx.as_fd(), SEND_BUFFER);
+        let shm = ShmRegion::create(layout::SIZE)?;
+        Ok(Self::from_handles(
+            Handles { tx, rx, shm },
+            maxsize,
+            joinable,
+        ))
+    }
+
+    fn from_handles(h: Handles, maxsize: u32, joinable: bool) -> Self {
+        Queue {
+            inner: Arc::new(Inner {
+                handles: h,
+                closed: AtomicBool::new(false),
+                maxsize,
+                joinable,
+            }),
+            _items: PhantomData,
+        }
+    }
+
+    /// Puts `item`, blocking while a bounded queue is full (or the socket
+    /// buffer of an unbounded one is).
+    ///
+    /// See the type's docs for what a successful return guarantees.
+    ///
+    /// Python: `Queue.put(obj)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after `close()`, [`Error::Encode`] if the item does not
+    /// serialize (nothing is queued), [`Error::Io`].
+    pub fn put(&self, item: T) -> Result<()> {
+        self.put_deadline(&item, None)
+    }
+
+    /// Puts `item`, waiting at most `timeout` for room.
+    ///
+    /// Python: `Queue.put(obj, timeout=t)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Full`] when there was no room in time, and as [`put`](Queue::put).
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<()> {
+        match deadline_after(timeout) {
+            Some(d) => self.put_deadline(&item, Some(d)),
+            None => self.put_deadline(&item, None),
+        }
+    }
+
+    /// Puts `item` only if there is room now.
+    ///
+    /// Python: `Queue.put_nowait(obj)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Full`] when full, and as [`put`](Queue::put).
+    pub fn put_nowait(&self, item: T) -> Result<()> {
+        self.put_deadline(&item, Some(Instant::now()))
+    }
+
+    /// Takes the next item, blocking until there is one.
+    ///
+    /// Python: `Queue.get()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after `close()`; [`Error::Decode`] for an item of
+    /// another type, or a corrupt one (the item is consumed); [`Error::Io`].
+    pub fn get(&self) -> Result<T> {
+        self.get_deadline(None)
+    }
+
+    /// Takes the next item, waiting at most `timeout` for one.
+    ///
+    /// Python: `Queue.get(timeout=t)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Empty`] when nothing came in time, and as [`get`](Queue::get).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiprocess as mp;
+    /// use std::time::Duration;
+    /// fn main() -> mp::Result<()> {
+    ///     mp::init();
+    ///     let q = mp::Queue::<i32>::new()?;
+    ///     assert!(matches!(q.get_timeout(Duration::from_millis(20)), Err(mp::Error::Empty)));
+    ///     q.put(5)?;
+    ///     assert_eq!(q.get_timeout(Duration::from_millis(20))?, 5);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.get_deadline(deadline_after(timeout))
+    }
+
+    /// Takes the next item if there is one now.
+    ///
+    /// Python: `Queue.get_nowait()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Empty`] when empty, and as [`get`](Queue::get).
+    pub fn get_nowait(&self) -> Result<T> {
+        self.get_deadline(Some(Instant::now()))
+    }
+
+    /// The number of items put and not yet taken, across all processes.
+    /// Returns 0 after `close()`.
+    ///
+    /// Python: `Queue.qsize()`.
+    pub fn qsize(&self) -> usize {
+        self.handles()
+            .map(|h| h.word(layout::LEN).load(Ordering::Acquire) as usize)
+            .unwrap_or(0)
+    }
+
+    /// True if no item is ready to be taken now. An item a `put` in this
+    /// process has returned for is seen at once. True after `close()`.
+    ///
+    /// Python: `Queue.empty()`.
+    pub fn empty(&self) -> bool {
+        match self.handles() {
+            Ok(h) => {
+                !fd::wait_for(h.rx.as_fd(), fd::READABLE, Some(Instant::now())).unwrap_or(false)
+            }
+            Err(_) => true,
+        }
+    }
+
+    /// True if a bounded queue holds `maxsize` items (never for an unbounded
+    /// queue).
+    ///
+    /// Python: `Queue.full()`.
+    pub fn full(&self) -> bool {
+        self.inner.maxsize != 0 && self.qsize() >= self.inner.maxsize as usize
+    }
+
+    /// The `maxsize` given at creation (0: unbounded).
+    pub fn maxsize(&self) -> usize {
+        self.inner.maxsize as usize
+    }
+
+    /// Closes this queue object (and its clones in this process): later calls
+    /// give [`Error::Closed`]. Items already put stay in the queue for other
+    /// processes' handles; nothing needs flushing. Closing twice is fine. A
+    /// `get` already blocked on another thread is not interrupted. The fds are
+    /// released when the last clone of this object is dropped.
+    ///
+    /// Python: `Queue.close()`.
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+    }
+
+    /// True after [`close`](Queue::close).
+    pub fn is_closed(&self) -> bool {
+        self.handles().is_err()
+    }
+
+    /// The socket send buffer in force, in bytes (what bounds an unbounded
+    /// queue; see the module docs).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`], [`Error::Io`].
+    pub fn send_buffer(&self) -> Result<usize> {
+        use nix::sys::socket::{getsockopt, sockopt};
+        let h = self.handles()?;
+        Ok(getsockopt(&h.tx, sockopt::SndBuf)?)
+    }
+
+    #[inline]
+    fn handles(&self) -> Result<&Handles> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(&self.inner.handles)
+    }
+
+    /// The one body of every `put`: `deadline` `None` blocks, a past deadline
+    /// does not wait.
+    pub(crate) fn put_deadline(&self, item: &T, deadline: Option<Instant>) -> Result<()> {
+        let h = self.handles()?;
+        // Encode first: an item that cannot be encoded changes nothing
+        // (CPython bpo-30414 left its size off by one).
+        let enc = reduction::encode(item)?;
+        self.reserve(h, deadline)?;
+        if self.inner.joinable {
+            h.word(layout::UNFINISHED).fetch_add(1, Ordering::AcqRel);
+        }
+        match send_item(h, &enc, deadline) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if self.inner.joinable {
+                    task_done_word(h.word(layout::UNFINISHED));
+                }
+                self.release(h);
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes a slot: bounded queues wait for room until `deadline`.
+    fn reserve(&self, h: &Handles, deadline: Option<Instant>) -> Result<()> {
+        let len = h.word(layout::LEN);
+        let max = self.inner.maxsize;
+        if max == 0 {
+            len.fetch_add(1, Ordering::AcqRel);
+            return Ok(());
+        }
+        let waiters = h.word(layout::PUT_WAITERS);
+        loop {
+            let cur = len.load(Ordering::Acquire);
+            if cur < max {
+                if len
+                    .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+                continue;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::Full);
+            }
+            // Announce ourselves before re-checking in the futex: a `get` that
+            // frees a slot after our load sees the waiter and wakes us.
+            waiters.fetch_add(1, Ordering::SeqCst);
+            let woke = futex::wait(len, cur, deadline);
+            waiters.fetch_sub(1, Ordering::SeqCst);
+            if !woke && len.load(Ordering::Acquire) >= max {
+                return Err(Error::Full);
+            }
+        }
+    }
+
+    /// Gives a slot back (after a `get`, or a failed `put`).
+    fn release(&self, h: &Handles) {
+        let len = h.word(layout::LEN);
+        // Saturating: a producer killed between reserve and send leaves the
+        // counter one high, never below zero.
+        let _ = len.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1));
+        if self.inner.maxsize != 0 && h.word(layout::PUT_WAITERS).load(Ordering::SeqCst) > 0 {
+            futex::wake(len, 1);
+        }
+    }
+
+    /// The one body of every `get`.
+    pub(crate) fn get_deadline(&self, deadline: Option<Instant>) -> Result<T> {
+        let h = self.handles()?;
+        let rx = h.rx.as_fd();
+        let len = h.word(layout::LEN);
+        let start = Instant::now();
+        let spin_until = deadline.map_or(start + SPIN_FOR, |d| d.min(start + SPIN_FOR));
+        RECV_BUFS.with(|bufs| {
+            let mut bufs = bufs.borrow_mut();
+            let RecvBufs { data: buf, cmsg } = &mut *bufs;
+            let mut fds = Vec::new();
+            let got = loop {
+                // Briefly, look without sleeping: first at the shared counter
+                // (no syscall), then with non-blocking receives.
+                if spin_while_empty(len, spin_until) {
+                    if let Some(r) = fd::recv_flags_with(rx, buf, cmsg, &mut fds, true)? {
+                        break r;
+                    }
+                    continue;
+                }
+                let nonblocking = deadline.is_some();
+                if nonblocking && !fd::wait_for(rx, fd::READABLE, deadline)? {
+                    return Err(Error::Empty);
+                }
+                // Several consumers may wake for one item: the losers find
+                // nothing (EAGAIN) and wait again.
+                if let Some(r) = fd::recv_flags_with(rx, buf, cmsg, &mut fds, nonblocking)? {
+                    break r;
+                }
+            };
+            self.release(h);
+            if got.truncated {
+                return Err(Error::decode(format!(
+                    "queue item datagram larger than {} bytes: not one of ours",
+                    buf.len()
+                )));
+            }
+            decode_item(&buf[..got.len], fds)
+        })
+    }
+}
+
+/// Watches `len` while it is 0, until `until`. True if the caller should try
+/// a non-blocking receive (items are counted and time is left), false once the
+/// time is up. Only a hint: the receive decides.
+#[inline]
+fn spin_while_empty(len: &AtomicU32, until: Instant) -> bool {
+    loop {
+        for _ in 0..64 {
+            // Relaxed: the value only decides how long to spin; the datagram
+            // itself carries the item.
+            if len.load(Ordering::Relaxed) != 0 {
+                return Instant::now() < until;
+            }
+            std::hint::spin_loop();
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+    }
+}
+
+/// Sends one encoded item as one datagram.
+fn send_item(h: &Handles, enc: &reduction::Encoded, deadline: Option<Instant>) -> Result<()> {
+    let item_fds: Vec<BorrowedFd<'_>> = enc.fds.iter().map(|f| f.as_fd()).collect();
+    if enc.bytes.len() <= INLINE_MAX {
+        let kind = [KIND_INLINE];
+        let bufs = [IoSlice::new(&kind), IoSlice::new(&enc.bytes)];
+        match send_datagram(h.tx.as_fd(), &bufs, &item_fds, deadline) {
+            // Too big for the socket buffer as one datagram: out of band.
+            Err(Error::Io(e))
+                if matches!(e.raw_os_error(), Some(libc::EMSGSIZE) | Some(libc::ENOBUFS)) => {}
+            other => return other,
+        }
+    }
+    if item_fds.len() + 1 > fd::MAX_FDS_PER_MESSAGE {
+        return Err(Error::encode(format!(
+            "a large queue item can carry at most {} handles",
+            fd::MAX_FDS_PER_MESSAGE - 1
+        )));
+    }
+    let memfd = shm::sealed_bytes(&enc.bytes)?;
+    let mut fds = Vec::with_capacity(item_fds.len() + 1);
+    fds.push(memfd.as_fd());
+    fds.extend(item_fds);
+    let mut head = [0u8; 9];
+    head[0] = KIND_OUT_OF_BAND;
+    head[1..].copy_from_slice(&(enc.bytes.len() as u64).to_le_bytes());
+    send_datagram(h.tx.as_fd(), &[IoSlice::new(&head)], &fds, deadline)
+}
+
+/// Sends one datagram, waiting for buffer room until `deadline` (`None`:
+/// blocking send).
+fn send_datagram(
+    tx: BorrowedFd<'_>,
+    bufs: &[IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
+    deadline: Option<Instant>,
+) -> Result<()> {
+    if deadline.is_none() {
+        fd::send_with_fds(tx, bufs, fds)?;
+        return Ok(());
+    }
+    loop {
+        if fd::try_send_with_fds(tx, bufs, fds)?.is_some() {
+            return Ok(());
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Error::Full);
+        }
+        // POLLOUT on a datagram socket means "a quarter of the buffer is
+        // free"; the retry above tells the truth.
+        fd::wait_for(tx, fd::WRITABLE, deadline)?;
+    }
+}
+
+/// Decodes one received datagram.
+fn decode_item<T: DeserializeOwned>(dgram: &[u8], mut fds: Vec<OwnedFd>) -> Result<T> {
+    match dgram.first() {
+        Some(&KIND_INLINE) => reduction::decode(&dgram[1..], fds),
+        Some(&KIND_OUT_OF_BAND) if dgram.len() == 9 && !fds.is_empty() => {
+            let len = u64::from_le_bytes(dgram[1..9].try_into().expect("8 bytes"));
+            let memfd = fds.remove(0);
+            let len = usize::try_from(len)
+                .map_err(|_| Error::decode("out-of-band queue item too large"))?;
+            let bytes = shm::read_sealed(memfd.as_fd(), len)
+                .map_err(|e| Error::decode(format!("out-of-band queue item: {e}")))?;
+            reduction::decode(&bytes, fds)
+        }
+        _ => Err(Error::decode(format!(
+            "corrupt queue item ({} bytes, {} fds)",
+            dgram.len(),
+            fds.len()
+        ))),
+    }
+}
+
+/// Marks one task done on `word`; false if none was pending.
+fn task_done_word(word: &AtomicU32) -> bool {
+    match word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1)) {
+        Ok(1) => {
+            futex::wake_all(word);
+            true
+        }
+        Ok(_) => true,
+        Err(_) => false,
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field(
+                "len",
+                &self.inner.handles.word(layout::LEN).load(Ordering::Relaxed),
+            )
+            .field("maxsize", &self.inner.maxsize)
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// The wire form of a queue inside a sent value.
+#[derive(Serialize, Deserialize)]
+struct WireQueue {
+    #[serde(
+        serialize_with = "reduction::serialize_handle",
+        deserialize_with = "reduction::deserialize_fd"
+    )]
+    tx: OwnedFd,
+    #[serde(
+        serialize_with = "reduction::serialize_handle",
+        deserialize_with = "reduction::deserialize_fd"
+    )]
+    rx: OwnedFd,
+    #[serde(
+        serialize_with = "reduction::serialize_handle",
+        deserialize_with = "reduction::deserialize_fd"
+    )]
+    shm: OwnedFd,
+    maxsize: u32,
+    joinable: bool,
+}
+
+impl<T> Serialize for Queue<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(S::Error::custom("cannot send a closed queue"));
+        }
+        let h = &self.inner.handles;
+        let dup = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().map_err(S::Error::custom);
+        WireQueue {
+            tx: dup(h.tx.as_fd())?,
+            rx: dup(h.rx.as_fd())?,
+            shm: dup(h.shm.fd())?,
+            maxsize: self.inner.maxsize,
+            joinable: self.inner.joinable,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de, T: Serialize + DeserializeOwned> Deserialize<'de> for Queue<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let w = WireQueue::deserialize(deserializer)?;
+        let shm = ShmRegion::from_fd(w.shm).map_err(D::Error::custom)?;
+        if shm.len() < layout::SIZE {
+            return Err(D::Error::custom("queue counter block too small"));
+        }
+        Ok(Queue::from_handles(
+            Handles {
+                tx: w.tx,
+                rx: w.rx,
+                shm,
+            },
+            w.maxsize,
+            w.joinable,
+        ))
+    }
+}
+
+/// A [`Queue`] that also counts unfinished tasks: consumers call
+/// [`task_done`](JoinableQueue::task_done) for each item they got, and
+/// [`join`](JoinableQueue::join) waits until every item put has been done.
+///
+/// Python: `multiprocessing.JoinableQueue`.
+///
+/// # Examples
+///
+/// ```
+/// use multiprocess as mp;
+/// fn main() -> mp::Result<()> {
+///     mp::init();
+///     let jq = mp::JoinableQueue::<u32>::new()?;
+///     let mut worker = mp::Process::new(
+///         |jq: mp::JoinableQueue<u32>| {
+///             for _ in 0..3 {
+///                 let _n = jq.get().unwrap();
+///                 jq.task_done().unwrap();
+///             }
+///         },
+///         jq.clone(),
+///     );
+///     worker.start()?;
+///     for n in 0..3 {
+///         jq.put(n)?;
+///     }
+///     jq.join(); // all three are done
+///     assert!(matches!(jq.task_done(), Err(mp::Error::Value(_))));
+///     worker.join()
+/// }
+/// ```
+pub struct JoinableQueue<T> {
+    /// The queue, created with task counting on.
+    queue: Queue<T>,
+}
+
+impl<T> Clone for JoinableQueue<T> {
+    fn clone(&self) -> Self {
+        JoinableQueue {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
+    /// Creates an unbounded joinable queue.
+    ///
+    /// Python: `multiprocessing.JoinableQueue()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when out of fds or memory.
+    pub fn new() -> Result<Self> {
+        Ok(JoinableQueue {
+            queue: Queue::create(0, true)?,
+        })
+    }
+
+    /// Creates a joinable queue of at most `maxsize` items (0: unbounded).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when out of fds or memory.
+    pub fn with_maxsize(maxsize: usize) -> Result<Self> {
+        Ok(JoinableQueue {
+            queue: Queue::create(maxsize.min(i32::MAX as usize) as u32, true)?,
+        })
+    }
+
+    /// [`Queue::put`]; the item also counts as an unfinished task.
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::put`].
+    pub fn put(&self, item: T) -> Result<()> {
+        self.queue.put(item)
+    }
+
+    /// [`Queue::put_timeout`], counting the task.
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::put_timeout`].
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<()> {
+        self.queue.put_timeout(item, timeout)
+    }
+
+    /// [`Queue::put_nowait`], counting the task.
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::put_nowait`].
+    pub fn put_nowait(&self, item: T) -> Result<()> {
+        self.queue.put_nowait(item)
+    }
+
+    /// [`Queue::get`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::get`].
+    pub fn get(&self) -> Result<T> {
+        self.queue.get()
+    }
+
+    /// [`Queue::get_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::get_timeout`].
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.queue.get_timeout(timeout)
+    }
+
+    /// [`Queue::get_nowait`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::get_nowait`].
+    pub fn get_nowait(&self) -> Result<T> {
+        self.queue.get_nowait()
+    }
+
+    /// [`Queue::qsize`].
+    pub fn qsize(&self) -> usize {
+        self.queue.qsize()
+    }
+
+    /// [`Queue::empty`].
+    pub fn empty(&self) -> bool {
+        self.queue.empty()
+    }
+
+    /// [`Queue::full`].
+    pub fn full(&self) -> bool {
+        self.queue.full()
+    }
+
+    /// [`Queue::close`].
+    pub fn close(&self) {
+        self.queue.close()
+    }
+
+    /// Marks one item got from the queue as done; when the last unfinished item
+    /// is done, every `join` returns.
+    ///
+    /// Python: `JoinableQueue.task_done()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] when called more times than items were put,
+    /// [`Error::Closed`].
+    pub fn task_done(&self) -> Result<()> {
+        let h = self.queue.handles()?;
+        if task_done_word(h.word(layout::UNFINISHED)) {
+            Ok(())
+        } else {
+            Err(Error::value(
+                "task_done() called too many times: more than items were put",
+            ))
+        }
+    }
+
+    /// Blocks until every item put (by any process) has been marked done. On a
+    /// closed queue it returns at once.
+    ///
+    /// Python: `JoinableQueue.join()`.
+    pub fn join(&self) {
+        self.join_deadline(None);
+    }
+
+    /// Like [`join`](JoinableQueue::join), giving up after `timeout`; true if
+    /// every task was done.
+    pub fn join_timeout(&self, timeout: Duration) -> bool {
+        self.join_deadline(deadline_after(timeout))
+    }
+
+    fn join_deadline(&self, deadline: Option<Instant>) -> bool {
+        let Ok(h) = self.queue.handles() else {
+            return true;
+        };
+        let word = h.word(layout::UNFINISHED);
+        loop {
+            let v = word.load(Ordering::Acquire);
+            if v == 0 {
+                return true;
+            }
+            if !futex::wait(word, v, deadline) && word.load(Ordering::Acquire) != 0 {
+                return false;
+            }
+        }
+    }
+}
+
+impl<T> fmt::Debug for JoinableQueue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("JoinableQueue").field(&self.queue).finish()
+    }
+}
+
+impl<T> Serialize for JoinableQueue<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.queue.serialize(serializer)
+    }
+}
+
+impl<'de, T: Serialize + DeserializeOwned> Deserialize<'de> for JoinableQueue<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let queue = Queue::<T>::deserialize(deserializer)?;
+        if !queue.inner.joinable {
+            return Err(D::Error::custom("expected a JoinableQueue, got a Queue"));
+        }
+        Ok(JoinableQueue { queue })
+    }
+}
+
+/// The small queue: unbounded, blocking `put`/`get`, `empty`, `close`.
+///
+/// It shares [`Queue`]'s lock-free transport (each item one datagram), so it
+/// needs none of CPython's locks around its pipe.
+///
+/// Python: `multiprocessing.SimpleQueue`.
+///
+/// # Examples
+///
+/// ```
+/// use multiprocess as mp;
+/// fn main() -> mp::Result<()> {
+///     mp::init();
+///     let sq = mp::SimpleQueue::new()?;
+///     assert!(sq.empty());
+///     sq.put(vec![1, 2])?;
+///     assert!(!sq.empty());
+///     assert_eq!(sq.get()?, vec![1, 2]);
+///     sq.close();
+///     sq.close();
+///     assert!(matches!(sq.get(), Err(mp::Error::Closed)));
+///     Ok(())
+/// }
+/// ```
+pub struct SimpleQueue<T> {
+    /// An unbounded queue.
+    queue: Queue<T>,
+}
+
+impl<T> Clone for SimpleQueue<T> {
+    fn clone(&self) -> Self {
+        SimpleQueue {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
+    /// Creates a simple queue.
+    ///
+    /// Python: `multiprocessing.SimpleQueue()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when out of fds or memory.
+    pub fn new() -> Result<Self> {
+        Ok(SimpleQueue {
+            queue: Queue::new()?,
+        })
+    }
+
+    /// Puts `item` (see [`Queue::put`]).
+    ///
+    /// Python: `SimpleQueue.put(obj)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::put`].
+    pub fn put(&self, item: T) -> Result<()> {
+        self.queue.put(item)
+    }
+
+    /// Takes the next item, blocking (see [`Queue::get`]).
+    ///
+    /// Python: `SimpleQueue.get()`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::get`].
+    pub fn get(&self) -> Result<T> {
+        self.queue.get()
+    }
+
+    /// True if no item is ready now (see [`Queue::empty`]).
+    ///
+    /// Python: `SimpleQueue.empty()`.
+    pub fn empty(&self) -> bool {
+        self.queue.empty()
+    }
+
+    /// Closes this queue object; closing twice is fine.
+    ///
+    /// Python: `SimpleQueue.close()`.
+    pub fn close(&self) {
+        self.queue.close()
+    }
+}
+
+impl<T> fmt::Debug for SimpleQueue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SimpleQueue").field(&self.queue).finish()
+    }
+}
+
+impl<T> Serialize for SimpleQueue<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.queue.serialize(serializer)
+    }
+}
+
+impl<'de, T: Serialize + DeserializeOwned> Deserialize<'de> for SimpleQueue<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(SimpleQueue {
+            queue: Queue::deserialize(deserializer)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_round_trip_in_order() {
+        let q = Queue::<(u32, String)>::new().unwrap();
+        for i in 0..100 {
+            q.put((i, format!("item {i}"))).unwrap();
+        }
+        assert_eq!(q.qsize(), 100);
+        for i in 0..100 {
+            assert_eq!(q.get().unwrap(), (i, format!("item {i}")));
+        }
+        assert!(q.empty());
+        assert_eq!(q.qsize(), 0);
+    }
+
+    #[test]
+    fn big_items_go_out_of_band() {
+        let q = Queue::<Vec<u8>>::new().unwrap();
+        let big: Vec<u8> = (0..(3 * INLINE_MAX)).map(|i| (i % 251) as u8).collect();
+        q.put(big.clone()).unwrap();
+        q.put(vec![7]).unwrap();
+        assert_eq!(q.get().unwrap(), big);
+        assert_eq!(q.get().unwrap(), vec![7]);
+    }
+
+    #[test]
+    fn bounded_put_reports_full() {
+        let q = Queue::<u8>::with_maxsize(2).unwrap();
+        q.put(1).unwrap();
+        q.put(2).unwrap();
+        assert!(q.full());
+        assert!(matches!(q.put_nowait(3), Err(Error::Full)));
+        assert_eq!(q.get().unwrap(), 1);
+        q.put_nowait(3).unwrap();
+    }
+
+    #[test]
+    fn wrong_type_is_a_decode_error() {
+        let q = Queue::<String>::new().unwrap();
+        q.put("x".into()).unwrap();
+        let other: Queue<u64> = Queue {
+            inner: q.inner.clone(),
+            _items: PhantomData,
+        };
+        assert!(matches!(other.get(), Err(Error::Decode(_))));
+        assert_eq!(q.qsize(), 0);
+    }
+
+    #[test]
+    fn task_done_counts() {
+        let jq = JoinableQueue::<u8>::new().unwrap();
+        jq.put(1).unwrap();
+        assert!(!jq.join_timeout(Duration::from_millis(10)));
+        jq.get().unwrap();
+        jq.task_done().unwrap();
+        assert!(jq.join_timeout(Duration::from_millis(10)));
+        assert!(matches!(jq.task_done(), Err(Error::Value(_))));
+    }
+}

@@ -1,0 +1,369 @@
+//! Pipes and connections between real processes.
+//!
+//! Scenarios ported from cpython: Lib/test/_test_multiprocessing.py (3.11,
+//! PSF licence): `_TestConnection` (test_connection, test_duplex_false,
+//! test_context, test_sendbytes's empty case), `_TestPoll` (test_empty_string,
+//! test_strings, test_boundaries, test_dont_merge) and `TestWait`
+//! (test_wait, test_wait_timeout, test_wait_integer's sentinel, test_neg_timeout).
+//! Changes: Python's `send_bytes(buf, offset, size)` is `send_bytes(&buf[..])`;
+//! `recv_bytes_into(buf, offset)` is `recv_bytes_into(&mut buf[offset..])`;
+//! OSError for a closed or wrong-direction connection is `Error::Closed` /
+//! `Error::Value`; `wait` returns the ready references.
+//! Added: a 256 MiB `send_bytes` and a 64 MiB serde value between processes,
+//! two processes sending each other big messages at once, EOF when a child
+//! dies.
+
+multiprocess::test_support!();
+mod common;
+
+use common::{LONG, LeakCheck, SHORT, ms, within};
+use mp::connection::wait;
+use multiprocess as mp;
+use std::time::Instant;
+
+/// The echo child of CPython's `_TestConnection._echo`.
+fn echo(conn: mp::Connection) {
+    while let Ok(msg) = conn.recv_bytes() {
+        conn.send_bytes(&msg).unwrap();
+    }
+}
+
+// CPython: _TestConnection.test_connection
+#[test]
+fn echo_round_trips() {
+    let _s = common::serial();
+    within(SHORT, "echo_round_trips", || {
+        let leaks = LeakCheck::new();
+        let (conn, child_conn) = mp::pipe(true).unwrap();
+        let mut p = mp::Process::new(echo, child_conn);
+        p.set_daemon(true);
+        p.start().unwrap();
+
+        let seq: Vec<Option<f64>> = vec![Some(1.0), Some(2.25), None];
+        conn.send_bytes(&postcard_like(&seq)).unwrap();
+        assert_eq!(conn.recv_bytes().unwrap(), postcard_like(&seq));
+
+        let msg = b"hello world".to_vec();
+        conn.send_bytes(&msg).unwrap();
+        assert_eq!(conn.recv_bytes().unwrap(), msg);
+
+        // recv_bytes_into at an offset returns the count.
+        conn.send_bytes(&msg).unwrap();
+        let mut buf = vec![0u8; 5 + msg.len() + 3];
+        let n = conn.recv_bytes_into(&mut buf[5..]).unwrap();
+        assert_eq!(n, msg.len());
+        assert_eq!(&buf[5..5 + n], &msg[..]);
+        assert_eq!(&buf[..5], &[0; 5]);
+
+        // A too-small buffer: BufferTooShort with the whole message.
+        conn.send_bytes(&msg).unwrap();
+        let mut small = [0u8; 3];
+        match conn.recv_bytes_into(&mut small) {
+            Err(mp::Error::BufferTooShort(whole)) => assert_eq!(whole, msg),
+            other => panic!("expected BufferTooShort, got {other:?}"),
+        }
+
+        // poll: false at once, false after a timeout, true at once with data.
+        assert!(!conn.poll().unwrap());
+        let start = Instant::now();
+        assert!(!conn.poll_timeout(ms(200)).unwrap());
+        assert!(start.elapsed() >= ms(200));
+        conn.send_bytes(b"x").unwrap();
+        assert!(conn.poll_timeout(SHORT).unwrap());
+        assert_eq!(conn.recv_bytes().unwrap(), b"x");
+
+        // 16 MiB round trip.
+        let big = vec![0x5au8; 16 << 20];
+        conn.send_bytes(&big).unwrap();
+        assert_eq!(conn.recv_bytes().unwrap(), big);
+
+        // Serde values.
+        conn.send(&(1u8, "two".to_string(), vec![3.0f32])).unwrap();
+        assert!(matches!(conn.recv_bytes(), Ok(b) if !b.is_empty()));
+
+        // Closing our end ends the echo loop; the child exits.
+        conn.close();
+        assert!(conn.closed());
+        assert!(matches!(conn.recv_bytes(), Err(mp::Error::Closed)));
+        assert!(matches!(conn.send_bytes(b"x"), Err(mp::Error::Closed)));
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+        drop(p);
+        leaks.check();
+    });
+}
+
+/// Stand-in for pickling a value: its Debug text.
+fn postcard_like<T: std::fmt::Debug>(v: &T) -> Vec<u8> {
+    format!("{v:?}").into_bytes()
+}
+
+// CPython: _TestConnection.test_connection (EOF part)
+#[test]
+fn recv_after_the_peer_exits_is_eof() {
+    let _s = common::serial();
+    within(SHORT, "recv_after_the_peer_exits_is_eof", || {
+        let (conn, child_conn) = mp::pipe(true).unwrap();
+        let mut p = mp::Process::new(
+            |c: mp::Connection| c.send(&"last words".to_string()).unwrap(),
+            child_conn,
+        );
+        p.start().unwrap();
+        p.join().unwrap();
+        assert!(conn.poll().unwrap());
+        assert_eq!(conn.recv::<String>().unwrap(), "last words");
+        // The peer is gone: poll is true (EOF is ready), recv is Eof.
+        assert!(conn.poll().unwrap());
+        assert!(matches!(conn.recv::<String>(), Err(mp::Error::Eof)));
+        assert!(matches!(conn.recv_bytes(), Err(mp::Error::Eof)));
+    });
+}
+
+// CPython: _TestConnection.test_duplex_false
+#[test]
+fn simplex_pipes_have_a_direction() {
+    let _s = common::serial();
+    within(SHORT, "simplex_pipes_have_a_direction", || {
+        let (reader, writer) = mp::pipe(false).unwrap();
+        assert!(reader.readable() && !reader.writable());
+        assert!(writer.writable() && !writer.readable());
+        let mut p = mp::Process::new(
+            |w: mp::Connection| w.send(&vec![1u32, 2, 3]).unwrap(),
+            writer.clone_for_test(),
+        );
+        p.start().unwrap();
+        assert_eq!(reader.recv::<Vec<u32>>().unwrap(), vec![1, 2, 3]);
+        p.join().unwrap();
+        assert!(matches!(writer.recv::<u8>(), Err(mp::Error::Value(_))));
+        assert!(matches!(writer.poll(), Err(mp::Error::Value(_))));
+        assert!(matches!(reader.send(&1u8), Err(mp::Error::Value(_))));
+        assert!(matches!(reader.send_bytes(b"x"), Err(mp::Error::Value(_))));
+    });
+}
+
+/// `try_clone` under a name that reads well in the test.
+trait CloneForTest {
+    fn clone_for_test(&self) -> mp::Connection;
+}
+
+impl CloneForTest for mp::Connection {
+    fn clone_for_test(&self) -> mp::Connection {
+        self.try_clone().unwrap()
+    }
+}
+
+// CPython: _TestPoll.test_empty_string, test_strings, test_dont_merge
+#[test]
+fn empty_messages_and_boundaries() {
+    let _s = common::serial();
+    within(SHORT, "empty_messages_and_boundaries", || {
+        let (a, b) = mp::pipe(true).unwrap();
+        assert!(!a.poll().unwrap());
+        b.send_bytes(b"").unwrap();
+        // An empty message is data, and stays ready until read.
+        assert!(a.poll().unwrap());
+        assert!(a.poll().unwrap());
+        assert_eq!(a.recv_bytes().unwrap(), b"");
+        assert!(!a.poll().unwrap());
+
+        let strings: [&[u8]; 8] = [b"hello", b"", b"a", b"b", b"", b"bye", b"", b"lop"];
+        let mut p = mp::Process::new(
+            |c: mp::Connection| {
+                for s in [&b"hello"[..], b"", b"a", b"b", b"", b"bye", b"", b"lop"] {
+                    c.send_bytes(s).unwrap();
+                }
+            },
+            b,
+        );
+        p.start().unwrap();
+        for s in strings {
+            assert!(a.poll_timeout(SHORT).unwrap());
+            assert_eq!(a.recv_bytes().unwrap(), s);
+        }
+        p.join().unwrap();
+    });
+}
+
+// The bar: a 256 MiB send_bytes and a 64 MiB serde value.
+#[test]
+fn huge_messages_between_processes() {
+    let _s = common::serial();
+    within(LONG, "huge_messages_between_processes", || {
+        let (conn, child_conn) = mp::pipe(true).unwrap();
+        let mut p = mp::Process::new(
+            |c: mp::Connection| {
+                let bytes = c.recv_bytes().unwrap();
+                let sum: u64 = bytes.iter().map(|&b| u64::from(b)).sum();
+                c.send(&(bytes.len(), sum)).unwrap();
+                drop(bytes);
+                let v: Vec<u64> = c.recv().unwrap();
+                c.send(&(v.len(), v.iter().sum::<u64>())).unwrap();
+            },
+            child_conn,
+        );
+        p.start().unwrap();
+        let big: Vec<u8> = (0..(256u32 << 20)).map(|i| (i % 251) as u8).collect();
+        let sum: u64 = big.iter().map(|&b| u64::from(b)).sum();
+        conn.send_bytes(&big).unwrap();
+        drop(big);
+        assert_eq!(conn.recv::<(usize, u64)>().unwrap(), (256 << 20, sum));
+        let v: Vec<u64> = (0..(8u64 << 20)).collect(); // 64 MiB of u64
+        let vsum: u64 = v.iter().sum();
+        conn.send(&v).unwrap();
+        assert_eq!(conn.recv::<(usize, u64)>().unwrap(), (8 << 20, vsum));
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+    });
+}
+
+// Two processes send each other big messages at the same time.
+#[test]
+fn mutual_big_sends_between_processes() {
+    let _s = common::serial();
+    within(LONG, "mutual_big_sends_between_processes", || {
+        let (conn, child_conn) = mp::pipe(true).unwrap();
+        let mut p = mp::Process::new(
+            |c: mp::Connection| {
+                let mine = vec![0xC4u8; 64 << 20];
+                c.send_bytes(&mine).unwrap();
+                c.send(&vec![7u32; 4 << 20]).unwrap();
+                let theirs = c.recv_bytes().unwrap();
+                let v: Vec<u32> = c.recv().unwrap();
+                assert!(theirs.len() == 64 << 20 && theirs.iter().all(|&b| b == 0x3B));
+                assert!(v.len() == 4 << 20 && v.iter().all(|&x| x == 9));
+                c.send(&"ok".to_string()).unwrap();
+            },
+            child_conn,
+        );
+        p.start().unwrap();
+        conn.send_bytes(&vec![0x3Bu8; 64 << 20]).unwrap();
+        conn.send(&vec![9u32; 4 << 20]).unwrap();
+        let theirs = conn.recv_bytes().unwrap();
+        assert_eq!(theirs.len(), 64 << 20);
+        assert!(theirs.iter().all(|&b| b == 0xC4));
+        let v: Vec<u32> = conn.recv().unwrap();
+        assert!(v.len() == 4 << 20 && v.iter().all(|&x| x == 7));
+        assert_eq!(conn.recv::<String>().unwrap(), "ok");
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+    });
+}
+
+// A value of the wrong type is a Decode error; the stream goes on.
+#[test]
+fn wrong_type_from_a_child_is_a_clear_error() {
+    let _s = common::serial();
+    within(SHORT, "wrong_type_from_a_child_is_a_clear_error", || {
+        let (conn, child_conn) = mp::pipe(true).unwrap();
+        let mut p = mp::Process::new(
+            |c: mp::Connection| {
+                c.send(&"a string".to_string()).unwrap();
+                c.send(&42u64).unwrap();
+            },
+            child_conn,
+        );
+        p.start().unwrap();
+        assert!(matches!(conn.recv::<Vec<u64>>(), Err(mp::Error::Decode(_))));
+        assert_eq!(conn.recv::<u64>().unwrap(), 42);
+        p.join().unwrap();
+    });
+}
+
+// CPython: TestWait.test_wait
+#[test]
+fn wait_collects_messages_from_four_children() {
+    let _s = common::serial();
+    within(LONG, "wait_collects_messages_from_four_children", || {
+        let leaks = LeakCheck::new();
+        let mut readers = Vec::new();
+        let mut procs = Vec::new();
+        for i in 0..4u32 {
+            let (r, w) = mp::pipe(false).unwrap();
+            let mut p = mp::Process::new(
+                |(w, i): (mp::Connection, u32)| {
+                    for j in 0..10u32 {
+                        w.send(&(i, j)).unwrap();
+                    }
+                },
+                (w, i),
+            );
+            p.start().unwrap();
+            readers.push(r);
+            procs.push(p);
+        }
+        let mut got = Vec::new();
+        let mut open: Vec<&mp::Connection> = readers.iter().collect();
+        while !open.is_empty() {
+            for c in wait(&open, None).unwrap() {
+                match c.recv::<(u32, u32)>() {
+                    Ok(m) => got.push(m),
+                    Err(mp::Error::Eof) => open.retain(|o| !std::ptr::eq(*o, c)),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        got.sort_unstable();
+        let expected: Vec<(u32, u32)> = (0..4).flat_map(|i| (0..10).map(move |j| (i, j))).collect();
+        assert_eq!(got, expected);
+        for p in &mut procs {
+            p.join().unwrap();
+        }
+        drop((procs, readers));
+        leaks.check();
+    });
+}
+
+// CPython: TestWait.test_wait_timeout, test_neg_timeout
+#[test]
+fn wait_times_out_and_zero_timeout_is_immediate() {
+    let _s = common::serial();
+    let (a, b) = mp::pipe(true).unwrap();
+    let start = Instant::now();
+    assert!(wait(&[&a], Some(ms(300))).unwrap().is_empty());
+    assert!(start.elapsed() >= ms(300));
+    let start = Instant::now();
+    assert!(
+        wait::<mp::Connection>(&[], Some(ms(100)))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(start.elapsed() >= ms(100));
+    let start = Instant::now();
+    assert!(wait(&[&a], Some(ms(0))).unwrap().is_empty());
+    assert!(start.elapsed() < SHORT);
+    b.send_bytes(b"").unwrap();
+    assert_eq!(wait(&[&a], Some(ms(0))).unwrap().len(), 1);
+    a.close();
+    assert!(matches!(wait(&[&a], Some(ms(0))), Err(mp::Error::Closed)));
+}
+
+// CPython: TestWait.test_wait_integer (process sentinels)
+#[test]
+fn wait_sees_a_process_exit() {
+    let _s = common::serial();
+    within(SHORT, "wait_sees_a_process_exit", || {
+        let (a, b) = mp::pipe(true).unwrap();
+        let unstarted = mp::Process::new(|_: ()| (), ());
+        assert!(matches!(
+            wait(&[&unstarted], Some(ms(0))),
+            Err(mp::Error::Value(_))
+        ));
+        let mut p = mp::Process::new(
+            |c: mp::Connection| {
+                let _ = c.recv_bytes();
+            },
+            b,
+        );
+        p.start().unwrap();
+        let objects: [&dyn mp::connection::Waitable; 2] = [&a, &p];
+        assert!(wait(&objects, Some(ms(50))).unwrap().is_empty());
+        a.send_bytes(b"exit now").unwrap();
+        let ready = wait(&objects, None).unwrap();
+        // The child's exit both closes its end (a is ready: EOF) and fires the sentinel.
+        assert!(!ready.is_empty());
+        let ready = wait(&objects[1..], Some(SHORT)).unwrap();
+        assert_eq!(ready.len(), 1);
+        p.join().unwrap();
+        assert!(matches!(a.recv_bytes(), Err(mp::Error::Eof)));
+    });
+}
