@@ -1,7 +1,5 @@
-//! Queue and Pipe workloads (issue 5). The Pipe rows run now; the Queue rows
-//! are missing until `mp::Queue` exists: their functions return `Ok(None)`, and
-//! each doc comment says exactly what to measure, so filling a row in means
-//! replacing one function body.
+//! Queue and Pipe workloads (issue 5), the same work as the CPython functions
+//! of the same names.
 
 use anyhow::{Result, ensure};
 use multiprocess as mp;
@@ -63,8 +61,41 @@ pub const WORKLOADS: &[Workload] = &[
 /// Return µs per round trip.
 ///
 /// CPython: `queue_pingpong_us`.
-pub fn queue_pingpong_us(_cfg: &Cfg) -> Result<Option<f64>> {
-    Ok(None)
+pub fn queue_pingpong_us(cfg: &Cfg) -> Result<Option<f64>> {
+    const WARMUP: i64 = 100;
+    let inq = mp::Queue::<Option<i64>>::new()?;
+    let outq = mp::Queue::<i64>::new()?;
+    let mut child = mp::Process::new(
+        |(inq, outq): (mp::Queue<Option<i64>>, mp::Queue<i64>)| {
+            while let Some(x) = inq.get().expect("get") {
+                outq.put(x + 1).expect("put");
+            }
+        },
+        (inq.clone(), outq.clone()),
+    );
+    child.start()?;
+    let mut t0 = Instant::now();
+    for i in 0..WARMUP + cfg.n as i64 {
+        if i == WARMUP {
+            t0 = Instant::now();
+        }
+        inq.put(Some(i))?;
+        let got = outq.get()?;
+        ensure!(
+            got == i + 1,
+            "queue_pingpong: got {got}, expected {}",
+            i + 1
+        );
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    inq.put(None)?;
+    child.join()?;
+    ensure!(
+        child.exitcode() == Some(0),
+        "queue_pingpong: exit code {:?}",
+        child.exitcode()
+    );
+    Ok(Some(secs * 1e6 / cfg.n as f64))
 }
 
 /// Queues `q: Queue<i64>` and `go`; a child puts `-1` (ready) on `q`, waits
@@ -74,8 +105,41 @@ pub fn queue_pingpong_us(_cfg: &Cfg) -> Result<Option<f64>> {
 /// `n / seconds`.
 ///
 /// CPython: `queue_throughput_msgs_per_s`.
-pub fn queue_throughput_msgs_per_s(_cfg: &Cfg) -> Result<Option<f64>> {
-    Ok(None)
+pub fn queue_throughput_msgs_per_s(cfg: &Cfg) -> Result<Option<f64>> {
+    let q = mp::Queue::<i64>::new()?;
+    let go = mp::Queue::<u8>::new()?;
+    let n = cfg.n as i64;
+    let mut child = mp::Process::new(
+        |(q, go, n): (mp::Queue<i64>, mp::Queue<u8>, i64)| {
+            q.put(-1).expect("ready");
+            go.get().expect("go");
+            for i in 0..n {
+                q.put(i).expect("put");
+            }
+        },
+        (q.clone(), go.clone(), n),
+    );
+    child.start()?;
+    ensure!(q.get()? == -1, "queue_throughput: no ready");
+    let t0 = Instant::now();
+    go.put(1)?;
+    let mut sum = 0i64;
+    for _ in 0..n {
+        sum += q.get()?;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    child.join()?;
+    ensure!(
+        child.exitcode() == Some(0),
+        "queue_throughput: exit code {:?}",
+        child.exitcode()
+    );
+    ensure!(
+        sum == (n - 1) * n / 2,
+        "queue_throughput: sum {sum}, expected {}",
+        (n - 1) * n / 2
+    );
+    Ok(Some(n as f64 / secs))
 }
 
 /// The child of `pipe_pingpong_us`: answers `Some(x)` with `x + 1` until `None`.
