@@ -45,6 +45,7 @@
 //! | Python module | here |
 //! |---|---|
 //! | `multiprocessing.process` | [`Process`], [`current_process`], [`parent_process`], [`active_children`], [`cpu_count`] |
+//! | `multiprocessing.pool` | [`Pool`], [`PoolBuilder`], [`AsyncResult`], [`IMapIterator`] |
 //! | `multiprocessing.connection` | [`Connection`], [`pipe`] |
 //! | `multiprocessing.spawn` | [`init`], [`set_executable`], [`test_support!`] |
 
@@ -64,11 +65,15 @@ pub mod connection;
 mod error;
 #[allow(unsafe_code)]
 mod platform;
+mod pool;
 mod process;
 mod reduction;
 mod spawn;
 
 pub use connection::{pipe, Connection};
 pub use error::{Error, Result};
-pub use process::{active_children, cpu_count, current_process, parent_process, Process, ProcessInfo};
+pub use pool::{AsyncResult, IMapIterator, Pool, PoolBuilder};
+pub use process::{
+    active_children, cpu_count, current_process, parent_process, Process, ProcessInfo,
+};
 pub use spawn::{init, reset_executable, set_executable};
