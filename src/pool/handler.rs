@@ -62,6 +62,8 @@ const START_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// How long `close()` waits for idle workers to exit after their sockets are
 /// closed before it kills them.
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
+/// How long the handler waits for a worker it killed to die.
+const KILL_WAIT: Duration = Duration::from_secs(5);
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -184,8 +186,9 @@ pub(crate) struct Inner {
     pub(crate) maxtasks: Option<u64>,
     /// The pool-wide task timeout.
     pub(crate) task_timeout: Option<Duration>,
-    /// The initializer.
-    pub(crate) init: Option<InitSpec>,
+    /// The initializer; dropped (with the fds its argument holds) once the
+    /// handler has exited.
+    pub(crate) init: Mutex<Option<InitSpec>>,
     /// The handler thread, until joined.
     pub(crate) thread: Mutex<Option<JoinHandle<()>>>,
     /// The handler thread's id (callbacks run there).
@@ -277,7 +280,8 @@ impl Inner {
 
     /// Starts one worker (on any thread).
     pub(crate) fn start_worker(&self) -> Result<Worker> {
-        let (body, fds, init) = match &self.init {
+        let init = lock(&self.init);
+        let (body, fds, init) = match &*init {
             Some(i) => {
                 let fds = i
                     .arg
@@ -289,6 +293,7 @@ impl Inner {
             }
             None => (reduction::encode(&())?.bytes, Vec::new(), None),
         };
+        drop(init);
         let mut bytes = body;
         worker::append_trailer(
             &mut bytes,
@@ -648,7 +653,15 @@ impl Handler {
             }
             self.replace_workers();
             self.dispatch();
-            let deadline = self.next_deadline();
+            // Dispatch may have finished jobs (tasks of a dropped imap) and a
+            // failed start may have broken the pool: look again at once then.
+            let settled =
+                self.broken.is_some() || (self.state == PoolState::Close && self.all_done());
+            let deadline = if settled {
+                Some(Instant::now())
+            } else {
+                self.next_deadline()
+            };
             self.wait_and_serve(deadline);
             self.check_deadlines();
         }
@@ -1032,6 +1045,7 @@ impl Handler {
     /// did not start in time.
     fn check_deadlines(&mut self) {
         let now = Instant::now();
+        let mut timed_out = Vec::new();
         for wi in 0..self.workers.len() {
             let w = &mut self.workers[wi];
             if w.exited {
@@ -1056,8 +1070,21 @@ impl Handler {
                 // queue when its death is handled. No more writes to it.
                 w.write_broken = true;
                 w.partial = 0;
-                self.finish(f.task.job, f.task.index, Err(Error::Timeout));
+                // Wait for the death (SIGKILL: at once) so that when the
+                // caller sees the timeout, the worker is gone from the pool.
+                if fd::wait_for(w.pidfd.as_fd(), fd::READABLE, Some(now + KILL_WAIT))
+                    .unwrap_or(false)
+                {
+                    w.exited = true;
+                }
+                timed_out.push((f.task.job, f.task.index));
             }
+        }
+        if !timed_out.is_empty() {
+            self.bury_exited();
+        }
+        for (job, index) in timed_out {
+            self.finish(job, index, Err(Error::Timeout));
         }
     }
 
@@ -1077,6 +1104,7 @@ impl Handler {
             }
             let mut w = self.workers.swap_remove(wi);
             changed = true;
+            self.publish_pids();
             let code = w.reap();
             let booting = w.phase != Phase::Ready;
             let mut requeue = Vec::new();
@@ -1159,6 +1187,7 @@ impl Handler {
 
     /// Marks the pool finished and fails whatever raced in meanwhile.
     fn exit(&mut self) {
+        lock(&self.inner.init).take();
         let (jobs, tasks) = {
             let mut s = lock(&self.inner.shared);
             s.finished = true;

@@ -194,7 +194,7 @@ impl PoolBuilder {
             processes,
             maxtasks: self.maxtasks.map(|n| n as u64),
             task_timeout: self.task_timeout,
-            init,
+            init: Mutex::new(init),
             thread: Mutex::new(None),
             thread_id: OnceLock::new(),
         });
