@@ -280,8 +280,8 @@ impl Inner {
 
     /// Starts one worker (on any thread).
     pub(crate) fn start_worker(&self) -> Result<Worker> {
-        let init = lock(&self.init);
-        let (body, fds, init) = match &*init {
+        let spec = lock(&self.init);
+        let (body, fds, init) = match &*spec {
             Some(i) => {
                 let fds = i
                     .arg
@@ -293,7 +293,7 @@ impl Inner {
             }
             None => (reduction::encode(&())?.bytes, Vec::new(), None),
         };
-        drop(init);
+        drop(spec);
         let mut bytes = body;
         worker::append_trailer(
             &mut bytes,
