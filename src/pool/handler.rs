@@ -782,7 +782,7 @@ impl Handler {
                 {
                     continue;
                 }
-                if depth > 0 && !w.last_run.is_some_and(|d| d < PREFETCH_MAX_TASK_TIME) {
+                if depth > 0 && w.last_run.is_none_or(|d| d >= PREFETCH_MAX_TASK_TIME) {
                     continue;
                 }
                 let Some(mut task) = self.next_task() else {

@@ -492,7 +492,7 @@ impl Pool {
     /// fn main() -> mp::Result<()> {
     ///     mp::init();
     ///     let pool = mp::Pool::new(1)?;
-    ///     let r = pool.apply_async_timeout(|_: ()| loop { std::thread::park() }, (), Duration::from_millis(100))?;
+    ///     let r = pool.apply_async_timeout(|ms: u64| std::thread::sleep(Duration::from_millis(ms)), 60_000, Duration::from_millis(100))?;
     ///     assert!(matches!(r.get(), Err(mp::Error::Timeout)));
     ///     assert_eq!(pool.apply(|x: u8| x, 7)?, 7); // a fresh worker took over
     ///     Ok(())
@@ -1110,5 +1110,21 @@ impl<R> Feeder<R> {
         if let Some(pool) = self.pool.upgrade() {
             pool.tick(self.job);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_chunksize;
+
+    #[test]
+    fn default_chunksize_is_pythons() {
+        // CPython: chunksize, extra = divmod(len, processes * 4); if extra: chunksize += 1
+        assert_eq!(default_chunksize(0, 4), 0);
+        assert_eq!(default_chunksize(1, 4), 1);
+        assert_eq!(default_chunksize(16, 4), 1);
+        assert_eq!(default_chunksize(17, 4), 2);
+        assert_eq!(default_chunksize(100, 2), 13);
+        assert_eq!(default_chunksize(5, 0), 2);
     }
 }
