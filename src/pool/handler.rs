@@ -49,8 +49,12 @@ use crate::platform::fd;
 use crate::reduction::{self, Encoded, FnRef, PreparedCall};
 use crate::spawn::{self, StartSpec};
 
-/// Tasks in flight per worker: the one running and one prefetched.
-const MAX_IN_FLIGHT: usize = 2;
+/// Tasks in flight per worker: the one running and, while its tasks are
+/// short, up to seven prefetched (each announced when it starts, so a death
+/// still fails exactly the running one).
+const MAX_IN_FLIGHT: usize = 8;
+/// Frames written per `sendmsg` at most.
+const WRITE_BATCH: usize = MAX_IN_FLIGHT;
 /// A worker gets a prefetched task only while its last task ran shorter than
 /// this: for short tasks the prefetch hides the round trip, for long ones it
 /// would only make a task wait behind another while a worker may be idle.
@@ -444,34 +448,54 @@ impl Worker {
         self.sent < self.inflight.len() && !self.write_broken
     }
 
-    /// Writes as much of the queued frames as the socket takes.
+    /// Writes as much of the queued frames as the socket takes, several frames
+    /// per `sendmsg` (a frame's fds ride with its first byte, so a batch stops
+    /// before a second frame that carries fds).
     fn flush(&mut self) {
         while self.sent < self.inflight.len() && !self.write_broken {
             let Some(sock) = &self.sock else { return };
-            let t = &self.inflight[self.sent].task;
-            let (header, hlen) = framing::encode_header(t.frame.len());
-            let total = hlen + t.frame.len();
-            let p = self.partial;
-            let slices;
-            let bufs: &[IoSlice<'_>] = if p < hlen {
-                slices = [IoSlice::new(&header[p..hlen]), IoSlice::new(&t.frame)];
-                &slices
-            } else {
-                slices = [IoSlice::new(&t.frame[p - hlen..]), IoSlice::new(&[])];
-                &slices[..1]
+            let end = (self.sent + WRITE_BATCH).min(self.inflight.len());
+            let mut headers = [([0u8; 12], 0usize); WRITE_BATCH];
+            let mut count = 0;
+            for (k, f) in self.inflight.range(self.sent..end).enumerate() {
+                if k > 0 && !f.task.fds.is_empty() {
+                    break;
+                }
+                headers[k] = framing::encode_header(f.task.frame.len());
+                count += 1;
+            }
+            let res = {
+                let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 * count);
+                let mut skip = self.partial;
+                for (k, (h, hlen)) in headers.iter().enumerate().take(count) {
+                    for part in [&h[..*hlen], &self.inflight[self.sent + k].task.frame[..]] {
+                        if skip >= part.len() {
+                            skip -= part.len();
+                        } else {
+                            slices.push(IoSlice::new(&part[skip..]));
+                            skip = 0;
+                        }
+                    }
+                }
+                let first = &self.inflight[self.sent].task;
+                let fds: Vec<_> = if self.partial == 0 {
+                    first.fds.iter().map(|f| f.as_fd()).collect()
+                } else {
+                    Vec::new()
+                };
+                fd::send_with_fds(sock.as_fd(), &slices, &fds)
             };
-            let fds: Vec<_> = if p == 0 {
-                t.fds.iter().map(|f| f.as_fd()).collect()
-            } else {
-                Vec::new()
-            };
-            let res = fd::send_with_fds(sock.as_fd(), bufs, &fds);
             match res {
-                Ok(n) => {
-                    self.partial += n;
-                    if self.partial >= total {
-                        self.partial = 0;
+                Ok(mut n) => {
+                    for (_, hlen) in headers.iter().take(count) {
                         let f = &mut self.inflight[self.sent];
+                        let left = hlen + f.task.frame.len() - self.partial;
+                        if n < left {
+                            self.partial += n;
+                            break;
+                        }
+                        n -= left;
+                        self.partial = 0;
                         self.sent += 1;
                         if !f.ack {
                             // Sent to an idle worker: it starts it now. Nothing
