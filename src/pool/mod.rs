@@ -1053,10 +1053,10 @@ impl<R> Feeder<R> {
             // Back-pressure: wait while the consumer is far enough behind.
             {
                 let mut s = self.shared.lock();
-                while !s.dropped && s.submitted - s.consumed >= self.read_ahead {
+                while !s.dropped && !s.abandoned && s.submitted - s.consumed >= self.read_ahead {
                     s = self.shared.cond.wait(s).unwrap_or_else(|e| e.into_inner());
                 }
-                if s.dropped {
+                if s.dropped || s.abandoned {
                     break;
                 }
             }
