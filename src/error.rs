@@ -126,11 +126,7 @@ struct RemoteDisplay<'a> {
 
 impl fmt::Display for RemoteDisplay<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} (pid {}) panicked: {}",
-            self.process, self.pid, self.message
-        )?;
+        write!(f, "{} (pid {}) panicked: {}", self.process, self.pid, self.message)?;
         if let Some(location) = self.location {
             write!(f, " at {location}")?;
         }
@@ -148,11 +144,7 @@ struct LostDisplay {
 
 impl fmt::Display for LostDisplay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "worker process (pid {}) died while running the task: ",
-            self.pid
-        )?;
+        write!(f, "worker process (pid {}) died while running the task: ", self.pid)?;
         match self.exitcode {
             Some(code) if code < 0 => write!(f, "killed by signal {}", signal_name(-code)),
             Some(code) => write!(f, "exited with code {code}"),
@@ -206,18 +198,12 @@ mod tests {
 
     #[test]
     fn worker_lost_names_the_signal() {
-        let e = Error::WorkerLost {
-            pid: 7,
-            exitcode: Some(-9),
-        };
+        let e = Error::WorkerLost { pid: 7, exitcode: Some(-9) };
         assert_eq!(
             e.to_string(),
             "worker process (pid 7) died while running the task: killed by signal SIGKILL (9)"
         );
-        let e = Error::WorkerLost {
-            pid: 7,
-            exitcode: Some(3),
-        };
+        let e = Error::WorkerLost { pid: 7, exitcode: Some(3) };
         assert!(e.to_string().ends_with("exited with code 3"));
     }
 
@@ -230,10 +216,7 @@ mod tests {
             location: Some("src/main.rs:3:5".into()),
             backtrace: None,
         };
-        assert_eq!(
-            e.to_string(),
-            "Process-1 (pid 42) panicked: boom at src/main.rs:3:5"
-        );
+        assert_eq!(e.to_string(), "Process-1 (pid 42) panicked: boom at src/main.rs:3:5");
     }
 
     #[test]

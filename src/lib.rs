@@ -73,7 +73,5 @@ mod spawn;
 pub use connection::{pipe, Connection};
 pub use error::{Error, Result};
 pub use pool::{AsyncResult, IMapIterator, Pool, PoolBuilder};
-pub use process::{
-    active_children, cpu_count, current_process, parent_process, Process, ProcessInfo,
-};
+pub use process::{active_children, cpu_count, current_process, parent_process, Process, ProcessInfo};
 pub use spawn::{init, reset_executable, set_executable};

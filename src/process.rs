@@ -73,11 +73,7 @@ static REGISTRY: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
 
 /// Reaps `pid`; `None` if it is still running (when not blocking).
 fn reap(pid: u32, block: bool) -> Option<i32> {
-    let flags = if block {
-        None
-    } else {
-        Some(WaitPidFlag::WNOHANG)
-    };
+    let flags = if block { None } else { Some(WaitPidFlag::WNOHANG) };
     loop {
         match waitpid(Pid::from_raw(pid as i32), flags) {
             Ok(WaitStatus::Exited(_, code)) => return Some(code),
@@ -218,10 +214,7 @@ impl Process {
     ///
     /// After `start()`, like Python's `AssertionError('process has already started')`.
     pub fn set_daemon(&mut self, daemon: bool) {
-        assert!(
-            self.running.is_none(),
-            "set_daemon() must be called before start()"
-        );
+        assert!(self.running.is_none(), "set_daemon() must be called before start()");
         self.daemon = daemon;
     }
 
@@ -282,19 +275,12 @@ impl Process {
             exit: Mutex::new(Exit::Running),
         });
         register(&shared);
-        self.running = Some(Running {
-            shared,
-            child,
-            startup: Startup::Pending,
-            panic: None,
-        });
+        self.running = Some(Running { shared, child, startup: Startup::Pending, panic: None });
         Ok(())
     }
 
     fn running(&mut self, what: &str) -> Result<&mut Running> {
-        self.running
-            .as_mut()
-            .ok_or_else(|| Error::value(format!("can only {what} a started process")))
+        self.running.as_mut().ok_or_else(|| Error::value(format!("can only {what} a started process")))
     }
 
     /// Waits for the child to exit.
@@ -369,9 +355,7 @@ impl Process {
     ///
     /// Python: `Process.is_alive()`.
     pub fn is_alive(&self) -> bool {
-        self.running
-            .as_ref()
-            .is_some_and(|r| r.shared.try_reap() == Exit::Running)
+        self.running.as_ref().is_some_and(|r| r.shared.try_reap() == Exit::Running)
     }
 
     /// The exit code: `None` before start and while running; `0` after a normal
@@ -454,13 +438,7 @@ impl Running {
         let limit = self.child.started_at + spawn::START_TIMEOUT;
         let until = Some(deadline.map_or(limit, |d| d.min(limit)));
         let events = self.child.conn.with_fd(|conn| {
-            fd::poll(
-                &[
-                    (self.shared.pidfd.as_fd(), fd::READABLE),
-                    (conn, fd::READABLE),
-                ],
-                until,
-            )
+            fd::poll(&[(self.shared.pidfd.as_fd(), fd::READABLE), (conn, fd::READABLE)], until)
         })??;
         if events[1] != 0 {
             self.read_startup_answer();
@@ -491,9 +469,7 @@ impl Running {
         }
         if matches!(self.startup, Startup::Confirmed) && self.panic.is_none() {
             if let Ok(frame) = self.child.conn.recv_frame(Some(Instant::now())) {
-                if let Ok(Report::Panicked(p)) =
-                    reduction::decode::<Report>(&frame.bytes, frame.fds)
-                {
+                if let Ok(Report::Panicked(p)) = reduction::decode::<Report>(&frame.bytes, frame.fds) {
                     self.panic = Some(p);
                 }
             }
@@ -505,9 +481,7 @@ impl Drop for Process {
     /// A started daemon is killed and reaped; a started non-daemon is joined
     /// (Python joins non-daemon children at exit).
     fn drop(&mut self) {
-        let Some(r) = self.running.as_ref() else {
-            return;
-        };
+        let Some(r) = self.running.as_ref() else { return };
         if r.shared.try_reap() != Exit::Running {
             return;
         }
@@ -582,11 +556,7 @@ pub struct ProcessInfo {
 
 impl ProcessInfo {
     fn child(shared: &Arc<Shared>) -> ProcessInfo {
-        ProcessInfo {
-            name: shared.name.clone(),
-            pid: shared.pid,
-            kind: InfoKind::Child(Arc::downgrade(shared)),
-        }
+        ProcessInfo { name: shared.name.clone(), pid: shared.pid, kind: InfoKind::Child(Arc::downgrade(shared)) }
     }
 
     /// The process's name.
@@ -604,9 +574,7 @@ impl ProcessInfo {
     pub fn is_alive(&self) -> bool {
         match &self.kind {
             InfoKind::Current => true,
-            InfoKind::Parent => {
-                spawn::child_context().is_some_and(|c| !c.parent_conn.peer_closed())
-            }
+            InfoKind::Parent => spawn::child_context().is_some_and(|c| !c.parent_conn.peer_closed()),
             InfoKind::Child(w) => w.upgrade().is_some_and(|s| s.try_reap() == Exit::Running),
         }
     }
@@ -621,9 +589,7 @@ impl ProcessInfo {
                 false
             }
             InfoKind::Parent => spawn::child_context().is_some_and(|c| {
-                c.parent_conn
-                    .with_fd(|fd| fd::wait_for(fd, libc::POLLRDHUP, deadline).unwrap_or(true))
-                    .unwrap_or(true)
+                c.parent_conn.with_fd(|fd| fd::wait_for(fd, libc::POLLRDHUP, deadline).unwrap_or(true)).unwrap_or(true)
                     && c.parent_conn.peer_closed()
             }),
             InfoKind::Child(w) => match w.upgrade() {
@@ -657,11 +623,7 @@ impl ProcessInfo {
 /// }
 /// ```
 pub fn current_process() -> ProcessInfo {
-    ProcessInfo {
-        name: spawn::current_name().to_string(),
-        pid: std::process::id(),
-        kind: InfoKind::Current,
-    }
+    ProcessInfo { name: spawn::current_name().to_string(), pid: std::process::id(), kind: InfoKind::Current }
 }
 
 /// The process that started this one, or `None` in the main process.
@@ -688,11 +650,7 @@ pub fn current_process() -> ProcessInfo {
 /// }
 /// ```
 pub fn parent_process() -> Option<ProcessInfo> {
-    spawn::child_context().map(|c| ProcessInfo {
-        name: c.parent_name.clone(),
-        pid: c.parent_pid,
-        kind: InfoKind::Parent,
-    })
+    spawn::child_context().map(|c| ProcessInfo { name: c.parent_name.clone(), pid: c.parent_pid, kind: InfoKind::Parent })
 }
 
 /// The children of this process that are still running (reaping those that

@@ -155,22 +155,15 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Re
 ///
 /// Outside an [`encode`] (for example `serde_json::to_string(&lock)`) this fails:
 /// an fd can only travel over a channel that carries fds.
-pub(crate) fn serialize_fd<S: Serializer>(
-    fd: BorrowedFd<'_>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_fd<S: Serializer>(fd: BorrowedFd<'_>, serializer: S) -> Result<S::Ok, S::Error> {
     let index = FDS_OUT.with(|s| -> std::result::Result<u32, String> {
         let mut stack = s.borrow_mut();
         let Some(list) = stack.last_mut() else {
-            return Err(
-                "a multiprocess handle can only be sent to another process of this \
+            return Err("a multiprocess handle can only be sent to another process of this \
                         program (as a target argument, a task, a queue item or over a Connection)"
-                    .into(),
-            );
+                .into());
         };
-        let dup = fd
-            .try_clone_to_owned()
-            .map_err(|e| format!("could not duplicate a handle: {e}"))?;
+        let dup = fd.try_clone_to_owned().map_err(|e| format!("could not duplicate a handle: {e}"))?;
         list.push(dup);
         Ok((list.len() - 1) as u32)
     });
@@ -186,15 +179,13 @@ pub(crate) fn serialize_fd<S: Serializer>(
 ///
 /// Fails outside a [`decode`], for an index out of range, or for an fd already
 /// taken (a corrupt message).
-pub(crate) fn deserialize_fd<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<OwnedFd, D::Error> {
+pub(crate) fn deserialize_fd<'de, D: Deserializer<'de>>(deserializer: D) -> Result<OwnedFd, D::Error> {
     let index = u32::deserialize(deserializer)? as usize;
     FDS_IN.with(|s| {
         let mut stack = s.borrow_mut();
-        let list = stack.last_mut().ok_or_else(|| {
-            D::Error::custom("a handle can only be received from a multiprocess channel")
-        })?;
+        let list = stack
+            .last_mut()
+            .ok_or_else(|| D::Error::custom("a handle can only be received from a multiprocess channel"))?;
         list.get_mut(index)
             .and_then(Option::take)
             .ok_or_else(|| D::Error::custom(format!("handle #{index} is missing from the message")))
@@ -298,14 +289,8 @@ pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> std::result::Result<R, PanicInf
         } else {
             "Box<dyn Any>".to_string()
         };
-        let (location, backtrace) = LAST_PANIC
-            .with(|p| p.borrow_mut().take())
-            .unwrap_or_default();
-        PanicInfo {
-            message,
-            location,
-            backtrace,
-        }
+        let (location, backtrace) = LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_default();
+        PanicInfo { message, location, backtrace }
     })
 }
 
@@ -392,10 +377,7 @@ pub(crate) fn anchor() -> usize {
 impl FnRef {
     fn from_trampoline(t: Trampoline) -> Self {
         let offset = (t as usize as i64).wrapping_sub(anchor() as i64);
-        FnRef {
-            offset,
-            check: Self::checksum(offset),
-        }
+        FnRef { offset, check: Self::checksum(offset) }
     }
 
     fn checksum(offset: i64) -> u64 {
@@ -449,9 +431,7 @@ impl FnRef {
     /// another build): nothing is called then.
     pub(crate) fn call(&self, payload: Payload) -> Result<CallOutcome> {
         if self.check != Self::checksum(self.offset) {
-            return Err(Error::decode(
-                "a function reference failed its integrity check",
-            ));
+            return Err(Error::decode("a function reference failed its integrity check"));
         }
         let addr = (anchor() as i64).wrapping_add(self.offset) as usize;
         // SAFETY:
@@ -484,18 +464,12 @@ impl PreparedCall {
         F: Fn(A) -> R,
         A: Serialize + DeserializeOwned,
     {
-        PreparedCall {
-            target: FnRef::discard(f),
-            payload: encode(&arg),
-        }
+        PreparedCall { target: FnRef::discard(f), payload: encode(&arg) }
     }
 }
 
 /// Lets `BorrowedFd`-holding handles serialize through [`serialize_fd`].
-pub(crate) fn serialize_handle<S: Serializer>(
-    fd: &impl AsFd,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_handle<S: Serializer>(fd: &impl AsFd, serializer: S) -> Result<S::Ok, S::Error> {
     serialize_fd(fd.as_fd(), serializer)
 }
 
@@ -516,10 +490,7 @@ mod tests {
     fn truncated_and_garbage_messages_are_errors() {
         let enc = encode(&vec![1u32, 2, 3, 4]).unwrap();
         for cut in 0..enc.bytes.len() {
-            assert!(
-                decode::<Vec<u32>>(&enc.bytes[..cut], Vec::new()).is_err(),
-                "cut at {cut}"
-            );
+            assert!(decode::<Vec<u32>>(&enc.bytes[..cut], Vec::new()).is_err(), "cut at {cut}");
         }
         assert!(decode::<u8>(b"\x80\x04garbage", Vec::new()).is_err());
     }
@@ -544,9 +515,7 @@ mod tests {
     fn fn_refs_call_back_into_this_binary() {
         let r = FnRef::returning(|(a, b): (i32, i32)| a * b);
         let out = r.call(encode(&(6, 7)).unwrap()).unwrap();
-        let CallOutcome::Returned(enc) = out else {
-            panic!("expected a result")
-        };
+        let CallOutcome::Returned(enc) = out else { panic!("expected a result") };
         assert_eq!(decode::<i32>(&enc.bytes, Vec::new()).unwrap(), 42);
     }
 
@@ -554,10 +523,7 @@ mod tests {
     fn corrupt_fn_refs_are_refused() {
         let mut r = FnRef::discard(|_: ()| ());
         r.offset += 16;
-        assert!(matches!(
-            r.call(encode(&()).unwrap()),
-            Err(Error::Decode(_))
-        ));
+        assert!(matches!(r.call(encode(&()).unwrap()), Err(Error::Decode(_))));
     }
 
     #[test]

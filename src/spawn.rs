@@ -112,13 +112,7 @@ pub(crate) fn fingerprint() -> u64 {
         use std::os::unix::fs::MetadataExt;
         let mut key = Vec::with_capacity(48);
         if let Ok(m) = std::fs::metadata("/proc/self/exe") {
-            for v in [
-                m.dev(),
-                m.ino(),
-                m.size(),
-                m.mtime() as u64,
-                m.mtime_nsec() as u64,
-            ] {
+            for v in [m.dev(), m.ino(), m.size(), m.mtime() as u64, m.mtime_nsec() as u64] {
                 key.extend_from_slice(&v.to_le_bytes());
             }
         }
@@ -194,9 +188,7 @@ pub(crate) fn current_name() -> &'static str {
 /// The identity and default name of the next child of this process.
 pub(crate) fn next_child_identity(prefix: &str) -> (Vec<u32>, String) {
     let n = NEXT_CHILD.fetch_add(1, Ordering::Relaxed);
-    let mut identity = child_context()
-        .map(|c| c.identity.clone())
-        .unwrap_or_default();
+    let mut identity = child_context().map(|c| c.identity.clone()).unwrap_or_default();
     identity.push(n);
     let digits: Vec<String> = identity.iter().map(u32::to_string).collect();
     (identity, format!("{prefix}-{}", digits.join(":")))
@@ -281,9 +273,7 @@ pub(crate) fn start(spec: StartSpec) -> Result<Child> {
     let payload = payload?;
     let (ours, theirs) = fd::socketpair_stream()?;
     let mut args = std::env::args_os();
-    let arg0 = args
-        .next()
-        .unwrap_or_else(|| OsString::from("multiprocess-child"));
+    let arg0 = args.next().unwrap_or_else(|| OsString::from("multiprocess-child"));
     let exe = executable();
     let pid = os_spawn::spawn_child(os_spawn::SpawnSpec {
         exe: &exe,
@@ -294,12 +284,7 @@ pub(crate) fn start(spec: StartSpec) -> Result<Child> {
     })?;
     drop(theirs);
     let pidfd = fd::pidfd_open(pid)?;
-    let child = Child {
-        pid,
-        pidfd,
-        conn: Connection::from_fd(ours, true, true),
-        started_at: Instant::now(),
-    };
+    let child = Child { pid, pidfd, conn: Connection::from_fd(ours, true, true), started_at: Instant::now() };
     let boot = Bootstrap {
         name: spec.name,
         identity: spec.identity,
@@ -311,15 +296,9 @@ pub(crate) fn start(spec: StartSpec) -> Result<Child> {
     };
     if let Err(e) = send_bootstrap(&child.conn, &boot, &payload) {
         // A child that died at once: its exit status says more than EPIPE.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
         let status = crate::process::reap_blocking(pid);
-        return Err(Error::Spawn(format!(
-            "could not send the child its work ({e}); {}",
-            describe_exit(status)
-        )));
+        return Err(Error::Spawn(format!("could not send the child its work ({e}); {}", describe_exit(status))));
     }
     Ok(child)
 }
@@ -361,10 +340,7 @@ impl Child {
             )),
             Ok(frame) => match reduction::decode::<Report>(&frame.bytes, frame.fds)? {
                 Report::Started => Ok(()),
-                Report::Panicked(p) => Err(Error::Spawn(format!(
-                    "the child panicked while starting: {}",
-                    p.message
-                ))),
+                Report::Panicked(p) => Err(Error::Spawn(format!("the child panicked while starting: {}", p.message))),
             },
             Err(Error::Timeout) if Instant::now() >= limit => {
                 let _ = nix::sys::signal::kill(
@@ -377,13 +353,11 @@ impl Child {
                 )))
             }
             Err(Error::Timeout) => Err(Error::Timeout),
-            Err(Error::Eof) | Err(Error::Decode(_)) | Err(Error::Io(_)) => {
-                Err(Error::Spawn(format!(
+            Err(Error::Eof) | Err(Error::Decode(_)) | Err(Error::Io(_)) => Err(Error::Spawn(format!(
                 "the child (pid {}) exited before it started its work; is mp::init() the first \
                  line of main?",
                 self.pid
-            )))
-            }
+            ))),
             Err(e) => Err(e),
         }
     }
@@ -395,15 +369,9 @@ impl Child {
 /// Runs this process as a child and exits.
 fn run_child(var: OsString) -> ! {
     fd::ignore_sigpipe();
-    let conn = match var
-        .to_str()
-        .and_then(|s| s.parse().ok())
-        .map(fd::adopt_inherited)
-    {
+    let conn = match var.to_str().and_then(|s| s.parse().ok()).map(fd::adopt_inherited) {
         Some(Ok(fd)) => Connection::from_fd(fd, true, true),
-        _ => bootstrap_failed(&format!(
-            "{CHILD_FD_VAR}={var:?} does not name an inherited fd"
-        )),
+        _ => bootstrap_failed(&format!("{CHILD_FD_VAR}={var:?} does not name an inherited fd")),
     };
     let deadline = Some(Instant::now() + START_TIMEOUT);
     let first = match conn.recv_frame(deadline) {
@@ -423,10 +391,7 @@ fn run_child(var: OsString) -> ! {
         .unwrap_or_else(|e| bootstrap_failed(&format!("bad bootstrap: {e}")));
     let payload = conn
         .recv_frame(deadline)
-        .map(|f| Encoded {
-            bytes: f.bytes,
-            fds: f.fds,
-        })
+        .map(|f| Encoded { bytes: f.bytes, fds: f.fds })
         .unwrap_or_else(|e| bootstrap_failed(&format!("bad argument frame: {e}")));
     let ctx = ChildContext {
         name: boot.name,
@@ -475,23 +440,18 @@ fn bootstrap_failed(why: &str) -> ! {
 /// process. Unlike `PR_SET_PDEATHSIG`, this does not fire when merely the
 /// parent's *thread* that started us exits.
 fn watch_parent() {
-    let spawned = std::thread::Builder::new()
-        .name("multiprocess-parent-watch".into())
-        .spawn(|| {
-            let Some(ctx) = child_context() else { return };
-            loop {
-                let hung_up = ctx
-                    .parent_conn
-                    .with_fd(|fd| fd::wait_for(fd, libc::POLLRDHUP, None).unwrap_or(true))
-                    .unwrap_or(true);
-                if hung_up && ctx.parent_conn.peer_closed() {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::this(),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
+    let spawned = std::thread::Builder::new().name("multiprocess-parent-watch".into()).spawn(|| {
+        let Some(ctx) = child_context() else { return };
+        loop {
+            let hung_up = ctx
+                .parent_conn
+                .with_fd(|fd| fd::wait_for(fd, libc::POLLRDHUP, None).unwrap_or(true))
+                .unwrap_or(true);
+            if hung_up && ctx.parent_conn.peer_closed() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
             }
-        });
+        }
+    });
     if spawned.is_err() {
         bootstrap_failed("could not start the parent-watch thread");
     }

@@ -73,9 +73,6 @@ mod tests {
 
     #[test]
     fn other_negative_lengths_are_invalid() {
-        assert_eq!(
-            decode_short((-2i32).to_be_bytes()),
-            ShortHeader::Invalid(-2)
-        );
+        assert_eq!(decode_short((-2i32).to_be_bytes()), ShortHeader::Invalid(-2));
     }
 }

@@ -162,9 +162,7 @@ impl Connection {
         self.check_writable()?;
         let enc = reduction::encode(value)?;
         if !enc.fds.is_empty() && !self.inner.socket {
-            return Err(Error::encode(
-                "handles can only be sent over a socket connection",
-            ));
+            return Err(Error::encode("handles can only be sent over a socket connection"));
         }
         self.send_frame(&enc.bytes, &enc.fds)
     }
@@ -306,12 +304,7 @@ impl Connection {
     /// Python: `Connection.close()`.
     pub fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
-        let fd = self
-            .inner
-            .fd
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let fd = self.inner.fd.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(fd);
     }
 
@@ -374,21 +367,10 @@ impl Connection {
         let fd = self.fd()?;
         let fd = fd.as_fd();
         let (header, hlen) = framing::encode_header(payload.len());
-        let _w = self
-            .inner
-            .write_lock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let first = if payload.len() <= framing::SMALL_MESSAGE {
-            payload.len()
-        } else {
-            0
-        };
+        let _w = self.inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let first = if payload.len() <= framing::SMALL_MESSAGE { payload.len() } else { 0 };
         let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
-        let head = [
-            IoSlice::new(&header[..hlen]),
-            IoSlice::new(&payload[..first]),
-        ];
+        let head = [IoSlice::new(&header[..hlen]), IoSlice::new(&payload[..first])];
         let mut sent = if self.inner.socket {
             fd::send_with_fds(fd, &head, &borrowed)?
         } else {
@@ -400,10 +382,7 @@ impl Connection {
         let total = hlen + payload.len();
         while sent < total {
             let n = if sent < hlen {
-                self.write_some(
-                    fd,
-                    &[IoSlice::new(&header[sent..hlen]), IoSlice::new(payload)],
-                )?
+                self.write_some(fd, &[IoSlice::new(&header[sent..hlen]), IoSlice::new(payload)])?
             } else {
                 self.write_some(fd, &[IoSlice::new(&payload[sent - hlen..])])?
             };
@@ -429,11 +408,7 @@ impl Connection {
         self.check_readable()?;
         let fd = self.fd()?;
         let fd = fd.as_fd();
-        let _r = self
-            .inner
-            .read_lock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let _r = self.inner.read_lock.lock().unwrap_or_else(|e| e.into_inner());
         if deadline.is_some() && !fd::wait_for(fd, fd::READABLE, deadline)? {
             return Err(Error::Timeout);
         }
@@ -463,12 +438,7 @@ impl Connection {
 
     /// Reads a payload of `len` bytes, growing the buffer as bytes arrive, so a
     /// lying header costs no more memory than the bytes really sent.
-    fn read_payload(
-        &self,
-        fd: BorrowedFd<'_>,
-        len: usize,
-        fds: &mut Vec<OwnedFd>,
-    ) -> Result<Vec<u8>> {
+    fn read_payload(&self, fd: BorrowedFd<'_>, len: usize, fds: &mut Vec<OwnedFd>) -> Result<Vec<u8>> {
         const STEP: usize = 16 << 20;
         let mut buf = Vec::with_capacity(len.min(STEP));
         while buf.len() < len {
@@ -482,13 +452,7 @@ impl Connection {
 
     /// Fills `buf`. Returns false on a clean end of file before the first byte
     /// when `eof_ok`; a short read anywhere else is a truncated frame.
-    fn read_exact(
-        &self,
-        fd: BorrowedFd<'_>,
-        buf: &mut [u8],
-        fds: &mut Vec<OwnedFd>,
-        eof_ok: bool,
-    ) -> Result<bool> {
+    fn read_exact(&self, fd: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>, eof_ok: bool) -> Result<bool> {
         let mut got = 0;
         while got < buf.len() {
             let n = if self.inner.socket {
@@ -500,9 +464,7 @@ impl Connection {
                 if got == 0 && eof_ok {
                     return Ok(false);
                 }
-                return Err(Error::decode(
-                    "truncated frame: the peer closed mid-message",
-                ));
+                return Err(Error::decode("truncated frame: the peer closed mid-message"));
             }
             got += n;
         }
@@ -530,10 +492,7 @@ impl fmt::Debug for Connection {
 /// The wire form of a `Connection` inside a sent value.
 #[derive(Serialize, Deserialize)]
 struct WireConnection {
-    #[serde(
-        serialize_with = "reduction::serialize_handle",
-        deserialize_with = "reduction::deserialize_fd"
-    )]
+    #[serde(serialize_with = "reduction::serialize_handle", deserialize_with = "reduction::deserialize_fd")]
     fd: OwnedFd,
     readable: bool,
     writable: bool,
@@ -544,12 +503,8 @@ impl Serialize for Connection {
         use serde::ser::Error as _;
         let fd = self.fd().map_err(S::Error::custom)?;
         let dup = fd.try_clone().map_err(S::Error::custom)?;
-        WireConnection {
-            fd: dup,
-            readable: self.inner.readable,
-            writable: self.inner.writable,
-        }
-        .serialize(serializer)
+        WireConnection { fd: dup, readable: self.inner.readable, writable: self.inner.writable }
+            .serialize(serializer)
     }
 }
 
@@ -589,15 +544,9 @@ impl<'de> Deserialize<'de> for Connection {
 pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
     let (a, b) = fd::socketpair_stream()?;
     if duplex {
-        Ok((
-            Connection::from_fd(a, true, true),
-            Connection::from_fd(b, true, true),
-        ))
+        Ok((Connection::from_fd(a, true, true), Connection::from_fd(b, true, true)))
     } else {
-        Ok((
-            Connection::from_fd(a, true, false),
-            Connection::from_fd(b, false, true),
-        ))
+        Ok((Connection::from_fd(a, true, false), Connection::from_fd(b, false, true)))
     }
 }
 
@@ -640,10 +589,7 @@ mod tests {
         let (a, b) = pipe(true).unwrap();
         b.set_max_message_len(10);
         a.send_bytes(&[0u8; 11]).unwrap();
-        assert!(matches!(
-            b.recv_bytes(),
-            Err(Error::MessageTooLarge { len: 11, max: 10 })
-        ));
+        assert!(matches!(b.recv_bytes(), Err(Error::MessageTooLarge { len: 11, max: 10 })));
     }
 
     #[test]

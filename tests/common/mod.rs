@@ -21,11 +21,7 @@ pub fn ms(n: u64) -> Duration {
 
 /// Runs `f` on a thread and fails the test, naming `step`, if it does not
 /// finish within `guard`: a hang becomes a failure instead of a stuck CI run.
-pub fn within<T: Send + 'static>(
-    guard: Duration,
-    step: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
+pub fn within<T: Send + 'static>(guard: Duration, step: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = mpsc::channel();
     let handle = std::thread::spawn(move || {
         let _ = tx.send(f());
@@ -35,9 +31,7 @@ pub fn within<T: Send + 'static>(
             let _ = handle.join();
             v
         }
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("hang: `{step}` did not finish within {guard:?}")
-        }
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("hang: `{step}` did not finish within {guard:?}"),
         Err(mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
             Err(p) => std::panic::resume_unwind(p),
             Ok(()) => unreachable!("the thread sent nothing but returned"),
@@ -48,22 +42,14 @@ pub fn within<T: Send + 'static>(
 /// The fds of this process.
 pub fn open_fds() -> BTreeSet<String> {
     std::fs::read_dir("/proc/self/fd")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default()
 }
 
 /// Entries in /dev/shm.
 pub fn shm_entries() -> BTreeSet<String> {
     std::fs::read_dir("/dev/shm")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default()
 }
 
@@ -71,20 +57,12 @@ pub fn shm_entries() -> BTreeSet<String> {
 pub fn child_pids() -> Vec<(u32, char)> {
     let me = std::process::id();
     let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
+    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
     for e in dir.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
         // "pid (comm) S ppid ..." — comm may hold spaces, so split after ')'.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
         let mut fields = rest.split_whitespace();
         let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
         let ppid: u32 = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -105,10 +83,7 @@ pub struct LeakCheck {
 
 impl LeakCheck {
     pub fn new() -> Self {
-        LeakCheck {
-            fds: open_fds(),
-            shm: shm_entries(),
-        }
+        LeakCheck { fds: open_fds(), shm: shm_entries() }
     }
 
     /// Checks now, waiting up to a guard for children to be reaped.
@@ -124,16 +99,9 @@ impl LeakCheck {
             if std::time::Instant::now() > deadline {
                 let fd_targets: Vec<String> = fds
                     .iter()
-                    .map(|f| {
-                        format!(
-                            "{f} -> {:?}",
-                            std::fs::read_link(format!("/proc/self/fd/{f}")).ok()
-                        )
-                    })
+                    .map(|f| format!("{f} -> {:?}", std::fs::read_link(format!("/proc/self/fd/{f}")).ok()))
                     .collect();
-                panic!(
-                    "leak: children {kids:?}, new fds {fd_targets:?}, new /dev/shm entries {shm:?}"
-                );
+                panic!("leak: children {kids:?}, new fds {fd_targets:?}, new /dev/shm entries {shm:?}");
             }
             // Polling a /proc snapshot: a hang guard, not synchronisation.
             std::thread::sleep(ms(20));

@@ -26,23 +26,13 @@ pub(crate) const HUNG_UP: i16 = libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR;
 
 /// A connected pair of `AF_UNIX` stream sockets.
 pub(crate) fn socketpair_stream() -> io::Result<(OwnedFd, OwnedFd)> {
-    Ok(socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )?)
+    Ok(socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)?)
 }
 
 /// A connected pair of `AF_UNIX` seqpacket sockets: every send is one message,
 /// received whole or not at all.
 pub(crate) fn socketpair_seqpacket() -> io::Result<(OwnedFd, OwnedFd)> {
-    Ok(socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )?)
+    Ok(socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?)
 }
 
 /// A pipe: `(read end, write end)`.
@@ -108,9 +98,7 @@ pub(crate) fn recv_with_fds(
             }
         }
         if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
-            return Err(io::Error::other(
-                "a message carried more file descriptors than fit",
-            ));
+            return Err(io::Error::other("a message carried more file descriptors than fit"));
         }
         return Ok(msg.bytes);
     }
@@ -141,11 +129,7 @@ pub(crate) fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
 pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
-    let flags = if on {
-        flags | OFlag::O_NONBLOCK
-    } else {
-        flags - OFlag::O_NONBLOCK
-    };
+    let flags = if on { flags | OFlag::O_NONBLOCK } else { flags - OFlag::O_NONBLOCK };
     fcntl(fd, FcntlArg::F_SETFL(flags))?;
     Ok(())
 }
@@ -155,17 +139,10 @@ pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
 /// timeout).
 ///
 /// The deadline is absolute, so an `EINTR` retry does not stretch it.
-pub(crate) fn poll(
-    fds: &[(BorrowedFd<'_>, i16)],
-    deadline: Option<Instant>,
-) -> io::Result<Vec<i16>> {
+pub(crate) fn poll(fds: &[(BorrowedFd<'_>, i16)], deadline: Option<Instant>) -> io::Result<Vec<i16>> {
     let mut pfds: Vec<libc::pollfd> = fds
         .iter()
-        .map(|(fd, events)| libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: *events,
-            revents: 0,
-        })
+        .map(|(fd, events)| libc::pollfd { fd: fd.as_raw_fd(), events: *events, revents: 0 })
         .collect();
     loop {
         let timeout_ms: libc::c_int = match deadline {
@@ -196,11 +173,7 @@ pub(crate) fn poll(
 }
 
 /// Waits until `fd` has one of `events` or the deadline passes; true if it has.
-pub(crate) fn wait_for(
-    fd: BorrowedFd<'_>,
-    events: i16,
-    deadline: Option<Instant>,
-) -> io::Result<bool> {
+pub(crate) fn wait_for(fd: BorrowedFd<'_>, events: i16, deadline: Option<Instant>) -> io::Result<bool> {
     Ok(poll(&[(fd, events)], deadline)?[0] != 0)
 }
 
@@ -228,9 +201,7 @@ pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 
 /// The number of open fds of this process (entries of `/proc/self/fd`).
 pub(crate) fn open_fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count().saturating_sub(1))
-        .unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count().saturating_sub(1)).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -302,10 +273,7 @@ pub(crate) fn adopt_inherited(raw: RawFd) -> io::Result<OwnedFd> {
     //   alone: the spawning parent cleared close-on-exec on exactly this fd, and
     //   nothing else in this process knows its number (the variable is removed).
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    nix::fcntl::fcntl(
-        &fd,
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    )?;
+    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
     Ok(fd)
 }
 
