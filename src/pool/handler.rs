@@ -1116,6 +1116,7 @@ impl Handler {
     /// tasks.
     fn bury_exited(&mut self) {
         let mut changed = false;
+        let mut lost = Vec::new();
         let mut wi = 0;
         while wi < self.workers.len() {
             if !self.workers[wi].exited {
@@ -1135,11 +1136,11 @@ impl Handler {
             for (i, f) in w.inflight.drain(..).enumerate() {
                 let running = i == 0 && i < w.sent && f.started_at.is_some();
                 if running {
-                    let lost = Error::WorkerLost {
+                    let e = Error::WorkerLost {
                         pid: w.pid,
                         exitcode: code,
                     };
-                    self.finish(f.task.job, f.task.index, Err(lost));
+                    lost.push((f.task.job, f.task.index, e));
                 } else {
                     requeue.push(f.task);
                 }
@@ -1158,6 +1159,12 @@ impl Handler {
         }
         if changed {
             self.publish_pids();
+            // Replace now, so that when a caller learns of the loss the pool
+            // is whole again.
+            self.replace_workers();
+        }
+        for (job, index, e) in lost {
+            self.finish(job, index, Err(e));
         }
     }
 
