@@ -152,6 +152,7 @@ mod reduction;
 mod sharedctypes;
 mod spawn;
 mod synchronize;
+mod util;
 
 pub use connection::{Connection, pipe};
 pub use error::{Error, Result};

@@ -927,10 +927,7 @@ pub fn wait<'a, W: Waitable + ?Sized>(
         .collect())
 }
 
-/// `now + timeout`, or `None` (wait forever) if that overflows.
-pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
-    Instant::now().checked_add(timeout)
-}
+pub(crate) use crate::util::deadline_after;
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

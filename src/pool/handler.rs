@@ -41,7 +41,6 @@ use nix::sys::eventfd::EventFd;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::result::duplicate;
 use super::worker::{self, FLAG_ACK_START, Reply, Setup, WireFailure};
 use crate::connection::framing::{self, ShortHeader};
 use crate::error::{Error, Result};
@@ -220,7 +219,7 @@ impl Inner {
     ) -> Result<()> {
         let mut s = lock(&self.shared);
         if let Some(b) = &s.broken {
-            return Err(duplicate(b));
+            return Err(b.duplicate());
         }
         let open = match s.state {
             PoolState::Run => true,
@@ -785,7 +784,7 @@ impl Handler {
     fn set_broken(&mut self, e: Error) {
         let mut s = lock(&self.inner.shared);
         if s.broken.is_none() {
-            s.broken = Some(duplicate(&e));
+            s.broken = Some(e.duplicate());
         }
         drop(s);
         self.broken.get_or_insert(e);
@@ -1187,7 +1186,7 @@ impl Handler {
         }
         failed.extend(self.pending.drain(..).map(|t| (t.job, t.index)));
         for (job, index) in failed {
-            self.finish(job, index, Err(duplicate(err)));
+            self.finish(job, index, Err(err.duplicate()));
         }
         self.jobs.clear();
         for w in &mut self.workers {
@@ -1233,7 +1232,7 @@ impl Handler {
         }
         let err = self.broken.take().unwrap_or(Error::Closed);
         for t in tasks {
-            self.finish(t.job, t.index, Err(duplicate(&err)));
+            self.finish(t.job, t.index, Err(err.duplicate()));
         }
         self.jobs.clear();
     }

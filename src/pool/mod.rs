@@ -306,7 +306,7 @@ impl Pool {
     fn check_open(&self) -> Result<()> {
         let s = lock(&self.inner.shared);
         if let Some(b) = &s.broken {
-            return Err(result::duplicate(b));
+            return Err(b.duplicate());
         }
         if s.state != PoolState::Run || s.finished {
             return Err(Error::Closed);
