@@ -102,7 +102,7 @@ pub fn connection_frames(data: &[u8]) -> Vec<Outcome> {
     let pair = if sel & 1 == 0 {
         fd::socketpair_stream().map(|(a, b)| (b, a))
     } else {
-        fd::pipe()
+        pipe()
     };
     let (reader, writer) = match pair {
         Ok(p) => p,
@@ -136,6 +136,11 @@ pub fn connection_frames(data: &[u8]) -> Vec<Outcome> {
     out
 }
 
+/// A close-on-exec pipe: `(read end, write end)`.
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+}
+
 /// Fds to hand to a decoder: `n` of them, cycling through a shared-memory
 /// region of 64 bytes, a socket and a pipe end (so a handle that expects one
 /// kind meets the others).
@@ -147,7 +152,7 @@ fn some_fds(n: usize) -> Vec<OwnedFd> {
                 .and_then(|r| r.fd().try_clone_to_owned())
                 .ok(),
             1 => fd::socketpair_stream().ok().map(|(a, _)| a),
-            _ => fd::pipe().ok().map(|(r, _)| r),
+            _ => pipe().ok().map(|(r, _)| r),
         };
         if let Some(fd) = fd {
             fds.push(fd);
@@ -318,9 +323,11 @@ pub fn queue_item(data: &[u8]) -> Result<String> {
         1 => some_fds(3),
         2 => vec![shm::sealed_bytes(tail)?],
         _ => {
+            // A region of ours: sealed against resizing, not against writes.
             let r = shm::ShmRegion::create(tail.len())?;
-            r.copy_in(0, tail);
-            vec![r.fd().try_clone_to_owned()?]
+            let fd = r.fd().try_clone_to_owned()?;
+            nix::sys::uio::pwrite(&fd, tail, 0)?;
+            vec![fd]
         }
     };
     fn get_as<T>(dgram: &[u8], fds: Vec<OwnedFd>) -> Result<String>
