@@ -18,7 +18,6 @@ multiprocess::test_support!();
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use mp::__fuzz as fz;
 use mp::Error;
