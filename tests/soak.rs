@@ -144,6 +144,7 @@ fn ten_gib_through_a_pipe() {
     let secs = start.elapsed().as_secs_f64();
     p.join().unwrap();
     assert_eq!(p.exitcode(), Some(0));
+    drop(p);
     assert_eq!(received, 10 << 30);
     println!(
         "soak pipe: {:.2} GiB/s",
