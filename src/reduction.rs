@@ -178,6 +178,16 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Encoded> {
     Ok(Encoded { bytes, fds })
 }
 
+/// The number of fds an encoded message says it carries (so a receiver can take
+/// exactly those from the ones that arrived).
+pub(crate) fn declared_fds(bytes: &[u8]) -> usize {
+    if bytes.len() >= ENVELOPE_HEADER && bytes[0] == ENVELOPE_MAGIC {
+        bytes[1] as usize
+    } else {
+        0
+    }
+}
+
 /// Decodes a `T` that [`encode`] made, handing the message's fds to its handles.
 ///
 /// # Errors

@@ -216,6 +216,44 @@ pub(crate) fn raise_send_buffer(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<
     Ok(getsockopt(&fd, sockopt::SndBuf)?)
 }
 
+/// Receives into `buf`, appending any fds that arrive to `fds`, retrying on
+/// `EINTR`. Returns 0 at end of file.
+pub(crate) fn recv_with_fds(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS_PER_MESSAGE]);
+    loop {
+        let mut iov = [IoSliceMut::new(buf)];
+        let msg = match recvmsg::<()>(
+            fd.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(Errno::EINTR) => continue,
+            other => other?,
+        };
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                for r in raw {
+                    // SAFETY:
+                    // - the kernel just installed `r` in our fd table for this
+                    //   message (SCM_RIGHTS), and nothing else owns it yet.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(r) });
+                }
+            }
+        }
+        if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+            return Err(io::Error::other(
+                "a message carried more file descriptors than fit",
+            ));
+        }
+        return Ok(msg.bytes);
+    }
+}
+
 /// `read(2)`, retrying on `EINTR`. Returns 0 at end of file.
 pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     loop {
