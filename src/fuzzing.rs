@@ -445,3 +445,67 @@ pub fn manager_sample(which: u8) -> Vec<u8> {
     };
     r.unwrap_or_default()
 }
+
+/// A pool task frame as a worker reads it: the trailer (`Call`: task id and
+/// function reference; never called here), the flags, then the body decoded
+/// as a chunk of `u64` items (as `map` sends them).
+///
+/// Returns `"id flags body"` with the body's decode result, or the trailer's
+/// [`Error::Decode`].
+pub fn pool_task(data: &[u8]) -> Result<String> {
+    use crate::pool::worker::{Call, split_trailer};
+    let (body_len, call, flags): (usize, Call, u8) = split_trailer(data)?;
+    let body = reduction::decode::<Vec<u64>>(&data[..body_len], Vec::new());
+    Ok(format!("{} {flags} {body:?}", call.id))
+}
+
+/// A pool result frame as the parent's handler reads it: the trailer
+/// (`Reply`), then the body: for `Done { ok: true }` an encoded `u64`, for a
+/// failed task or initializer a `WireFailure`, turned into the public error.
+///
+/// Returns the reply and the body's outcome, or the trailer's
+/// [`Error::Decode`].
+pub fn pool_result(data: &[u8]) -> Result<String> {
+    use crate::pool::worker::{Reply, WireFailure, split_trailer};
+    let (body_len, reply, _flags): (usize, Reply, u8) = split_trailer(data)?;
+    let body = &data[..body_len];
+    let outcome = match &reply {
+        Reply::Done { ok: true, .. } => {
+            reduction::decode::<u64>(body, Vec::new()).map(|v| v.to_string())
+        }
+        Reply::Done { ok: false, .. } | Reply::InitFailed => {
+            match reduction::decode::<WireFailure>(body, Vec::new()) {
+                Ok(f) => Err(f.into_error("PoolWorker-1", 1)),
+                Err(e) => Err(e),
+            }
+        }
+        Reply::Ready | Reply::Started { .. } => Ok(String::new()),
+    };
+    Ok(format!("{reply:?} {outcome:?}"))
+}
+
+/// Builds pool frames for corpora: `body ++ postcard(trailer) ++ [flags] ++
+/// [len]`, with a `Done { id: 1, ok: true }` reply (`0`), a `Ready` reply
+/// (`1`), or a task `Call` (`2`, with a function reference that no worker
+/// would accept) around `body`.
+pub fn pool_frame(which: u8, body: &[u8]) -> Vec<u8> {
+    use crate::pool::worker::{Reply, append_trailer};
+    let mut v = body.to_vec();
+    let r = match which {
+        0 => append_trailer(
+            &mut v,
+            &Reply::Done {
+                id: 1,
+                ok: true,
+                started_next: None,
+            },
+            0,
+        ),
+        1 => append_trailer(&mut v, &Reply::Ready, 0),
+        _ => {
+            // A Call's wire form: id, then the FnRef's offset and check.
+            append_trailer(&mut v, &(7u64, 0i64, 0u64), 0)
+        }
+    };
+    r.map(|()| v).unwrap_or_default()
+}

@@ -33,6 +33,8 @@ const TARGETS: &[&str] = &[
     "manager_request",
     "manager_reply",
     "manager_channel",
+    "pool_task",
+    "pool_result",
 ];
 
 /// What a file's name says its outcome is.
@@ -162,6 +164,12 @@ fn replay(target: &str, name: &str, data: &[u8]) {
             matches!(e, Error::Decode(_))
         }),
         "manager_reply" => check_one(name, &fz::manager_reply(data), want, |e| {
+            matches!(e, Error::Decode(_))
+        }),
+        "pool_task" => check_one(name, &fz::pool_task(data), want, |e| {
+            matches!(e, Error::Decode(_))
+        }),
+        "pool_result" => check_one(name, &fz::pool_result(data), want, |e| {
             matches!(e, Error::Decode(_))
         }),
         other => panic!("unknown target {other}"),
@@ -1019,6 +1027,28 @@ fn hand_made() -> Vec<(&'static str, String, Vec<u8>)> {
         "too-large--default-max-plus-1",
         cat(&[&[1], &long_header((4 << 30) + 1)]),
     );
+
+    // --- pool_task / pool_result: body ++ postcard(trailer) ++ [flags] ++ [len].
+    let items = fz::encode_envelope(&vec![1u64, 2, 3]).unwrap();
+    let five = fz::encode_envelope(&5u64).unwrap();
+    for t in ["pool_task", "pool_result"] {
+        add(t, "decode--empty", Vec::new());
+        add(t, "decode--one-byte", vec![0]);
+        add(t, "decode--trailer-longer-than-frame", vec![0, 200]);
+        add(t, "decode--trailer-garbage", vec![0xff, 0xff, 0xff, 0, 3]);
+    }
+    add("pool_task", "ok--chunk-of-three", fz::pool_frame(2, &items));
+    add(
+        "pool_task",
+        "ok--garbage-body-is-reported-in-the-value",
+        fz::pool_frame(2, b"junk"),
+    );
+    add("pool_result", "ok--done-5", fz::pool_frame(0, &five));
+    add("pool_result", "ok--ready", fz::pool_frame(1, b""));
+    let mut cut = fz::pool_frame(0, &five);
+    let n = cut.len();
+    cut[n - 1] = 40; // the trailer claims 40 bytes
+    add("pool_result", "decode--trailer-length-lies", cut);
     v
 }
 

@@ -68,7 +68,10 @@ fn report(what: &str, start: Instant, before: Usage, after: Usage) {
 }
 
 #[test]
-#[cfg_attr(not(feature = "slow-tests"), ignore = "soak: run with --features slow-tests")]
+#[cfg_attr(
+    not(feature = "slow-tests"),
+    ignore = "soak: run with --features slow-tests"
+)]
 fn thousand_processes_started_and_joined() {
     let _s = common::serial();
     let leaks = common::LeakCheck::new();
@@ -98,13 +101,18 @@ fn thousand_processes_started_and_joined() {
     run(16); // warm-up: first-use allocations are not growth
     let before = usage();
     let start = Instant::now();
-    common::within(Duration::from_secs(600), "1,000 processes", move || run(1000));
+    common::within(Duration::from_secs(600), "1,000 processes", move || {
+        run(1000)
+    });
     report("1000 processes", start, before, usage());
     leaks.check();
 }
 
 #[test]
-#[cfg_attr(not(feature = "slow-tests"), ignore = "soak: run with --features slow-tests")]
+#[cfg_attr(
+    not(feature = "slow-tests"),
+    ignore = "soak: run with --features slow-tests"
+)]
 fn ten_gib_through_a_pipe() {
     const MSG: usize = 1 << 20;
     const COUNT: u64 = 10_240;
@@ -155,7 +163,10 @@ fn ten_gib_through_a_pipe() {
 }
 
 #[test]
-#[cfg_attr(not(feature = "slow-tests"), ignore = "soak: run with --features slow-tests")]
+#[cfg_attr(
+    not(feature = "slow-tests"),
+    ignore = "soak: run with --features slow-tests"
+)]
 fn queue_with_8_producers_and_8_consumers_delivers_exactly_once() {
     const PRODUCERS: u64 = 8;
     const CONSUMERS: usize = 8;
@@ -214,10 +225,7 @@ fn queue_with_8_producers_and_8_consumers_delivers_exactly_once() {
         let total = PRODUCERS * per;
         assert_eq!(all.len() as u64, total, "items lost or duplicated");
         all.sort_unstable();
-        assert!(
-            all.iter().copied().eq(0..total),
-            "every item exactly once"
-        );
+        assert!(all.iter().copied().eq(0..total), "every item exactly once");
         assert!(q.empty());
         per_consumer
     };
@@ -232,5 +240,51 @@ fn queue_with_8_producers_and_8_consumers_delivers_exactly_once() {
         PRODUCERS * PER_PRODUCER
     );
     report("Queue 8 producers x 8 consumers", start, before, usage());
+    leaks.check();
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "slow-tests"),
+    ignore = "soak: run with --features slow-tests"
+)]
+fn pool_runs_a_million_small_tasks() {
+    const TASKS: u64 = 1_000_000;
+    let _s = common::serial();
+    let leaks = common::LeakCheck::new();
+    let run = |n: u64| {
+        let pool = mp::Pool::new(4).unwrap();
+        // One task per item (chunksize 1): a million round trips.
+        let mut count = 0u64;
+        let mut sum = 0u64;
+        for r in pool
+            .imap_unordered_with_chunksize(|x: u64| x * 2, 0..n, 1)
+            .unwrap()
+        {
+            sum += r.unwrap();
+            count += 1;
+        }
+        assert_eq!(count, n);
+        assert_eq!(sum, n * (n - 1));
+        // And the chunked form, in order.
+        let v = pool.map(|x: u64| x + 1, 0..n).unwrap();
+        assert!(v.iter().copied().eq(1..=n));
+        pool.close();
+        pool.join().unwrap();
+    };
+    run(1000); // warm-up
+    let before = usage();
+    let start = Instant::now();
+    common::within(
+        Duration::from_secs(900),
+        "a million pool tasks",
+        move || run(TASKS),
+    );
+    report(
+        "Pool 1,000,000 tasks (imap_unordered chunksize 1, then map)",
+        start,
+        before,
+        usage(),
+    );
     leaks.check();
 }
