@@ -262,7 +262,7 @@ pub fn handshake(data: &[u8]) -> Result<()> {
     r
 }
 
-/// The number of types [`pickle`] can decode as.
+/// The number of types [`pickle()`](fn@pickle) can decode as.
 pub const PICKLE_TYPES: u8 = 7;
 
 /// Unpickles (`connection::pickle::loads`, what `Connection::recv_pickle`
