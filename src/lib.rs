@@ -140,6 +140,9 @@
 #[cfg(test)]
 crate::test_support!();
 
+#[doc(hidden)]
+#[path = "fuzzing.rs"]
+pub mod __fuzz;
 pub mod connection;
 mod error;
 mod managers;

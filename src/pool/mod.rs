@@ -26,7 +26,7 @@
 
 mod handler;
 mod result;
-mod worker;
+pub(crate) mod worker;
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
