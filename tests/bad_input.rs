@@ -867,6 +867,21 @@ fn hand_made() -> Vec<(&'static str, String, Vec<u8>)> {
         "decode--deep-nesting-2000",
         pk(5, &cat(&[b"\x80\x02", &[b']'; 2000], &[b'a'; 1999], b"."])),
     );
+    // 20 000 levels overflowed serde-pickle's recursion (a stack overflow that
+    // aborted the process) until the nesting check came first.
+    add(
+        t,
+        "decode--deep-nesting-20000",
+        pk(
+            5,
+            &cat(&[b"\x80\x02", &[b']'; 20_000], &[b'a'; 19_999], b"."]),
+        ),
+    );
+    add(
+        t,
+        "decode--cycle-through-memo",
+        pk(0, b"\x80\x02]q\x00h\x00a."),
+    );
 
     // --- queue_item: selector (type | fds << 2), datagram length, datagram, memfd tail.
     let t = "queue_item";
