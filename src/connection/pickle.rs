@@ -194,7 +194,7 @@ fn nesting_depth(bytes: &[u8]) -> Result<usize> {
                 let items = pop_to_mark(&mut stack)?;
                 stack.push(Slot::Obj(new_node(&mut children, items)));
             }
-            0x85 | 0x86 | 0x87 => {
+            0x85..=0x87 => {
                 let n = usize::from(op - 0x84);
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
