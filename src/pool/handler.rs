@@ -107,6 +107,8 @@ pub(crate) struct Task {
     pub(crate) fds: Vec<OwnedFd>,
     /// Kill the worker and fail the task if it runs longer.
     pub(crate) timeout: Option<Duration>,
+    /// The function it runs (prefetch is only for a function known to be quick).
+    pub(crate) func: FnRef,
 }
 
 impl Task {
@@ -132,6 +134,7 @@ impl Task {
             frame: bytes,
             fds,
             timeout,
+            func,
         })
     }
 }
@@ -337,6 +340,7 @@ impl Inner {
             exited: false,
             reaped: false,
             last_run: None,
+            last_func: None,
         };
         // Our own copy of the socket, non-blocking; the Connection (and its
         // fd) is dropped here.
@@ -416,6 +420,8 @@ pub(crate) struct Worker {
     reaped: bool,
     /// How long its last task ran.
     last_run: Option<Duration>,
+    /// The function its last task ran.
+    last_func: Option<FnRef>,
 }
 
 impl Worker {
@@ -805,7 +811,14 @@ impl Handler {
                 {
                     continue;
                 }
-                if depth > 0 && w.last_run.is_none_or(|d| d >= PREFETCH_MAX_TASK_TIME) {
+                // Prefetch only what this worker has just run quickly: the
+                // same function, under the limit. A function not yet timed
+                // (a new map of long tasks) waits for an idle worker instead
+                // of queueing behind a long task on a busy one.
+                if depth > 0
+                    && (w.last_run.is_none_or(|d| d >= PREFETCH_MAX_TASK_TIME)
+                        || w.last_func != self.pending.front().map(|t| t.func))
+                {
                     continue;
                 }
                 let Some(mut task) = self.next_task() else {
@@ -1028,6 +1041,7 @@ impl Handler {
                 let f = w.inflight.pop_front().expect("checked above");
                 w.sent -= 1;
                 let now = Instant::now();
+                w.last_func = Some(f.task.func);
                 w.last_run = Some(
                     f.started_at
                         .map_or(Duration::MAX, |s| now.saturating_duration_since(s)),
