@@ -45,6 +45,7 @@
 //! | Python module | here |
 //! |---|---|
 //! | `multiprocessing.process` | [`Process`], [`current_process`], [`parent_process`], [`active_children`], [`cpu_count`] |
+//! | `multiprocessing.pool` | [`Pool`], [`PoolBuilder`], [`AsyncResult`], [`IMapIterator`] |
 //! | `multiprocessing.connection` | [`Connection`], [`pipe`], [`connection::wait`] |
 //! | `multiprocessing.queues` | [`Queue`], [`JoinableQueue`], [`SimpleQueue`] |
 //! | `multiprocessing.synchronize` | [`Lock`], [`RLock`], [`Semaphore`], [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`] |
@@ -69,6 +70,7 @@ mod error;
 mod managers;
 #[allow(unsafe_code)]
 mod platform;
+mod pool;
 mod process;
 mod queues;
 mod reduction;
@@ -83,6 +85,7 @@ pub use managers::{
     JoinableQueueProxy, ListProxy, LockProxy, Managed, Manager, Namespace, ObjectProxy, ProxyGuard,
     QueueProxy, RLockProxy, SemaphoreProxy, SharedObject, ValueProxy,
 };
+pub use pool::{AsyncResult, IMapIterator, Pool, PoolBuilder};
 pub use process::{
     Process, ProcessInfo, active_children, cpu_count, current_process, parent_process,
 };

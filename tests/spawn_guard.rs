@@ -19,11 +19,10 @@ fn run_with(exe: &str) -> (mp::Result<()>, Option<i32>) {
     if let Err(e) = started {
         return (Err(e), None);
     }
-    let joined = within(LONG, "join a child that cannot start", move || {
+    within(LONG, "join a child that cannot start", move || {
         let r = p.join();
         (r, p.exitcode())
-    });
-    joined
+    })
 }
 
 #[test]

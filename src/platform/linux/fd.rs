@@ -45,7 +45,8 @@ pub(crate) fn socketpair_seqpacket() -> io::Result<(OwnedFd, OwnedFd)> {
     )?)
 }
 
-/// A pipe: `(read end, write end)`.
+/// A pipe: `(read end, write end)` (tests use it as a non-socket fd).
+#[cfg(test)]
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
 }
@@ -83,44 +84,6 @@ pub(crate) fn send_with_fds(
             Err(Errno::EINTR) => continue,
             other => return Ok(other?),
         }
-    }
-}
-
-/// Receives into `buf`, appending any fds that arrive to `fds`, retrying on
-/// `EINTR`. Returns 0 at end of file.
-pub(crate) fn recv_with_fds(
-    fd: BorrowedFd<'_>,
-    buf: &mut [u8],
-    fds: &mut Vec<OwnedFd>,
-) -> io::Result<usize> {
-    let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS_PER_MESSAGE]);
-    loop {
-        let mut iov = [IoSliceMut::new(buf)];
-        let msg = match recvmsg::<()>(
-            fd.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Err(Errno::EINTR) => continue,
-            other => other?,
-        };
-        for c in msg.cmsgs()? {
-            if let ControlMessageOwned::ScmRights(raw) = c {
-                for r in raw {
-                    // SAFETY:
-                    // - the kernel just installed `r` in our fd table for this
-                    //   message (SCM_RIGHTS), and nothing else owns it yet.
-                    fds.push(unsafe { OwnedFd::from_raw_fd(r) });
-                }
-            }
-        }
-        if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
-            return Err(io::Error::other(
-                "a message carried more file descriptors than fit",
-            ));
-        }
-        return Ok(msg.bytes);
     }
 }
 
@@ -251,6 +214,44 @@ pub(crate) fn raise_send_buffer(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<
         setsockopt(&fd, sockopt::SndBuf, &bytes)?;
     }
     Ok(getsockopt(&fd, sockopt::SndBuf)?)
+}
+
+/// Receives into `buf`, appending any fds that arrive to `fds`, retrying on
+/// `EINTR`. Returns 0 at end of file.
+pub(crate) fn recv_with_fds(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS_PER_MESSAGE]);
+    loop {
+        let mut iov = [IoSliceMut::new(buf)];
+        let msg = match recvmsg::<()>(
+            fd.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(Errno::EINTR) => continue,
+            other => other?,
+        };
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                for r in raw {
+                    // SAFETY:
+                    // - the kernel just installed `r` in our fd table for this
+                    //   message (SCM_RIGHTS), and nothing else owns it yet.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(r) });
+                }
+            }
+        }
+        if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+            return Err(io::Error::other(
+                "a message carried more file descriptors than fit",
+            ));
+        }
+        return Ok(msg.bytes);
+    }
 }
 
 /// `read(2)`, retrying on `EINTR`. Returns 0 at end of file.
@@ -420,9 +421,13 @@ mod tests {
         assert_eq!(n, 2);
         drop(w);
         let mut got = Vec::new();
-        let mut buf = [0u8; 8];
-        assert_eq!(recv_with_fds(b.as_fd(), &mut buf, &mut got).unwrap(), 2);
-        assert_eq!(&buf[..2], b"hi");
+        let mut buf = Vec::new();
+        let mut cmsg = cmsg_buffer();
+        assert_eq!(
+            recv_append(b.as_fd(), &mut buf, 8, &mut cmsg, &mut got, false).unwrap(),
+            Some(2)
+        );
+        assert_eq!(&buf[..], b"hi");
         assert_eq!(got.len(), 1);
         assert_eq!(write(got[0].as_fd(), b"x").unwrap(), 1);
         let mut one = [0u8; 1];

@@ -7,8 +7,7 @@
 //! shrinking and growing, so no peer can truncate it and turn our accesses into
 //! SIGBUS.
 //!
-//! Other processes' writes are reached only through atomics, or through the
-//! byte copies below while the caller holds its own lock; never through a
+//! Other processes' writes are reached only through atomics; never through a
 //! `&mut` into the mapping.
 
 use std::io;
@@ -160,24 +159,6 @@ impl ShmRegion {
         // SAFETY: as for `atomic_u32`.
         unsafe { AtomicU8::from_ptr(p) }
     }
-
-    /// Copies `dst.len()` bytes out of the region at `offset`. The caller holds
-    /// the lock that guards those bytes.
-    pub(crate) fn copy_out(&self, offset: usize, dst: &mut [u8]) {
-        let p = self.at(offset, dst.len(), 1);
-        // SAFETY:
-        // - source in bounds (checked), destination is a distinct local buffer.
-        // - concurrent writers are excluded by the caller's lock.
-        unsafe { std::ptr::copy_nonoverlapping(p, dst.as_mut_ptr(), dst.len()) }
-    }
-
-    /// Copies `src` into the region at `offset`. The caller holds the lock that
-    /// guards those bytes.
-    pub(crate) fn copy_in(&self, offset: usize, src: &[u8]) {
-        let p = self.at(offset, src.len(), 1);
-        // SAFETY: as for `copy_out`, with the roles swapped.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), p, src.len()) }
-    }
 }
 
 impl Drop for ShmRegion {
@@ -263,10 +244,8 @@ mod tests {
         let b = ShmRegion::from_fd(a.fd().try_clone_to_owned().unwrap()).unwrap();
         a.atomic_u32(8).store(77, Ordering::SeqCst);
         assert_eq!(b.atomic_u32(8).load(Ordering::SeqCst), 77);
-        b.copy_in(100, b"hello");
-        let mut out = [0u8; 5];
-        a.copy_out(100, &mut out);
-        assert_eq!(&out, b"hello");
+        b.atomic_u64(64).store(u64::MAX - 1, Ordering::SeqCst);
+        assert_eq!(a.atomic_u64(64).load(Ordering::SeqCst), u64::MAX - 1);
     }
 
     #[test]

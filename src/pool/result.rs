@@ -1,0 +1,729 @@
+//! What a submit hands back: [`AsyncResult`] (Python's `ApplyResult` and
+//! `MapResult`) and [`IMapIterator`] (Python's `IMapIterator` and
+//! `IMapUnorderedIterator`), and the jobs that fill them on the pool's handler
+//! thread.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+
+use super::handler::{Body, Inner, Job};
+use crate::connection::deadline_after;
+use crate::error::{Error, Result};
+use crate::reduction;
+
+/// A second copy of an error the pool produced, so that `get()` can hand out
+/// the same error every time, as Python re-raises it.
+pub(crate) fn duplicate(e: &Error) -> Error {
+    match e {
+        Error::Timeout => Error::Timeout,
+        Error::Closed => Error::Closed,
+        Error::Value(m) => Error::Value(m.clone()),
+        Error::Decode(m) => Error::Decode(m.clone()),
+        Error::Encode(m) => Error::Encode(m.clone()),
+        Error::Spawn(m) => Error::Spawn(m.clone()),
+        Error::WorkerLost { pid, exitcode } => Error::WorkerLost {
+            pid: *pid,
+            exitcode: *exitcode,
+        },
+        Error::Remote {
+            process,
+            pid,
+            message,
+            location,
+            backtrace,
+        } => Error::Remote {
+            process: process.clone(),
+            pid: *pid,
+            message: message.clone(),
+            location: location.clone(),
+            backtrace: backtrace.clone(),
+        },
+        Error::Io(io) => Error::Io(std::io::Error::new(io.kind(), io.to_string())),
+        other => Error::Value(other.to_string()),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs a user callback on the handler thread; a panic in it is reported by the
+/// panic hook (like a panic on any thread) and does not stop the pool.
+fn run_callback(f: impl FnOnce()) {
+    let _ = catch_unwind(AssertUnwindSafe(f));
+}
+
+// ---------------------------------------------------------------------------
+// The slot behind an AsyncResult
+
+/// Where an [`AsyncResult`]'s outcome lands.
+enum SlotState<R> {
+    /// Not finished.
+    Pending,
+    /// Finished; the value or the error.
+    Ready(Result<R>),
+    /// A `get()` took the value.
+    Taken,
+}
+
+/// The shared cell of one [`AsyncResult`].
+pub(crate) struct Slot<R> {
+    /// The outcome.
+    state: Mutex<SlotState<R>>,
+    /// Signalled once the outcome is set.
+    cond: Condvar,
+}
+
+impl<R> Slot<R> {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Slot {
+            state: Mutex::new(SlotState::Pending),
+            cond: Condvar::new(),
+        })
+    }
+
+    /// Sets the outcome (once; later calls are ignored) and wakes the waiters.
+    pub(crate) fn set(&self, result: Result<R>) {
+        let mut s = lock(&self.state);
+        if matches!(*s, SlotState::Pending) {
+            *s = SlotState::Ready(result);
+            drop(s);
+            self.cond.notify_all();
+        }
+    }
+
+    fn is_pending(&self) -> bool {
+        matches!(*lock(&self.state), SlotState::Pending)
+    }
+
+    /// Waits until set or `deadline`; the guard, or `None` on timeout.
+    fn wait_deadline(&self, deadline: Option<Instant>) -> Option<MutexGuard<'_, SlotState<R>>> {
+        let mut s = lock(&self.state);
+        while matches!(*s, SlotState::Pending) {
+            match deadline {
+                None => s = self.cond.wait(s).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return None;
+                    }
+                    s = self
+                        .cond
+                        .wait_timeout(s, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+        Some(s)
+    }
+}
+
+/// The result of [`Pool::apply_async`](crate::Pool::apply_async) or
+/// [`Pool::map_async`](crate::Pool::map_async): a value that will be there once
+/// a worker has answered.
+///
+/// Callbacks given with the submit have run by the time [`get`](Self::get) or
+/// [`wait`](Self::wait) returns. `AsyncResult` is `Send` and `Sync`; all methods
+/// take `&self`.
+///
+/// Python: `multiprocessing.pool.AsyncResult` (`ApplyResult`, `MapResult`).
+///
+/// # Differences from Python
+///
+/// A value moves out of the `AsyncResult` on the first successful `get()`:
+/// a second `get()` gives [`Error::Value`] (no `R: Clone` bound is needed). An
+/// error is handed out again by every `get()`, as Python re-raises it.
+///
+/// # Examples
+///
+/// ```
+/// use multiprocess as mp;
+/// fn main() -> mp::Result<()> {
+///     mp::init();
+///     let pool = mp::Pool::new(2)?;
+///     let r = pool.apply_async(|x: u64| x * x, 12)?;
+///     r.wait();
+///     assert!(r.ready());
+///     assert!(r.successful()?);
+///     assert_eq!(r.get()?, 144);
+///     Ok(())
+/// }
+/// ```
+pub struct AsyncResult<R> {
+    /// Filled by the pool's handler thread.
+    slot: Arc<Slot<R>>,
+}
+
+impl<R> AsyncResult<R> {
+    pub(crate) fn new(slot: Arc<Slot<R>>) -> Self {
+        AsyncResult { slot }
+    }
+
+    /// A result that is already there (an empty `map_async`, a refused submit).
+    pub(crate) fn ready_with(result: Result<R>) -> Self {
+        let slot = Slot::new();
+        slot.set(result);
+        AsyncResult { slot }
+    }
+
+    /// Waits for the result and returns it.
+    ///
+    /// Python: `AsyncResult.get()`.
+    ///
+    /// # Errors
+    ///
+    /// The task's error: [`Error::Remote`] when the function panicked,
+    /// [`Error::WorkerLost`] when its worker died mid-task, [`Error::Timeout`]
+    /// when it overran the pool's or the call's task timeout, [`Error::Closed`]
+    /// when the pool was terminated (or dropped) first, [`Error::Decode`] /
+    /// [`Error::Encode`] when the argument or result did not cross;
+    /// [`Error::Value`] when an earlier `get()` already took the value.
+    pub fn get(&self) -> Result<R> {
+        self.get_deadline(None)
+    }
+
+    /// Like [`get`](Self::get), but gives up after `timeout` with
+    /// [`Error::Timeout`]; the task goes on, and a later `get` can still return
+    /// its result.
+    ///
+    /// Python: `AsyncResult.get(timeout)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] when not ready in time, else as [`get`](Self::get).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiprocess as mp;
+    /// use std::time::Duration;
+    /// fn main() -> mp::Result<()> {
+    ///     mp::init();
+    ///     let pool = mp::Pool::new(1)?;
+    ///     let slow = pool.apply_async(|ms: u64| std::thread::sleep(Duration::from_millis(ms)), 300)?;
+    ///     assert!(matches!(slow.get_timeout(Duration::from_millis(10)), Err(mp::Error::Timeout)));
+    ///     slow.get()?;
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn get_timeout(&self, timeout: Duration) -> Result<R> {
+        self.get_deadline(deadline_after(timeout))
+    }
+
+    fn get_deadline(&self, deadline: Option<Instant>) -> Result<R> {
+        let mut s = self.slot.wait_deadline(deadline).ok_or(Error::Timeout)?;
+        match std::mem::replace(&mut *s, SlotState::Taken) {
+            SlotState::Ready(Ok(v)) => Ok(v),
+            SlotState::Ready(Err(e)) => {
+                let copy = duplicate(&e);
+                *s = SlotState::Ready(Err(e));
+                Err(copy)
+            }
+            SlotState::Taken => Err(Error::value(
+                "the result was already taken by an earlier get()",
+            )),
+            SlotState::Pending => unreachable!("wait_deadline returns only once the slot is set"),
+        }
+    }
+
+    /// Waits until the result is ready.
+    ///
+    /// Python: `AsyncResult.wait()`.
+    pub fn wait(&self) {
+        let _ = self.slot.wait_deadline(None);
+    }
+
+    /// Waits up to `timeout`; true if the result is ready.
+    ///
+    /// Python: `AsyncResult.wait(timeout)` (which returns `None`; check
+    /// `ready()` there).
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.slot.wait_deadline(deadline_after(timeout)).is_some()
+    }
+
+    /// True once the task has finished (successfully or not).
+    ///
+    /// Python: `AsyncResult.ready()`.
+    pub fn ready(&self) -> bool {
+        !self.slot.is_pending()
+    }
+
+    /// Whether the task finished without error.
+    ///
+    /// Python: `AsyncResult.successful()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] when the result is not ready yet.
+    pub fn successful(&self) -> Result<bool> {
+        match &*lock(&self.slot.state) {
+            SlotState::Pending => Err(Error::value("the result is not ready; wait() for it first")),
+            SlotState::Ready(r) => Ok(r.is_ok()),
+            SlotState::Taken => Ok(true),
+        }
+    }
+}
+
+impl<R> fmt::Debug for AsyncResult<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &*lock(&self.slot.state) {
+            SlotState::Pending => "pending",
+            SlotState::Ready(Ok(_)) | SlotState::Taken => "ready (ok)",
+            SlotState::Ready(Err(_)) => "ready (error)",
+        };
+        f.debug_struct("AsyncResult")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+/// A boxed success callback.
+pub(crate) type Callback<R> = Box<dyn FnOnce(&R) + Send + 'static>;
+/// A boxed error callback.
+pub(crate) type ErrorCallback = Box<dyn FnOnce(&Error) + Send + 'static>;
+
+// ---------------------------------------------------------------------------
+// apply
+
+/// The job of one `apply_async`.
+pub(crate) struct ApplyJob<R> {
+    /// Where the result goes.
+    slot: Arc<Slot<R>>,
+    /// Run with the value before it is stored.
+    callback: Option<Callback<R>>,
+    /// Run with the error before it is stored.
+    error_callback: Option<ErrorCallback>,
+}
+
+impl<R> ApplyJob<R> {
+    pub(crate) fn new(
+        slot: Arc<Slot<R>>,
+        callback: Option<Callback<R>>,
+        error_callback: Option<ErrorCallback>,
+    ) -> Self {
+        ApplyJob {
+            slot,
+            callback,
+            error_callback,
+        }
+    }
+}
+
+impl<R: DeserializeOwned + Send + 'static> Job for ApplyJob<R> {
+    fn complete(&mut self, _index: u64, outcome: Result<Body<'_>>) -> bool {
+        let result = outcome.and_then(|b| reduction::decode::<R>(b.bytes, b.fds));
+        match &result {
+            Ok(v) => {
+                if let Some(cb) = self.callback.take() {
+                    run_callback(|| cb(v));
+                }
+            }
+            Err(e) => {
+                if let Some(cb) = self.error_callback.take() {
+                    run_callback(|| cb(e));
+                }
+            }
+        }
+        self.slot.set(result);
+        true
+    }
+}
+
+impl<R> Drop for ApplyJob<R> {
+    fn drop(&mut self) {
+        // A job dropped unanswered (the pool was terminated): never a hang.
+        self.slot.set(Err(Error::Closed));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// map
+
+/// The job of one `map_async`: chunk results in input order, the first error.
+pub(crate) struct MapJob<R> {
+    /// One entry per chunk.
+    chunks: Vec<Option<Vec<R>>>,
+    /// Chunks not answered yet.
+    remaining: usize,
+    /// Items in all.
+    items: usize,
+    /// The first error, in completion order (Python keeps the first too).
+    error: Option<Error>,
+    /// Where the result goes.
+    slot: Arc<Slot<Vec<R>>>,
+    /// Run with the whole result.
+    callback: Option<Callback<Vec<R>>>,
+    /// Run with the first error, once.
+    error_callback: Option<ErrorCallback>,
+}
+
+impl<R> MapJob<R> {
+    pub(crate) fn new(
+        chunks: usize,
+        items: usize,
+        slot: Arc<Slot<Vec<R>>>,
+        callback: Option<Callback<Vec<R>>>,
+        error_callback: Option<ErrorCallback>,
+    ) -> Self {
+        MapJob {
+            chunks: (0..chunks).map(|_| None).collect(),
+            remaining: chunks,
+            items,
+            error: None,
+            slot,
+            callback,
+            error_callback,
+        }
+    }
+}
+
+impl<R: DeserializeOwned + Send + 'static> Job for MapJob<R> {
+    fn complete(&mut self, index: u64, outcome: Result<Body<'_>>) -> bool {
+        let Some(entry) = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.chunks.get_mut(i))
+        else {
+            return self.remaining == 0;
+        };
+        self.remaining -= 1;
+        match outcome.and_then(|b| reduction::decode::<Vec<R>>(b.bytes, b.fds)) {
+            Ok(v) if self.error.is_none() => *entry = Some(v),
+            Ok(_) => {}
+            Err(e) => {
+                if self.error.is_none() {
+                    self.error = Some(e);
+                    // Free the memory of the chunks already in: the call fails.
+                    self.chunks.iter_mut().for_each(|c| *c = None);
+                }
+            }
+        }
+        if self.remaining > 0 {
+            return false;
+        }
+        if let Some(e) = self.error.take() {
+            if let Some(cb) = self.error_callback.take() {
+                run_callback(|| cb(&e));
+            }
+            self.slot.set(Err(e));
+        } else {
+            let mut all = Vec::with_capacity(self.items);
+            for c in self.chunks.drain(..) {
+                all.extend(c.unwrap_or_default());
+            }
+            if let Some(cb) = self.callback.take() {
+                run_callback(|| cb(&all));
+            }
+            self.slot.set(Ok(all));
+        }
+        true
+    }
+}
+
+impl<R> Drop for MapJob<R> {
+    fn drop(&mut self) {
+        self.slot.set(Err(Error::Closed));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// imap
+
+/// The state shared by an [`IMapIterator`], its feeder thread and its job.
+pub(crate) struct IMapShared<R> {
+    /// Everything below.
+    pub(crate) state: Mutex<IMapState<R>>,
+    /// Signalled when a chunk arrives, one is consumed, or the iterator is dropped.
+    pub(crate) cond: Condvar,
+}
+
+/// See [`IMapShared`].
+pub(crate) struct IMapState<R> {
+    /// Results in input order (`imap`) or completion order (`imap_unordered`).
+    pub(crate) ordered: bool,
+    /// Ordered: chunk index → result, for chunks that arrived early.
+    pub(crate) by_index: BTreeMap<u64, Result<Vec<R>>>,
+    /// Unordered: results as they arrived.
+    pub(crate) arrived: VecDeque<Result<Vec<R>>>,
+    /// Ordered: the chunk to hand out next.
+    pub(crate) next_index: u64,
+    /// Items of the chunk being handed out.
+    pub(crate) current: std::vec::IntoIter<R>,
+    /// Chunks submitted to the pool.
+    pub(crate) submitted: u64,
+    /// Chunks answered by the pool.
+    pub(crate) received: u64,
+    /// Chunks fully handed out to the user.
+    pub(crate) consumed: u64,
+    /// The feeder has read the whole input (or stopped).
+    pub(crate) feeding_done: bool,
+    /// Why the feeder stopped early (the pool was terminated).
+    pub(crate) feed_error: Option<Error>,
+    /// The input iterator panicked: re-raised in the consumer at its position.
+    pub(crate) feed_panic: Option<Box<dyn std::any::Any + Send>>,
+    /// The iterator was dropped: stop reading the input.
+    pub(crate) dropped: bool,
+    /// The pool dropped the job before all chunks came back.
+    pub(crate) abandoned: bool,
+}
+
+impl<R> IMapShared<R> {
+    pub(crate) fn new(ordered: bool) -> Arc<Self> {
+        Arc::new(IMapShared {
+            state: Mutex::new(IMapState {
+                ordered,
+                by_index: BTreeMap::new(),
+                arrived: VecDeque::new(),
+                next_index: 0,
+                current: Vec::new().into_iter(),
+                submitted: 0,
+                received: 0,
+                consumed: 0,
+                feeding_done: false,
+                feed_error: None,
+                feed_panic: None,
+                dropped: false,
+                abandoned: false,
+            }),
+            cond: Condvar::new(),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, IMapState<R>> {
+        lock(&self.state)
+    }
+}
+
+impl<R> IMapState<R> {
+    /// No more chunk will come back.
+    pub(crate) fn finished(&self) -> bool {
+        (self.feeding_done || self.dropped) && self.received == self.submitted
+    }
+}
+
+/// The job of one `imap`/`imap_unordered`.
+pub(crate) struct IMapJob<R> {
+    /// Shared with the iterator and the feeder.
+    shared: Arc<IMapShared<R>>,
+}
+
+impl<R> IMapJob<R> {
+    pub(crate) fn new(shared: Arc<IMapShared<R>>) -> Self {
+        IMapJob { shared }
+    }
+}
+
+impl<R: DeserializeOwned + Send + 'static> Job for IMapJob<R> {
+    fn complete(&mut self, index: u64, outcome: Result<Body<'_>>) -> bool {
+        let result = outcome.and_then(|b| reduction::decode::<Vec<R>>(b.bytes, b.fds));
+        let mut s = self.shared.lock();
+        s.received += 1;
+        if !s.dropped {
+            if s.ordered {
+                s.by_index.insert(index, result);
+            } else {
+                s.arrived.push_back(result);
+            }
+        }
+        let finished = s.finished();
+        drop(s);
+        self.shared.cond.notify_all();
+        finished
+    }
+
+    fn finished(&self) -> bool {
+        self.shared.lock().finished()
+    }
+
+    fn cancelled(&self) -> bool {
+        self.shared.lock().dropped
+    }
+}
+
+impl<R> Drop for IMapJob<R> {
+    fn drop(&mut self) {
+        let mut s = self.shared.lock();
+        if !s.finished() {
+            s.abandoned = true;
+            drop(s);
+            self.shared.cond.notify_all();
+        }
+    }
+}
+
+/// The results of [`Pool::imap`](crate::Pool::imap) and
+/// [`Pool::imap_unordered`](crate::Pool::imap_unordered), as they come.
+///
+/// An `Iterator<Item = Result<R>>`: one `Ok` per input item, in input order for
+/// `imap` and in completion order for `imap_unordered`. A chunk whose task
+/// failed yields one `Err` in place of its items, and the iteration goes on.
+/// If the input iterator panics, that panic is raised again in the thread
+/// calling `next()` at the point where the input ended (chunk-aligned, as in
+/// Python). Dropping the iterator makes the pool stop reading the input.
+///
+/// Python: `multiprocessing.pool.IMapIterator` / `IMapUnorderedIterator`.
+///
+/// # Examples
+///
+/// ```
+/// use multiprocess as mp;
+/// fn main() -> mp::Result<()> {
+///     mp::init();
+///     let pool = mp::Pool::new(2)?;
+///     let squares: Vec<u64> = pool.imap(|x: u64| x * x, 0..5)?.collect::<mp::Result<_>>()?;
+///     assert_eq!(squares, [0, 1, 4, 9, 16]);
+///     Ok(())
+/// }
+/// ```
+pub struct IMapIterator<R> {
+    /// Shared with the feeder thread and the pool's job.
+    shared: Arc<IMapShared<R>>,
+    /// The pool, told when the iterator is dropped.
+    pool: Weak<Inner>,
+    /// The job's id in the pool.
+    job: u64,
+    /// The items are produced by the pool, not owned by this handle.
+    _marker: PhantomData<fn() -> R>,
+}
+
+impl<R> IMapIterator<R> {
+    pub(crate) fn new(shared: Arc<IMapShared<R>>, pool: Weak<Inner>, job: u64) -> Self {
+        IMapIterator {
+            shared,
+            pool,
+            job,
+            _marker: PhantomData,
+        }
+    }
+
+    /// Like `next()`, but waits at most `timeout` for the next result; a timeout
+    /// gives `Some(Err(Error::Timeout))` and the iteration can go on.
+    ///
+    /// Python: `IMapIterator.next(timeout)`.
+    ///
+    /// # Errors
+    ///
+    /// `Some(Err(Error::Timeout))` when nothing arrived in time; the other
+    /// errors as for `next()`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiprocess as mp;
+    /// use std::time::Duration;
+    /// fn main() -> mp::Result<()> {
+    ///     mp::init();
+    ///     let pool = mp::Pool::new(1)?;
+    ///     let mut it = pool.imap(|ms: u64| { std::thread::sleep(Duration::from_millis(ms)); ms }, [300])?;
+    ///     assert!(matches!(it.next_timeout(Duration::from_millis(10)), Some(Err(mp::Error::Timeout))));
+    ///     assert_eq!(it.next().transpose()?, Some(300));
+    ///     assert!(it.next().is_none());
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
+        self.next_deadline(deadline_after(timeout))
+    }
+
+    fn next_deadline(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
+        let mut s = self.shared.lock();
+        loop {
+            if let Some(v) = s.current.next() {
+                return Some(Ok(v));
+            }
+            let next = if s.ordered {
+                let i = s.next_index;
+                s.by_index.remove(&i).inspect(|_| s.next_index += 1)
+            } else {
+                s.arrived.pop_front()
+            };
+            if let Some(chunk) = next {
+                s.consumed += 1;
+                self.shared.cond.notify_all();
+                match chunk {
+                    Ok(items) => {
+                        s.current = items.into_iter();
+                        continue;
+                    }
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            if s.consumed == s.submitted && s.feeding_done {
+                if let Some(e) = s.feed_error.take() {
+                    return Some(Err(e));
+                }
+                if let Some(p) = s.feed_panic.take() {
+                    drop(s);
+                    std::panic::resume_unwind(p);
+                }
+                return None;
+            }
+            if s.abandoned {
+                // The pool went away with chunks unanswered.
+                s.abandoned = false;
+                s.feeding_done = true;
+                s.submitted = s.consumed;
+                return Some(Err(Error::Closed));
+            }
+            s = match deadline {
+                None => self.shared.cond.wait(s).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Some(Err(Error::Timeout));
+                    }
+                    self.shared
+                        .cond
+                        .wait_timeout(s, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+}
+
+impl<R> Iterator for IMapIterator<R> {
+    type Item = Result<R>;
+
+    /// Waits for the next result.
+    ///
+    /// Python: `next(it)`.
+    fn next(&mut self) -> Option<Result<R>> {
+        self.next_deadline(None)
+    }
+}
+
+impl<R> Drop for IMapIterator<R> {
+    fn drop(&mut self) {
+        let mut s = self.shared.lock();
+        s.dropped = true;
+        s.by_index.clear();
+        s.arrived.clear();
+        drop(s);
+        self.shared.cond.notify_all();
+        // The job may be finished now: let the pool forget it (close() waits
+        // for it otherwise).
+        if let Some(pool) = self.pool.upgrade() {
+            pool.tick(self.job);
+        }
+    }
+}
+
+impl<R> fmt::Debug for IMapIterator<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.shared.lock();
+        f.debug_struct("IMapIterator")
+            .field("ordered", &s.ordered)
+            .field("submitted_chunks", &s.submitted)
+            .field("received_chunks", &s.received)
+            .field("input_done", &s.feeding_done)
+            .finish()
+    }
+}

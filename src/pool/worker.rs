@@ -1,0 +1,386 @@
+//! The pool worker: CPython's `pool.worker()`, a free function over one channel,
+//! and the wire format it shares with the parent's handler.
+//!
+//! A worker is a child started by `spawn::start` whose target is [`worker_main`].
+//! Its channel is the bootstrap socket (`child_context().parent_conn`): duplex,
+//! and able to carry file descriptors, so a task may hold handles such as a
+//! `Connection`.
+//!
+//! # Frames
+//!
+//! Every frame is `body ++ postcard(trailer) ++ [flags] ++ [trailer length]`.
+//! The body is an encoded value (`reduction::encode`), whose envelope says how
+//! many fds ride with it; the trailer says what the frame is. Putting the
+//! trailer last lets both sides build a frame by appending to the body's `Vec`
+//! and take it apart by truncating, with no copy of the body.
+//!
+//! | direction | trailer | body |
+//! |---|---|---|
+//! | parent → worker, bootstrap payload | [`Setup`] | the initializer's argument |
+//! | parent → worker | [`Call`] (flag [`FLAG_ACK_START`]) | the task's argument (a `Vec` of items for a chunk) |
+//! | worker → parent | [`Reply::Ready`] | empty: initialized, send work |
+//! | worker → parent | [`Reply::InitFailed`] | a [`WireFailure`]; the worker then exits |
+//! | worker → parent | [`Reply::Started`] | empty: the prefetched task `id` began |
+//! | worker → parent | [`Reply::Done`] | the encoded result, or a [`WireFailure`] |
+//!
+//! # Which task was running when a worker died
+//!
+//! A worker runs its tasks one at a time, in the order they were sent, and
+//! answers them in that order. The parent keeps at most two tasks in flight per
+//! worker; a task sent while another is in flight (a prefetch) carries
+//! [`FLAG_ACK_START`], and the worker announces when it starts it (in the `Done`
+//! of the previous task when it already has it, else with `Started`). So after
+//! a death the parent knows exactly which task was running (it fails with
+//! `WorkerLost`) and which were only sent (they go to another worker).
+
+use std::io::Write;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::connection::{Connection, Frame};
+use crate::error::{Error, Result};
+use crate::reduction::{self, CallOutcome, Encoded, FnRef, PanicInfo, Payload};
+use crate::spawn;
+
+/// Flag on a [`Call`]: tell the parent when this task starts.
+pub(crate) const FLAG_ACK_START: u8 = 1;
+
+/// Exit code of a worker whose initializer failed.
+const EXIT_INIT_FAILED: i32 = 1;
+/// Exit code of a worker that lost its channel in a way other than EOF.
+const EXIT_CHANNEL_BROKEN: i32 = 2;
+
+/// The trailer of a worker's bootstrap payload.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Setup {
+    /// Exit after this many tasks (`maxtasksperchild`).
+    pub(crate) maxtasks: Option<u64>,
+    /// The initializer, whose argument is the body.
+    pub(crate) init: Option<FnRef>,
+}
+
+/// The trailer of a task frame.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Call {
+    /// The task's id, echoed in the answers.
+    pub(crate) id: u64,
+    /// What to run on the body.
+    pub(crate) func: FnRef,
+}
+
+/// The trailer of a worker's frame.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Reply {
+    /// The initializer (if any) ran; the worker waits for tasks.
+    Ready,
+    /// The initializer failed; the body is a [`WireFailure`].
+    InitFailed,
+    /// Task `id`, sent with [`FLAG_ACK_START`], has started.
+    Started {
+        /// The task.
+        id: u64,
+    },
+    /// Task `id` finished.
+    Done {
+        /// The task.
+        id: u64,
+        /// True: the body is the encoded result; false: a [`WireFailure`].
+        ok: bool,
+        /// The next task (already read, sent with [`FLAG_ACK_START`]) has started.
+        started_next: Option<u64>,
+    },
+}
+
+/// Why a task or the initializer failed, on its way to the parent.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum WireFailure {
+    /// The function panicked.
+    Panicked(PanicInfo),
+    /// The argument did not decode.
+    Decode(String),
+    /// The result did not encode.
+    Encode(String),
+    /// Anything else.
+    Other(String),
+}
+
+impl WireFailure {
+    fn from_error(e: Error) -> Self {
+        match e {
+            Error::Decode(m) => WireFailure::Decode(m),
+            Error::Encode(m) => WireFailure::Encode(m),
+            other => WireFailure::Other(other.to_string()),
+        }
+    }
+
+    /// The parent-side error, for a failure in worker `name` (pid `pid`).
+    pub(crate) fn into_error(self, name: &str, pid: u32) -> Error {
+        match self {
+            WireFailure::Panicked(p) => p.into_error(name.to_string(), pid),
+            WireFailure::Decode(m) => {
+                Error::Decode(format!("in pool worker {name} (pid {pid}): {m}"))
+            }
+            WireFailure::Encode(m) => {
+                Error::Encode(format!("in pool worker {name} (pid {pid}): {m}"))
+            }
+            WireFailure::Other(m) => {
+                Error::Value(format!("in pool worker {name} (pid {pid}): {m}"))
+            }
+        }
+    }
+}
+
+/// Appends `postcard(trailer) ++ [flags] ++ [len]` to `buf`.
+///
+/// # Errors
+///
+/// [`Error::Encode`] if the trailer does not serialize or is longer than 255
+/// bytes (never for the trailers of this module).
+pub(crate) fn append_trailer<T: Serialize>(
+    buf: &mut Vec<u8>,
+    trailer: &T,
+    flags: u8,
+) -> Result<()> {
+    let start = buf.len();
+    let mut out = postcard::to_extend(trailer, std::mem::take(buf)).map_err(Error::encode)?;
+    let len = out.len() - start;
+    let Ok(len) = u8::try_from(len) else {
+        *buf = out;
+        buf.truncate(start);
+        return Err(Error::encode(
+            "a pool frame trailer is longer than 255 bytes",
+        ));
+    };
+    out.push(flags);
+    out.push(len);
+    *buf = out;
+    Ok(())
+}
+
+/// Splits a frame into its body length, trailer and flags.
+///
+/// # Errors
+///
+/// [`Error::Decode`] for a frame too short for its trailer or a trailer that
+/// does not decode.
+pub(crate) fn split_trailer<T: DeserializeOwned>(frame: &[u8]) -> Result<(usize, T, u8)> {
+    let n = frame.len();
+    if n < 2 {
+        return Err(Error::decode("pool frame without a trailer"));
+    }
+    let len = frame[n - 1] as usize;
+    let flags = frame[n - 2];
+    let Some(body_len) = n.checked_sub(2 + len) else {
+        return Err(Error::decode("pool frame shorter than its trailer"));
+    };
+    let trailer = postcard::from_bytes(&frame[body_len..n - 2]).map_err(Error::decode)?;
+    Ok((body_len, trailer, flags))
+}
+
+/// The offset of the flags byte in a frame of `len` bytes (for the parent to
+/// set [`FLAG_ACK_START`] on a task already built).
+pub(crate) fn flags_index(len: usize) -> usize {
+    len - 2
+}
+
+/// A task as the worker reads it.
+struct Task {
+    id: u64,
+    func: FnRef,
+    ack: bool,
+    arg: Payload,
+}
+
+fn parse_task(frame: Frame) -> Result<Task> {
+    let Frame { mut bytes, fds } = frame;
+    let (body_len, call, flags): (usize, Call, u8) = split_trailer(&bytes)?;
+    bytes.truncate(body_len);
+    Ok(Task {
+        id: call.id,
+        func: call.func,
+        ack: flags & FLAG_ACK_START != 0,
+        arg: Encoded { bytes, fds },
+    })
+}
+
+fn send_reply(
+    conn: &Connection,
+    mut body: Vec<u8>,
+    fds: &[std::os::fd::OwnedFd],
+    reply: &Reply,
+) -> Result<()> {
+    append_trailer(&mut body, reply, 0)?;
+    conn.send_frame(&body, fds)
+}
+
+fn failure_body(f: WireFailure) -> Vec<u8> {
+    // A WireFailure holds only strings; if even it cannot encode, say so in one.
+    reduction::encode(&f)
+        .or_else(|e| reduction::encode(&WireFailure::Other(e.to_string())))
+        .map(|e| e.bytes)
+        .unwrap_or_default()
+}
+
+/// Exits the worker, flushing stdout first.
+fn leave(code: i32) -> ! {
+    spawn::exit_child(code)
+}
+
+/// The worker's target: runs the initializer, then tasks until the parent
+/// hangs up or `maxtasks` is reached. Never returns.
+///
+/// Python: `multiprocessing.pool.worker(inqueue, outqueue, initializer,
+/// initargs, maxtasks)`.
+pub(crate) fn worker_main(payload: Payload) -> CallOutcome {
+    let Some(ctx) = spawn::child_context() else {
+        return CallOutcome::Failed(Error::value(
+            "the pool worker loop runs only in a pool worker",
+        ));
+    };
+    let conn = &ctx.parent_conn;
+    let Encoded { mut bytes, fds } = payload;
+    let setup: Setup = match split_trailer(&bytes) {
+        Ok((body_len, setup, _)) => {
+            bytes.truncate(body_len);
+            setup
+        }
+        Err(e) => {
+            let _ = send_reply(
+                conn,
+                failure_body(WireFailure::from_error(e)),
+                &[],
+                &Reply::InitFailed,
+            );
+            leave(EXIT_INIT_FAILED);
+        }
+    };
+    if let Some(init) = setup.init {
+        let failure = match init.call(Encoded { bytes, fds }) {
+            Ok(CallOutcome::Returned(_)) => None,
+            Ok(CallOutcome::Panicked(p)) => Some(WireFailure::Panicked(p)),
+            Ok(CallOutcome::Failed(e)) | Err(e) => Some(WireFailure::from_error(e)),
+        };
+        flush_stdio();
+        if let Some(f) = failure {
+            let _ = send_reply(conn, failure_body(f), &[], &Reply::InitFailed);
+            leave(EXIT_INIT_FAILED);
+        }
+    }
+    if send_reply(conn, Vec::new(), &[], &Reply::Ready).is_err() {
+        leave(EXIT_CHANNEL_BROKEN);
+    }
+    run_tasks(conn, setup.maxtasks)
+}
+
+fn flush_stdio() {
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+}
+
+/// Reads the next task; `None` when the parent hung up.
+fn next_task(conn: &Connection) -> Option<Task> {
+    match conn.recv_frame(None) {
+        Ok(frame) => match parse_task(frame) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("multiprocess: pool worker got a corrupt task ({e}); exiting");
+                leave(EXIT_CHANNEL_BROKEN)
+            }
+        },
+        Err(Error::Eof) => None,
+        Err(e) => {
+            eprintln!("multiprocess: pool worker lost its channel ({e}); exiting");
+            leave(EXIT_CHANNEL_BROKEN)
+        }
+    }
+}
+
+fn run_tasks(conn: &Connection, maxtasks: Option<u64>) -> ! {
+    let mut done: u64 = 0;
+    // A task read early (while answering the previous one) whose start was
+    // already announced.
+    let mut next: Option<Task> = None;
+    loop {
+        let task = match next.take() {
+            Some(t) => t,
+            None => {
+                let Some(t) = next_task(conn) else { leave(0) };
+                if t.ack && send_reply(conn, Vec::new(), &[], &Reply::Started { id: t.id }).is_err()
+                {
+                    leave(EXIT_CHANNEL_BROKEN);
+                }
+                t
+            }
+        };
+        let outcome = task.func.call(task.arg);
+        flush_stdio();
+        done += 1;
+        let last = maxtasks.is_some_and(|m| done >= m);
+        let (body, fds, ok) = match outcome {
+            Ok(CallOutcome::Returned(enc)) => (enc.bytes, enc.fds, true),
+            Ok(CallOutcome::Panicked(p)) => {
+                (failure_body(WireFailure::Panicked(p)), Vec::new(), false)
+            }
+            Ok(CallOutcome::Failed(e)) | Err(e) => {
+                (failure_body(WireFailure::from_error(e)), Vec::new(), false)
+            }
+        };
+        // When the next task is already here, take it now and announce its
+        // start in this answer: one write instead of two.
+        let mut started_next = None;
+        let mut hung_up = false;
+        if !last && conn.poll().unwrap_or(false) {
+            match next_task(conn) {
+                Some(t) => {
+                    if t.ack {
+                        started_next = Some(t.id);
+                    }
+                    next = Some(t);
+                }
+                None => hung_up = true,
+            }
+        }
+        let reply = Reply::Done {
+            id: task.id,
+            ok,
+            started_next,
+        };
+        if send_reply(conn, body, &fds, &reply).is_err() {
+            leave(EXIT_CHANNEL_BROKEN);
+        }
+        drop(fds);
+        if last || hung_up {
+            leave(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailers_round_trip_after_a_body() {
+        let mut buf = reduction::encode(&(1u8, "x".to_string())).unwrap().bytes;
+        let body = buf.clone();
+        let call = Call {
+            id: 77,
+            func: FnRef::returning(|x: u8| x),
+        };
+        append_trailer(&mut buf, &call, FLAG_ACK_START).unwrap();
+        let (n, back, flags): (usize, Call, u8) = split_trailer(&buf).unwrap();
+        assert_eq!(&buf[..n], &body[..]);
+        assert_eq!(back.id, 77);
+        assert_eq!(back.func, call.func);
+        assert_eq!(flags, FLAG_ACK_START);
+        assert_eq!(buf[flags_index(buf.len())], FLAG_ACK_START);
+    }
+
+    #[test]
+    fn short_or_corrupt_frames_are_errors() {
+        assert!(split_trailer::<Reply>(&[]).is_err());
+        assert!(split_trailer::<Reply>(&[0, 200]).is_err());
+        assert!(split_trailer::<Reply>(&[0xff, 0xff, 0, 2]).is_err());
+    }
+}

@@ -1,0 +1,1084 @@
+//! `Pool`, `AsyncResult`, `IMapIterator`, with real worker processes.
+//!
+//! Ported from cpython: Lib/test/_test_multiprocessing.py (3.11.7, PSF licence):
+//! `_TestPool`, `_TestPoolWorkerErrors`, `_TestPoolWorkerLifetime`,
+//! `TestInitializers`. Changes: Python exceptions become `Error` variants
+//! (`ValueError` → `Value`, `TimeoutError` → `Timeout`, a remote exception →
+//! `Remote`, `MaybeEncodingError` → `Encode`); the `with Pool()` block is a
+//! scope (drop = terminate); CPython's timing asserts become lower bounds plus
+//! hang guards. Worker faults (SIGKILL, abort, segfault, `exit` mid-task),
+//! task timeouts and lazy `imap` go beyond CPython (its pool hangs there).
+
+multiprocess::test_support!();
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{LONG, LeakCheck, SHORT, ms, within};
+use multiprocess as mp;
+
+fn sqr(x: i64) -> i64 {
+    x * x
+}
+
+fn sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+/// A value whose serialization always fails (CPython's unpicklable lambda).
+#[derive(Debug)]
+struct Unserializable;
+
+impl serde::Serialize for Unserializable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(
+            "this value refuses to be serialized",
+        ))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Unserializable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <()>::deserialize(d).map(|_| Unserializable)
+    }
+}
+
+/// Yields 0..n but panics when asked for item `fail_at` (CPython's
+/// `exception_throwing_generator`).
+struct Throwing {
+    next: i64,
+    n: i64,
+    fail_at: i64,
+}
+
+impl Iterator for Throwing {
+    type Item = i64;
+    fn next(&mut self) -> Option<i64> {
+        if self.next == self.fail_at {
+            panic!("input iterator failed at {}", self.fail_at);
+        }
+        if self.next >= self.n {
+            return None;
+        }
+        self.next += 1;
+        Some(self.next - 1)
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| !r.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// _TestPool
+
+// CPython: _TestPool.test_apply
+#[test]
+fn apply() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "apply", || {
+        let pool = mp::Pool::new(4).unwrap();
+        assert_eq!(pool.apply(sqr, 5).unwrap(), 25);
+        assert_eq!(
+            pool.apply(|(a, b): (i64, i64)| sqr(a + b), (2, 3)).unwrap(),
+            25
+        );
+    });
+}
+
+// CPython: _TestPool.test_map, test_starmap, test_map_chunksize, test_map_async, test_starmap_async
+#[test]
+fn map_and_starmap() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "map", || {
+        let pool = mp::Pool::new(4).unwrap();
+        let expected: Vec<i64> = (0..10).map(sqr).collect();
+        assert_eq!(pool.map(sqr, 0..10).unwrap(), expected);
+        let expected: Vec<i64> = (0..100).map(sqr).collect();
+        assert_eq!(pool.map_with_chunksize(sqr, 0..100, 20).unwrap(), expected);
+        assert_eq!(pool.map_with_chunksize(sqr, 0..100, 1).unwrap(), expected);
+        assert_eq!(
+            pool.map_with_chunksize(sqr, 0..100, 1000).unwrap(),
+            expected
+        );
+        assert_eq!(
+            pool.map_async(sqr, 0..100).unwrap().get().unwrap(),
+            expected
+        );
+        let pairs: Vec<(i64, i64)> = (0..10).map(|i| (i, i + 1)).collect();
+        let mul = |(a, b): (i64, i64)| a * b;
+        let expected: Vec<i64> = pairs.iter().map(|&(a, b)| a * b).collect();
+        assert_eq!(pool.starmap(mul, pairs.clone()).unwrap(), expected);
+        assert_eq!(
+            pool.starmap_async(mul, pairs).unwrap().get().unwrap(),
+            expected
+        );
+        assert!(matches!(
+            pool.map_with_chunksize(sqr, 0..3, 0),
+            Err(mp::Error::Value(_))
+        ));
+    });
+}
+
+// CPython: _TestPool.test_map_async_callbacks
+#[test]
+fn map_async_callbacks() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "map_async callbacks", || {
+        let pool = mp::Pool::new(2).unwrap();
+        let got: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (g1, g2) = (got.clone(), got.clone());
+        let r = pool
+            .map_async_with(
+                sqr,
+                0..10,
+                move |v: &Vec<i64>| g1.lock().unwrap().push(format!("ok {v:?}")),
+                move |e: &mp::Error| g2.lock().unwrap().push(format!("err {e}")),
+            )
+            .unwrap();
+        r.wait();
+        let expected: Vec<i64> = (0..10).map(sqr).collect();
+        assert_eq!(*got.lock().unwrap(), [format!("ok {expected:?}")]);
+        got.lock().unwrap().clear();
+        let (g1, g2) = (got.clone(), got.clone());
+        let r = pool
+            .map_async_with(
+                |x: i64| if x == 3 { panic!("three") } else { x },
+                0..10,
+                move |v: &Vec<i64>| g1.lock().unwrap().push(format!("ok {v:?}")),
+                move |e: &mp::Error| g2.lock().unwrap().push(format!("err {e}")),
+            )
+            .unwrap();
+        assert!(matches!(r.get(), Err(mp::Error::Remote { .. })));
+        let got = got.lock().unwrap();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with("err ") && got[0].contains("three"),
+            "{got:?}"
+        );
+    });
+}
+
+// CPython: _TestPool.test_map_unplicklable
+#[test]
+fn map_unserializable_argument_fails_in_the_caller() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "map unserializable", || {
+        let pool = mp::Pool::new(2).unwrap();
+        let r = pool.map(
+            |_: Unserializable| 1u8,
+            vec![Unserializable, Unserializable],
+        );
+        assert!(matches!(r, Err(mp::Error::Encode(_))), "{r:?}");
+        let r = pool.apply_async(|_: Unserializable| 1u8, Unserializable);
+        assert!(matches!(r, Err(mp::Error::Encode(_))));
+        assert_eq!(pool.apply(sqr, 3).unwrap(), 9);
+    });
+}
+
+// CPython: _TestPool.test_map_async (empty, chunksize=1), test_empty_iterable
+#[test]
+fn empty_iterables() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "empty", || {
+        let pool = mp::Pool::new(2).unwrap();
+        let empty: Vec<i64> = Vec::new();
+        assert_eq!(pool.map(sqr, empty.clone()).unwrap(), empty);
+        let r = pool.map_async(sqr, empty.clone()).unwrap();
+        assert!(r.ready());
+        assert_eq!(r.get().unwrap(), empty);
+        assert_eq!(pool.imap(sqr, empty.clone()).unwrap().count(), 0);
+        assert_eq!(pool.imap_unordered(sqr, empty.clone()).unwrap().count(), 0);
+        assert_eq!(
+            pool.map_with_chunksize(sqr, empty, 1).unwrap(),
+            Vec::<i64>::new()
+        );
+    });
+}
+
+// CPython: _TestPool.test_map_handle_iterable_exception
+#[test]
+fn map_input_panic_reaches_the_caller() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "map input panic", || {
+        let pool = mp::Pool::new(2).unwrap();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.map(
+                sqr,
+                Throwing {
+                    next: 0,
+                    n: 10,
+                    fail_at: 3,
+                },
+            )
+        }));
+        assert!(r.is_err(), "the iterator's panic reaches map's caller");
+        assert_eq!(pool.map(sqr, 0..3).unwrap(), [0, 1, 4]);
+    });
+}
+
+// CPython: _TestPool.test_imap_handle_iterable_exception,
+// test_imap_unordered_handle_iterable_exception
+#[test]
+fn imap_input_panic_is_raised_at_its_chunk() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "imap input panic", || {
+        let pool = mp::Pool::new(2).unwrap();
+        for (chunksize, fail_at, yielded) in
+            [(1usize, 3i64, 3usize), (2, 3, 2), (4, 7, 4), (4, 8, 8)]
+        {
+            let mut it = pool
+                .imap_with_chunksize(
+                    sqr,
+                    Throwing {
+                        next: 0,
+                        n: 20,
+                        fail_at,
+                    },
+                    chunksize,
+                )
+                .unwrap();
+            let mut got = Vec::new();
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                for x in it.by_ref() {
+                    got.push(x.unwrap());
+                }
+            }));
+            assert!(
+                r.is_err(),
+                "chunksize {chunksize}: the panic is raised again"
+            );
+            assert_eq!(
+                got,
+                (0..yielded as i64).map(sqr).collect::<Vec<_>>(),
+                "chunksize {chunksize}"
+            );
+            let mut it = pool
+                .imap_unordered_with_chunksize(
+                    sqr,
+                    Throwing {
+                        next: 0,
+                        n: 20,
+                        fail_at,
+                    },
+                    chunksize,
+                )
+                .unwrap();
+            let mut got = Vec::new();
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                for x in it.by_ref() {
+                    got.push(x.unwrap());
+                }
+            }));
+            assert!(r.is_err());
+            got.sort();
+            assert_eq!(got, (0..yielded as i64).map(sqr).collect::<Vec<_>>());
+        }
+    });
+}
+
+// CPython: _TestPool.test_async, test_async_timeout
+#[test]
+fn async_result_and_timeouts() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "async", || {
+        let pool = mp::Pool::new(2).unwrap();
+        let r = pool
+            .apply_async(
+                |(x, ms): (i64, u64)| {
+                    sleep_ms(ms);
+                    sqr(x)
+                },
+                (7, 200),
+            )
+            .unwrap();
+        assert!(matches!(r.successful(), Err(mp::Error::Value(_))));
+        let start = Instant::now();
+        assert!(matches!(r.get_timeout(ms(50)), Err(mp::Error::Timeout)));
+        assert!(start.elapsed() >= ms(50));
+        assert!(!r.wait_timeout(ms(1)) || r.ready());
+        assert_eq!(r.get().unwrap(), 49);
+        assert!(r.ready());
+        assert!(r.successful().unwrap());
+        assert!(
+            matches!(r.get(), Err(mp::Error::Value(_))),
+            "the value moved out on the first get"
+        );
+        let r = pool
+            .apply_async(|_: ()| -> i64 { panic!("twice") }, ())
+            .unwrap();
+        assert!(r.wait_timeout(SHORT));
+        assert!(!r.successful().unwrap());
+        for _ in 0..2 {
+            assert!(
+                matches!(r.get(), Err(mp::Error::Remote { ref message, .. }) if message == "twice")
+            );
+        }
+    });
+}
+
+// CPython: _TestPool.test_imap, test_imap_unordered
+#[test]
+fn imap_orders_and_unordered_has_the_same_items() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "imap", || {
+        let pool = mp::Pool::new(4).unwrap();
+        let expected: Vec<i64> = (0..10).map(sqr).collect();
+        let got: Vec<i64> = pool.imap(sqr, 0..10).unwrap().map(Result::unwrap).collect();
+        assert_eq!(got, expected);
+        let mut it = pool.imap(sqr, 0..10).unwrap();
+        for e in &expected {
+            assert_eq!(it.next().unwrap().unwrap(), *e);
+        }
+        assert!(it.next().is_none());
+        let expected: Vec<i64> = (0..1000).map(sqr).collect();
+        let got: Vec<i64> = pool
+            .imap_with_chunksize(sqr, 0..1000, 100)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(got, expected);
+        let mut got: Vec<i64> = pool
+            .imap_unordered(sqr, 0..1000)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        got.sort();
+        assert_eq!(got, expected);
+        let mut got: Vec<i64> = pool
+            .imap_unordered_with_chunksize(sqr, 0..1000, 53)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        got.sort();
+        assert_eq!(got, expected);
+        assert!(matches!(
+            pool.imap_with_chunksize(sqr, 0..3, 0),
+            Err(mp::Error::Value(_))
+        ));
+    });
+}
+
+// CPython: _TestPool.test_make_pool
+#[test]
+fn make_pool() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "make pool", || {
+        assert!(matches!(mp::Pool::new(0), Err(mp::Error::Value(_))));
+        let pool = mp::Pool::new(3).unwrap();
+        assert_eq!(pool.processes(), 3);
+        assert_eq!(pool.worker_pids().len(), 3);
+        pool.close();
+        pool.join().unwrap();
+        assert!(pool.worker_pids().is_empty());
+    });
+}
+
+// CPython: _TestPool.test_terminate
+#[test]
+fn terminate_with_ten_thousand_long_tasks_is_prompt() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "terminate", || {
+        let pool = mp::Pool::new(4).unwrap();
+        let r = pool
+            .map_async(|_: u32| sleep_ms(100_000), 0..10_000)
+            .unwrap();
+        let singles: Vec<_> = (0..1000)
+            .map(|_| pool.apply_async(|_: ()| sleep_ms(100_000), ()).unwrap())
+            .collect();
+        // Hang guard: terminate and join must not wait for the tasks.
+        within(SHORT, "terminate() with 11 000 tasks", move || {
+            pool.terminate();
+            pool.join().unwrap();
+        });
+        assert!(matches!(r.get(), Err(mp::Error::Closed)));
+        assert!(
+            singles
+                .iter()
+                .all(|s| matches!(s.get(), Err(mp::Error::Closed)))
+        );
+    });
+}
+
+// CPython: _TestPool.test_context, test_enter (with Pool() as p: ... → a scope)
+#[test]
+fn drop_terminates_and_closed_pools_refuse_work() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "drop", || {
+        let pending = {
+            let pool = mp::Pool::new(2).unwrap();
+            assert_eq!(pool.apply(sqr, 4).unwrap(), 16);
+            pool.apply_async(|_: ()| sleep_ms(100_000), ()).unwrap()
+        };
+        assert!(matches!(pending.get(), Err(mp::Error::Closed)));
+
+        let pool = mp::Pool::new(1).unwrap();
+        pool.terminate();
+        pool.join().unwrap();
+        assert!(matches!(pool.map_async(sqr, 0..3), Err(mp::Error::Closed)));
+        assert!(matches!(pool.apply(sqr, 1), Err(mp::Error::Closed)));
+        assert!(matches!(pool.imap(sqr, 0..3), Err(mp::Error::Closed)));
+        pool.terminate(); // idempotent
+        pool.close();
+
+        let pool = mp::Pool::new(1).unwrap();
+        assert!(
+            matches!(pool.join(), Err(mp::Error::Value(_))),
+            "join before close"
+        );
+        pool.close();
+        assert!(matches!(pool.apply_async(sqr, 1), Err(mp::Error::Closed)));
+        assert!(matches!(pool.map(sqr, 0..2), Err(mp::Error::Closed)));
+        assert!(matches!(
+            pool.imap_unordered(sqr, 0..2),
+            Err(mp::Error::Closed)
+        ));
+        pool.join().unwrap();
+        pool.join().unwrap();
+    });
+}
+
+// CPython: _TestPool.test_traceback, test_wrapped_exception
+#[test]
+fn remote_panic_keeps_message_and_location() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "traceback", || {
+        let pool = mp::Pool::new(1).unwrap();
+        match pool.apply(|x: i64| -> i64 { panic!("bad value {x}") }, 123) {
+            Err(mp::Error::Remote {
+                process,
+                pid,
+                message,
+                location,
+                ..
+            }) => {
+                assert_eq!(message, "bad value 123");
+                assert!(process.starts_with("PoolWorker-"), "{process}");
+                assert_eq!(vec![pid], pool.worker_pids());
+                assert!(location.is_some_and(|l| l.contains("pool.rs")));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The worker survives a panic (no replacement).
+        let pids = pool.worker_pids();
+        assert_eq!(pool.apply(sqr, 2).unwrap(), 4);
+        assert_eq!(pool.worker_pids(), pids);
+    });
+}
+
+// CPython: _TestPool.test_map_no_failfast
+#[test]
+fn failing_map_waits_for_all_chunks() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "no failfast", || {
+        let pool = mp::Pool::new(2).unwrap();
+        let (rx, tx) = mp::pipe(false).unwrap();
+        let items: Vec<(u32, mp::Connection)> =
+            (0..6).map(|i| (i, tx.try_clone().unwrap())).collect();
+        drop(tx);
+        let r = pool.map_with_chunksize(
+            |(i, done): (u32, mp::Connection)| {
+                if i == 0 {
+                    panic!("first fails at once");
+                }
+                sleep_ms(50);
+                done.send(&i).unwrap();
+            },
+            items,
+            1,
+        );
+        assert!(matches!(r, Err(mp::Error::Remote { .. })));
+        // Every sender is closed once the tasks are done: read to the end.
+        let mut seen: Vec<u32> = Vec::new();
+        while let Ok(i) = rx.recv() {
+            seen.push(i);
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            [1, 2, 3, 4, 5],
+            "every other task finished before map returned"
+        );
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
+// ---------------------------------------------------------------------------
+// _TestPoolWorkerErrors
+
+// CPython: _TestPoolWorkerErrors.test_async_error_callback
+#[test]
+fn async_error_callback() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "error callback", || {
+        let pool = mp::Pool::new(2).unwrap();
+        let got: Arc<Mutex<Option<String>>> = Arc::default();
+        let g = got.clone();
+        let ok_called = Arc::new(AtomicBool::new(false));
+        let o = ok_called.clone();
+        let r = pool
+            .apply_async_with(
+                |_: ()| -> i64 { panic!("KeyError") },
+                (),
+                move |_: &i64| o.store(true, Ordering::SeqCst),
+                move |e: &mp::Error| *g.lock().unwrap() = Some(e.to_string()),
+            )
+            .unwrap();
+        assert!(matches!(r.get(), Err(mp::Error::Remote { .. })));
+        assert!(
+            got.lock()
+                .unwrap()
+                .as_deref()
+                .is_some_and(|m| m.contains("KeyError"))
+        );
+        assert!(!ok_called.load(Ordering::SeqCst));
+    });
+}
+
+// CPython: _TestPoolWorkerErrors.test_unpickleable_result
+#[test]
+fn unserializable_result_is_an_encode_error_and_the_worker_survives() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "unserializable result", || {
+        let pool = mp::Pool::new(2).unwrap();
+        let pids = pool.worker_pids();
+        for _ in 0..20 {
+            let errors = Arc::new(AtomicUsize::new(0));
+            let e = errors.clone();
+            let r = pool
+                .apply_async_with(
+                    |_: ()| Unserializable,
+                    (),
+                    |_| {},
+                    move |_| {
+                        e.fetch_add(1, Ordering::SeqCst);
+                    },
+                )
+                .unwrap();
+            assert!(
+                matches!(r.get(), Err(mp::Error::Encode(_))),
+                "{:?}",
+                r.get()
+            );
+            assert_eq!(errors.load(Ordering::SeqCst), 1);
+        }
+        assert_eq!(pool.worker_pids(), pids, "no worker was lost");
+    });
+}
+
+// ---------------------------------------------------------------------------
+// _TestPoolWorkerLifetime
+
+// CPython: _TestPoolWorkerLifetime.test_pool_worker_lifetime
+#[test]
+fn maxtasksperchild_replaces_workers() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "worker lifetime", || {
+        let pool = mp::Pool::builder()
+            .processes(3)
+            .maxtasksperchild(10)
+            .build()
+            .unwrap();
+        let first = pool.worker_pids();
+        assert_eq!(first.len(), 3);
+        let results: Vec<_> = (0..100)
+            .map(|i| {
+                pool.apply_async(|i: i64| (sqr(i), std::process::id()), i)
+                    .unwrap()
+            })
+            .collect();
+        let mut ran_in = std::collections::BTreeSet::new();
+        for (i, r) in results.iter().enumerate() {
+            let (v, pid) = r.get().unwrap();
+            assert_eq!(v, sqr(i as i64));
+            ran_in.insert(pid);
+        }
+        assert!(
+            ran_in.len() >= 10,
+            "100 tasks at 10 per worker need at least 10 workers: {ran_in:?}"
+        );
+        assert!(
+            ran_in.iter().any(|p| !first.contains(p)),
+            "the pids changed"
+        );
+        // The pool keeps 3 workers: the last retirements are replaced too
+        // (polling the pool's view is a hang guard, not synchronisation).
+        let deadline = Instant::now() + SHORT;
+        while pool.worker_pids().len() != 3 || pool.worker_pids().iter().any(|p| first.contains(p))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the pool did not get back to 3 fresh workers"
+            );
+            sleep_ms(5);
+        }
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
+// CPython: _TestPoolWorkerLifetime.test_pool_worker_lifetime_early_close
+#[test]
+fn maxtasksperchild_with_early_close() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "early close", || {
+        let pool = mp::Pool::builder()
+            .processes(3)
+            .maxtasksperchild(1)
+            .build()
+            .unwrap();
+        let results: Vec<_> = (0..6)
+            .map(|i| {
+                pool.apply_async(
+                    |(ms, i): (u64, i64)| {
+                        sleep_ms(ms);
+                        sqr(i)
+                    },
+                    (10, i),
+                )
+                .unwrap()
+            })
+            .collect();
+        pool.close();
+        pool.join().unwrap();
+        for (i, r) in results.iter().enumerate() {
+            assert_eq!(r.get().unwrap(), sqr(i as i64));
+        }
+    });
+}
+
+// CPython: _TestPoolWorkerLifetime.test_pool_maxtasksperchild_invalid
+#[test]
+fn maxtasksperchild_zero_is_invalid() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    assert!(matches!(
+        mp::Pool::builder().processes(2).maxtasksperchild(0).build(),
+        Err(mp::Error::Value(_))
+    ));
+}
+
+// ---------------------------------------------------------------------------
+// TestInitializers
+
+// CPython: TestInitializers.test_pool_initializer (plus replacements)
+#[test]
+fn initializer_runs_once_in_every_worker_replacements_included() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "initializer", || {
+        // A pool with no task: close + join still waits for the initializer.
+        let (rx, tx) = mp::pipe(false).unwrap();
+        let pool = mp::Pool::builder()
+            .processes(1)
+            .initializer(|c: mp::Connection| c.send(&std::process::id()).unwrap(), tx)
+            .build()
+            .unwrap();
+        pool.close();
+        pool.join().unwrap();
+        let _: u32 = rx.recv().unwrap();
+        assert!(
+            matches!(rx.recv::<u32>(), Err(mp::Error::Eof)),
+            "once per worker"
+        );
+
+        // Replacements run it too, before their first task.
+        let (rx, tx) = mp::pipe(false).unwrap();
+        let pool = mp::Pool::builder()
+            .processes(2)
+            .maxtasksperchild(1)
+            .initializer(|c: mp::Connection| c.send(&std::process::id()).unwrap(), tx)
+            .build()
+            .unwrap();
+        let ran_in: Vec<u32> = pool
+            .map_with_chunksize(|_: u8| std::process::id(), 0..4u8, 1)
+            .unwrap();
+        pool.close();
+        pool.join().unwrap();
+        let mut inited = Vec::new();
+        while let Ok(pid) = rx.recv::<u32>() {
+            inited.push(pid);
+        }
+        for pid in &ran_in {
+            assert!(
+                inited.contains(pid),
+                "worker {pid} ran a task without its initializer ({inited:?})"
+            );
+        }
+        assert!(inited.len() >= 4, "{inited:?}");
+    });
+}
+
+#[test]
+fn panicking_initializer_breaks_the_pool_instead_of_hanging() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "broken initializer", || {
+        let pool = mp::Pool::builder()
+            .processes(2)
+            .initializer(|_: ()| panic!("no database"), ())
+            .build()
+            .unwrap();
+        let r = pool.apply_async(sqr, 3);
+        let e = match r {
+            Ok(r) => r.get().unwrap_err(),
+            Err(e) => e,
+        };
+        assert!(
+            matches!(&e, mp::Error::Remote { message, .. } if message.contains("initializer") && message.contains("no database")),
+            "{e:?}"
+        );
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Beyond CPython: callbacks, handles, lazy imap, timeouts
+
+#[test]
+fn callbacks_run_on_one_handler_thread_before_get_returns() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "callbacks", || {
+        let pool = mp::Pool::new(2).unwrap();
+        let threads: Arc<Mutex<Vec<String>>> = Arc::default();
+        let results: Vec<_> = (0..20)
+            .map(|i| {
+                let t = threads.clone();
+                let flag = Arc::new(AtomicBool::new(false));
+                let f = flag.clone();
+                let r = pool
+                    .apply_async_with(
+                        sqr,
+                        i,
+                        move |_: &i64| {
+                            t.lock()
+                                .unwrap()
+                                .push(std::thread::current().name().unwrap_or("").to_string());
+                            f.store(true, Ordering::SeqCst);
+                        },
+                        |_| {},
+                    )
+                    .unwrap();
+                (r, flag)
+            })
+            .collect();
+        for (i, (r, flag)) in results.iter().enumerate() {
+            assert_eq!(r.get().unwrap(), sqr(i as i64));
+            assert!(
+                flag.load(Ordering::SeqCst),
+                "the callback ran before get() returned"
+            );
+        }
+        let t = threads.lock().unwrap();
+        assert_eq!(t.len(), 20);
+        assert!(t.iter().all(|n| n == &t[0]) && t[0] != "main");
+    });
+}
+
+#[test]
+fn terminate_from_a_callback_does_not_deadlock() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "terminate in callback", || {
+        let pool = Arc::new(mp::Pool::new(1).unwrap());
+        let p = pool.clone();
+        let r = pool
+            .apply_async_with(
+                |_: ()| -> u8 { panic!("x") },
+                (),
+                |_| {},
+                move |_| {
+                    p.terminate();
+                    assert!(matches!(p.join(), Err(mp::Error::Value(_))));
+                },
+            )
+            .unwrap();
+        assert!(r.get().is_err());
+        pool.join().unwrap();
+        drop(pool);
+    });
+}
+
+// The seed (groupby_apply): a Pipe end travels inside map parameters.
+#[test]
+fn handles_travel_inside_tasks_and_results() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "handles", || {
+        let pool = mp::Pool::new(2).unwrap();
+        let (parent, child) = mp::pipe(true).unwrap();
+        let params: Vec<(u32, mp::Connection)> =
+            (0..4).map(|i| (i, child.try_clone().unwrap())).collect();
+        drop(child);
+        let out = pool
+            .map_with_chunksize(
+                |(i, c): (u32, mp::Connection)| {
+                    c.send(&format!("worker {i} done")).unwrap();
+                    i * 2
+                },
+                params,
+                1,
+            )
+            .unwrap();
+        assert_eq!(out, [0, 2, 4, 6]);
+        let mut msgs = Vec::new();
+        while let Ok(m) = parent.recv::<String>() {
+            msgs.push(m);
+        }
+        msgs.sort();
+        assert_eq!(
+            msgs,
+            [
+                "worker 0 done",
+                "worker 1 done",
+                "worker 2 done",
+                "worker 3 done"
+            ]
+        );
+        // A result may carry a handle back.
+        let c: mp::Connection = pool
+            .apply(
+                |_: ()| {
+                    let (a, b) = mp::pipe(true).unwrap();
+                    a.send(&"from a worker".to_string()).unwrap();
+                    drop(a);
+                    b
+                },
+                (),
+            )
+            .unwrap();
+        assert_eq!(c.recv::<String>().unwrap(), "from a worker");
+    });
+}
+
+#[test]
+fn endless_imap_is_lazy_and_dropping_it_frees_the_pool() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "endless imap", || {
+        let pool = mp::Pool::new(2).unwrap();
+        let read = Arc::new(AtomicUsize::new(0));
+        let r = read.clone();
+        let counted = (0u64..).inspect(move |_| {
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+        let mut it = pool.imap(|x: u64| x + 1, counted).unwrap();
+        for want in 1..=100u64 {
+            assert_eq!(it.next().unwrap().unwrap(), want);
+        }
+        let after_100 = read.load(Ordering::SeqCst);
+        assert!(
+            after_100 < 100 + 1000,
+            "bounded read-ahead: {after_100} items read for 100 consumed"
+        );
+        drop(it);
+        assert_eq!(
+            pool.map(sqr, 0..4).unwrap(),
+            [0, 1, 4, 9],
+            "the pool serves other work"
+        );
+        let unordered = pool.imap_unordered(sqr, 0i64..).unwrap();
+        assert_eq!(unordered.take(10).count(), 10);
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
+#[test]
+fn imap_next_timeout() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "imap next_timeout", || {
+        let pool = mp::Pool::new(1).unwrap();
+        let mut it = pool
+            .imap(
+                |ms: u64| {
+                    sleep_ms(ms);
+                    ms
+                },
+                vec![300, 0],
+            )
+            .unwrap();
+        let start = Instant::now();
+        assert!(matches!(
+            it.next_timeout(ms(20)),
+            Some(Err(mp::Error::Timeout))
+        ));
+        assert!(start.elapsed() >= ms(20));
+        assert_eq!(it.next_timeout(SHORT).unwrap().unwrap(), 300);
+        assert_eq!(it.next().unwrap().unwrap(), 0);
+        assert!(it.next_timeout(ms(1)).is_none());
+    });
+}
+
+#[test]
+fn imap_failed_chunk_yields_one_error_and_goes_on() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "imap error", || {
+        let pool = mp::Pool::new(2).unwrap();
+        let got: Vec<mp::Result<i64>> = pool
+            .imap(|x: i64| if x == 2 { panic!("two") } else { x }, 0..5)
+            .unwrap()
+            .collect();
+        assert_eq!(got.len(), 5);
+        assert!(matches!(&got[2], Err(mp::Error::Remote { message, .. }) if message == "two"));
+        let ok: Vec<i64> = got.into_iter().filter_map(Result::ok).collect();
+        assert_eq!(ok, [0, 1, 3, 4]);
+    });
+}
+
+#[test]
+fn task_timeout_kills_and_replaces_the_worker() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "task timeout", || {
+        let pool = mp::Pool::builder()
+            .processes(2)
+            .task_timeout(ms(300))
+            .build()
+            .unwrap();
+        let pids = pool.worker_pids();
+        let start = Instant::now();
+        let slow = pool.apply_async(|_: ()| sleep_ms(100_000), ()).unwrap();
+        let quick: Vec<_> = (0..10).map(|i| pool.apply_async(sqr, i).unwrap()).collect();
+        assert!(matches!(slow.get(), Err(mp::Error::Timeout)));
+        assert!(start.elapsed() >= ms(300));
+        // By the time the timeout is reported the worker is gone.
+        let slow_pid = pids
+            .iter()
+            .find(|p| !pool.worker_pids().contains(p))
+            .copied();
+        assert!(
+            slow_pid.is_some_and(|p| !alive(p)),
+            "the overrunning worker was killed"
+        );
+        for (i, q) in quick.iter().enumerate() {
+            assert_eq!(q.get().unwrap(), sqr(i as i64));
+        }
+        assert_eq!(pool.apply(sqr, 9).unwrap(), 81);
+        let now = pool.worker_pids();
+        assert_eq!(now.len(), 2);
+        assert_ne!(now, pids, "the overrunning worker was replaced");
+        // A map chunk overrunning fails the map with Timeout.
+        let r = pool.map_with_chunksize(|ms: u64| sleep_ms(ms), [0, 100_000, 0], 1);
+        assert!(matches!(r, Err(mp::Error::Timeout)));
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
+#[test]
+fn per_call_timeout_overrides_the_pool() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "per-call timeout", || {
+        let pool = mp::Pool::new(1).unwrap();
+        let r = pool
+            .apply_async_timeout(|_: ()| sleep_ms(100_000), (), ms(100))
+            .unwrap();
+        assert!(matches!(r.get(), Err(mp::Error::Timeout)));
+        let r = pool
+            .apply_async_timeout(
+                |x: i64| {
+                    sleep_ms(10);
+                    x
+                },
+                5,
+                SHORT,
+            )
+            .unwrap();
+        assert_eq!(r.get().unwrap(), 5);
+    });
+}
+
+#[test]
+fn pool_handles_are_send() {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    send::<mp::Pool>();
+    sync::<mp::Pool>();
+    send::<mp::AsyncResult<String>>();
+    sync::<mp::AsyncResult<String>>();
+    send::<mp::IMapIterator<String>>();
+    send::<mp::PoolBuilder>();
+}
+
+#[test]
+fn a_pool_moves_into_another_thread() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "pool in thread", || {
+        let pool = mp::Pool::new(2).unwrap();
+        let r = pool.apply_async(sqr, 6).unwrap();
+        let h = std::thread::spawn(move || {
+            let v = r.get().unwrap();
+            (pool.apply(sqr, v).unwrap(), pool)
+        });
+        let (v, pool) = h.join().unwrap();
+        assert_eq!(v, 1296);
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
+#[test]
+fn workers_exit_when_the_parent_is_killed() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "parent death", || {
+        let (rx, tx) = mp::pipe(false).unwrap();
+        let mut parent = mp::Process::new(
+            |tx: mp::Connection| {
+                let pool = mp::Pool::new(2).unwrap();
+                assert_eq!(pool.apply(sqr, 2).unwrap(), 4);
+                tx.send(&pool.worker_pids()).unwrap();
+                let _busy = pool.apply_async(|_: ()| sleep_ms(100_000), ()).unwrap();
+                sleep_ms(100_000);
+            },
+            tx,
+        );
+        parent.start().unwrap();
+        let workers: Vec<u32> = rx.recv().unwrap();
+        assert_eq!(workers.len(), 2);
+        parent.kill().unwrap();
+        parent.join().unwrap();
+        // Hang guard while the orphaned workers notice; polling /proc.
+        let deadline = Instant::now() + SHORT;
+        while workers.iter().any(|&p| alive(p)) {
+            assert!(
+                Instant::now() < deadline,
+                "workers {workers:?} outlived their parent"
+            );
+            sleep_ms(10);
+        }
+    });
+}
