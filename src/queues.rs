@@ -435,11 +435,19 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         // Encode first: an item that cannot be encoded changes nothing
         // (CPython bpo-30414 left its size off by one).
         let enc = reduction::encode(item)?;
+        // A large item is copied into its memfd before a slot is taken: a
+        // producer killed during that copy (milliseconds for a big item) then
+        // holds no slot, so a bounded queue keeps its capacity. What is left
+        // is the few microseconds between `reserve` and the send.
+        let out_of_band = match enc.bytes.len() > INLINE_MAX {
+            true => Some(shm::sealed_bytes(&enc.bytes)?),
+            false => None,
+        };
         self.reserve(h, deadline)?;
         if self.inner.joinable {
             h.word(layout::UNFINISHED).fetch_add(1, Ordering::AcqRel);
         }
-        match send_item(h, &enc, deadline) {
+        match send_item(h, &enc, out_of_band, deadline) {
             Ok(()) => Ok(()),
             Err(e) => {
                 if self.inner.joinable {
@@ -559,9 +567,15 @@ fn spin_while_empty(len: &AtomicU32, until: Instant) -> bool {
 }
 
 /// Sends one encoded item as one datagram.
-fn send_item(h: &Handles, enc: &reduction::Encoded, deadline: Option<Instant>) -> Result<()> {
+/// `out_of_band`: the item's bytes already in a sealed memfd (large items).
+fn send_item(
+    h: &Handles,
+    enc: &reduction::Encoded,
+    out_of_band: Option<OwnedFd>,
+    deadline: Option<Instant>,
+) -> Result<()> {
     let item_fds: Vec<BorrowedFd<'_>> = enc.fds.iter().map(|f| f.as_fd()).collect();
-    if enc.bytes.len() <= INLINE_MAX {
+    if out_of_band.is_none() && enc.bytes.len() <= INLINE_MAX {
         let kind = [KIND_INLINE];
         let bufs = [IoSlice::new(&kind), IoSlice::new(&enc.bytes)];
         match send_datagram(h.tx.as_fd(), &bufs, &item_fds, deadline) {
@@ -577,7 +591,10 @@ fn send_item(h: &Handles, enc: &reduction::Encoded, deadline: Option<Instant>) -
             fd::MAX_FDS_PER_MESSAGE - 1
         )));
     }
-    let memfd = shm::sealed_bytes(&enc.bytes)?;
+    let memfd = match out_of_band {
+        Some(fd) => fd,
+        None => shm::sealed_bytes(&enc.bytes)?,
+    };
     let mut fds = Vec::with_capacity(item_fds.len() + 1);
     fds.push(memfd.as_fd());
     fds.extend(item_fds);

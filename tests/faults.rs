@@ -145,10 +145,13 @@ fn queue_consumer_faults() {
             survivor.start().unwrap();
             let put_all = |q: &mp::Queue<Item>| {
                 for (id, &len) in lens.iter().enumerate() {
-                    q.put(Item {
-                        id: id as u32,
-                        data: payload(id as u32, len),
-                    })
+                    q.put_timeout(
+                        Item {
+                            id: id as u32,
+                            data: payload(id as u32, len),
+                        },
+                        SHORT,
+                    )
                     .unwrap();
                 }
             };
@@ -166,11 +169,14 @@ fn queue_consumer_faults() {
                 put_all(&q);
                 plan.strike(&mut victim);
             }
-            q.put(Item {
-                id: STOP,
-                data: Vec::new(),
-            })
-            .unwrap();
+            q.put_timeout(
+                Item {
+                    id: STOP,
+                    data: Vec::new(),
+                },
+                SHORT,
+            )
+            .expect("put STOP (Full here: a dead peer leaked a slot of the bounded queue)");
             survivor.join().unwrap();
             assert_eq!(survivor.exitcode(), Some(0), "the survivor consumer");
             // FIFO from one producer: the survivor took everything before STOP.
@@ -249,11 +255,14 @@ fn queue_producer_faults() {
             victim.set_daemon(true); // no orphan if the test fails
             victim.start().unwrap();
             plan.strike(&mut victim);
-            q.put(Item {
-                id: STOP,
-                data: Vec::new(),
-            })
-            .unwrap();
+            q.put_timeout(
+                Item {
+                    id: STOP,
+                    data: Vec::new(),
+                },
+                SHORT,
+            )
+            .expect("put STOP (Full here: a dead peer leaked a slot of the bounded queue)");
             survivor.join().unwrap();
             assert_eq!(survivor.exitcode(), Some(0), "the survivor consumer");
             assert!(matches!(q.get_nowait(), Err(mp::Error::Empty)));

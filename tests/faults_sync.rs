@@ -369,7 +369,7 @@ fn waiter_faults() {
                 next.join().unwrap();
                 assert_eq!(next.exitcode(), Some(0), "{kind:?}: follow-up waiter");
             }
-            drop((w, vlog, slog, victim, survivor));
+            drop((w, vlog, slog, flog, victim, survivor));
             leaks.check();
         });
         drop(guard);

@@ -193,12 +193,20 @@ impl Plan {
         let pid = p.pid().expect("started");
         let guard = crate::common::LONG;
         let start = Instant::now();
+        // A victim killed from outside before it answered the start-up
+        // handshake is reported by `join` as a start-up failure.
+        let inside = self.inside;
+        let joined = move |p: &mut mp::Process, d: Duration| match p.join_timeout(d) {
+            Ok(done) => done,
+            Err(mp::Error::Spawn(_)) if !inside => true,
+            Err(e) => panic!("join of victim {pid}: {e}"),
+        };
         if !self.inside {
             signal_until_dead(pid, self.fault, || {
-                p.join_timeout(Duration::from_millis(100)).unwrap()
+                joined(p, Duration::from_millis(100))
             });
         }
-        while !p.join_timeout(Duration::from_millis(200)).unwrap() {
+        while !joined(p, Duration::from_millis(200)) {
             assert!(
                 start.elapsed() < guard,
                 "hang: victim {pid} did not die of {:?} within {guard:?}",
@@ -388,5 +396,19 @@ pub fn pid_gone(pid: u32) -> bool {
         Ok(stat) => stat
             .rsplit_once(')')
             .is_some_and(|(_, r)| r.trim_start().starts_with('Z')),
+    }
+}
+
+/// Polls `cond` for at most `limit`; returns whether it came to hold.
+pub fn wait_until_or(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
