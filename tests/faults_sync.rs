@@ -416,3 +416,42 @@ fn barrier_with_a_dead_party_does_not_hang_the_next_wait() {
         leaks.check();
     });
 }
+
+// A waiter that died inside Condition::wait stays registered: a later
+// notify_all grants it a wake-up nobody takes, and the next timed wait then
+// reports `true` (notified) although nothing notified it after it began.
+// (Found by this suite; fixed in src/synchronize/condition.rs.)
+#[test]
+fn condition_with_a_dead_waiter_gives_no_false_wakeup() {
+    let _s = common::serial();
+    within(LONG, "condition with a dead waiter", || {
+        let leaks = LeakCheck::new();
+        let c = mp::Condition::new().unwrap();
+        let log = mp::Array::<u32>::new(1).unwrap();
+        let mut victim = mp::Process::new(
+            |(c, log): (mp::Condition, mp::Array<u32>)| {
+                let _g = c.lock();
+                log.set(0, 1);
+                let _ = c.wait();
+                faults_common::park_forever();
+            },
+            (c.clone(), log.clone()),
+        );
+        victim.set_daemon(true);
+        victim.start().unwrap();
+        wait_until(SHORT, "victim waiting", || log.get(0) == 1);
+        // Its wait released the lock: once we hold it, it sleeps in wait().
+        drop(c.lock());
+        victim.kill().unwrap();
+        victim.join().unwrap();
+        {
+            let _g = c.lock();
+            c.notify_all().unwrap(); // nobody alive waits
+        }
+        let _g = c.lock();
+        assert!(!c.wait_timeout(ms(100)).unwrap(), "woken with no notify");
+        drop(_g);
+        drop((c, log, victim));
+        leaks.check();
+    });
+}
