@@ -120,7 +120,7 @@ fn queue_consumer_faults() {
     let _s = common::serial();
     let mut rng = Rng::for_test("queue_consumer_faults");
     let mut tally = Tally::new("queue consumer");
-    for round in 0..faults_common::rounds(24) {
+    for round in 0..faults_common::rounds(64) {
         let fault = Fault::ALL[round % 4];
         let blocked = rng.chance(1, 3);
         let n = rng.range(4, 14) as u32;
@@ -159,9 +159,7 @@ fn queue_consumer_faults() {
                 // Both consumers wait on an empty queue; the victim dies there
                 // (or wherever its own timer catches it).
                 if !plan.inside {
-                    faults_common::wait_until(SHORT, "victim blocked in get", || {
-                        vlog.get(0) == 1
-                    });
+                    faults_common::wait_until(SHORT, "victim blocked in get", || vlog.get(0) == 1);
                 }
                 plan.strike(&mut victim);
                 put_all(&q);
@@ -232,7 +230,7 @@ fn queue_producer_faults() {
     let _s = common::serial();
     let mut rng = Rng::for_test("queue_producer_faults");
     let mut tally = Tally::new("queue producer");
-    for round in 0..faults_common::rounds(24) {
+    for round in 0..faults_common::rounds(64) {
         let fault = Fault::ALL[round % 4];
         let n = rng.range(3, 12) as u32;
         let lens: Vec<u32> = (0..n).map(|_| item_len(&mut rng, 6) as u32).collect();
@@ -248,7 +246,8 @@ fn queue_producer_faults() {
             let q = mp::Queue::<Item>::with_maxsize(maxsize).unwrap();
             let vlog = mp::Array::<u32>::new(2).unwrap();
             let slog = mp::Array::<u32>::new(2 + n as usize).unwrap();
-            let mut victim = mp::Process::new(victim_producer, (q.clone(), vlog.clone(), plan, lens));
+            let mut victim =
+                mp::Process::new(victim_producer, (q.clone(), vlog.clone(), plan, lens));
             let mut survivor = mp::Process::new(survivor_consumer, (q.clone(), slog.clone()));
             survivor.set_daemon(true); // no orphan if the test fails
             survivor.start().unwrap();

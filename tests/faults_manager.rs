@@ -80,7 +80,7 @@ fn manager_client_faults() {
     let _s = common::serial();
     let mut rng = Rng::for_test("manager_client_faults");
     let mut tally = Tally::new("manager client");
-    for round in 0..faults_common::rounds(20) {
+    for round in 0..faults_common::rounds(40) {
         let fault = Fault::ALL[round % 4];
         let n = rng.range(2, 10) as u32;
         let lens: Vec<usize> = (0..n)
@@ -109,17 +109,31 @@ fn manager_client_faults() {
             }
             let mut victim = mp::Process::new(
                 victim_client,
-                (q.clone(), rlock.clone(), lock.clone(), d.clone(), log.clone(), plan),
+                (
+                    q.clone(),
+                    rlock.clone(),
+                    lock.clone(),
+                    d.clone(),
+                    log.clone(),
+                    plan,
+                ),
             );
             victim.set_daemon(true); // no orphan if the test fails
             victim.start().unwrap();
             plan.strike(&mut victim);
             // The dead client's RLock is released by the server.
-            assert!(rlock.acquire_timeout(LONG).unwrap(), "rlock of a dead client");
+            assert!(
+                rlock.acquire_timeout(LONG).unwrap(),
+                "rlock of a dead client"
+            );
             rlock.release().unwrap();
             // A Lock has no owner: held only if the victim was in its section.
             if !lock.try_acquire().unwrap() {
-                assert_eq!(log.get(LOCK), 1, "the Lock is held but the victim never took it");
+                assert_eq!(
+                    log.get(LOCK),
+                    1,
+                    "the Lock is held but the victim never took it"
+                );
                 lock.release().unwrap();
                 assert!(lock.try_acquire().unwrap());
             }
@@ -157,7 +171,8 @@ fn manager_client_faults() {
             // Follow-up calls work.
             d.insert(u32::MAX, 1).unwrap();
             assert_eq!(d.get(&u32::MAX).unwrap(), Some(1));
-            q.put((7, serde_bytes::ByteBuf::from(payload(7, 10)))).unwrap();
+            q.put((7, serde_bytes::ByteBuf::from(payload(7, 10))))
+                .unwrap();
             assert_eq!(q.get_timeout(SHORT).unwrap().0, 7);
             drop((q, rlock, lock, d, log, victim));
             m.shutdown().unwrap();
@@ -199,7 +214,7 @@ fn manager_server_faults() {
     let mut tally = Tally::new("manager server");
     // Abort comes from outside too (SIGABRT): the server runs no user code.
     let faults = [Fault::Kill, Fault::Segv, Fault::Abort];
-    for round in 0..faults_common::rounds(9) {
+    for round in 0..faults_common::rounds(15) {
         let fault = faults[round % 3];
         let delay = rng.below(20_000);
         let guard = RoundGuard::new("manager server", round);

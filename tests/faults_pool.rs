@@ -56,7 +56,7 @@ fn pool_worker_faults() {
     let _s = common::serial();
     let mut rng = Rng::for_test("pool_worker_faults");
     let mut tally = Tally::new("pool worker");
-    for round in 0..faults_common::rounds(20) {
+    for round in 0..faults_common::rounds(60) {
         let fault = Fault::ALL[round % 4];
         let phase = if rng.chance(1, 2) {
             Phase::MidTask
@@ -66,7 +66,11 @@ fn pool_worker_faults() {
         let procs = rng.range(2, 4) as usize;
         let ntasks = rng.range(4, 12) as u32;
         let victim_id = rng.below(ntasks as u64) as u32;
-        let max_delay = if phase == Phase::MidTask { 20_000 } else { 8_000 };
+        let max_delay = if phase == Phase::MidTask {
+            20_000
+        } else {
+            8_000
+        };
         let plan = Plan::new(&mut rng, fault, max_delay);
         let lens: Vec<u32> = (0..ntasks)
             .map(|i| {
@@ -166,7 +170,7 @@ fn pool_initializer_faults() {
     let _s = common::serial();
     let mut rng = Rng::for_test("pool_initializer_faults");
     let mut tally = Tally::new("pool worker");
-    for round in 0..faults_common::rounds(8) {
+    for round in 0..faults_common::rounds(16) {
         let fault = Fault::ALL[round % 4];
         let procs = rng.range(1, 4) as usize;
         let guard = RoundGuard::new("pool initializer", round);

@@ -114,7 +114,10 @@ impl Locks {
     fn take(&self) -> mp::Acquired {
         match self.kind {
             LockKind::Lock => {
-                let a = self.lock.acquire_checked_timeout(LONG).expect("lock taken over");
+                let a = self
+                    .lock
+                    .acquire_checked_timeout(LONG)
+                    .expect("lock taken over");
                 self.lock.release().unwrap();
                 a
             }
@@ -177,7 +180,7 @@ fn lock_holder_faults() {
         LockKind::Value,
         LockKind::Array,
     ];
-    for round in 0..faults_common::rounds(24) {
+    for round in 0..faults_common::rounds(48) {
         let fault = Fault::ALL[round % 4];
         let kind = kinds[(round / 4) % 4];
         let plan = Plan::new(&mut rng, fault, 30_000);
@@ -188,7 +191,8 @@ fn lock_holder_faults() {
             let leaks = LeakCheck::new();
             let locks = Locks::new(kind);
             let log = mp::Array::<u32>::new(1).unwrap();
-            let mut victim = mp::Process::new(lock_victim, (locks.clone(), log.clone(), plan, hold));
+            let mut victim =
+                mp::Process::new(lock_victim, (locks.clone(), log.clone(), plan, hold));
             victim.set_daemon(true); // no orphan if the test fails
             victim.start().unwrap();
             plan.strike(&mut victim);
@@ -215,7 +219,11 @@ fn lock_holder_faults() {
             survivor.start().unwrap();
             survivor.join().unwrap();
             assert_eq!(survivor.exitcode(), Some(0));
-            assert_eq!(locks.done(), before + 20, "{kind:?}: sections after the fault");
+            assert_eq!(
+                locks.done(),
+                before + 20,
+                "{kind:?}: sections after the fault"
+            );
             assert_eq!(locks.take(), mp::Acquired::Clean);
             drop((locks, log, victim, survivor));
             leaks.check();
@@ -300,7 +308,7 @@ fn waiter_faults() {
     let mut rng = Rng::for_test("waiter_faults");
     let mut tally = Tally::new("blocked waiter");
     let kinds = [WaitKind::Event, WaitKind::Condition, WaitKind::Barrier];
-    for round in 0..faults_common::rounds(24) {
+    for round in 0..faults_common::rounds(48) {
         let fault = Fault::ALL[round % 4];
         let kind = kinds[(round / 4) % 3];
         let plan = Plan::new(&mut rng, fault, 20_000);

@@ -202,9 +202,7 @@ impl Plan {
             Err(e) => panic!("join of victim {pid}: {e}"),
         };
         if !self.inside {
-            signal_until_dead(pid, self.fault, || {
-                joined(p, Duration::from_millis(100))
-            });
+            signal_until_dead(pid, self.fault, || joined(p, Duration::from_millis(100)));
         }
         while !joined(p, Duration::from_millis(200)) {
             assert!(
@@ -343,6 +341,14 @@ impl Tally {
         let e = self.counts.entry(key).or_default();
         e.0 += injected;
         e.1 += 1;
+        if !detail.is_empty() {
+            let e = self
+                .counts
+                .entry(format!("{kind} {} (all)", self.class))
+                .or_default();
+            e.0 += injected;
+            e.1 += 1;
+        }
     }
 
     /// An event worth reporting that is not a fault (e.g. "item lost to the
