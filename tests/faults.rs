@@ -23,11 +23,12 @@ multiprocess::test_support!();
 mod common;
 mod faults_common;
 
-use common::{LONG, LeakCheck, SHORT, within};
+use common::{LONG, LeakCheck, SHORT, ms, within};
 use faults_common::{Fault, Plan, Rng, RoundGuard, Tally, park_forever, payload, payload_ok};
 use multiprocess as mp;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 /// A queue item: an id and a verifiable payload.
 #[derive(Serialize, Deserialize, Debug)]
@@ -291,4 +292,54 @@ fn queue_producer_faults() {
             tally.note("the item being put when the producer died was not queued");
         }
     }
+}
+
+fn tight_producer(q: mp::Queue<u32>) {
+    for i in 0u32.. {
+        q.put(i).unwrap();
+    }
+}
+
+// A producer killed between taking a bounded queue's slot (the shared
+// counter) and sending its item used to leave the counter one high for good:
+// the queue's capacity shrank by one, and a `maxsize = 1` queue was full
+// forever (a blocking `put` then hung). Found by this suite; a producer
+// putting small items in a tight loop on a full queue is killed in that
+// window within a few rounds. Fixed in src/queues.rs: producers in flight are
+// recorded, and a `put` that finds the queue full gives back dead ones' slots.
+#[test]
+fn bounded_queue_keeps_its_capacity_when_a_producer_dies_in_put() {
+    let _s = common::serial();
+    let mut rng = Rng::for_test("bounded_queue_capacity");
+    within(LONG, "bounded queue capacity", move || {
+        for round in 0..200 {
+            let q = mp::Queue::<u32>::with_maxsize(1).unwrap();
+            let mut p = mp::Process::new(tight_producer, q.clone());
+            p.set_daemon(true);
+            p.start().unwrap();
+            // A thread keeps taking items, so the producer cycles through
+            // put while it is killed.
+            let q2 = q.clone();
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let stop2 = stop.clone();
+            let consumer = std::thread::spawn(move || {
+                while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = q2.get_timeout(ms(5));
+                }
+            });
+            q.get_timeout(SHORT).unwrap();
+            // Fault timing, not synchronisation.
+            std::thread::sleep(Duration::from_micros(rng.below(3_000)));
+            p.kill().unwrap();
+            p.join().unwrap();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            consumer.join().unwrap();
+            while q.get_nowait().is_ok() {}
+            assert!(
+                q.put_nowait(0).is_ok(),
+                "round {round}: an empty maxsize=1 queue is full (qsize {})",
+                q.qsize()
+            );
+        }
+    });
 }
