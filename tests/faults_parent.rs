@@ -19,7 +19,7 @@ multiprocess::test_support!();
 mod common;
 mod faults_common;
 
-use common::{LONG, SHORT, within};
+use common::{LONG, LeakCheck, SHORT, within};
 use faults_common::{park_forever, pid_gone, wait_until};
 use multiprocess as mp;
 use nix::sys::signal::{Signal, kill};
@@ -62,6 +62,8 @@ fn stand_in_parent(conn: mp::Connection) {
 // its pool workers exit; its non-daemon child survives.
 #[test]
 fn daemons_manager_and_pool_workers_exit_when_the_parent_is_killed() {
+    let _s = common::serial();
+    let _leaks = LeakCheck::new();
     within(LONG, "parent killed", || {
         let (ours, theirs) = mp::pipe(true).unwrap();
         let mut parent = mp::Process::new(stand_in_parent, theirs);
@@ -125,15 +127,33 @@ fn program((conn, stderr_path): (mp::Connection, String)) {
 // promptly, no worker or manager server is left, and stderr stays quiet.
 #[test]
 fn ctrl_c_while_a_pool_runs_ends_the_program_cleanly() {
-    within(LONG, "ctrl-c", || {
-        let path = std::env::temp_dir().join(format!("mp-faults-sigint-{}", std::process::id()));
+    sigint_while_a_pool_runs(true);
+}
+
+// SIGINT to the program's process only (`kill -INT <pid>`): it dies, and its
+// workers and manager server, which did not get the signal, exit because
+// their parent died.
+#[test]
+fn sigint_to_the_parent_alone_ends_its_workers_too() {
+    sigint_while_a_pool_runs(false);
+}
+
+fn sigint_while_a_pool_runs(whole_group: bool) {
+    let _s = common::serial();
+    let _leaks = LeakCheck::new();
+    within(LONG, "ctrl-c", move || {
+        let path = std::env::temp_dir().join(format!(
+            "mp-faults-sigint-{}-{whole_group}",
+            std::process::id()
+        ));
         let (ours, theirs) = mp::pipe(true).unwrap();
         let mut prog = mp::Process::new(program, (theirs, path.to_string_lossy().into_owned()));
         prog.start().unwrap();
         let (pgid, workers, server): Started = ours.recv().unwrap();
         assert_eq!(pgid as u32, prog.pid().unwrap(), "its own process group");
         let sent = Instant::now();
-        kill(Pid::from_raw(-pgid), Signal::SIGINT).unwrap();
+        let target = if whole_group { -pgid } else { pgid };
+        kill(Pid::from_raw(target), Signal::SIGINT).unwrap();
         prog.join().unwrap();
         let code = prog.exitcode();
         for &pid in workers.iter().chain([&server]) {
@@ -144,7 +164,12 @@ fn ctrl_c_while_a_pool_runs_ends_the_program_cleanly() {
         let _ = std::fs::remove_file(&path);
         let lines = stderr.lines().count();
         println!(
-            "faults: ctrl-c: program exit code {code:?}, {} workers and the manager server gone {took:?} after SIGINT, {lines} stderr lines",
+            "faults: SIGINT to the {}: program exit code {code:?}, {} workers and the manager server gone {took:?} after it, {lines} stderr lines",
+            if whole_group {
+                "process group (ctrl-c)"
+            } else {
+                "parent alone"
+            },
             workers.len()
         );
         assert_eq!(code, Some(-libc::SIGINT), "the program dies of SIGINT");

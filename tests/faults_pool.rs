@@ -169,7 +169,7 @@ fn init_then_maybe_die((count, fault): (mp::Value<u32>, Fault)) {
 fn pool_initializer_faults() {
     let _s = common::serial();
     let mut rng = Rng::for_test("pool_initializer_faults");
-    let mut tally = Tally::new("pool worker");
+    let mut tally = Tally::new("pool initializer");
     for round in 0..faults_common::rounds(16) {
         let fault = Fault::ALL[round % 4];
         let procs = rng.range(1, 4) as usize;
