@@ -92,9 +92,20 @@ mod layout {
     pub(super) const UNFINISHED: usize = 4;
     /// `put`s waiting for room, so `get` skips the wake syscall when none are.
     pub(super) const PUT_WAITERS: usize = 8;
+    /// Bounded queues: [`IN_FLIGHT_SLOTS`] words, each 0 or the pid of a
+    /// producer between taking a slot (`LEN`) and sending its item. A `put`
+    /// that finds the queue full gives back the slots of dead producers.
+    pub(super) const IN_FLIGHT: usize = 16;
+    /// How many in-flight producers are recorded (more go unrecorded).
+    pub(super) const IN_FLIGHT_SLOTS: usize = 12;
     /// Size of the block.
     pub(super) const SIZE: usize = 64;
+    const _: () = assert!(IN_FLIGHT + 4 * IN_FLIGHT_SLOTS <= SIZE);
 }
+
+/// How long a `put` on a full bounded queue sleeps before it checks for
+/// slots held by dead producers (as the locks check for a dead holder).
+const RECLAIM_SLICE: Duration = Duration::from_millis(100);
 
 /// The fds and shared memory behind a queue.
 struct Handles {
@@ -435,54 +446,108 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         // Encode first: an item that cannot be encoded changes nothing
         // (CPython bpo-30414 left its size off by one).
         let enc = reduction::encode(item)?;
-        self.reserve(h, deadline)?;
+        // A large item is copied into its memfd before a slot is taken: a
+        // producer killed during that copy (milliseconds for a big item) then
+        // holds no slot, so a bounded queue keeps its capacity. What is left
+        // is the few microseconds between `reserve` and the send.
+        let out_of_band = match enc.bytes.len() > INLINE_MAX {
+            true => Some(shm::sealed_bytes(&enc.bytes)?),
+            false => None,
+        };
+        let in_flight = self.reserve(h, deadline)?;
         if self.inner.joinable {
             h.word(layout::UNFINISHED).fetch_add(1, Ordering::AcqRel);
         }
-        match send_item(h, &enc, deadline) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                if self.inner.joinable {
-                    task_done_word(h.word(layout::UNFINISHED));
-                }
-                self.release(h);
-                Err(e)
+        let sent = send_item(h, &enc, out_of_band, deadline);
+        if sent.is_err() {
+            if self.inner.joinable {
+                task_done_word(h.word(layout::UNFINISHED));
             }
+            self.release(h);
         }
+        // Last: dying before this is taken for dying before the send, and the
+        // slot is given back (an undercount, which heals once the queue is
+        // drained, rather than a slot lost for good).
+        if let Some(entry) = in_flight {
+            entry.store(0, Ordering::Release);
+        }
+        sent
     }
 
-    /// Takes a slot: bounded queues wait for room until `deadline`.
-    fn reserve(&self, h: &Handles, deadline: Option<Instant>) -> Result<()> {
+    /// Takes a slot: bounded queues wait for room until `deadline`. For a
+    /// bounded queue, returns the in-flight record to clear once the item is
+    /// sent (`None` when all records were busy).
+    fn reserve<'h>(
+        &self,
+        h: &'h Handles,
+        deadline: Option<Instant>,
+    ) -> Result<Option<&'h AtomicU32>> {
         let len = h.word(layout::LEN);
         let max = self.inner.maxsize;
         if max == 0 {
             len.fetch_add(1, Ordering::AcqRel);
-            return Ok(());
+            return Ok(None);
         }
         let waiters = h.word(layout::PUT_WAITERS);
+        let me = std::process::id();
         loop {
             let cur = len.load(Ordering::Acquire);
             if cur < max {
+                // Record ourselves before taking the slot, so that a death
+                // between here and the send gives the slot back.
+                let entry = claim_in_flight(h, me);
                 if len
                     .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
                 {
-                    return Ok(());
+                    return Ok(entry);
+                }
+                if let Some(e) = entry {
+                    e.store(0, Ordering::Release);
                 }
                 continue;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
+                if self.reclaim_dead(h, me) {
+                    continue;
+                }
                 return Err(Error::Full);
             }
             // Announce ourselves before re-checking in the futex: a `get` that
             // frees a slot after our load sees the waiter and wakes us.
+            let slice_end = Instant::now() + RECLAIM_SLICE;
+            let until = deadline.map_or(slice_end, |d| d.min(slice_end));
             waiters.fetch_add(1, Ordering::SeqCst);
-            let woke = futex::wait(len, cur, deadline);
+            let woke = futex::wait(len, cur, Some(until));
             waiters.fetch_sub(1, Ordering::SeqCst);
-            if !woke && len.load(Ordering::Acquire) >= max {
-                return Err(Error::Full);
+            if !woke {
+                // A slice (or the deadline) ran out with the queue full: give
+                // back slots of producers that died before sending.
+                self.reclaim_dead(h, me);
             }
         }
+    }
+
+    /// Gives back the slots of producers recorded in flight that have died
+    /// (a queue full because of them would stay full forever). True if any
+    /// slot was given back.
+    fn reclaim_dead(&self, h: &Handles, me: u32) -> bool {
+        let mut freed = false;
+        for i in 0..layout::IN_FLIGHT_SLOTS {
+            let entry = h.word(layout::IN_FLIGHT + 4 * i);
+            let pid = entry.load(Ordering::Acquire);
+            if pid == 0 || pid == me || !crate::synchronize::raw::process_is_dead(pid) {
+                continue;
+            }
+            if entry
+                .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                self.release(h);
+                freed = true;
+            }
+        }
+        freed
     }
 
     /// Gives a slot back (after a `get`, or a failed `put`).
@@ -548,6 +613,17 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 }
 
+/// Takes a free in-flight record of a bounded queue for `pid` (`None` when
+/// all are busy: this put then goes unrecorded).
+fn claim_in_flight(h: &Handles, pid: u32) -> Option<&AtomicU32> {
+    (0..layout::IN_FLIGHT_SLOTS)
+        .map(|i| h.word(layout::IN_FLIGHT + 4 * i))
+        .find(|e| {
+            e.compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        })
+}
+
 /// Watches `len` while it is 0, until `until`. True if the caller should try
 /// a non-blocking receive (items are counted and time is left), false once the
 /// time is up. Only a hint: the receive decides.
@@ -569,9 +645,15 @@ fn spin_while_empty(len: &AtomicU32, until: Instant) -> bool {
 }
 
 /// Sends one encoded item as one datagram.
-fn send_item(h: &Handles, enc: &reduction::Encoded, deadline: Option<Instant>) -> Result<()> {
+/// `out_of_band`: the item's bytes already in a sealed memfd (large items).
+fn send_item(
+    h: &Handles,
+    enc: &reduction::Encoded,
+    out_of_band: Option<OwnedFd>,
+    deadline: Option<Instant>,
+) -> Result<()> {
     let item_fds: Vec<BorrowedFd<'_>> = enc.fds.iter().map(|f| f.as_fd()).collect();
-    if enc.bytes.len() <= INLINE_MAX {
+    if out_of_band.is_none() && enc.bytes.len() <= INLINE_MAX {
         let kind = [KIND_INLINE];
         let bufs = [IoSlice::new(&kind), IoSlice::new(&enc.bytes)];
         match send_datagram(h.tx.as_fd(), &bufs, &item_fds, deadline) {
@@ -587,7 +669,10 @@ fn send_item(h: &Handles, enc: &reduction::Encoded, deadline: Option<Instant>) -
             fd::MAX_FDS_PER_MESSAGE - 1
         )));
     }
-    let memfd = shm::sealed_bytes(&enc.bytes)?;
+    let memfd = match out_of_band {
+        Some(fd) => fd,
+        None => shm::sealed_bytes(&enc.bytes)?,
+    };
     let mut fds = Vec::with_capacity(item_fds.len() + 1);
     fds.push(memfd.as_fd());
     fds.extend(item_fds);

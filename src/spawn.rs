@@ -471,6 +471,15 @@ fn run_child(var: OsString) -> ! {
     }
     install_panic_hook(ctx.name.clone(), boot.quiet_panics);
     if let Err(e) = ctx.parent_conn.send(&Report::Started) {
+        // The parent died while we started: nobody to tell, nothing to say.
+        if let Error::Io(io) = &e {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ) {
+                exit_child(EXIT_BOOTSTRAP_FAILED);
+            }
+        }
         bootstrap_failed(&format!("could not answer the parent: {e}"));
     }
     let code = match boot.target.call(payload) {

@@ -104,7 +104,22 @@ impl ServerRef {
                 return Ok(conn);
             }
         }
-        let conn = Client::connect(&self.addr, Some(&self.authkey)).map_err(lost)?;
+        let conn = match Client::connect(&self.addr, Some(&self.authkey)) {
+            Ok(conn) => conn,
+            // A wrong key is answered with a failure message; a server that
+            // hangs up in the middle of the handshake has most likely died
+            // (killed while this thread connected). If nothing listens any
+            // more, the manager is gone: `Closed`, not a key problem.
+            Err(Error::Authentication(why)) => {
+                let gone = server_gone(&self.addr);
+                return Err(if gone {
+                    Error::Closed
+                } else {
+                    Error::Authentication(why)
+                });
+            }
+            Err(e) => return Err(lost(e)),
+        };
         let conn = Arc::new(Channel::from_connection(&conn)?);
         self.remember(key, conn.clone());
         Ok(conn)
@@ -162,6 +177,20 @@ impl ServerRef {
         response
             .map_err(|e| Error::decode(format!("corrupt answer from the manager: {e}")))?
             .map_err(|e| e.into_error())
+    }
+}
+
+/// Whether the manager at `addr` is gone: nothing accepts there, or what
+/// accepts hangs up instead of opening the handshake (a live server sends its
+/// challenge at once; a dying one may still accept for a moment).
+fn server_gone(addr: &Address) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    match Client::connect_unauthenticated(addr, Some(deadline)) {
+        Err(e) => matches!(lost(e), Error::Closed),
+        Ok(conn) => match conn.recv_frame(Some(deadline)) {
+            Ok(_) | Err(Error::Timeout) => false,
+            Err(e) => matches!(lost(e), Error::Closed),
+        },
     }
 }
 

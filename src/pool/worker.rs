@@ -289,6 +289,10 @@ fn next_task(conn: &Connection) -> Option<Task> {
             }
         },
         Err(Error::Eof) => None,
+        // The parent died with our answers unread in its socket: the kernel
+        // reports a reset instead of end of file. Same meaning, same quiet
+        // exit (a message from every worker would be a storm on stderr).
+        Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
         Err(e) => {
             eprintln!("multiprocess: pool worker lost its channel ({e}); exiting");
             leave(EXIT_CHANNEL_BROKEN)

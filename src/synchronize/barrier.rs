@@ -168,9 +168,14 @@ impl Barrier {
     fn wait_deadline(&self, deadline: Option<Instant>) -> Result<usize> {
         let mutex = self.mutex();
         mutex.acquire_deadline(None);
-        // _enter: wait while a previous pass drains or resets.
+        // _enter: wait while a previous pass drains or resets. Unlike Python,
+        // the deadline counts here too: a party that died inside `wait` never
+        // leaves its pass, and a timed wait must not wait for it forever.
         while matches!(self.state(), DRAINING | RESETTING) {
-            self.sleep(&mutex, None);
+            if !self.sleep(&mutex, deadline) && matches!(self.state(), DRAINING | RESETTING) {
+                let _ = mutex.release();
+                return Err(Error::BrokenBarrier);
+            }
         }
         if self.state() == BROKEN {
             let _ = mutex.release();

@@ -261,12 +261,16 @@ impl Condition {
         // Counters change only under the lock, which orders them: Relaxed.
         self.waiters().fetch_add(1, Ordering::Relaxed);
         let mut seen = self.seq().load(Ordering::Relaxed);
+        // A signal is ours only if a notify came after we registered: a
+        // waiter that died inside `wait` stays counted, and a notify may have
+        // granted it a signal nobody took; that one must not wake us.
+        let registered = seen;
         let levels = raw.release_all()?;
         loop {
             let in_time = futex::wait(self.seq(), seen, deadline);
             raw.restore(levels);
             let signals = self.signals().load(Ordering::Relaxed);
-            if signals > 0 {
+            if signals > 0 && self.seq().load(Ordering::Relaxed) != registered {
                 self.signals().store(signals - 1, Ordering::Relaxed);
                 self.waiters().fetch_sub(1, Ordering::Relaxed);
                 return Ok(true);

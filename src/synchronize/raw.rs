@@ -330,6 +330,12 @@ enum Liveness {
     Suspect,
 }
 
+/// True when `pid` has exited (gone, or a zombie). A reused pid counts as
+/// alive: callers then merely miss a death.
+pub(crate) fn process_is_dead(pid: u32) -> bool {
+    liveness(pid, 0) == Liveness::Dead
+}
+
 fn liveness(pid: u32, recorded: u64) -> Liveness {
     match proc_stat(pid) {
         // No /proc entry: ask the kernel directly (/proc may be missing or
