@@ -54,10 +54,12 @@ fn consume(q: &mp::Queue<Item>, log: &mp::Array<u32>) {
             log.set(0, 2 * n);
             return;
         }
-        assert!(payload_ok(item.id, &item.data), "corrupt item {}", item.id);
+        // Record first (the window in which a death loses the item is then
+        // just the `get` itself), verify after.
         log.set(1 + n as usize, item.id + 1);
         n += 1;
         log.set(0, 2 * n);
+        assert!(payload_ok(item.id, &item.data), "corrupt item {}", item.id);
     }
 }
 

@@ -176,6 +176,9 @@ fn sigint_while_a_pool_runs(whole_group: bool) {
             println!("faults: stderr of the program:\n{stderr}");
         }
         assert_eq!(code, Some(-libc::SIGINT), "the program dies of SIGINT");
-        assert_eq!(lines, 0, "the program and its workers print nothing:\n{stderr}");
+        assert_eq!(
+            lines, 0,
+            "the program and its workers print nothing:\n{stderr}"
+        );
     });
 }
