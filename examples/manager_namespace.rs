@@ -31,11 +31,6 @@
 //! proxy rule: `namespace.data` hands the worker a *copy*; changing the copy
 //! changes nothing shared until it is assigned back to the namespace. Here
 //! `ns.get("data")` is visibly a copy, and `ns.set(..)` writes back.
-//!
-//! The seed runs the chunks on a `Pool`; this port starts one `Process` per
-//! chunk and collects the chunks through a manager queue, because the Pool
-//! lives on another branch for now. With the Pool merged, the loop becomes
-//! `pool.apply_async(fun, (ns.clone(), i, size))` and `r.get()`.
 
 use multiprocess as mp;
 use serde::{Deserialize, Serialize};
@@ -48,16 +43,8 @@ struct Row {
     c: i64,
 }
 
-/// A worker: reads its chunk from the namespace, computes column C, and sends
-/// the chunk back with its start index.
-fn fun(
-    (ns, i, size, results): (
-        mp::Namespace,
-        usize,
-        usize,
-        mp::QueueProxy<(usize, Vec<Row>)>,
-    ),
-) {
+/// A worker: reads its chunk from the namespace and computes column C.
+fn fun((ns, i, size): (mp::Namespace, usize, usize)) -> Vec<Row> {
     println!(
         "pid: {}, processing data[{i}:{}] ...",
         std::process::id(),
@@ -72,7 +59,7 @@ fn fun(
     }
     // Writing a new name works (the seed's `namespace.data2 = data`):
     ns.set(&format!("data2_{i}"), &data).expect("set data2");
-    results.put((i, data)).expect("send the chunk back");
+    data
 }
 
 fn main() -> anyhow::Result<()> {
@@ -94,28 +81,20 @@ fn main() -> anyhow::Result<()> {
 
     let jobs = 4.min(mp::cpu_count());
     let size = datalen / jobs + 5;
-    let results = manage.queue::<(usize, Vec<Row>)>()?;
-    let mut workers = Vec::new();
+    let p = mp::Pool::new(jobs)?;
+    let mut res = Vec::new();
     for i in (0..datalen).step_by(size) {
-        let mut p = mp::Process::new(fun, (namespace.clone(), i, size, results.clone()));
-        p.start()?;
+        res.push(p.apply_async(fun, (namespace.clone(), i, size))?);
         println!("{i} processor started !");
-        workers.push(p);
     }
-    // One chunk per worker, in whatever order they finish.
-    let mut chunks: Vec<(usize, Vec<Row>)> = (0..workers.len())
-        .map(|_| results.get())
-        .collect::<mp::Result<_>>()?;
-    for p in &mut workers {
-        p.join()?;
-        anyhow::ensure!(
-            p.exitcode() == Some(0),
-            "a worker failed: exit code {:?}",
-            p.exitcode()
-        );
+    p.close();
+    p.join()?;
+
+    // pd.concat([i.get() for i in res])
+    let mut data: Vec<Row> = Vec::with_capacity(datalen);
+    for r in &res {
+        data.extend(r.get()?);
     }
-    chunks.sort_by_key(|(i, _)| *i);
-    let data: Vec<Row> = chunks.into_iter().flat_map(|(_, rows)| rows).collect();
 
     anyhow::ensure!(
         data.len() == datalen,

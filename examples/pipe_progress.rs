@@ -21,7 +21,8 @@
 //! ```
 //!
 //! Here each worker is a `Process` and returns its results through a `Queue`
-//! (the Pool port lives with the Pool). Every worker holds a copy of the child
+//! (`examples/groupby_apply.rs` runs the same seed on a `Pool`, with the pipe
+//! end inside the map parameters). Every worker holds a copy of the child
 //! end of one pipe; each progress line is one small message, sent whole, so
 //! lines from different workers never mix.
 

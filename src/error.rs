@@ -183,6 +183,49 @@ impl Error {
         matches!(self, Error::Timeout)
     }
 
+    /// A second copy of this error (`Error` is not `Clone`: `io::Error` is not),
+    /// so that a stored result can hand out the same error every time, as
+    /// Python re-raises a stored exception. An `Io` error keeps its kind and text.
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::Timeout => Error::Timeout,
+            Error::Empty => Error::Empty,
+            Error::Full => Error::Full,
+            Error::Eof => Error::Eof,
+            Error::Closed => Error::Closed,
+            Error::BrokenBarrier => Error::BrokenBarrier,
+            Error::Value(m) => Error::Value(m.clone()),
+            Error::Key(m) => Error::Key(m.clone()),
+            Error::Authentication(m) => Error::Authentication(m.clone()),
+            Error::Decode(m) => Error::Decode(m.clone()),
+            Error::Encode(m) => Error::Encode(m.clone()),
+            Error::Spawn(m) => Error::Spawn(m.clone()),
+            Error::BufferTooShort(b) => Error::BufferTooShort(b.clone()),
+            Error::MessageTooLarge { len, max } => Error::MessageTooLarge {
+                len: *len,
+                max: *max,
+            },
+            Error::WorkerLost { pid, exitcode } => Error::WorkerLost {
+                pid: *pid,
+                exitcode: *exitcode,
+            },
+            Error::Remote {
+                process,
+                pid,
+                message,
+                location,
+                backtrace,
+            } => Error::Remote {
+                process: process.clone(),
+                pid: *pid,
+                message: message.clone(),
+                location: location.clone(),
+                backtrace: backtrace.clone(),
+            },
+            Error::Io(io) => Error::Io(std::io::Error::new(io.kind(), io.to_string())),
+        }
+    }
+
     pub(crate) fn value(msg: impl Into<String>) -> Self {
         Error::Value(msg.into())
     }

@@ -40,6 +40,81 @@
 //! }
 //! ```
 //!
+//! # A pool of workers
+//!
+//! ```
+//! use multiprocess as mp;
+//!
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! fn main() -> mp::Result<()> {
+//!     mp::init();
+//!     let pool = mp::Pool::new(2)?;
+//!     assert_eq!(pool.map(square, 1..=4)?, vec![1, 4, 9, 16]);
+//!     let r = pool.apply_async(|(a, b): (i32, i32)| a + b, (2, 3))?;
+//!     assert_eq!(r.get()?, 5);
+//!     // A task that panics is an error for that task; the pool goes on.
+//!     let checked = |x: i32| if x < 0 { panic!("bad input {x}") } else { x };
+//!     assert!(matches!(pool.apply(checked, -1), Err(mp::Error::Remote { .. })));
+//!     assert_eq!(pool.apply(checked, 3)?, 3);
+//!     pool.close();
+//!     pool.join()
+//! }
+//! ```
+//!
+//! # Shared state and queues
+//!
+//! ```
+//! use multiprocess as mp;
+//!
+//! fn main() -> mp::Result<()> {
+//!     mp::init();
+//!     let counter = mp::Value::new(0i64)?; // in OS shared memory
+//!     let results = mp::Queue::<String>::new()?;
+//!     let mut workers = Vec::new();
+//!     for id in 0..2 {
+//!         let mut p = mp::Process::new(
+//!             |(id, counter, results): (u32, mp::Value<i64>, mp::Queue<String>)| {
+//!                 for _ in 0..1000 {
+//!                     *counter.lock() += 1; // `with v.get_lock(): v.value += 1`
+//!                 }
+//!                 results.put(format!("worker {id} done")).unwrap();
+//!             },
+//!             (id, counter.clone(), results.clone()),
+//!         );
+//!         p.start()?;
+//!         workers.push(p);
+//!     }
+//!     for _ in 0..2 {
+//!         assert!(results.get()?.ends_with("done"));
+//!     }
+//!     for p in &mut workers {
+//!         p.join()?;
+//!     }
+//!     assert_eq!(counter.get(), 2000);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # A manager
+//!
+//! ```
+//! use multiprocess as mp;
+//!
+//! fn main() -> mp::Result<()> {
+//!     mp::init();
+//!     let m = mp::Manager::new()?; // a server process owning the objects
+//!     let d = m.dict::<String, i64>()?;
+//!     let mut p = mp::Process::new(|d: mp::DictProxy<String, i64>| d.insert("x".into(), 7).unwrap(), d.clone());
+//!     p.start()?;
+//!     p.join()?;
+//!     assert_eq!(d.get(&"x".to_string())?, Some(7));
+//!     m.shutdown()
+//! }
+//! ```
+//!
 //! # Module map
 //!
 //! | Python module | here |
@@ -65,6 +140,9 @@
 #[cfg(test)]
 crate::test_support!();
 
+#[doc(hidden)]
+#[path = "fuzzing.rs"]
+pub mod __fuzz;
 pub mod connection;
 mod error;
 mod managers;
@@ -77,6 +155,7 @@ mod reduction;
 mod sharedctypes;
 mod spawn;
 mod synchronize;
+mod util;
 
 pub use connection::{Connection, pipe};
 pub use error::{Error, Result};
@@ -96,3 +175,8 @@ pub use synchronize::{
     Acquired, Barrier, BoundedSemaphore, Condition, Event, Lock, LockGuard, RLock, RLockGuard,
     Semaphore,
 };
+
+/// The README's example runs as a doctest, so it cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;

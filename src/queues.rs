@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::connection::deadline_after;
+use crate::connection::{DEFAULT_MAX_MESSAGE_LEN, deadline_after};
 use crate::error::{Error, Result};
 use crate::platform::fd;
 use crate::platform::futex;
@@ -561,6 +561,16 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
     }
 
+    /// Sends `dgram` with `fds` as one raw datagram, as if a peer had put
+    /// it (how `crate::__fuzz` feeds corrupt items to a real `get`).
+    pub(crate) fn inject_datagram(&self, dgram: &[u8], fds: &[OwnedFd]) -> Result<()> {
+        let h = self.handles()?;
+        let fds: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
+        fd::send_with_fds(h.tx.as_fd(), &[IoSlice::new(dgram)], &fds)?;
+        h.word(layout::LEN).fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
     /// The one body of every `get`.
     pub(crate) fn get_deadline(&self, deadline: Option<Instant>) -> Result<T> {
         let h = self.handles()?;
@@ -704,6 +714,13 @@ fn decode_item<T: DeserializeOwned>(dgram: &[u8], mut fds: Vec<OwnedFd>) -> Resu
         Some(&KIND_OUT_OF_BAND) if dgram.len() == 9 && !fds.is_empty() => {
             let len = u64::from_le_bytes(dgram[1..9].try_into().expect("8 bytes"));
             let memfd = fds.remove(0);
+            // A sparse memfd costs its sender nothing: refuse before allocating.
+            if len > DEFAULT_MAX_MESSAGE_LEN {
+                return Err(Error::MessageTooLarge {
+                    len,
+                    max: DEFAULT_MAX_MESSAGE_LEN,
+                });
+            }
             let len = usize::try_from(len)
                 .map_err(|_| Error::decode("out-of-band queue item too large"))?;
             let bytes = shm::read_sealed(memfd.as_fd(), len)

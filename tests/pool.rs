@@ -1082,3 +1082,32 @@ fn workers_exit_when_the_parent_is_killed() {
         }
     });
 }
+
+/// Tasks that can only finish together: each waits at a two-party barrier.
+fn meet(b: mp::Barrier) -> bool {
+    b.wait_timeout(Duration::from_secs(30)).is_ok()
+}
+
+// Regression: after a quick warm-up task, a map of long tasks was prefetched
+// onto one worker while the other sat idle (cpu_speedup_2proc measured 1.0).
+// Here two tasks that must run at the same time only meet if the pool spreads
+// them over both workers.
+#[test]
+fn long_tasks_are_spread_over_idle_workers() {
+    let _s = common::serial();
+    let _leaks = LeakCheck::new();
+    let pool = mp::Pool::new(2).unwrap();
+    assert_eq!(pool.apply(sqr, 3).unwrap(), 9);
+    let barrier = mp::Barrier::new(2).unwrap();
+    let met = within(LONG, "tasks meeting at a barrier", move || {
+        let r = pool.map_with_chunksize(meet, vec![barrier; 4], 1).unwrap();
+        pool.close();
+        pool.join().unwrap();
+        r
+    });
+    assert_eq!(
+        met,
+        vec![true; 4],
+        "two tasks ran one after the other on the same worker"
+    );
+}

@@ -1,9 +1,10 @@
-//! Pool workloads (issue 6). Missing until `mp::Pool` exists: each function
-//! returns `Ok(None)`, and its doc comment says exactly what to measure, so
-//! filling a row in means replacing one function body. The CPython side
-//! (`benches/python/vs_python.py`) already runs every one of them.
+//! Pool workloads (issue 6), the same work as the CPython functions of the
+//! same names in `benches/python/vs_python.py`.
 
-use anyhow::Result;
+use std::time::Instant;
+
+use anyhow::{Result, ensure};
+use multiprocess as mp;
 
 use crate::{Better, Cfg, Side, Workload};
 
@@ -76,8 +77,58 @@ pub const WORKLOADS: &[Workload] = &[
 /// warm-up and not counted; return the mean of the others in ms.
 ///
 /// CPython: `pool_startup_ms` in vs_python.py.
-pub fn pool_startup_ms(_cfg: &Cfg) -> Result<Option<f64>> {
-    Ok(None)
+pub fn pool_startup_ms(cfg: &Cfg) -> Result<Option<f64>> {
+    let mut total = 0.0;
+    for round in 0..=cfg.n {
+        let t0 = Instant::now();
+        let pool = mp::Pool::new(2)?;
+        ensure!(pool.apply(square, 7)? == 49, "pool_startup: wrong result");
+        pool.close();
+        pool.join()?;
+        if round > 0 {
+            total += t0.elapsed().as_secs_f64();
+        }
+    }
+    Ok(Some(total * 1e3 / cfg.n as f64))
+}
+
+/// The task of the map rows.
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// `sum(x * x for x in range(n))`.
+fn sum_of_squares(n: u64) -> u64 {
+    n.saturating_sub(1) * n * (2 * n).saturating_sub(1) / 6
+}
+
+/// A `Pool::new(2)` checked and warmed up as the map rows want it.
+fn warm_pool() -> Result<mp::Pool> {
+    let pool = mp::Pool::new(2)?;
+    ensure!(pool.apply(square, 3)? == 9, "pool warm-up: wrong result");
+    let warm = pool.map(square, 0..1000u64)?;
+    ensure!(
+        warm.iter().sum::<u64>() == sum_of_squares(1000),
+        "pool warm-up: wrong map"
+    );
+    Ok(pool)
+}
+
+/// Times `run(pool)` (which returns the sum of the squares of `0..n`), checks
+/// the sum, and returns tasks per second.
+fn map_rate(n: u64, run: impl FnOnce(&mp::Pool) -> Result<u64>) -> Result<Option<f64>> {
+    let pool = warm_pool()?;
+    let t0 = Instant::now();
+    let sum = run(&pool)?;
+    let secs = t0.elapsed().as_secs_f64();
+    ensure!(
+        sum == sum_of_squares(n),
+        "map: sum {sum}, expected {}",
+        sum_of_squares(n)
+    );
+    pool.close();
+    pool.join()?;
+    Ok(Some(n as f64 / secs))
 }
 
 /// With a `Pool::new(2)` already up (untimed: `apply(square, 3)` == 9, then a
@@ -87,23 +138,31 @@ pub fn pool_startup_ms(_cfg: &Cfg) -> Result<Option<f64>> {
 /// Return `n / seconds`.
 ///
 /// CPython: `_map_rate(ctx, n, None, False)` in vs_python.py.
-pub fn pool_map_tasks_per_s(_cfg: &Cfg) -> Result<Option<f64>> {
-    Ok(None)
+pub fn pool_map_tasks_per_s(cfg: &Cfg) -> Result<Option<f64>> {
+    map_rate(cfg.n, |pool| Ok(pool.map(square, 0..cfg.n)?.iter().sum()))
 }
 
 /// As [`pool_map_tasks_per_s`], with `map_with_chunksize(square, 0..cfg.n, 1)`.
 ///
 /// CPython: `_map_rate(ctx, n, 1, False)`.
-pub fn pool_map_chunksize1_tasks_per_s(_cfg: &Cfg) -> Result<Option<f64>> {
-    Ok(None)
+pub fn pool_map_chunksize1_tasks_per_s(cfg: &Cfg) -> Result<Option<f64>> {
+    map_rate(cfg.n, |pool| {
+        Ok(pool.map_with_chunksize(square, 0..cfg.n, 1)?.iter().sum())
+    })
 }
 
 /// As [`pool_map_tasks_per_s`], with `imap_with_chunksize(square, 0..cfg.n,
 /// 64)`, summing the items as the iterator yields them (each `Ok`), same check.
 ///
 /// CPython: `_map_rate(ctx, n, 64, True)`.
-pub fn pool_imap_tasks_per_s(_cfg: &Cfg) -> Result<Option<f64>> {
-    Ok(None)
+pub fn pool_imap_tasks_per_s(cfg: &Cfg) -> Result<Option<f64>> {
+    map_rate(cfg.n, |pool| {
+        let mut sum = 0u64;
+        for r in pool.imap_with_chunksize(square, 0..cfg.n, 64)? {
+            sum += r?;
+        }
+        Ok(sum)
+    })
 }
 
 /// With a `Pool::new(2)` up and 50 untimed warm-up calls, time `cfg.n`
@@ -111,8 +170,19 @@ pub fn pool_imap_tasks_per_s(_cfg: &Cfg) -> Result<Option<f64>> {
 /// µs. Close and join untimed.
 ///
 /// CPython: `pool_apply_roundtrip_us`.
-pub fn pool_apply_roundtrip_us(_cfg: &Cfg) -> Result<Option<f64>> {
-    Ok(None)
+pub fn pool_apply_roundtrip_us(cfg: &Cfg) -> Result<Option<f64>> {
+    let pool = mp::Pool::new(2)?;
+    for _ in 0..50 {
+        pool.apply(|_: ()| (), ())?;
+    }
+    let t0 = Instant::now();
+    for _ in 0..cfg.n {
+        pool.apply(|_: ()| (), ())?;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    pool.close();
+    pool.join()?;
+    Ok(Some(secs * 1e6 / cfg.n as f64))
 }
 
 /// `cfg.n` (8) tasks `cpu_task((seed, steps))` for seeds `1..=n`, where
@@ -125,6 +195,36 @@ pub fn pool_apply_roundtrip_us(_cfg: &Cfg) -> Result<Option<f64>> {
 /// results equal the serial ones; return serial time / pool time.
 ///
 /// CPython: `cpu_speedup_2proc`.
-pub fn cpu_speedup_2proc(_cfg: &Cfg) -> Result<Option<f64>> {
-    Ok(None)
+pub fn cpu_speedup_2proc(cfg: &Cfg) -> Result<Option<f64>> {
+    let target = if cfg.quick { 0.02 } else { 0.1 };
+    // Calibrate: steps for one task of about `target` seconds on this machine.
+    let probe = 2_000_000u64;
+    let t0 = Instant::now();
+    std::hint::black_box(cpu_task((1, probe)));
+    let steps = ((probe as f64) * target / t0.elapsed().as_secs_f64()).max(1.0) as u64;
+    let work: Vec<(u64, u64)> = (1..=cfg.n).map(|seed| (seed, steps)).collect();
+    let t0 = Instant::now();
+    let serial: Vec<u64> = work.iter().map(|w| cpu_task(*w)).collect();
+    let serial_secs = t0.elapsed().as_secs_f64();
+    let pool = mp::Pool::new(2)?;
+    ensure!(pool.apply(square, 2)? == 4, "cpu_speedup warm-up");
+    let t0 = Instant::now();
+    let parallel = pool.map_with_chunksize(cpu_task, work, 1)?;
+    let pool_secs = t0.elapsed().as_secs_f64();
+    ensure!(
+        parallel == serial,
+        "cpu_speedup: pool results differ from the serial ones"
+    );
+    pool.close();
+    pool.join()?;
+    Ok(Some(serial_secs / pool_secs))
+}
+
+/// `steps` LCG steps from `seed`.
+fn cpu_task((seed, steps): (u64, u64)) -> u64 {
+    let mut x = seed;
+    for _ in 0..steps {
+        x = std::hint::black_box((x.wrapping_mul(1_103_515_245) + 12_345) & 0x7fff_ffff);
+    }
+    x
 }

@@ -14,10 +14,10 @@
 //! socket also carries handles (locks, queues, other connections) inside sent
 //! values, as file descriptors (`SCM_RIGHTS`).
 
-mod auth;
+pub(crate) mod auth;
 pub(crate) mod framing;
 mod listener;
-mod pickle;
+pub(crate) mod pickle;
 
 pub use listener::{Address, Client, Listener};
 #[allow(unused_imports)] // for the managers' server
@@ -510,9 +510,17 @@ fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Bytes read per step of a payload, so that a lying header costs no more
-/// memory than the bytes really sent.
+/// Most bytes read per step of a payload.
 const PAYLOAD_STEP: usize = 16 << 20;
+
+/// Room made for a payload before its first bytes arrive; after that the
+/// buffer at most doubles per read, so a lying header costs no more memory
+/// than twice the bytes really sent.
+const PAYLOAD_FIRST: usize = 64 << 10;
+
+/// Most bytes one `read` from a pipe asks for (a pipe's default maximum
+/// size, `/proc/sys/fs/pipe-max-size`).
+const PIPE_READ: usize = 1 << 20;
 
 /// Where the frame being received stands.
 #[derive(Debug)]
@@ -604,6 +612,9 @@ fn read_append(
     if let Some(cmsg) = cmsg {
         return fd::recv_append(fd, buf, want, cmsg, fds, nonblocking);
     }
+    // Zero-filled before the read: take no more than a pipe holds (1 MiB at
+    // most, unless raised), so a lying header costs no memory.
+    let want = want.min(PIPE_READ);
     let start = buf.len();
     buf.resize(start + want, 0);
     let r = read_slice(fd, None, &mut buf[start..], fds, nonblocking);
@@ -680,7 +691,11 @@ impl RecvState {
                 n
             }
             Stage::Payload { buf, len } => {
-                let want = (*len - buf.len()).min(PAYLOAD_STEP);
+                // Grow with the bytes that arrive (doubling), not with the
+                // claim: a lying header costs at most twice what was sent.
+                let want = (*len - buf.len())
+                    .min(buf.len().max(PAYLOAD_FIRST))
+                    .min(PAYLOAD_STEP);
                 match read_append(fd, cmsg, buf, want, &mut self.fds, nonblocking)? {
                     Some(n) => n,
                     None => return Ok(()),
@@ -753,7 +768,7 @@ impl RecvState {
                 } else {
                     let len = len as usize;
                     self.stage = Stage::Payload {
-                        buf: Vec::with_capacity(len.min(PAYLOAD_STEP)),
+                        buf: Vec::with_capacity(len.min(PAYLOAD_FIRST)),
                         len,
                     };
                 }
@@ -927,10 +942,7 @@ pub fn wait<'a, W: Waitable + ?Sized>(
         .collect())
 }
 
-/// `now + timeout`, or `None` (wait forever) if that overflows.
-pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
-    Instant::now().checked_add(timeout)
-}
+pub(crate) use crate::util::deadline_after;
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -145,10 +145,11 @@ impl Channel {
                     }
                     return Ok(out);
                 }
-                // Make room for the whole frame (growing as bytes arrive, so a
-                // lying header costs no more than the bytes really sent).
+                // Make room for the whole frame, growing (by doubling) as
+                // bytes arrive: a lying header costs no more than twice the
+                // bytes really sent (the new room is zero-filled, so touched).
                 let have = rx.end - rx.start;
-                let want = (hlen + len).min(have + (16 << 20)).max(READ_CHUNK);
+                let want = (hlen + len).min(have.saturating_mul(2)).max(READ_CHUNK);
                 if rx.start > 0 {
                     let (s, e) = (rx.start, rx.end);
                     rx.buf.copy_within(s..e, 0);

@@ -37,10 +37,10 @@
 //! last proxy to it is garbage-collected; Rust proxies do not count references
 //! across processes). Create long-lived objects, or reuse them by name.
 
-mod channel;
+pub(crate) mod channel;
 mod client;
 mod custom;
-mod protocol;
+pub(crate) mod protocol;
 mod proxy;
 mod server;
 mod sync;

@@ -41,7 +41,6 @@ use nix::sys::eventfd::EventFd;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::result::duplicate;
 use super::worker::{self, FLAG_ACK_START, Reply, Setup, WireFailure};
 use crate::connection::framing::{self, ShortHeader};
 use crate::error::{Error, Result};
@@ -108,6 +107,8 @@ pub(crate) struct Task {
     pub(crate) fds: Vec<OwnedFd>,
     /// Kill the worker and fail the task if it runs longer.
     pub(crate) timeout: Option<Duration>,
+    /// The function it runs (prefetch is only for a function known to be quick).
+    pub(crate) func: FnRef,
 }
 
 impl Task {
@@ -133,6 +134,7 @@ impl Task {
             frame: bytes,
             fds,
             timeout,
+            func,
         })
     }
 }
@@ -220,7 +222,7 @@ impl Inner {
     ) -> Result<()> {
         let mut s = lock(&self.shared);
         if let Some(b) = &s.broken {
-            return Err(duplicate(b));
+            return Err(b.duplicate());
         }
         let open = match s.state {
             PoolState::Run => true,
@@ -338,6 +340,7 @@ impl Inner {
             exited: false,
             reaped: false,
             last_run: None,
+            last_func: None,
         };
         // Our own copy of the socket, non-blocking; the Connection (and its
         // fd) is dropped here.
@@ -417,6 +420,8 @@ pub(crate) struct Worker {
     reaped: bool,
     /// How long its last task ran.
     last_run: Option<Duration>,
+    /// The function its last task ran.
+    last_func: Option<FnRef>,
 }
 
 impl Worker {
@@ -785,7 +790,7 @@ impl Handler {
     fn set_broken(&mut self, e: Error) {
         let mut s = lock(&self.inner.shared);
         if s.broken.is_none() {
-            s.broken = Some(duplicate(&e));
+            s.broken = Some(e.duplicate());
         }
         drop(s);
         self.broken.get_or_insert(e);
@@ -806,7 +811,14 @@ impl Handler {
                 {
                     continue;
                 }
-                if depth > 0 && w.last_run.is_none_or(|d| d >= PREFETCH_MAX_TASK_TIME) {
+                // Prefetch only what this worker has just run quickly: the
+                // same function, under the limit. A function not yet timed
+                // (a new map of long tasks) waits for an idle worker instead
+                // of queueing behind a long task on a busy one.
+                if depth > 0
+                    && (w.last_run.is_none_or(|d| d >= PREFETCH_MAX_TASK_TIME)
+                        || w.last_func != self.pending.front().map(|t| t.func))
+                {
                     continue;
                 }
                 let Some(mut task) = self.next_task() else {
@@ -1029,6 +1041,7 @@ impl Handler {
                 let f = w.inflight.pop_front().expect("checked above");
                 w.sent -= 1;
                 let now = Instant::now();
+                w.last_func = Some(f.task.func);
                 w.last_run = Some(
                     f.started_at
                         .map_or(Duration::MAX, |s| now.saturating_duration_since(s)),
@@ -1187,7 +1200,7 @@ impl Handler {
         }
         failed.extend(self.pending.drain(..).map(|t| (t.job, t.index)));
         for (job, index) in failed {
-            self.finish(job, index, Err(duplicate(err)));
+            self.finish(job, index, Err(err.duplicate()));
         }
         self.jobs.clear();
         for w in &mut self.workers {
@@ -1233,7 +1246,7 @@ impl Handler {
         }
         let err = self.broken.take().unwrap_or(Error::Closed);
         for t in tasks {
-            self.finish(t.job, t.index, Err(duplicate(&err)));
+            self.finish(t.job, t.index, Err(err.duplicate()));
         }
         self.jobs.clear();
     }

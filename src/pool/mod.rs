@@ -26,7 +26,7 @@
 
 mod handler;
 mod result;
-mod worker;
+pub(crate) mod worker;
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -306,7 +306,7 @@ impl Pool {
     fn check_open(&self) -> Result<()> {
         let s = lock(&self.inner.shared);
         if let Some(b) = &s.broken {
-            return Err(result::duplicate(b));
+            return Err(b.duplicate());
         }
         if s.state != PoolState::Run || s.finished {
             return Err(Error::Closed);

@@ -17,38 +17,6 @@ use crate::connection::deadline_after;
 use crate::error::{Error, Result};
 use crate::reduction;
 
-/// A second copy of an error the pool produced, so that `get()` can hand out
-/// the same error every time, as Python re-raises it.
-pub(crate) fn duplicate(e: &Error) -> Error {
-    match e {
-        Error::Timeout => Error::Timeout,
-        Error::Closed => Error::Closed,
-        Error::Value(m) => Error::Value(m.clone()),
-        Error::Decode(m) => Error::Decode(m.clone()),
-        Error::Encode(m) => Error::Encode(m.clone()),
-        Error::Spawn(m) => Error::Spawn(m.clone()),
-        Error::WorkerLost { pid, exitcode } => Error::WorkerLost {
-            pid: *pid,
-            exitcode: *exitcode,
-        },
-        Error::Remote {
-            process,
-            pid,
-            message,
-            location,
-            backtrace,
-        } => Error::Remote {
-            process: process.clone(),
-            pid: *pid,
-            message: message.clone(),
-            location: location.clone(),
-            backtrace: backtrace.clone(),
-        },
-        Error::Io(io) => Error::Io(std::io::Error::new(io.kind(), io.to_string())),
-        other => Error::Value(other.to_string()),
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -222,7 +190,7 @@ impl<R> AsyncResult<R> {
         match std::mem::replace(&mut *s, SlotState::Taken) {
             SlotState::Ready(Ok(v)) => Ok(v),
             SlotState::Ready(Err(e)) => {
-                let copy = duplicate(&e);
+                let copy = e.duplicate();
                 *s = SlotState::Ready(Err(e));
                 Err(copy)
             }

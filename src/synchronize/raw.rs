@@ -51,10 +51,7 @@ fn spin_while(mut busy: impl FnMut() -> bool) {
     }
 }
 
-/// `now + timeout`, or `None` (wait forever) if that overflows.
-pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
-    Instant::now().checked_add(timeout)
-}
+pub(crate) use crate::util::deadline_after;
 
 /// True once `deadline` (if any) has passed.
 fn expired(deadline: Option<Instant>) -> bool {
