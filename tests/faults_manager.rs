@@ -64,10 +64,11 @@ fn victim_client((q, rlock, lock, d, log, plan): ClientArg) {
             _ => {
                 log.set(0, 2 * n + 1);
                 let (id, data) = q.get().unwrap();
-                assert!(payload_ok(id, &data), "corrupt item {id}");
+                // Record first, verify after (see tests/faults.rs `consume`).
                 log.set(IDS + n as usize, id + 1);
                 n += 1;
                 log.set(0, 2 * n);
+                assert!(payload_ok(id, &data), "corrupt item {id}");
             }
         }
     }
