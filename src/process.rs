@@ -351,6 +351,18 @@ impl Process {
                     Startup::Confirmed => Ok(true),
                     // Killed by us before it answered: no start-up failure.
                     Startup::Pending | Startup::Failed(_) if r.signalled => Ok(true),
+                    // Killed from outside during start-up: say so, not "init()?".
+                    Startup::Pending | Startup::Failed(_)
+                        if r.shared.exitcode().is_some_and(|c| c < 0) && !r.startup_timed_out() =>
+                    {
+                        let why = format!(
+                            "the child (pid {}) died before it started its work: {}",
+                            r.shared.pid,
+                            spawn::describe_exit(r.shared.exitcode())
+                        );
+                        r.startup = Startup::Failed(why.clone());
+                        Err(Error::Spawn(why))
+                    }
                     Startup::Failed(why) => Err(Error::Spawn(why.clone())),
                     Startup::Pending => {
                         let why = format!(
@@ -458,6 +470,12 @@ impl Process {
 }
 
 impl Running {
+    /// True if the start-up failed because the child did not answer in time
+    /// (we killed it then, and that message says more than the signal).
+    fn startup_timed_out(&self) -> bool {
+        matches!(&self.startup, Startup::Failed(why) if why.contains("did not start within"))
+    }
+
     /// Waits until the child exits, answers, or `deadline` passes.
     fn wait_event(&mut self, deadline: Option<Instant>) -> Result<()> {
         if !matches!(self.startup, Startup::Pending) {

@@ -486,3 +486,27 @@ fn upper_case_echo_server() {
         assert_eq!(p.exitcode(), Some(0));
     });
 }
+
+#[test]
+fn a_child_killed_from_outside_during_start_up_names_the_signal() {
+    let _g = serial();
+    let mut p = mp::Process::new(sleeper, 60);
+    p.start().unwrap();
+    // Not p.kill(): an outside killer, as the OOM killer would be.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(p.pid().unwrap() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    match within(SHORT, "join killed child", move || (p.join(), p.exitcode())) {
+        // Killed before it answered: the error says how it died.
+        (Err(mp::Error::Spawn(msg)), code) => {
+            assert!(msg.contains("SIGKILL"), "{msg}");
+            assert!(!msg.contains("mp::init()"), "{msg}");
+            assert_eq!(code, Some(-9));
+        }
+        // Killed after it answered: an ordinary exit code.
+        (Ok(()), code) => assert_eq!(code, Some(-9)),
+        (other, _) => panic!("unexpected {other:?}"),
+    }
+}
