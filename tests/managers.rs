@@ -1091,3 +1091,93 @@ fn the_server_exits_when_its_owner_dies() {
         }
     });
 }
+
+/// Every proxy type a remote client creates, used from a child process.
+#[allow(clippy::type_complexity)]
+type AllProxies = (
+    mp::Namespace,
+    mp::DictProxy<String, i64>,
+    mp::ListProxy<i64>,
+    mp::ValueProxy<f64>,
+    mp::ArrayProxy<i32>,
+    mp::LockProxy,
+    mp::RLockProxy,
+    mp::SemaphoreProxy,
+    mp::BoundedSemaphoreProxy,
+    mp::ConditionProxy,
+    mp::EventProxy,
+    mp::BarrierProxy,
+    mp::QueueProxy<String>,
+    mp::JoinableQueueProxy<u8>,
+);
+
+fn use_every_proxy((ns, d, l, v, a, lock, rlock, sem, bsem, cond, ev, bar, q, jq): AllProxies) {
+    ns.set("x", &7i64).unwrap();
+    d.insert("k".into(), 1).unwrap();
+    l.push(5).unwrap();
+    v.set(2.5).unwrap();
+    a.set(0, 9).unwrap();
+    lock.acquire();
+    lock.release().unwrap();
+    rlock.acquire();
+    rlock.release().unwrap();
+    assert!(sem.try_acquire().unwrap());
+    bsem.release().unwrap_err(); // bounded at its initial value
+    {
+        let _held = cond.lock();
+        cond.notify_all().unwrap();
+    }
+    ev.set().unwrap();
+    assert_eq!(bar.parties().unwrap(), 1);
+    bar.wait().unwrap();
+    q.put("from the child".into()).unwrap();
+    jq.put(1).unwrap();
+}
+
+// Issue 8: every proxy type works through a remote manager (TCP + authkey).
+#[test]
+fn every_proxy_type_works_through_a_remote_manager() {
+    let _s = serial();
+    let leaks = LeakCheck::new();
+    let authkey = b"remote-all".to_vec();
+    let server =
+        mp::Manager::serve("127.0.0.1:0".parse::<SocketAddr>().unwrap(), &authkey).unwrap();
+    let m = mp::Manager::connect(server.address(), &authkey).unwrap();
+    let proxies: AllProxies = (
+        m.namespace().unwrap(),
+        m.dict().unwrap(),
+        m.list().unwrap(),
+        m.value(0.0f64).unwrap(),
+        m.array(vec![0i32; 3]).unwrap(),
+        m.lock().unwrap(),
+        m.rlock().unwrap(),
+        m.semaphore(1).unwrap(),
+        m.bounded_semaphore(1).unwrap(),
+        m.condition().unwrap(),
+        m.event().unwrap(),
+        m.barrier(1).unwrap(),
+        m.queue().unwrap(),
+        m.joinable_queue().unwrap(),
+    );
+    let code = within(LONG, "child using every proxy", {
+        let p = proxies.clone();
+        move || in_child(use_every_proxy, p)
+    });
+    assert_eq!(code, Some(0));
+    let (ns, d, l, v, a, _lock, _rlock, sem, _bsem, _cond, ev, _bar, q, jq) = proxies;
+    assert_eq!(ns.get::<i64>("x").unwrap(), 7);
+    assert_eq!(d.get(&"k".to_string()).unwrap(), Some(1));
+    assert_eq!(l.to_vec().unwrap(), vec![5]);
+    assert_eq!(v.get().unwrap(), 2.5);
+    assert_eq!(a.get(0).unwrap(), 9);
+    assert_eq!(sem.get_value().unwrap(), 0);
+    assert!(ev.is_set().unwrap());
+    assert_eq!(q.get_timeout(SHORT).unwrap(), "from the child");
+    assert_eq!(jq.get_timeout(SHORT).unwrap(), 1);
+    jq.task_done().unwrap();
+    drop((ns, d, l, v, a, sem, ev, q, jq));
+    drop(m);
+    server.shutdown().unwrap();
+    drop(server);
+    leaks.check();
+}
