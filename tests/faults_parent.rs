@@ -99,6 +99,12 @@ fn daemons_manager_and_pool_workers_exit_when_the_parent_is_killed() {
 type Started = (i32, Vec<u32>, u32);
 
 fn program((conn, stderr_path): (mp::Connection, String)) {
+    // A program started from a terminal has SIGINT at its default action; this
+    // test process may not (a shell ignores SIGINT in the background jobs it
+    // starts, and the ignore is inherited), so restore it as a terminal would.
+    // SAFETY: SIG_DFL installs no handler code.
+    unsafe { nix::sys::signal::signal(Signal::SIGINT, nix::sys::signal::SigHandler::SigDfl) }
+        .unwrap();
     nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0)).unwrap();
     let f = std::fs::File::create(&stderr_path).unwrap();
     nix::unistd::dup2_stderr(&f).unwrap();
