@@ -109,6 +109,8 @@ enum Startup {
     Confirmed,
     /// It never ran its target; why.
     Failed(String),
+    /// It did not answer within the start timeout, so we killed it; why.
+    TimedOut(String),
 }
 
 /// A started child: the handle `Process` keeps.
@@ -351,9 +353,10 @@ impl Process {
                     Startup::Confirmed => Ok(true),
                     // Killed by us before it answered: no start-up failure.
                     Startup::Pending | Startup::Failed(_) if r.signalled => Ok(true),
+                    Startup::TimedOut(why) => Err(Error::Spawn(why.clone())),
                     // Killed from outside during start-up: say so, not "init()?".
                     Startup::Pending | Startup::Failed(_)
-                        if r.shared.exitcode().is_some_and(|c| c < 0) && !r.startup_timed_out() =>
+                        if r.shared.exitcode().is_some_and(|c| c < 0) =>
                     {
                         let why = format!(
                             "the child (pid {}) died before it started its work: {}",
@@ -470,12 +473,6 @@ impl Process {
 }
 
 impl Running {
-    /// True if the start-up failed because the child did not answer in time
-    /// (we killed it then, and that message says more than the signal).
-    fn startup_timed_out(&self) -> bool {
-        matches!(&self.startup, Startup::Failed(why) if why.contains("did not start within"))
-    }
-
     /// Waits until the child exits, answers, or `deadline` passes.
     fn wait_event(&mut self, deadline: Option<Instant>) -> Result<()> {
         if !matches!(self.startup, Startup::Pending) {
@@ -499,7 +496,7 @@ impl Running {
             // Nothing within the start timeout: kill it, the exit ends the wait.
             match self.child.wait_started(Some(Instant::now())) {
                 Ok(()) => self.startup = Startup::Confirmed,
-                Err(e) => self.startup = Startup::Failed(e.to_string()),
+                Err(e) => self.startup = Startup::TimedOut(e.to_string()),
             }
             let _ = send_signal(Pid::from_raw(self.shared.pid as i32), Signal::SIGKILL);
         }

@@ -9,24 +9,9 @@
 multiprocess::test_support!();
 mod common;
 
-use common::{LONG, SHORT, serial, within};
+use common::{LONG, SHORT, joined_ok, serial, start, within};
 use multiprocess as mp;
 use serde::{Deserialize, Serialize};
-
-fn start<F, A, R>(f: F, arg: A) -> mp::Process
-where
-    F: Fn(A) -> R + Copy + Send + 'static,
-    A: Serialize + serde::de::DeserializeOwned + Send + 'static,
-{
-    let mut p = mp::Process::new(f, arg);
-    p.start().expect("start");
-    p
-}
-
-fn joined_ok(mut p: mp::Process) {
-    p.join().expect("join");
-    assert_eq!(p.exitcode(), Some(0), "the child failed an assertion");
-}
 
 /// The values of CPython's test_value: ('i', 25, 30), ('d', 3.625, -4.25),
 /// ('h', -232, 234), ('q', 2**33, 2**34), plus bool and u8 (for 'c').

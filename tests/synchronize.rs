@@ -12,26 +12,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{LONG, LeakCheck, SHORT, ms, serial, within};
+use common::{LONG, LeakCheck, SHORT, joined_ok, ms, serial, start, within};
 use multiprocess as mp;
 use serde::{Deserialize, Serialize};
-
-/// Starts `f(arg)` in a child process.
-fn start<F, A, R>(f: F, arg: A) -> mp::Process
-where
-    F: Fn(A) -> R + Copy + Send + 'static,
-    A: Serialize + serde::de::DeserializeOwned + Send + 'static,
-{
-    let mut p = mp::Process::new(f, arg);
-    p.start().expect("start");
-    p
-}
-
-/// Joins `p` and asserts it exited 0 (its assertions held).
-fn joined_ok(mut p: mp::Process) {
-    p.join().expect("join");
-    assert_eq!(p.exitcode(), Some(0), "the child failed an assertion");
-}
 
 // ---------------------------------------------------------------------------
 // Lock

@@ -156,3 +156,20 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Starts `f(arg)` in a child process.
+pub fn start<F, A, R>(f: F, arg: A) -> multiprocess::Process
+where
+    F: Fn(A) -> R + Copy + Send + 'static,
+    A: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+{
+    let mut p = multiprocess::Process::new(f, arg);
+    p.start().expect("start");
+    p
+}
+
+/// Joins `p` and asserts it exited 0 (its assertions held).
+pub fn joined_ok(mut p: multiprocess::Process) {
+    p.join().expect("join");
+    assert_eq!(p.exitcode(), Some(0), "the child failed an assertion");
+}
