@@ -447,16 +447,16 @@ pub fn manager_sample(which: u8) -> Vec<u8> {
 }
 
 /// A pool task frame as a worker reads it: the trailer (`Call`: task id and
-/// function reference; never called here), the flags, then the body decoded
+/// function reference; never called here), the seq, then the body decoded
 /// as a chunk of `u64` items (as `map` sends them).
 ///
-/// Returns `"id flags body"` with the body's decode result, or the trailer's
+/// Returns `"id seq body"` with the body's decode result, or the trailer's
 /// [`Error::Decode`].
 pub fn pool_task(data: &[u8]) -> Result<String> {
     use crate::pool::worker::{Call, split_trailer};
-    let (body_len, call, flags): (usize, Call, u8) = split_trailer(data)?;
+    let (body_len, call, seq): (usize, Call, u32) = split_trailer(data)?;
     let body = reduction::decode::<Vec<u64>>(&data[..body_len], Vec::new());
-    Ok(format!("{} {flags} {body:?}", call.id))
+    Ok(format!("{} {seq} {body:?}", call.id))
 }
 
 /// A pool result frame as the parent's handler reads it: the trailer
@@ -467,7 +467,7 @@ pub fn pool_task(data: &[u8]) -> Result<String> {
 /// [`Error::Decode`].
 pub fn pool_result(data: &[u8]) -> Result<String> {
     use crate::pool::worker::{Reply, WireFailure, split_trailer};
-    let (body_len, reply, _flags): (usize, Reply, u8) = split_trailer(data)?;
+    let (body_len, reply, _seq): (usize, Reply, u32) = split_trailer(data)?;
     let body = &data[..body_len];
     let outcome = match &reply {
         Reply::Done { ok: true, .. } => {
@@ -479,12 +479,12 @@ pub fn pool_result(data: &[u8]) -> Result<String> {
                 Err(e) => Err(e),
             }
         }
-        Reply::Ready | Reply::Started { .. } => Ok(String::new()),
+        Reply::Ready => Ok(String::new()),
     };
     Ok(format!("{reply:?} {outcome:?}"))
 }
 
-/// Builds pool frames for corpora: `body ++ postcard(trailer) ++ [flags] ++
+/// Builds pool frames for corpora: `body ++ postcard(trailer) ++ seq ++
 /// [len]`, with a `Done { id: 1, ok: true }` reply (`0`), a `Ready` reply
 /// (`1`), or a task `Call` (`2`, with a function reference that no worker
 /// would accept) around `body`.
@@ -497,7 +497,7 @@ pub fn pool_frame(which: u8, body: &[u8]) -> Vec<u8> {
             &Reply::Done {
                 id: 1,
                 ok: true,
-                started_next: None,
+                ran_ns: 0,
             },
             0,
         ),

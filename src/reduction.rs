@@ -160,22 +160,114 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
 /// [`Error::Encode`] when serde fails (a `Serialize` impl errors, a map with a
 /// non-string key shape postcard cannot express, more than 253 handles).
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Encoded> {
-    FDS_OUT.with(|s| s.borrow_mut().push(Vec::new()));
-    let mut bytes = vec![0u8; ENVELOPE_HEADER];
-    let result = postcard::to_extend(value, std::mem::take(&mut bytes));
-    let fds = FDS_OUT.with(|s| s.borrow_mut().pop().unwrap_or_default());
-    let mut bytes = result.map_err(|e| Error::encode(format!("{} ({e})", type_name::<T>())))?;
-    if fds.len() > crate::platform::fd::MAX_FDS_PER_MESSAGE {
-        return Err(Error::encode(format!(
-            "a message can carry at most {} handles, this one has {}",
-            crate::platform::fd::MAX_FDS_PER_MESSAGE,
-            fds.len()
-        )));
+    let scope = FdsOut::enter();
+    let result = append_postcard(value, vec![0u8; ENVELOPE_HEADER]);
+    let fds = scope.finish();
+    let bytes = result.map_err(|e| Error::encode(format!("{} ({e})", type_name::<T>())))?;
+    seal_envelope::<T>(bytes, fds)
+}
+
+/// Encodes the next `len` items of `items` as a `Vec<A>`, without collecting
+/// them first (a `map` streams its chunks straight from the input).
+///
+/// # Errors
+///
+/// [`Error::Encode`] if an item does not serialize or `items` ends early (an
+/// iterator whose `size_hint` promised more).
+pub(crate) fn encode_seq<A: Serialize>(
+    items: &mut impl Iterator<Item = A>,
+    len: usize,
+) -> Result<Encoded> {
+    let scope = FdsOut::enter();
+    let seq = SeqFrom {
+        items: RefCell::new(items),
+        len,
+        ended_early: std::cell::Cell::new(false),
+    };
+    let result = append_postcard(&seq, vec![0u8; ENVELOPE_HEADER]);
+    let fds = scope.finish();
+    if seq.ended_early.get() {
+        // postcard keeps no message of its own errors: say it here.
+        return Err(Error::encode(
+            "the input ended before the length its size_hint promised",
+        ));
     }
-    bytes[0] = ENVELOPE_MAGIC;
-    bytes[1] = fds.len() as u8;
-    bytes[2..ENVELOPE_HEADER].copy_from_slice(&type_tag::<T>().to_le_bytes());
-    Ok(Encoded { bytes, fds })
+    let bytes = result.map_err(|e| Error::encode(format!("{} ({e})", type_name::<Vec<A>>())))?;
+    seal_envelope::<Vec<A>>(bytes, fds)
+}
+
+/// The next `len` items of an iterator, serialized as a sequence.
+struct SeqFrom<'a, I> {
+    items: RefCell<&'a mut I>,
+    len: usize,
+    /// The iterator ran out first.
+    ended_early: std::cell::Cell<bool>,
+}
+
+impl<I> Serialize for SeqFrom<'_, I>
+where
+    I: Iterator,
+    I::Item: Serialize,
+{
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut items = self.items.borrow_mut();
+        let mut seq = serializer.serialize_seq(Some(self.len))?;
+        for _ in 0..self.len {
+            let Some(item) = items.next() else {
+                self.ended_early.set(true);
+                return Err(S::Error::custom(
+                    "the input ended before the length its size_hint promised",
+                ));
+            };
+            seq.serialize_element(&item)?;
+        }
+        seq.end()
+    }
+}
+
+/// Serializes `value` with postcard onto the end of `buf`.
+///
+/// postcard's own `to_extend` feeds the `Vec` through `Extend`, one call per
+/// varint; pushing straight into the `Vec` encodes a long sequence of numbers
+/// several times faster (a `map` chunk of 25 000 `u64`s: 340 µs before).
+pub(crate) fn append_postcard<T: Serialize + ?Sized>(
+    value: &T,
+    buf: Vec<u8>,
+) -> postcard::Result<Vec<u8>> {
+    postcard::serialize_with_flavor(value, VecFlavor(buf))
+}
+
+/// A postcard output that appends to a `Vec`.
+struct VecFlavor(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for VecFlavor {
+    type Output = Vec<u8>;
+
+    #[inline(always)]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        // A varint is at most 10 bytes: copying it in a loop beats a call to
+        // memcpy per number.
+        if data.len() <= 16 {
+            self.0.reserve(data.len());
+            for &b in data {
+                self.0.push(b);
+            }
+        } else {
+            self.0.extend_from_slice(data);
+        }
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
 }
 
 /// The number of fds an encoded message says it carries (so a receiver can take
@@ -195,6 +287,79 @@ pub(crate) fn declared_fds(bytes: &[u8]) -> usize {
 /// [`Error::Decode`] when the bytes are not an envelope, name another type,
 /// are truncated or corrupt, leave bytes over, or the fds do not match.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
+    let body = open_envelope::<T>(bytes, fds.len())?;
+    let scope = FdsIn::enter(fds);
+    let result = postcard::take_from_bytes::<T>(body);
+    drop(scope);
+    match result {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(Error::decode(format!(
+            "{} bytes left over after a {}: corrupt message or wrong type",
+            rest.len(),
+            type_name::<T>()
+        ))),
+        Err(e) => Err(Error::decode(format!("{} ({e})", type_name::<T>()))),
+    }
+}
+
+/// Decodes an encoded `Vec<T>` onto the end of `out`, with no `Vec` of its
+/// own (a `map` puts each chunk's results straight into the final list). On
+/// error `out` is as it was.
+///
+/// # Errors
+///
+/// As [`decode`] of a `Vec<T>`.
+pub(crate) fn decode_extend<T: DeserializeOwned>(
+    bytes: &[u8],
+    fds: Vec<OwnedFd>,
+    out: &mut Vec<T>,
+) -> Result<()> {
+    let body = open_envelope::<Vec<T>>(bytes, fds.len())?;
+    let _scope = FdsIn::enter(fds);
+    let before = out.len();
+    let mut de = postcard::Deserializer::from_bytes(body);
+    let result = match Deserializer::deserialize_seq(&mut de, ExtendVec(out)) {
+        Ok(()) => match de.finalize() {
+            Ok([]) => Ok(()),
+            Ok(rest) => Err(Error::decode(format!(
+                "{} bytes left over after a {}: corrupt message or wrong type",
+                rest.len(),
+                type_name::<Vec<T>>()
+            ))),
+            Err(e) => Err(Error::decode(e)),
+        },
+        Err(e) => Err(Error::decode(format!("{} ({e})", type_name::<Vec<T>>()))),
+    };
+    if result.is_err() {
+        out.truncate(before);
+    }
+    result
+}
+
+/// The visitor of [`decode_extend`].
+struct ExtendVec<'a, T>(&'a mut Vec<T>);
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ExtendVec<'_, T> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a sequence")
+    }
+
+    fn visit_seq<S: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: S,
+    ) -> std::result::Result<(), S::Error> {
+        while let Some(item) = seq.next_element::<T>()? {
+            self.0.push(item);
+        }
+        Ok(())
+    }
+}
+
+/// Checks that `bytes` is an envelope holding a `T` with `fds` handles' fds;
+/// the postcard bytes.
+fn open_envelope<T: ?Sized>(bytes: &[u8], fds: usize) -> Result<&[u8]> {
     if bytes.len() < ENVELOPE_HEADER || bytes[0] != ENVELOPE_MAGIC {
         return Err(Error::decode(format!(
             "expected a {} but the message is not one of ours ({} bytes)",
@@ -202,11 +367,10 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Re
             bytes.len()
         )));
     }
-    if bytes[1] as usize != fds.len() {
+    if bytes[1] as usize != fds {
         return Err(Error::decode(format!(
-            "the message declares {} handles but {} arrived",
+            "the message declares {} handles but {fds} arrived",
             bytes[1],
-            fds.len()
         )));
     }
     let tag = u64::from_le_bytes(bytes[2..ENVELOPE_HEADER].try_into().expect("8 bytes"));
@@ -216,17 +380,167 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Re
             type_name::<T>()
         )));
     }
-    FDS_IN.with(|s| s.borrow_mut().push(fds.into_iter().map(Some).collect()));
-    let result = postcard::take_from_bytes::<T>(&bytes[ENVELOPE_HEADER..]);
-    FDS_IN.with(|s| s.borrow_mut().pop());
-    match result {
-        Ok((value, [])) => Ok(value),
-        Ok((_, rest)) => Err(Error::decode(format!(
-            "{} bytes left over after a {}: corrupt message or wrong type",
-            rest.len(),
-            type_name::<T>()
-        ))),
-        Err(e) => Err(Error::decode(format!("{} ({e})", type_name::<T>()))),
+    Ok(&bytes[ENVELOPE_HEADER..])
+}
+
+/// While alive, the fds a decode hands to handles (popped on drop, also when
+/// a panic unwinds through the decode).
+struct FdsIn;
+
+impl FdsIn {
+    fn enter(fds: Vec<OwnedFd>) -> FdsIn {
+        FDS_IN.with(|s| s.borrow_mut().push(fds.into_iter().map(Some).collect()));
+        FdsIn
+    }
+}
+
+impl Drop for FdsIn {
+    fn drop(&mut self) {
+        FDS_IN.with(|s| s.borrow_mut().pop());
+    }
+}
+
+/// While alive, where an encode's handles put their fds.
+struct FdsOut;
+
+impl FdsOut {
+    fn enter() -> FdsOut {
+        FDS_OUT.with(|s| s.borrow_mut().push(Vec::new()));
+        FdsOut
+    }
+
+    /// The fds collected.
+    fn finish(self) -> Vec<OwnedFd> {
+        std::mem::forget(self);
+        FDS_OUT.with(|s| s.borrow_mut().pop().unwrap_or_default())
+    }
+}
+
+impl Drop for FdsOut {
+    fn drop(&mut self) {
+        FDS_OUT.with(|s| s.borrow_mut().pop());
+    }
+}
+
+/// Fills in the envelope header of `bytes` (its first [`ENVELOPE_HEADER`]
+/// bytes) for a `T` with `fds`.
+fn seal_envelope<T: ?Sized>(bytes: Vec<u8>, fds: Vec<OwnedFd>) -> Result<Encoded> {
+    if fds.len() > crate::platform::fd::MAX_FDS_PER_MESSAGE {
+        return Err(Error::encode(format!(
+            "a message can carry at most {} handles, this one has {}",
+            crate::platform::fd::MAX_FDS_PER_MESSAGE,
+            fds.len()
+        )));
+    }
+    let mut bytes = bytes;
+    bytes[0] = ENVELOPE_MAGIC;
+    bytes[1] = fds.len() as u8;
+    bytes[2..ENVELOPE_HEADER].copy_from_slice(&type_tag::<T>().to_le_bytes());
+    Ok(Encoded { bytes, fds })
+}
+
+/// Runs `f` over the items of an encoded `Vec<A>` as they are decoded, and
+/// encodes each result as soon as it is made, into one encoded `Vec<R>`.
+///
+/// Neither the items nor the results are ever held as a `Vec`: for a `map`
+/// chunk of 25 000 numbers that saves two fresh 200 KB allocations per chunk,
+/// and on a VM the page faults of fresh memory cost more than the numbers.
+///
+/// # Errors
+///
+/// [`Error::Decode`] for a payload that is not a `Vec<A>`; [`Error::Encode`]
+/// for a result that does not serialize. A panic in `f` unwinds to the caller.
+pub(crate) fn map_encoded<A, R>(payload: Payload, f: impl Fn(A) -> R) -> Result<Encoded>
+where
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    let Encoded { bytes, fds } = payload;
+    let body = open_envelope::<Vec<A>>(&bytes, fds.len())?;
+    let _fds_in = FdsIn::enter(fds);
+    let fds_out = FdsOut::enter();
+    // Results are about as long as the items; a little more spares a copy.
+    let mut out = Vec::with_capacity(ENVELOPE_HEADER + body.len() + body.len() / 4 + 16);
+    out.resize(ENVELOPE_HEADER, 0);
+    let mut ser = postcard::Serializer {
+        output: VecFlavor(out),
+    };
+    let mut encode_error = None;
+    let mut de = postcard::Deserializer::from_bytes(body);
+    let visited = Deserializer::deserialize_seq(
+        &mut de,
+        MapItems {
+            f: &f,
+            ser: &mut ser,
+            encode_error: &mut encode_error,
+            items: PhantomData,
+        },
+    );
+    if let Some(e) = encode_error {
+        return Err(Error::encode(format!("{} ({e})", type_name::<R>())));
+    }
+    visited.map_err(|e| Error::decode(format!("{} ({e})", type_name::<Vec<A>>())))?;
+    match de.finalize() {
+        Ok([]) => {}
+        Ok(rest) => {
+            return Err(Error::decode(format!(
+                "{} bytes left over after a {}: corrupt message or wrong type",
+                rest.len(),
+                type_name::<Vec<A>>()
+            )));
+        }
+        Err(e) => return Err(Error::decode(e)),
+    }
+    seal_envelope::<Vec<R>>(ser.output.0, fds_out.finish())
+}
+
+/// The visitor of [`map_encoded`]: each item through `f`, each result
+/// serialized after the sequence's length.
+struct MapItems<'a, F, A, R> {
+    f: &'a F,
+    ser: &'a mut postcard::Serializer<VecFlavor>,
+    /// Set when a result failed to serialize (the visit then stops with a
+    /// decode-side error that the caller replaces).
+    encode_error: &'a mut Option<postcard::Error>,
+    items: PhantomData<fn(A) -> R>,
+}
+
+impl<'de, F, A, R> serde::de::Visitor<'de> for MapItems<'_, F, A, R>
+where
+    F: Fn(A) -> R,
+    A: Deserialize<'de>,
+    R: Serialize,
+{
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a sequence of items")
+    }
+
+    fn visit_seq<S: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: S,
+    ) -> std::result::Result<(), S::Error> {
+        let len = seq
+            .size_hint()
+            .ok_or_else(|| S::Error::custom("a sequence longer than the message"))?;
+        let mut fail = |e| {
+            *self.encode_error = Some(e);
+            S::Error::custom("a result did not encode")
+        };
+        // postcard writes a sequence's length as a varint, like a usize.
+        len.serialize(&mut *self.ser).map_err(&mut fail)?;
+        let mut done = 0;
+        while let Some(item) = seq.next_element::<A>()? {
+            (self.f)(item)
+                .serialize(&mut *self.ser)
+                .map_err(&mut fail)?;
+            done += 1;
+        }
+        if done != len {
+            return Err(S::Error::custom("a sequence shorter than its length"));
+        }
+        Ok(())
     }
 }
 
@@ -437,16 +751,10 @@ where
     A: DeserializeOwned,
     R: Serialize,
 {
-    let items: Vec<A> = match decode(&payload.bytes, payload.fds) {
-        Ok(a) => a,
-        Err(e) => return CallOutcome::Failed(e),
-    };
     let f = conjure::<F>();
-    match catch(move || items.into_iter().map(f).collect::<Vec<R>>()) {
-        Ok(r) => match encode(&r) {
-            Ok(enc) => CallOutcome::Returned(enc),
-            Err(e) => CallOutcome::Failed(e),
-        },
+    match catch(move || map_encoded::<A, R>(payload, f)) {
+        Ok(Ok(enc)) => CallOutcome::Returned(enc),
+        Ok(Err(e)) => CallOutcome::Failed(e),
         Err(p) => CallOutcome::Panicked(p),
     }
 }

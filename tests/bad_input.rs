@@ -1043,14 +1043,22 @@ fn hand_made() -> Vec<(&'static str, String, Vec<u8>)> {
         cat(&[&[1], &long_header((4 << 30) + 1)]),
     );
 
-    // --- pool_task / pool_result: body ++ postcard(trailer) ++ [flags] ++ [len].
+    // --- pool_task / pool_result: body ++ postcard(trailer) ++ seq (u32) ++ [len].
     let items = fz::encode_envelope(&vec![1u64, 2, 3]).unwrap();
     let five = fz::encode_envelope(&5u64).unwrap();
     for t in ["pool_task", "pool_result"] {
         add(t, "decode--empty", Vec::new());
         add(t, "decode--one-byte", vec![0]);
-        add(t, "decode--trailer-longer-than-frame", vec![0, 200]);
-        add(t, "decode--trailer-garbage", vec![0xff, 0xff, 0xff, 0, 3]);
+        add(
+            t,
+            "decode--trailer-longer-than-frame",
+            vec![0, 0, 0, 0, 0, 200],
+        );
+        add(
+            t,
+            "decode--trailer-garbage",
+            vec![0xff, 0xff, 0xff, 0, 0, 0, 0, 3],
+        );
     }
     add("pool_task", "ok--chunk-of-three", fz::pool_frame(2, &items));
     add(

@@ -257,14 +257,13 @@ fn pool_worker_killed_at_start_up() {
 
 // A task sent to a worker while the worker is dying (killed, its main thread
 // already a zombie, its other threads still exiting, so its socket is still
-// open and the send succeeds) is failed with WorkerLost, although the worker
-// never started it: an innocent task fails. The first task sent to an idle
-// worker carries no start acknowledgement (only prefetched ones do), so the
-// handler counts it as running when it sees the death. The window is a few
-// microseconds in real use; this test widens it by submitting as soon as
-// /proc shows the worker as a zombie. (Found by pool_worker_killed_at_start_up.)
+// open and the send succeeds) must go to the replacement worker: the worker
+// never claimed it at its start gate, so it is not the one that was running.
+// The window is a few microseconds in real use; this test widens it by
+// submitting as soon as /proc shows the worker as a zombie. (Found by
+// pool_worker_killed_at_start_up; before the gate, the first task of an idle
+// worker was counted as running and failed with WorkerLost.)
 #[test]
-#[ignore = "bug: a task sent to an idle worker that is already dying (socket still open) fails with WorkerLost instead of going to another worker: the first task of an idle worker carries no FLAG_ACK_START, so bury_exited counts it as running (src/pool/handler.rs, worker.rs)"]
 fn a_task_submitted_just_after_a_worker_died_is_not_lost() {
     let _s = common::serial();
     within(LONG, "task after a worker died", || {

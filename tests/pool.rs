@@ -1111,3 +1111,205 @@ fn long_tasks_are_spread_over_idle_workers() {
         "two tasks ran one after the other on the same worker"
     );
 }
+
+/// A quick step, or (with a barrier) one that must meet another task.
+fn quick_or_meet(b: Option<mp::Barrier>) -> bool {
+    b.is_none_or(|b| b.wait_timeout(Duration::from_secs(30)).is_ok())
+}
+
+// After a run of quick tasks the pool sends tasks ahead to both workers. When
+// the tail of the map holds tasks that must run at the same time, a task sent
+// ahead to a worker now stuck at the barrier has to be taken back and run by
+// the idle worker, as CPython's shared task queue would have it.
+#[test]
+fn tasks_sent_ahead_are_taken_back_for_an_idle_worker() {
+    let _s = common::serial();
+    let _leaks = LeakCheck::new();
+    let pool = mp::Pool::new(2).unwrap();
+    let barrier = mp::Barrier::new(2).unwrap();
+    let met = within(LONG, "tail tasks meeting at a barrier", move || {
+        let mut r = Vec::new();
+        for _ in 0..5 {
+            let mut items = vec![None; 400];
+            items.extend(std::iter::repeat_n(Some(barrier.clone()), 6));
+            r = pool.map_with_chunksize(quick_or_meet, items, 1).unwrap();
+            if r.contains(&false) {
+                break;
+            }
+        }
+        pool.close();
+        pool.join().unwrap();
+        r
+    });
+    assert_eq!(met.len(), 406);
+    assert!(
+        met.iter().all(|&m| m),
+        "a tail task waited behind a stuck one while a worker was idle"
+    );
+}
+
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+enum Step {
+    Quick(u32),
+    Hold(mp::Event),
+}
+
+fn step(s: Step) -> u32 {
+    match s {
+        Step::Quick(x) => x,
+        Step::Hold(e) => u32::from(e.wait_timeout(Duration::from_secs(60))),
+    }
+}
+
+// A worker holds a task until the map that follows it is done. The map's tasks
+// that were sent ahead to the holding worker must be taken back by the other
+// one; otherwise the map would wait for the hold, which waits for the map.
+#[test]
+fn a_map_finishes_while_one_worker_holds_a_long_task() {
+    let _s = common::serial();
+    let _leaks = LeakCheck::new();
+    let pool = mp::Pool::new(2).unwrap();
+    let release = mp::Event::new().unwrap();
+    // Both workers learn that `step` is quick, so tasks are sent ahead.
+    let warm: Vec<u32> = (0..100).collect();
+    let items: Vec<Step> = warm.iter().map(|&x| Step::Quick(x)).collect();
+    assert_eq!(pool.map_with_chunksize(step, items, 1).unwrap(), warm);
+    let held = pool.apply_async(step, Step::Hold(release.clone())).unwrap();
+    let want: Vec<u32> = (0..40).collect();
+    let items: Vec<Step> = want.iter().map(|&x| Step::Quick(x)).collect();
+    // Submitted at once (default chunksize: 8 chunks of 5).
+    let map = pool.map_async(step, items).unwrap();
+    let got = map.get_timeout(LONG);
+    release.set();
+    assert_eq!(held.get_timeout(LONG).unwrap(), 1);
+    assert_eq!(got.unwrap(), want);
+    pool.close();
+    pool.join().unwrap();
+}
+
+/// Says it holds `claimed` items, yields `real` (and panics at `panic_at`).
+struct Lying {
+    next: usize,
+    real: usize,
+    claimed: usize,
+    panic_at: Option<usize>,
+}
+
+impl Lying {
+    fn new(real: usize, claimed: usize) -> Lying {
+        Lying {
+            next: 0,
+            real,
+            claimed,
+            panic_at: None,
+        }
+    }
+}
+
+impl Iterator for Lying {
+    type Item = i64;
+    fn next(&mut self) -> Option<i64> {
+        if Some(self.next) == self.panic_at {
+            panic!("input iterator failed at {}", self.next);
+        }
+        if self.next >= self.real {
+            return None;
+        }
+        self.next += 1;
+        Some(self.next as i64 - 1)
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.claimed.saturating_sub(self.next);
+        (left, Some(left))
+    }
+}
+
+// An input that knows its length is encoded chunk by chunk as it is read. One
+// whose size_hint is wrong gets a clear error, never a short or a cut-off
+// result, and the pool goes on.
+#[test]
+fn an_input_with_a_wrong_size_hint_is_an_error() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "wrong size_hint", || {
+        let pool = mp::Pool::new(2).unwrap();
+        let r = pool.map_with_chunksize(sqr, Lying::new(50, 100), 10);
+        assert!(
+            matches!(&r, Err(mp::Error::Encode(m)) if m.contains("size_hint")),
+            "{r:?}"
+        );
+        let r = pool.map_with_chunksize(sqr, Lying::new(100, 50), 10);
+        assert!(
+            matches!(&r, Err(mp::Error::Value(m)) if m.contains("size_hint")),
+            "{r:?}"
+        );
+        let r = pool.map(sqr, Lying::new(3, 0));
+        assert!(matches!(&r, Err(mp::Error::Value(_))), "{r:?}");
+        let honest = pool
+            .map_with_chunksize(sqr, Lying::new(100, 100), 10)
+            .unwrap();
+        assert_eq!(honest, (0..100).map(|x| x * x).collect::<Vec<i64>>());
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
+// The same input panicking halfway (chunks before it already sent): the panic
+// reaches the caller, the chunks already sent finish, and close/join do not
+// wait for chunks that never came.
+#[test]
+fn a_streamed_input_panicking_halfway_reaches_the_caller() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "streamed input panic", || {
+        let pool = mp::Pool::new(2).unwrap();
+        let mut input = Lying::new(100, 100);
+        input.panic_at = Some(37);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.map_with_chunksize(sqr, input, 10)
+        }));
+        assert!(r.is_err(), "the iterator's panic reaches map's caller");
+        assert_eq!(pool.map(sqr, 0..3).unwrap(), [0, 1, 4]);
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+enum MaybeBad {
+    Good(i64),
+    Bad(Unserializable),
+}
+
+fn good_value(m: MaybeBad) -> i64 {
+    match m {
+        MaybeBad::Good(x) => x,
+        MaybeBad::Bad(_) => -1,
+    }
+}
+
+// CPython: an item that does not pickle fails the map; the chunks before it
+// ran. Here the chunk holding it and the ones after are never sent.
+#[test]
+fn an_unserializable_item_halfway_fails_the_map() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "unserializable halfway", || {
+        let pool = mp::Pool::new(2).unwrap();
+        let items = (0..100).map(|i| {
+            if i == 55 {
+                MaybeBad::Bad(Unserializable)
+            } else {
+                MaybeBad::Good(i)
+            }
+        });
+        let r = pool.map_with_chunksize(good_value, items, 10);
+        assert!(matches!(&r, Err(mp::Error::Encode(_))), "{r:?}");
+        let r = pool.map_async(good_value, vec![MaybeBad::Bad(Unserializable)]);
+        let r = r.unwrap().get_timeout(LONG);
+        assert!(matches!(&r, Err(mp::Error::Encode(_))), "{r:?}");
+        assert_eq!(pool.apply(sqr, 4).unwrap(), 16);
+        pool.close();
+        pool.join().unwrap();
+    });
+}

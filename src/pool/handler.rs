@@ -41,7 +41,8 @@ use nix::sys::eventfd::EventFd;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::worker::{self, FLAG_ACK_START, Reply, Setup, WireFailure};
+use super::gate::{self, Gate};
+use super::worker::{self, Reply, Setup, WireFailure};
 use crate::connection::framing::{self, ShortHeader};
 use crate::error::{Error, Result};
 use crate::platform::fd;
@@ -49,8 +50,8 @@ use crate::reduction::{self, Encoded, FnRef, PreparedCall};
 use crate::spawn::{self, StartSpec};
 
 /// Tasks in flight per worker: the one running and, while its tasks are
-/// short, up to seven prefetched (each announced when it starts, so a death
-/// still fails exactly the running one).
+/// short, up to seven sent ahead (each claimed at the worker's [`Gate`] when
+/// it starts, so a death still fails exactly the running one).
 const MAX_IN_FLIGHT: usize = 8;
 /// Frames written per `sendmsg` at most.
 const WRITE_BATCH: usize = MAX_IN_FLIGHT;
@@ -58,6 +59,12 @@ const WRITE_BATCH: usize = MAX_IN_FLIGHT;
 /// this: for short tasks the prefetch hides the round trip, for long ones it
 /// would only make a task wait behind another while a worker may be idle.
 const PREFETCH_MAX_TASK_TIME: Duration = Duration::from_millis(2);
+/// While a worker is idle and nothing is queued, tasks waiting behind one that
+/// has run this long on another worker are taken back and run by the idle one.
+const STEAL_AFTER: Duration = Duration::from_millis(2);
+/// How often the handler looks whether a task with a timeout has started when
+/// it was written but not yet claimed.
+const START_POLL: Duration = Duration::from_millis(5);
 /// Consecutive worker start-up failures after which the pool is broken.
 const MAX_START_FAILURES: u32 = 3;
 /// Pause before retrying a failed worker start.
@@ -109,6 +116,9 @@ pub(crate) struct Task {
     pub(crate) timeout: Option<Duration>,
     /// The function it runs (prefetch is only for a function known to be quick).
     pub(crate) func: FnRef,
+    /// Failed before it was sent (its argument did not encode): the handler
+    /// answers it with this error instead of sending it.
+    pub(crate) failed: Option<Error>,
 }
 
 impl Task {
@@ -135,7 +145,22 @@ impl Task {
             fds,
             timeout,
             func,
+            failed: None,
         })
+    }
+
+    /// A task that already failed with `err`: it is answered, never sent.
+    pub(crate) fn failed(id: u64, job: u64, index: u64, func: FnRef, err: Error) -> Task {
+        Task {
+            id,
+            job,
+            index,
+            frame: Vec::new(),
+            fds: Vec::new(),
+            timeout: None,
+            func,
+            failed: Some(err),
+        }
     }
 }
 
@@ -300,6 +325,9 @@ impl Inner {
             None => (reduction::encode(&())?.bytes, Vec::new(), None),
         };
         drop(spec);
+        let gate = Gate::create()?;
+        let mut fds = fds;
+        fds.push(gate.fd().try_clone_to_owned()?);
         let mut bytes = body;
         worker::append_trailer(
             &mut bytes,
@@ -325,6 +353,8 @@ impl Inner {
             name,
             pidfd: child.pidfd,
             sock: None,
+            gate,
+            next_seq: 0,
             phase: Phase::Booting,
             started_at: child.started_at,
             inflight: VecDeque::new(),
@@ -374,9 +404,9 @@ enum Phase {
 struct InFlight {
     /// The task; its frame and fds are freed once it has started.
     task: Task,
-    /// Sent with [`FLAG_ACK_START`]: started only once the worker says so.
-    ack: bool,
-    /// When it started running (as far as the parent knows).
+    /// Its number on this worker's [`Gate`].
+    seq: u32,
+    /// When it started running, once the gate showed it.
     started_at: Option<Instant>,
 }
 
@@ -390,6 +420,10 @@ pub(crate) struct Worker {
     pidfd: OwnedFd,
     /// The socket (non-blocking); `None` once closed by `close()`.
     sock: Option<OwnedFd>,
+    /// Which of its tasks started; where tasks sent ahead are taken back.
+    gate: Gate,
+    /// The seq of the last task given to it.
+    next_seq: u32,
     /// Start-up progress.
     phase: Phase,
     /// When it was started.
@@ -418,7 +452,7 @@ pub(crate) struct Worker {
     exited: bool,
     /// `waitpid` done.
     reaped: bool,
-    /// How long its last task ran.
+    /// How long its last task ran (as the worker measured it).
     last_run: Option<Duration>,
     /// The function its last task ran.
     last_func: Option<FnRef>,
@@ -451,6 +485,55 @@ impl Worker {
 
     fn unsent(&self) -> bool {
         self.sent < self.inflight.len() && !self.write_broken
+    }
+
+    /// Records the start of the running task once the gate shows it, and frees
+    /// its argument (nothing will resend it). Returns when it started.
+    fn note_start(&mut self) -> Option<Instant> {
+        let f = self.inflight.front_mut()?;
+        if f.started_at.is_none() && self.sent > 0 && !gate::after(f.seq, self.gate.started()) {
+            f.started_at = Some(self.gate.started_at());
+            f.task.frame = Vec::new();
+            f.task.fds = Vec::new();
+        }
+        f.started_at
+    }
+
+    /// True while its running task is young enough for more to be sent ahead.
+    fn running_briefly(&self, now: Instant) -> bool {
+        self.inflight
+            .front()
+            .and_then(|f| f.started_at)
+            .is_none_or(|s| now.saturating_duration_since(s) < PREFETCH_MAX_TASK_TIME)
+    }
+
+    /// Takes back the tasks waiting behind its running one: revoked at the
+    /// gate if written, dropped from the write queue if not (a frame half
+    /// written stays: the stream must stay whole). Returns them, oldest first.
+    fn take_back(&mut self) -> Vec<Task> {
+        let started = if self.sent > 0 {
+            self.gate.revoke(self.inflight[self.sent - 1].seq)
+        } else {
+            self.gate.started()
+        };
+        let mut kept = VecDeque::with_capacity(2);
+        let mut taken = Vec::new();
+        let mut sent = 0;
+        for (i, f) in std::mem::take(&mut self.inflight).into_iter().enumerate() {
+            let written = i < self.sent;
+            let half_written = i == self.sent && self.partial > 0;
+            let claimed = written && !gate::after(f.seq, started);
+            if claimed || half_written {
+                sent += usize::from(written);
+                kept.push_back(f);
+            } else {
+                taken.push(f.task);
+            }
+        }
+        self.inflight = kept;
+        self.sent = sent;
+        self.assigned -= taken.len() as u64;
+        taken
     }
 
     /// Writes as much of the queued frames as the socket takes, several frames
@@ -502,13 +585,6 @@ impl Worker {
                         n -= left;
                         self.partial = 0;
                         self.sent += 1;
-                        if !f.ack {
-                            // Sent to an idle worker: it starts it now. Nothing
-                            // will ever resend it, so free the argument.
-                            f.started_at = Some(Instant::now());
-                            f.task.frame = Vec::new();
-                            f.task.fds = Vec::new();
-                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -614,6 +690,8 @@ struct Handler {
     retry_at: Option<Instant>,
     /// The last start error.
     last_start_error: Option<String>,
+    /// When to look again for tasks to take back (see `steal`).
+    steal_at: Option<Instant>,
 }
 
 /// Starts the handler thread over `workers`.
@@ -632,6 +710,7 @@ pub(crate) fn spawn_handler(inner: Arc<Inner>, workers: Vec<Worker>) -> Result<(
         start_failures: 0,
         retry_at: None,
         last_start_error: None,
+        steal_at: None,
     };
     h.publish_pids();
     let thread = std::thread::Builder::new()
@@ -681,6 +760,7 @@ impl Handler {
                 _ => {}
             }
             self.replace_workers();
+            self.steal();
             self.dispatch();
             // Dispatch may have finished jobs (tasks of a dropped imap) and a
             // failed start may have broken the pool: look again at once then.
@@ -799,6 +879,10 @@ impl Handler {
     /// Gives queued tasks to workers with room: idle workers first, then a
     /// prefetch to workers whose tasks are short.
     fn dispatch(&mut self) {
+        let now = Instant::now();
+        for w in &mut self.workers {
+            w.note_start();
+        }
         for depth in 0..MAX_IN_FLIGHT {
             for wi in 0..self.workers.len() {
                 if self.pending.is_empty() {
@@ -817,21 +901,22 @@ impl Handler {
                 // of queueing behind a long task on a busy one.
                 if depth > 0
                     && (w.last_run.is_none_or(|d| d >= PREFETCH_MAX_TASK_TIME)
-                        || w.last_func != self.pending.front().map(|t| t.func))
+                        || w.last_func != self.pending.front().map(|t| t.func)
+                        || !w.running_briefly(now))
                 {
                     continue;
                 }
                 let Some(mut task) = self.next_task() else {
                     break;
                 };
-                let ack = depth > 0;
-                let n = task.frame.len();
-                task.frame[worker::flags_index(n)] = if ack { FLAG_ACK_START } else { 0 };
                 let w = &mut self.workers[wi];
+                w.next_seq = w.next_seq.wrapping_add(1);
+                let seq = w.next_seq;
+                worker::set_seq(&mut task.frame, seq);
                 w.assigned += 1;
                 w.inflight.push_back(InFlight {
                     task,
-                    ack,
+                    seq,
                     started_at: None,
                 });
             }
@@ -845,7 +930,11 @@ impl Handler {
 
     /// The next task whose job still wants it.
     fn next_task(&mut self) -> Option<Task> {
-        while let Some(t) = self.pending.pop_front() {
+        while let Some(mut t) = self.pending.pop_front() {
+            if let Some(e) = t.failed.take() {
+                self.finish(t.job, t.index, Err(e));
+                continue;
+            }
             if self.jobs.get(&t.job).is_some_and(|j| j.cancelled()) {
                 self.finish(t.job, t.index, Err(Error::Closed));
                 continue;
@@ -855,21 +944,58 @@ impl Handler {
         None
     }
 
-    /// The earliest task deadline or start-up deadline.
-    fn next_deadline(&self) -> Option<Instant> {
-        let mut d = self.retry_at;
+    /// The earliest task deadline, start-up deadline or time to look again
+    /// (a task with a timeout not yet seen starting; a steal).
+    fn next_deadline(&mut self) -> Option<Instant> {
+        let now = Instant::now();
+        let mut d = self.retry_at.into_iter().chain(self.steal_at).min();
         let mut earliest = |t: Instant| d = Some(d.map_or(t, |x: Instant| x.min(t)));
-        for w in &self.workers {
+        for w in &mut self.workers {
             if w.phase == Phase::Booting && !w.exited {
                 earliest(w.started_at + spawn::start_timeout());
             }
-            if let Some(f) = w.inflight.front() {
-                if let (Some(s), Some(t)) = (f.started_at, f.task.timeout) {
-                    earliest(s + t);
+            let started = w.note_start();
+            if let Some(t) = w.inflight.front().and_then(|f| f.task.timeout) {
+                match started {
+                    Some(s) => earliest(s + t),
+                    None if !w.exited => earliest(now + START_POLL),
+                    None => {}
                 }
             }
         }
         d
+    }
+
+    /// Work stealing for the tail of a job: while a worker is idle and nothing
+    /// is queued, tasks waiting behind one that has run [`STEAL_AFTER`] on
+    /// another worker go back to the queue (the idle worker takes them next).
+    /// Sets `steal_at` to when to look again.
+    fn steal(&mut self) {
+        self.steal_at = None;
+        let maxtasks = self.inner.maxtasks;
+        let idle = self.workers.iter().any(|w| {
+            w.usable() && w.inflight.is_empty() && maxtasks.is_none_or(|m| w.assigned < m)
+        });
+        if !idle || !self.pending.is_empty() || self.state == PoolState::Terminate {
+            return;
+        }
+        let now = Instant::now();
+        let mut taken = Vec::new();
+        for w in &mut self.workers {
+            if w.inflight.len() < 2 || w.exited || w.write_broken {
+                continue;
+            }
+            // A start not yet seen is looked for again then (a claim wakes
+            // nobody).
+            let since = w.note_start().unwrap_or(now);
+            if now < since + STEAL_AFTER {
+                let at = since + STEAL_AFTER;
+                self.steal_at = Some(self.steal_at.map_or(at, |x| x.min(at)));
+                continue;
+            }
+            taken.extend(w.take_back());
+        }
+        self.pending.extend(taken);
     }
 
     /// Polls the wake fd and every worker until `deadline`, and serves what is ready.
@@ -994,7 +1120,7 @@ impl Handler {
                 }
             };
         }
-        let (body_len, reply, _flags): (usize, Reply, u8) = worker::split_trailer(frame)?;
+        let (body_len, reply, _seq): (usize, Reply, u32) = worker::split_trailer(frame)?;
         let body = &frame[..body_len];
         let fds = self.take_fds(wi, body)?;
         match reply {
@@ -1026,12 +1152,7 @@ impl Handler {
                 };
                 self.set_broken(e);
             }
-            Reply::Started { id } => self.mark_started(wi, id)?,
-            Reply::Done {
-                id,
-                ok,
-                started_next,
-            } => {
+            Reply::Done { id, ok, ran_ns } => {
                 let w = &mut self.workers[wi];
                 if w.inflight.front().map(|f| f.task.id) != Some(id) || w.sent == 0 {
                     return Err(Error::decode(format!(
@@ -1040,12 +1161,8 @@ impl Handler {
                 }
                 let f = w.inflight.pop_front().expect("checked above");
                 w.sent -= 1;
-                let now = Instant::now();
                 w.last_func = Some(f.task.func);
-                w.last_run = Some(
-                    f.started_at
-                        .map_or(Duration::MAX, |s| now.saturating_duration_since(s)),
-                );
+                w.last_run = Some(Duration::from_nanos(ran_ns));
                 let outcome = if ok {
                     Ok(Body { bytes: body, fds })
                 } else {
@@ -1055,27 +1172,9 @@ impl Handler {
                     })
                 };
                 self.finish(f.task.job, f.task.index, outcome);
-                if let Some(next) = started_next {
-                    self.mark_started(wi, next)?;
-                }
             }
         }
         Ok(())
-    }
-
-    fn mark_started(&mut self, wi: usize, id: u64) -> Result<()> {
-        let w = &mut self.workers[wi];
-        match w.inflight.front_mut() {
-            Some(f) if f.task.id == id && w.sent > 0 => {
-                f.started_at = Some(Instant::now());
-                f.task.frame = Vec::new();
-                f.task.fds = Vec::new();
-                Ok(())
-            }
-            _ => Err(Error::decode(format!(
-                "task {id} started, but it is not the next one"
-            ))),
-        }
     }
 
     /// Kills workers whose running task overran its timeout, and workers that
@@ -1088,6 +1187,7 @@ impl Handler {
             if w.exited {
                 continue;
             }
+            w.note_start();
             if w.phase == Phase::Booting && now >= w.started_at + spawn::start_timeout() {
                 w.kill();
                 continue;
@@ -1146,8 +1246,10 @@ impl Handler {
             let code = w.reap();
             let booting = w.phase != Phase::Ready;
             let mut requeue = Vec::new();
+            // Dead, so the gate holds still: it says exactly which task began.
+            let started = w.gate.started();
             for (i, f) in w.inflight.drain(..).enumerate() {
-                let running = i == 0 && i < w.sent && f.started_at.is_some();
+                let running = i == 0 && i < w.sent && !gate::after(f.seq, started);
                 if running {
                     let e = Error::WorkerLost {
                         pid: w.pid,

@@ -24,6 +24,7 @@
 //!   iterator works, and dropping the [`IMapIterator`] stops the reading.
 //! * `terminate()` returns at once, even with thousands of tasks queued.
 
+mod gate;
 mod handler;
 mod result;
 pub(crate) mod worker;
@@ -530,43 +531,121 @@ impl Pool {
         if chunksize == Some(0) {
             return Err(Error::value("chunksize must be at least 1"));
         }
-        let items: Vec<A> = items.into_iter().collect();
-        let len = items.len();
+        // An input that knows its length (a range, a Vec) is encoded chunk by
+        // chunk straight from the iterator; any other is read whole first, as
+        // CPython does (the length sets the chunk size).
+        let mut iter = items.into_iter();
+        let (lo, hi) = iter.size_hint();
+        if hi != Some(lo) {
+            let all: Vec<A> = iter.by_ref().collect();
+            return self.submit_chunks(
+                f,
+                all.len(),
+                all.into_iter(),
+                chunksize,
+                callback,
+                error_callback,
+            );
+        }
+        self.submit_chunks(f, lo, iter, chunksize, callback, error_callback)
+    }
+
+    /// [`submit_map`](Self::submit_map) over `len` items that `items` yields.
+    fn submit_chunks<F, A, R>(
+        &self,
+        f: F,
+        len: usize,
+        mut items: impl Iterator<Item = A>,
+        chunksize: Option<usize>,
+        callback: Option<Callback<Vec<R>>>,
+        error_callback: Option<ErrorCallback>,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: Fn(A) -> R,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
         if len == 0 {
-            let empty = Vec::new();
-            if let Some(cb) = callback {
-                cb(&empty);
+            if items.next().is_none() {
+                let empty = Vec::new();
+                if let Some(cb) = callback {
+                    cb(&empty);
+                }
+                return Ok(AsyncResult::ready_with(Ok(empty)));
             }
-            return Ok(AsyncResult::ready_with(Ok(empty)));
+            return Err(Error::value(
+                "the input yielded items although its size_hint said it had none",
+            ));
         }
         let chunksize = chunksize.unwrap_or_else(|| default_chunksize(len, self.inner.processes));
         let func = FnRef::chunk(f);
-        let job = self.inner.next_id();
+        let job_id = self.inner.next_id();
         let chunks = len.div_ceil(chunksize);
-        let mut tasks = Vec::with_capacity(chunks);
-        let mut it = items.into_iter();
-        for index in 0..chunks as u64 {
-            let chunk: Vec<A> = it.by_ref().take(chunksize).collect();
-            let enc = reduction::encode(&chunk)?;
-            drop(chunk);
-            tasks.push(Task::new(
-                self.inner.next_id(),
-                job,
-                index,
-                func,
-                enc,
-                self.inner.task_timeout,
-            )?);
-        }
         let slot = Slot::new();
-        let j: Box<dyn Job> = Box::new(MapJob::new(
-            chunks,
-            len,
-            slot.clone(),
-            callback,
-            error_callback,
+        let mut job = Some((
+            job_id,
+            Box::new(MapJob::new(
+                chunks,
+                len,
+                slot.clone(),
+                callback,
+                error_callback,
+            )) as Box<dyn Job>,
         ));
-        self.inner.submit(Some((job, j)), tasks, false)?;
+        // Each chunk goes to the pool as soon as it is encoded, so the workers
+        // start on the first while the rest are encoded. A chunk that does not
+        // encode fails, with the chunks after it (not encoded at all); the ones
+        // before it run, and the call fails with its error, as CPython's does.
+        // A panic of the input iterator fails them too (so the job ends), then
+        // goes on to the caller.
+        let mut failed: Option<Error> = None;
+        let mut panic = None;
+        for index in 0..chunks {
+            let n = chunksize.min(len - index * chunksize);
+            let last = index + 1 == chunks;
+            let encoded = match &failed {
+                Some(e) => Err(e.duplicate()),
+                None => match catch_unwind(AssertUnwindSafe(|| {
+                    let enc = reduction::encode_seq(&mut items, n)?;
+                    if last && items.next().is_some() {
+                        return Err(Error::value(
+                            "the input yielded more items than its size_hint said",
+                        ));
+                    }
+                    Ok(enc)
+                })) {
+                    Ok(r) => r,
+                    Err(p) => {
+                        panic = Some(p);
+                        Err(Error::value("the input iterator panicked"))
+                    }
+                },
+            };
+            let id = self.inner.next_id();
+            let index = index as u64;
+            let task = match encoded
+                .and_then(|enc| Task::new(id, job_id, index, func, enc, self.inner.task_timeout))
+            {
+                Ok(t) => t,
+                Err(e) => {
+                    let t = Task::failed(id, job_id, index, func, e.duplicate());
+                    failed.get_or_insert(e);
+                    t
+                }
+            };
+            // After the first chunk the map is accepted: a close() meanwhile
+            // must not cut it short.
+            let first = job.is_some();
+            if let Err(e) = self.inner.submit(job.take(), vec![task], !first) {
+                if let Some(p) = panic {
+                    std::panic::resume_unwind(p);
+                }
+                return Err(e);
+            }
+        }
+        if let Some(p) = panic {
+            std::panic::resume_unwind(p);
+        }
         Ok(AsyncResult::new(slot))
     }
 
@@ -581,9 +660,10 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// [`Error::Closed`] after `close()`/`terminate()`; [`Error::Encode`] if an
-    /// item does not serialize (nothing is submitted then); the first failed
-    /// chunk's error: [`Error::Remote`], [`Error::WorkerLost`],
+    /// [`Error::Closed`] after `close()`/`terminate()`; the first failed
+    /// chunk's error: [`Error::Encode`] if an item does not serialize (that
+    /// chunk and the ones after it are never sent; the ones before it run, as
+    /// in CPython), [`Error::Remote`], [`Error::WorkerLost`],
     /// [`Error::Timeout`], [`Error::Decode`]/[`Error::Encode`].
     ///
     /// # Examples
@@ -645,8 +725,9 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// [`Error::Closed`] after `close()`/`terminate()`, [`Error::Encode`]; the
-    /// tasks' errors come from [`AsyncResult::get`].
+    /// [`Error::Closed`] after `close()`/`terminate()`; the chunks' errors
+    /// (an item that does not serialize included, as in [`map`](Self::map))
+    /// come from [`AsyncResult::get`].
     ///
     /// # Examples
     ///

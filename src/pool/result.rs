@@ -316,7 +316,11 @@ impl<R> Drop for ApplyJob<R> {
 
 /// The job of one `map_async`: chunk results in input order, the first error.
 pub(crate) struct MapJob<R> {
-    /// One entry per chunk.
+    /// The results of chunks `0..next`, in order (decoded straight into it).
+    all: Vec<R>,
+    /// The first chunk not yet in `all`.
+    next: usize,
+    /// Chunks that came in before their turn, one entry per chunk.
     chunks: Vec<Option<Vec<R>>>,
     /// Chunks not answered yet.
     remaining: usize,
@@ -341,6 +345,8 @@ impl<R> MapJob<R> {
         error_callback: Option<ErrorCallback>,
     ) -> Self {
         MapJob {
+            all: Vec::new(),
+            next: 0,
             chunks: (0..chunks).map(|_| None).collect(),
             remaining: chunks,
             items,
@@ -361,14 +367,33 @@ impl<R: DeserializeOwned + Send + 'static> Job for MapJob<R> {
             return self.remaining == 0;
         };
         self.remaining -= 1;
-        match outcome.and_then(|b| reduction::decode::<Vec<R>>(b.bytes, b.fds)) {
-            Ok(v) if self.error.is_none() => *entry = Some(v),
-            Ok(_) => {}
+        let in_turn = usize::try_from(index).is_ok_and(|i| i == self.next);
+        let decoded = match outcome {
+            Ok(_) if self.error.is_some() => Ok(()),
+            Ok(b) if in_turn => {
+                if self.all.capacity() == 0 {
+                    self.all.reserve_exact(self.items);
+                }
+                reduction::decode_extend(b.bytes, b.fds, &mut self.all)
+            }
+            Ok(b) => reduction::decode::<Vec<R>>(b.bytes, b.fds).map(|v| *entry = Some(v)),
+            Err(e) => Err(e),
+        };
+        match decoded {
+            Ok(()) if self.error.is_none() && in_turn => {
+                self.next += 1;
+                while let Some(early) = self.chunks.get_mut(self.next).and_then(Option::take) {
+                    self.all.extend(early);
+                    self.next += 1;
+                }
+            }
+            Ok(()) => {}
             Err(e) => {
                 if self.error.is_none() {
                     self.error = Some(e);
                     // Free the memory of the chunks already in: the call fails.
                     self.chunks.iter_mut().for_each(|c| *c = None);
+                    self.all = Vec::new();
                 }
             }
         }
@@ -381,10 +406,7 @@ impl<R: DeserializeOwned + Send + 'static> Job for MapJob<R> {
             }
             self.slot.set(Err(e));
         } else {
-            let mut all = Vec::with_capacity(self.items);
-            for c in self.chunks.drain(..) {
-                all.extend(c.unwrap_or_default());
-            }
+            let all = std::mem::take(&mut self.all);
             if let Some(cb) = self.callback.take() {
                 run_callback(|| cb(&all));
             }

@@ -8,43 +8,41 @@
 //!
 //! # Frames
 //!
-//! Every frame is `body ++ postcard(trailer) ++ [flags] ++ [trailer length]`.
-//! The body is an encoded value (`reduction::encode`), whose envelope says how
-//! many fds ride with it; the trailer says what the frame is. Putting the
-//! trailer last lets both sides build a frame by appending to the body's `Vec`
-//! and take it apart by truncating, with no copy of the body.
+//! Every frame is `body ++ postcard(trailer) ++ seq ++ [trailer length]`, `seq`
+//! a little-endian `u32`. The body is an encoded value (`reduction::encode`),
+//! whose envelope says how many fds ride with it; the trailer says what the
+//! frame is. Putting the trailer last lets both sides build a frame by
+//! appending to the body's `Vec` and take it apart by truncating, with no copy
+//! of the body; the fixed-width seq lets the parent number a task it built
+//! earlier when it picks the worker.
 //!
 //! | direction | trailer | body |
 //! |---|---|---|
-//! | parent → worker, bootstrap payload | [`Setup`] | the initializer's argument |
-//! | parent → worker | [`Call`] (flag [`FLAG_ACK_START`]) | the task's argument (a `Vec` of items for a chunk) |
+//! | parent → worker, bootstrap payload | [`Setup`] | the initializer's argument; the last fd is the worker's [`Gate`] |
+//! | parent → worker | [`Call`], with its seq | the task's argument (a `Vec` of items for a chunk) |
 //! | worker → parent | [`Reply::Ready`] | empty: initialized, send work |
 //! | worker → parent | [`Reply::InitFailed`] | a [`WireFailure`]; the worker then exits |
-//! | worker → parent | [`Reply::Started`] | empty: the prefetched task `id` began |
 //! | worker → parent | [`Reply::Done`] | the encoded result, or a [`WireFailure`] |
 //!
 //! # Which task was running when a worker died
 //!
 //! A worker runs its tasks one at a time, in the order they were sent, and
-//! answers them in that order. The parent keeps at most two tasks in flight per
-//! worker; a task sent while another is in flight (a prefetch) carries
-//! [`FLAG_ACK_START`], and the worker announces when it starts it (in the `Done`
-//! of the previous task when it already has it, else with `Started`). So after
-//! a death the parent knows exactly which task was running (it fails with
-//! `WorkerLost`) and which were only sent (they go to another worker).
+//! answers them in that order. The parent keeps up to eight tasks in flight
+//! per worker. Before running one, the worker claims it at the [`Gate`], so the
+//! parent knows, without any message and even after a death, which task was
+//! running (it fails with `WorkerLost`) and which were only sent (they go to
+//! another worker); and it can take back tasks that wait behind a long one.
 
 use std::io::Write;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::gate::Gate;
 use crate::connection::{Connection, Frame};
 use crate::error::{Error, Result};
 use crate::reduction::{self, CallOutcome, Encoded, FnRef, PanicInfo, Payload};
 use crate::spawn;
-
-/// Flag on a [`Call`]: tell the parent when this task starts.
-pub(crate) const FLAG_ACK_START: u8 = 1;
 
 /// Exit code of a worker whose initializer failed.
 const EXIT_INIT_FAILED: i32 = 1;
@@ -76,19 +74,15 @@ pub(crate) enum Reply {
     Ready,
     /// The initializer failed; the body is a [`WireFailure`].
     InitFailed,
-    /// Task `id`, sent with [`FLAG_ACK_START`], has started.
-    Started {
-        /// The task.
-        id: u64,
-    },
     /// Task `id` finished.
     Done {
         /// The task.
         id: u64,
         /// True: the body is the encoded result; false: a [`WireFailure`].
         ok: bool,
-        /// The next task (already read, sent with [`FLAG_ACK_START`]) has started.
-        started_next: Option<u64>,
+        /// How long it ran, in nanoseconds (the parent sends tasks ahead only
+        /// to a worker whose last task was short).
+        ran_ns: u64,
     },
 }
 
@@ -131,19 +125,19 @@ impl WireFailure {
     }
 }
 
-/// Appends `postcard(trailer) ++ [flags] ++ [len]` to `buf`.
+/// Bytes after the trailer: the seq and the trailer's length.
+const TAIL: usize = 5;
+
+/// Appends `postcard(trailer) ++ seq ++ [len]` to `buf`.
 ///
 /// # Errors
 ///
 /// [`Error::Encode`] if the trailer does not serialize or is longer than 255
 /// bytes (never for the trailers of this module).
-pub(crate) fn append_trailer<T: Serialize>(
-    buf: &mut Vec<u8>,
-    trailer: &T,
-    flags: u8,
-) -> Result<()> {
+pub(crate) fn append_trailer<T: Serialize>(buf: &mut Vec<u8>, trailer: &T, seq: u32) -> Result<()> {
     let start = buf.len();
-    let mut out = postcard::to_extend(trailer, std::mem::take(buf)).map_err(Error::encode)?;
+    let mut out =
+        reduction::append_postcard(trailer, std::mem::take(buf)).map_err(Error::encode)?;
     let len = out.len() - start;
     let Ok(len) = u8::try_from(len) else {
         *buf = out;
@@ -152,54 +146,54 @@ pub(crate) fn append_trailer<T: Serialize>(
             "a pool frame trailer is longer than 255 bytes",
         ));
     };
-    out.push(flags);
+    out.extend_from_slice(&seq.to_le_bytes());
     out.push(len);
     *buf = out;
     Ok(())
 }
 
-/// Splits a frame into its body length, trailer and flags.
+/// Splits a frame into its body length, trailer and seq.
 ///
 /// # Errors
 ///
 /// [`Error::Decode`] for a frame too short for its trailer or a trailer that
 /// does not decode.
-pub(crate) fn split_trailer<T: DeserializeOwned>(frame: &[u8]) -> Result<(usize, T, u8)> {
+pub(crate) fn split_trailer<T: DeserializeOwned>(frame: &[u8]) -> Result<(usize, T, u32)> {
     let n = frame.len();
-    if n < 2 {
+    if n < TAIL {
         return Err(Error::decode("pool frame without a trailer"));
     }
     let len = frame[n - 1] as usize;
-    let flags = frame[n - 2];
-    let Some(body_len) = n.checked_sub(2 + len) else {
+    let seq = u32::from_le_bytes(frame[n - TAIL..n - 1].try_into().expect("4 bytes"));
+    let Some(body_len) = n.checked_sub(TAIL + len) else {
         return Err(Error::decode("pool frame shorter than its trailer"));
     };
-    let trailer = postcard::from_bytes(&frame[body_len..n - 2]).map_err(Error::decode)?;
-    Ok((body_len, trailer, flags))
+    let trailer = postcard::from_bytes(&frame[body_len..n - TAIL]).map_err(Error::decode)?;
+    Ok((body_len, trailer, seq))
 }
 
-/// The offset of the flags byte in a frame of `len` bytes (for the parent to
-/// set [`FLAG_ACK_START`] on a task already built).
-pub(crate) fn flags_index(len: usize) -> usize {
-    len - 2
+/// Numbers a task frame of the parent's for the worker it goes to.
+pub(crate) fn set_seq(frame: &mut [u8], seq: u32) {
+    let n = frame.len();
+    frame[n - TAIL..n - 1].copy_from_slice(&seq.to_le_bytes());
 }
 
 /// A task as the worker reads it.
 struct Task {
     id: u64,
+    seq: u32,
     func: FnRef,
-    ack: bool,
     arg: Payload,
 }
 
 fn parse_task(frame: Frame) -> Result<Task> {
     let Frame { mut bytes, fds } = frame;
-    let (body_len, call, flags): (usize, Call, u8) = split_trailer(&bytes)?;
+    let (body_len, call, seq): (usize, Call, u32) = split_trailer(&bytes)?;
     bytes.truncate(body_len);
     Ok(Task {
         id: call.id,
+        seq,
         func: call.func,
-        ack: flags & FLAG_ACK_START != 0,
         arg: Encoded { bytes, fds },
     })
 }
@@ -239,11 +233,17 @@ pub(crate) fn worker_main(payload: Payload) -> CallOutcome {
         ));
     };
     let conn = &ctx.parent_conn;
-    let Encoded { mut bytes, fds } = payload;
-    let setup: Setup = match split_trailer(&bytes) {
-        Ok((body_len, setup, _)) => {
+    let Encoded { mut bytes, mut fds } = payload;
+    let parsed = split_trailer(&bytes).and_then(|(body_len, setup, _): (usize, Setup, u32)| {
+        let gate = fds
+            .pop()
+            .ok_or_else(|| Error::decode("the worker's start gate did not arrive"))?;
+        Ok((body_len, setup, Gate::from_fd(gate)?))
+    });
+    let (setup, gate) = match parsed {
+        Ok((body_len, setup, gate)) => {
             bytes.truncate(body_len);
-            setup
+            (setup, gate)
         }
         Err(e) => {
             let _ = send_reply(
@@ -267,10 +267,11 @@ pub(crate) fn worker_main(payload: Payload) -> CallOutcome {
             leave(EXIT_INIT_FAILED);
         }
     }
+    crate::platform::env::keep_freed_memory();
     if send_reply(conn, Vec::new(), &[], &Reply::Ready).is_err() {
         leave(EXIT_CHANNEL_BROKEN);
     }
-    run_tasks(conn, setup.maxtasks)
+    run_tasks(conn, &gate, setup.maxtasks)
 }
 
 fn flush_stdio() {
@@ -300,27 +301,22 @@ fn next_task(conn: &Connection) -> Option<Task> {
     }
 }
 
-fn run_tasks(conn: &Connection, maxtasks: Option<u64>) -> ! {
+fn run_tasks(conn: &Connection, gate: &Gate, maxtasks: Option<u64>) -> ! {
     let mut done: u64 = 0;
-    // A task read early (while answering the previous one) whose start was
-    // already announced.
-    let mut next: Option<Task> = None;
     loop {
-        let task = match next.take() {
-            Some(t) => t,
-            None => {
-                let Some(t) = next_task(conn) else { leave(0) };
-                if t.ack && send_reply(conn, Vec::new(), &[], &Reply::Started { id: t.id }).is_err()
-                {
-                    leave(EXIT_CHANNEL_BROKEN);
-                }
-                t
-            }
+        let Some(task) = next_task(conn) else {
+            leave(0)
         };
+        if !gate.claim(task.seq) {
+            // Taken back by the parent (it waited behind a long task while
+            // another worker was idle): it runs there.
+            continue;
+        }
+        let began = std::time::Instant::now();
         let outcome = task.func.call(task.arg);
         flush_stdio();
+        let ran_ns = began.elapsed().as_nanos().try_into().unwrap_or(u64::MAX);
         done += 1;
-        let last = maxtasks.is_some_and(|m| done >= m);
         let (body, fds, ok) = match outcome {
             Ok(CallOutcome::Returned(enc)) => (enc.bytes, enc.fds, true),
             Ok(CallOutcome::Panicked(p)) => {
@@ -330,31 +326,16 @@ fn run_tasks(conn: &Connection, maxtasks: Option<u64>) -> ! {
                 (failure_body(WireFailure::from_error(e)), Vec::new(), false)
             }
         };
-        // When the next task is already here, take it now and announce its
-        // start in this answer: one write instead of two.
-        let mut started_next = None;
-        let mut hung_up = false;
-        if !last && conn.poll().unwrap_or(false) {
-            match next_task(conn) {
-                Some(t) => {
-                    if t.ack {
-                        started_next = Some(t.id);
-                    }
-                    next = Some(t);
-                }
-                None => hung_up = true,
-            }
-        }
         let reply = Reply::Done {
             id: task.id,
             ok,
-            started_next,
+            ran_ns,
         };
         if send_reply(conn, body, &fds, &reply).is_err() {
             leave(EXIT_CHANNEL_BROKEN);
         }
         drop(fds);
-        if last || hung_up {
+        if maxtasks.is_some_and(|m| done >= m) {
             leave(0);
         }
     }
@@ -372,19 +353,19 @@ mod tests {
             id: 77,
             func: FnRef::returning(|x: u8| x),
         };
-        append_trailer(&mut buf, &call, FLAG_ACK_START).unwrap();
-        let (n, back, flags): (usize, Call, u8) = split_trailer(&buf).unwrap();
+        append_trailer(&mut buf, &call, 0).unwrap();
+        set_seq(&mut buf, 0x0102_0304);
+        let (n, back, seq): (usize, Call, u32) = split_trailer(&buf).unwrap();
         assert_eq!(&buf[..n], &body[..]);
         assert_eq!(back.id, 77);
         assert_eq!(back.func, call.func);
-        assert_eq!(flags, FLAG_ACK_START);
-        assert_eq!(buf[flags_index(buf.len())], FLAG_ACK_START);
+        assert_eq!(seq, 0x0102_0304);
     }
 
     #[test]
     fn short_or_corrupt_frames_are_errors() {
         assert!(split_trailer::<Reply>(&[]).is_err());
-        assert!(split_trailer::<Reply>(&[0, 200]).is_err());
-        assert!(split_trailer::<Reply>(&[0xff, 0xff, 0, 2]).is_err());
+        assert!(split_trailer::<Reply>(&[0, 0, 0, 0, 200]).is_err());
+        assert!(split_trailer::<Reply>(&[0xff, 0xff, 0, 0, 0, 0, 2]).is_err());
     }
 }

@@ -47,9 +47,15 @@ pub fn within<T: Send + 'static>(
 
 /// The fds of this process.
 pub fn open_fds() -> BTreeSet<String> {
+    // The listing's own fd (whatever number it got this time) is not one of
+    // ours: it links to this very directory.
+    let own_dir = format!("/proc/{}/fd", std::process::id());
     std::fs::read_dir("/proc/self/fd")
         .map(|d| {
             d.filter_map(|e| e.ok())
+                .filter(|e| {
+                    std::fs::read_link(e.path()).map_or(true, |t| t.to_str() != Some(&own_dir))
+                })
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .collect()
         })

@@ -11,3 +11,24 @@ pub(crate) fn remove_var(key: &str) {
     //   environment concurrently.
     unsafe { std::env::remove_var(key) }
 }
+
+/// Makes glibc's malloc keep memory it gets back instead of returning it to
+/// the kernel at once: blocks up to 64 MiB come from the heap (not a fresh
+/// `mmap` each), and the heap is trimmed only above 128 MiB free.
+///
+/// For pool workers, which allocate and free buffers of the same size for
+/// every chunk: without this each 200 KB buffer is a new mapping whose pages
+/// all fault in again (on a VM, 2 to 3 µs a page: a third of a `map`'s time).
+/// Elsewhere (musl) nothing changes.
+pub(crate) fn keep_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: mallopt only sets glibc tuning parameters; any value is
+        // valid and it touches no memory of ours. Called by a worker before
+        // its first task.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
+        }
+    }
+}
