@@ -1181,3 +1181,104 @@ fn every_proxy_type_works_through_a_remote_manager() {
     drop(server);
     leaks.check();
 }
+
+// ---------------------------------------------------------------------------
+// The shared-memory path of a local connection
+
+// Values longer than a mailbox slot (64 KiB) travel in a sealed memfd, both
+// ways, between processes; small ones around them still arrive whole.
+#[test]
+fn long_values_cross_the_mailbox_both_ways() {
+    let _s = serial();
+    let _leaks = LeakCheck::new();
+    let m = mp::Manager::new().unwrap();
+    let ns = m.namespace().unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    ns.set("big", &big).unwrap();
+    ns.set("small", &7u8).unwrap();
+    assert_eq!(ns.get::<Vec<u8>>("big").unwrap(), big);
+    let code = in_child(
+        |ns: mp::Namespace| {
+            let big = ns.get::<Vec<u8>>("big").unwrap();
+            assert_eq!(big.len(), 3_000_000);
+            assert!(big.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+            assert_eq!(ns.get::<u8>("small").unwrap(), 7);
+            let back: Vec<u8> = big.iter().rev().copied().collect();
+            ns.set("back", &back).unwrap();
+        },
+        ns.clone(),
+    );
+    assert_eq!(code, Some(0));
+    let back = ns.get::<Vec<u8>>("back").unwrap();
+    assert!(back.iter().rev().eq(big.iter()));
+    // Exactly one slot's room, and one byte more.
+    for n in [
+        64 * 1024 - 16 - 12,
+        64 * 1024 - 16,
+        64 * 1024 - 15,
+        64 * 1024,
+    ] {
+        let v = vec![0xA5u8; n];
+        ns.set("edge", &v).unwrap();
+        assert_eq!(ns.get::<Vec<u8>>("edge").unwrap(), v, "{n} bytes");
+    }
+    m.shutdown().unwrap();
+}
+
+// A call that blocks on the server (a queue get) outlasts the spin: the
+// client sleeps on its socket and the answer must wake it, many times over,
+// with the put coming from another process.
+#[test]
+fn a_sleeping_caller_is_woken_by_the_answer() {
+    let _s = serial();
+    let _leaks = LeakCheck::new();
+    let m = mp::Manager::new().unwrap();
+    let to_child = m.queue::<u32>().unwrap();
+    let to_parent = m.queue::<u32>().unwrap();
+    let mut child = mp::Process::new(
+        |(rx, tx): (mp::QueueProxy<u32>, mp::QueueProxy<u32>)| {
+            for _ in 0..20 {
+                let v = rx.get().unwrap();
+                // Long enough that the parent's get stops spinning and sleeps.
+                std::thread::sleep(Duration::from_millis(2));
+                tx.put(v + 1).unwrap();
+            }
+        },
+        (to_child.clone(), to_parent.clone()),
+    );
+    child.start().unwrap();
+    within(LONG, "twenty sleeping round trips", move || {
+        for i in 0..20 {
+            to_child.put(i).unwrap();
+            assert_eq!(to_parent.get().unwrap(), i + 1);
+        }
+    });
+    child.join().unwrap();
+    assert_eq!(child.exitcode(), Some(0));
+    m.shutdown().unwrap();
+}
+
+// A server killed while a client sleeps in a blocking call: the call ends with
+// `Closed` (the socket's end of file wakes it), never a hang.
+#[test]
+fn a_server_killed_during_a_sleeping_call_ends_it() {
+    let _s = serial();
+    let _leaks = LeakCheck::new();
+    let m = mp::Manager::new().unwrap();
+    let q = m.queue::<u32>().unwrap();
+    let pid = m.pid().unwrap();
+    let waiter = std::thread::spawn(move || q.get());
+    // Meant to let the waiter pass its spin and sleep; the outcome must be
+    // `Closed` whenever the kill lands (not synchronisation).
+    std::thread::sleep(Duration::from_millis(100));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let r = within(LONG, "a call to a killed server", move || {
+        waiter.join().unwrap()
+    });
+    assert!(matches!(r, Err(mp::Error::Closed)), "{r:?}");
+    let _ = m.shutdown();
+}

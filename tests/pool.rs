@@ -1313,3 +1313,36 @@ fn an_unserializable_item_halfway_fails_the_map() {
         pool.join().unwrap();
     });
 }
+
+// A steal must not be forgotten when the queue empties without filling the
+// idle worker (here: the queued task is answered without being sent, as it
+// did not encode). Both workers hold; a quick task goes ahead to one of
+// them; then the other is released and must take the quick task back.
+#[test]
+fn a_steal_is_not_lost_when_the_queue_empties_without_sending() {
+    let _s = common::serial();
+    let _leaks = LeakCheck::new();
+    within(LONG, "steal after a failed task", || {
+        let pool = mp::Pool::new(2).unwrap();
+        let warm: Vec<u32> = (0..100).collect();
+        let items: Vec<Step> = warm.iter().map(|&x| Step::Quick(x)).collect();
+        assert_eq!(pool.map_with_chunksize(step, items, 1).unwrap(), warm);
+        let (e1, e2) = (mp::Event::new().unwrap(), mp::Event::new().unwrap());
+        let h1 = pool.apply_async(step, Step::Hold(e1.clone())).unwrap();
+        let h2 = pool.apply_async(step, Step::Hold(e2.clone())).unwrap();
+        let quick = pool.map_async(step, vec![Step::Quick(7)]).unwrap();
+        let bad = pool.map_async(good_value, vec![MaybeBad::Bad(Unserializable)]);
+        e2.set();
+        let got = quick.get_timeout(LONG);
+        e1.set();
+        assert_eq!(got.unwrap(), [7]);
+        assert_eq!(h1.get_timeout(LONG).unwrap(), 1);
+        assert_eq!(h2.get_timeout(LONG).unwrap(), 1);
+        assert!(matches!(
+            bad.unwrap().get_timeout(LONG),
+            Err(mp::Error::Encode(_))
+        ));
+        pool.close();
+        pool.join().unwrap();
+    });
+}

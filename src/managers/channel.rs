@@ -7,12 +7,19 @@
 //! polls) before it sleeps in `read`: a manager call is a ping-pong, and the
 //! answer usually comes within microseconds, sooner than a sleeping thread is
 //! woken up again. CPython's `Connection.recv` always sleeps.
+//!
+//! A client on the same machine (a Unix-socket address) moves the messages
+//! themselves to shared memory right after the handshake (see `mailbox.rs`):
+//! its first frame is [`UPGRADE`] with the mailbox memfd, the server answers
+//! [`UPGRADE_OK`], and from then on the socket only wakes sleepers and tells
+//! of a dead peer.
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::mailbox::Mailbox;
 use crate::connection::framing::{self, ShortHeader};
 use crate::connection::{Connection, DEFAULT_MAX_MESSAGE_LEN};
 use crate::error::{Error, Result};
@@ -25,6 +32,12 @@ use crate::platform::fd;
 /// CPU before it sleeps.
 pub(crate) const SPIN: Duration = Duration::from_micros(50);
 
+/// A client's first frame asking for the shared-memory path; its one fd is
+/// the mailbox. (No request carries fds, so no request is mistaken for it.)
+const UPGRADE: &[u8] = b"\xffmultiprocess-mailbox-1\xff";
+/// The server's answer to [`UPGRADE`].
+const UPGRADE_OK: &[u8] = b"\xffmailbox-ok\xff";
+
 /// The first read's size; the buffer grows for larger frames.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -36,6 +49,8 @@ struct RxBuf {
     start: usize,
     /// End of the bytes read.
     end: usize,
+    /// Fds that came with the bytes (only the upgrade frame carries one).
+    fds: Vec<OwnedFd>,
 }
 
 /// One end of a manager connection.
@@ -45,6 +60,8 @@ pub(crate) struct Channel {
     fd: Mutex<Option<Arc<OwnedFd>>>,
     /// The read buffer (one reader at a time).
     rx: Mutex<RxBuf>,
+    /// The shared-memory path, once upgraded.
+    mailbox: OnceLock<Mailbox>,
 }
 
 impl Channel {
@@ -62,8 +79,32 @@ impl Channel {
                 buf: vec![0; READ_CHUNK],
                 start: 0,
                 end: 0,
+                fds: Vec::new(),
             }),
+            mailbox: OnceLock::new(),
         })
+    }
+
+    /// A client's end over a local (Unix) socket: as
+    /// [`from_connection`](Self::from_connection), then moved to shared
+    /// memory.
+    ///
+    /// # Errors
+    ///
+    /// As `from_connection`; [`Error::Io`] if the mailbox cannot be made;
+    /// [`Error::Decode`] if the server answers the upgrade with something else;
+    /// [`Error::Eof`] if it hangs up.
+    pub(crate) fn local_client(conn: &Connection) -> Result<Channel> {
+        let ch = Self::from_connection(conn)?;
+        let mailbox = Mailbox::create()?;
+        ch.send_frame(UPGRADE, &[mailbox.fd()])?;
+        if !ch.recv(true, |answer| answer == UPGRADE_OK)? {
+            return Err(Error::decode(
+                "the manager answered the shared-memory upgrade with something else",
+            ));
+        }
+        let _ = ch.mailbox.set(mailbox);
+        Ok(ch)
     }
 
     fn fd(&self) -> Result<Arc<OwnedFd>> {
@@ -101,6 +142,15 @@ impl Channel {
     ///
     /// [`Error::Closed`], [`Error::Io`] (`EPIPE` when the peer is gone).
     pub(crate) fn send(&self, payload: &[u8]) -> Result<()> {
+        if let Some(mailbox) = self.mailbox.get() {
+            let fd = self.fd()?;
+            return mailbox.send(fd.as_fd(), payload);
+        }
+        self.send_frame(payload, &[])
+    }
+
+    /// Sends one frame over the socket, with `fds` on its first byte.
+    fn send_frame(&self, payload: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) -> Result<()> {
         let fd = self.fd()?;
         let (header, hlen) = framing::encode_header(payload.len());
         let total = hlen + payload.len();
@@ -111,7 +161,7 @@ impl Channel {
             } else {
                 [IoSlice::new(&payload[sent - hlen..]), IoSlice::new(&[])]
             };
-            let n = fd::send_with_fds(fd.as_fd(), &bufs, &[])?;
+            let n = fd::send_with_fds(fd.as_fd(), &bufs, if sent == 0 { fds } else { &[] })?;
             if n == 0 {
                 return Err(Error::Io(std::io::ErrorKind::WriteZero.into()));
             }
@@ -131,17 +181,63 @@ impl Channel {
     /// [`Error::MessageTooLarge`], [`Error::Closed`], [`Error::Io`].
     pub(crate) fn recv<R>(&self, spin: bool, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         let fd = self.fd()?;
+        if let Some(mailbox) = self.mailbox.get() {
+            return mailbox.recv(fd.as_fd(), spin, f);
+        }
+        if self.take_upgrade(spin)? {
+            return self.recv(spin, f);
+        }
+        self.recv_frame(spin, f)
+    }
+
+    /// Server side, before the first request: if the client's first frame is
+    /// [`UPGRADE`], opens its mailbox and answers [`UPGRADE_OK`] (true).
+    fn take_upgrade(&self, spin: bool) -> Result<bool> {
+        let upgrade = self.recv_frame_if(spin, |frame, fds| {
+            (frame == UPGRADE && fds.len() == 1).then(|| fds.pop())
+        })?;
+        let Some(memfd) = upgrade else {
+            return Ok(false);
+        };
+        let memfd = memfd.ok_or_else(|| Error::decode("an upgrade without its mailbox"))?;
+        let mailbox = Mailbox::open(memfd)?;
+        self.send_frame(UPGRADE_OK, &[])?;
+        let _ = self.mailbox.set(mailbox);
+        Ok(true)
+    }
+
+    /// Receives one frame over the socket and hands its payload to `f`.
+    fn recv_frame<R>(&self, spin: bool, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let mut f = Some(f);
+        self.recv_frame_if(spin, |frame, _| f.take().map(|f| f(frame)))?
+            .ok_or_else(|| Error::decode("a frame was left unread"))
+    }
+
+    /// Waits for the next frame over the socket and shows it (with the fds
+    /// that came so far) to `f`; the frame is consumed only if `f` returns
+    /// `Some`.
+    fn recv_frame_if<R>(
+        &self,
+        spin: bool,
+        f: impl FnOnce(&[u8], &mut Vec<OwnedFd>) -> Option<R>,
+    ) -> Result<Option<R>> {
+        let fd = self.fd()?;
         let mut rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
         let mut spin_until = spin.then(|| Instant::now() + SPIN);
         loop {
             if let Some((hlen, len)) = parse_header(&rx.buf[rx.start..rx.end])? {
                 let frame_end = rx.start + hlen + len;
                 if frame_end <= rx.end {
-                    let out = f(&rx.buf[rx.start + hlen..frame_end]);
-                    rx.start = frame_end;
-                    if rx.start == rx.end {
-                        rx.start = 0;
-                        rx.end = 0;
+                    let RxBuf {
+                        buf, start, fds, ..
+                    } = &mut *rx;
+                    let out = f(&buf[*start + hlen..frame_end], fds);
+                    if out.is_some() {
+                        rx.start = frame_end;
+                        if rx.start == rx.end {
+                            rx.start = 0;
+                            rx.end = 0;
+                        }
                     }
                     return Ok(out);
                 }
@@ -178,7 +274,8 @@ impl Channel {
                 }
             }
             let end = rx.end;
-            let n = fd::read(fd.as_fd(), &mut rx.buf[end..])?;
+            let RxBuf { buf, fds, .. } = &mut *rx;
+            let n = fd::recv_with_fds(fd.as_fd(), &mut buf[end..], fds)?;
             if n == 0 {
                 return Err(if rx.start == rx.end {
                     Error::Eof

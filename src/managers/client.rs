@@ -120,7 +120,7 @@ impl ServerRef {
             }
             Err(e) => return Err(lost(e)),
         };
-        let conn = Arc::new(Channel::from_connection(&conn)?);
+        let conn = Arc::new(self.channel(&conn)?);
         self.remember(key, conn.clone());
         Ok(conn)
     }
@@ -136,9 +136,18 @@ impl ServerRef {
         let key = self.key();
         CONNS.with(|c| c.borrow_mut().remove(&key));
         let conn = Client::connect(&self.addr, Some(&self.authkey))?;
-        let conn = Arc::new(Channel::from_connection(&conn)?);
+        let conn = Arc::new(self.channel(&conn)?);
         self.remember(key, conn);
         Ok(())
+    }
+
+    /// The channel over an authenticated connection: through shared memory
+    /// when the server is on this machine (a Unix-socket address).
+    fn channel(&self, conn: &crate::connection::Connection) -> Result<Channel> {
+        match self.addr {
+            Address::Unix(_) | Address::Abstract(_) => Channel::local_client(conn).map_err(lost),
+            Address::Tcp(_) => Channel::from_connection(conn),
+        }
     }
 
     /// Caches `conn` as this thread's connection to the server.

@@ -116,9 +116,12 @@ impl Gate {
             if after(seq, started) && !after(seq, revoked) {
                 return false;
             }
+            // The revoked range is emptied with the claim (revoked = started),
+            // so it never falls 2^31 behind the seqs and wraps into the
+            // future: everything up to `seq` is settled now.
             match word.compare_exchange_weak(
                 cur,
-                pack(seq, revoked),
+                pack(seq, seq),
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
@@ -218,6 +221,20 @@ mod tests {
         assert!(!worker.claim(0));
         assert!(!worker.claim(1));
         assert!(worker.claim(2));
+    }
+
+    #[test]
+    fn a_long_life_without_revokes_goes_past_half_the_seq_space() {
+        let (parent, worker) = pair();
+        assert!(worker.claim(0x7fff_ffff));
+        assert!(worker.claim(0x8000_0000));
+        assert!(worker.claim(0xffff_ffff));
+        assert!(worker.claim(0));
+        assert_eq!(parent.revoke(2), 0);
+        assert!(!worker.claim(1));
+        assert!(!worker.claim(2));
+        assert!(worker.claim(3));
+        assert!(worker.claim(0x8000_0004));
     }
 
     #[test]

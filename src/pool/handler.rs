@@ -371,6 +371,7 @@ impl Inner {
             reaped: false,
             last_run: None,
             last_func: None,
+            timed_out: None,
         };
         // Our own copy of the socket, non-blocking; the Connection (and its
         // fd) is dropped here.
@@ -456,6 +457,8 @@ pub(crate) struct Worker {
     last_run: Option<Duration>,
     /// The function its last task ran.
     last_func: Option<FnRef>,
+    /// The task failed with `Timeout` when it was killed for overrunning.
+    timed_out: Option<u64>,
 }
 
 impl Worker {
@@ -760,6 +763,11 @@ impl Handler {
                 _ => {}
             }
             self.replace_workers();
+            self.steal();
+            self.dispatch();
+            // Dispatch may have emptied the queue without filling an idle
+            // worker (tasks answered without sending, fewer tasks than idle
+            // workers): look again, or the steal waits for an unrelated event.
             self.steal();
             self.dispatch();
             // Dispatch may have finished jobs (tasks of a dropped imap) and a
@@ -1154,6 +1162,9 @@ impl Handler {
             }
             Reply::Done { id, ok, ran_ns } => {
                 let w = &mut self.workers[wi];
+                if w.timed_out == Some(id) {
+                    return Ok(());
+                }
                 if w.inflight.front().map(|f| f.task.id) != Some(id) || w.sent == 0 {
                     return Err(Error::decode(format!(
                         "an answer for task {id}, which is not the running one"
@@ -1182,6 +1193,14 @@ impl Handler {
     fn check_deadlines(&mut self) {
         let now = Instant::now();
         let mut timed_out = Vec::new();
+        let overran = |w: &Worker| {
+            w.inflight
+                .front()
+                .is_some_and(|f| match (f.started_at, f.task.timeout) {
+                    (Some(s), Some(t)) => now >= s + t,
+                    _ => false,
+                })
+        };
         for wi in 0..self.workers.len() {
             let w = &mut self.workers[wi];
             if w.exited {
@@ -1192,16 +1211,17 @@ impl Handler {
                 w.kill();
                 continue;
             }
-            let overran =
-                w.inflight
-                    .front()
-                    .is_some_and(|f| match (f.started_at, f.task.timeout) {
-                        (Some(s), Some(t)) => now >= s + t,
-                        _ => false,
-                    });
-            if overran {
+            if overran(w) && !w.eof && w.sock.is_some() {
+                // An answer may be waiting: the task finished just in time.
+                self.read_worker(wi);
+            }
+            let w = &mut self.workers[wi];
+            if overran(w) {
                 w.kill();
                 let f = w.inflight.pop_front().expect("checked above");
+                // Its answer, if it finishes before the kill lands, is
+                // dropped, not taken for a protocol error.
+                w.timed_out = Some(f.task.id);
                 w.sent = w.sent.saturating_sub(1);
                 // The rest of its tasks were not started: they go back to the
                 // queue when its death is handled. No more writes to it.

@@ -13,8 +13,8 @@ pub(crate) fn remove_var(key: &str) {
 }
 
 /// Makes glibc's malloc keep memory it gets back instead of returning it to
-/// the kernel at once: blocks up to 64 MiB come from the heap (not a fresh
-/// `mmap` each), and the heap is trimmed only above 128 MiB free.
+/// the kernel at once: blocks up to 16 MiB come from the heap (not a fresh
+/// `mmap` each), and the heap is trimmed only above 32 MiB free.
 ///
 /// For pool workers, which allocate and free buffers of the same size for
 /// every chunk: without this each 200 KB buffer is a new mapping whose pages
@@ -27,8 +27,8 @@ pub(crate) fn keep_freed_memory() {
         // valid and it touches no memory of ours. Called by a worker before
         // its first task.
         unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 16 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
         }
     }
 }

@@ -161,6 +161,31 @@ impl ShmRegion {
     }
 }
 
+impl ShmRegion {
+    /// Copies `src` into the region at `offset`.
+    ///
+    /// The caller's protocol must give it the bytes for the moment (another
+    /// process writing them at the same time would leave a mix, never memory
+    /// unsafety: these are plain byte copies, no reference is formed).
+    pub(crate) fn copy_in(&self, offset: usize, src: &[u8]) {
+        let p = self.at(offset, src.len(), 1);
+        // SAFETY:
+        // - `p..p + src.len()` is inside the mapping (checked by `at`), which
+        //   lives as long as `&self`.
+        // - `src` is ordinary memory of ours, so it cannot overlap the mapping.
+        // - a raw byte copy: no Rust reference into the shared bytes exists.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), p, src.len()) }
+    }
+
+    /// Copies `dst.len()` bytes at `offset` out of the region (see
+    /// [`copy_in`](Self::copy_in) for what a concurrent writer means).
+    pub(crate) fn copy_out(&self, offset: usize, dst: &mut [u8]) {
+        let p = self.at(offset, dst.len(), 1);
+        // SAFETY: as for `copy_in`, in the other direction.
+        unsafe { std::ptr::copy_nonoverlapping(p, dst.as_mut_ptr(), dst.len()) }
+    }
+}
+
 impl Drop for ShmRegion {
     fn drop(&mut self) {
         // SAFETY:
