@@ -52,6 +52,11 @@ const READ_AHEAD_PER_WORKER: usize = 8;
 /// The least read-ahead of an `imap`, in chunks.
 const READ_AHEAD_MIN: usize = 32;
 
+/// A `map` hands its chunks to the pool in batches of at most this many...
+const SUBMIT_BATCH: usize = 64;
+/// ...or this many bytes (the first chunk always alone, so work starts).
+const SUBMIT_BATCH_BYTES: usize = 256 * 1024;
+
 /// Python's default `map` chunksize: `ceil(len / (4 * processes))`, 0 for an
 /// empty input.
 fn default_chunksize(len: usize, processes: usize) -> usize {
@@ -600,6 +605,8 @@ impl Pool {
         // goes on to the caller.
         let mut failed: Option<Error> = None;
         let mut panic = None;
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
         for index in 0..chunks {
             let n = chunksize.min(len - index * chunksize);
             let last = index + 1 == chunks;
@@ -633,14 +640,22 @@ impl Pool {
                     t
                 }
             };
-            // After the first chunk the map is accepted: a close() meanwhile
-            // must not cut it short.
-            let first = job.is_some();
-            if let Err(e) = self.inner.submit(job.take(), vec![task], !first) {
-                if let Some(p) = panic {
-                    std::panic::resume_unwind(p);
+            // The first chunk goes at once; small ones after it in batches
+            // (one lock and at most one wake-up each). After the first the
+            // map is accepted: a close() meanwhile must not cut it short.
+            batch_bytes += task.frame.len();
+            batch.push(task);
+            let full = batch.len() >= SUBMIT_BATCH || batch_bytes >= SUBMIT_BATCH_BYTES;
+            if job.is_some() || full || last {
+                let first = job.is_some();
+                let tasks = std::mem::take(&mut batch);
+                batch_bytes = 0;
+                if let Err(e) = self.inner.submit(job.take(), tasks, !first) {
+                    if let Some(p) = panic {
+                        std::panic::resume_unwind(p);
+                    }
+                    return Err(e);
                 }
-                return Err(e);
             }
         }
         if let Some(p) = panic {
