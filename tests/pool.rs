@@ -1152,12 +1152,14 @@ fn tasks_sent_ahead_are_taken_back_for_an_idle_worker() {
 enum Step {
     Quick(u32),
     Hold(mp::Event),
+    Big(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 fn step(s: Step) -> u32 {
     match s {
         Step::Quick(x) => x,
         Step::Hold(e) => u32::from(e.wait_timeout(Duration::from_secs(60))),
+        Step::Big(v) => v.len() as u32,
     }
 }
 
@@ -1342,6 +1344,45 @@ fn a_steal_is_not_lost_when_the_queue_empties_without_sending() {
             bad.unwrap().get_timeout(LONG),
             Err(mp::Error::Encode(_))
         ));
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
+// A task too big for the socket buffer, sent ahead to a worker that holds a
+// long task, is still half written when the other worker becomes idle: it is
+// taken back all the same (its written half is dropped by the holder, whose
+// gate refuses it) and runs on the idle worker.
+#[test]
+fn a_half_written_task_is_taken_back_too() {
+    let _s = common::serial();
+    let _leaks = LeakCheck::new();
+    within(LONG, "half-written task taken back", || {
+        let pool = mp::Pool::new(2).unwrap();
+        let warm: Vec<u32> = (0..100).collect();
+        let items: Vec<Step> = warm.iter().map(|&x| Step::Quick(x)).collect();
+        assert_eq!(pool.map_with_chunksize(step, items, 1).unwrap(), warm);
+        for round in 0..4 {
+            let events = [mp::Event::new().unwrap(), mp::Event::new().unwrap()];
+            let holds: Vec<_> = events
+                .iter()
+                .map(|e| pool.apply_async(step, Step::Hold(e.clone())).unwrap())
+                .collect();
+            // Goes ahead to one of the holding workers (1 MiB: far more than
+            // a socket buffer), behind its hold.
+            let big = pool
+                .map_async(step, vec![Step::Big(vec![7; 1 << 20])])
+                .unwrap();
+            let (release, keep) = (round % 2, 1 - round % 2);
+            events[release].set();
+            let got = big.get_timeout(LONG);
+            events[keep].set();
+            assert_eq!(got.unwrap(), [1 << 20], "round {round}");
+            for h in holds {
+                assert_eq!(h.get_timeout(LONG).unwrap(), 1);
+            }
+        }
+        assert_eq!(pool.map(sqr, 0..5).unwrap(), [0, 1, 4, 9, 16]);
         pool.close();
         pool.join().unwrap();
     });

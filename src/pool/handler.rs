@@ -360,6 +360,8 @@ impl Inner {
             inflight: VecDeque::new(),
             sent: 0,
             partial: 0,
+            tail: Vec::new(),
+            tail_sent: 0,
             assigned: 0,
             inbuf: Vec::new(),
             start: 0,
@@ -435,6 +437,11 @@ pub(crate) struct Worker {
     sent: usize,
     /// Bytes of `inflight[sent]` written (header included).
     partial: usize,
+    /// The rest of a frame taken back half written: still to be written (the
+    /// stream must stay whole; the worker drops it, as its gate says).
+    tail: Vec<u8>,
+    /// Bytes of `tail` written.
+    tail_sent: usize,
     /// Tasks given to it in all (for `maxtasksperchild`).
     assigned: u64,
     /// Read buffer: `inbuf[start..filled]` is unparsed.
@@ -487,7 +494,7 @@ impl Worker {
     }
 
     fn unsent(&self) -> bool {
-        self.sent < self.inflight.len() && !self.write_broken
+        (self.sent < self.inflight.len() || self.tail_sent < self.tail.len()) && !self.write_broken
     }
 
     /// Records the start of the running task once the gate shows it, and frees
@@ -511,13 +518,19 @@ impl Worker {
     }
 
     /// Takes back the tasks waiting behind its running one: revoked at the
-    /// gate if written, dropped from the write queue if not (a frame half
-    /// written stays: the stream must stay whole). Returns them, oldest first.
+    /// gate if written (even half), dropped from the write queue if not. The
+    /// rest of a half-written frame moves to `tail`, still to be written.
+    /// Returns the tasks, oldest first.
     fn take_back(&mut self) -> Vec<Task> {
-        let started = if self.sent > 0 {
-            self.gate.revoke(self.inflight[self.sent - 1].seq)
+        let half = self.partial > 0 && self.tail.is_empty();
+        let last_written = if half {
+            Some(self.sent)
         } else {
-            self.gate.started()
+            self.sent.checked_sub(1)
+        };
+        let started = match last_written {
+            Some(i) => self.gate.revoke(self.inflight[i].seq),
+            None => self.gate.started(),
         };
         let mut kept = VecDeque::with_capacity(2);
         let mut taken = Vec::new();
@@ -525,16 +538,35 @@ impl Worker {
         for (i, f) in std::mem::take(&mut self.inflight).into_iter().enumerate() {
             let written = i < self.sent;
             let half_written = i == self.sent && self.partial > 0;
-            let claimed = written && !gate::after(f.seq, started);
-            if claimed || half_written {
-                sent += usize::from(written);
+            if half_written && !half {
+                // Cannot happen (a tail exists only after a take-back, and
+                // then nothing is half written); keep the stream whole anyway.
                 kept.push_back(f);
-            } else {
-                taken.push(f.task);
+                continue;
             }
+            if written && !gate::after(f.seq, started) {
+                sent += 1;
+                kept.push_back(f);
+                continue;
+            }
+            if half_written {
+                let (h, hlen) = framing::encode_header(f.task.frame.len());
+                let mut whole = Vec::with_capacity(hlen + f.task.frame.len() - self.partial);
+                let skip = self.partial;
+                if skip < hlen {
+                    whole.extend_from_slice(&h[skip..hlen]);
+                    whole.extend_from_slice(&f.task.frame);
+                } else {
+                    whole.extend_from_slice(&f.task.frame[skip - hlen..]);
+                }
+                self.tail = whole;
+                self.tail_sent = 0;
+            }
+            taken.push(f.task);
         }
         self.inflight = kept;
         self.sent = sent;
+        self.partial = 0;
         self.assigned -= taken.len() as u64;
         taken
     }
@@ -543,6 +575,9 @@ impl Worker {
     /// per `sendmsg` (a frame's fds ride with its first byte, so a batch stops
     /// before a second frame that carries fds).
     fn flush(&mut self) {
+        if !self.flush_tail() {
+            return;
+        }
         while self.sent < self.inflight.len() && !self.write_broken {
             let Some(sock) = &self.sock else { return };
             let end = (self.sent + WRITE_BATCH).min(self.inflight.len());
@@ -598,6 +633,26 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Writes what is left of a frame taken back half written; true once
+    /// nothing is left.
+    fn flush_tail(&mut self) -> bool {
+        while self.tail_sent < self.tail.len() && !self.write_broken {
+            let Some(sock) = &self.sock else { return false };
+            let rest = [IoSlice::new(&self.tail[self.tail_sent..])];
+            match fd::send_with_fds(sock.as_fd(), &rest, &[]) {
+                Ok(n) => self.tail_sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(_) => {
+                    self.write_broken = true;
+                    return false;
+                }
+            }
+        }
+        self.tail = Vec::new();
+        self.tail_sent = 0;
+        !self.write_broken
     }
 
     /// Reads what the socket has; false once it reached end of file.
