@@ -1282,3 +1282,49 @@ fn a_server_killed_during_a_sleeping_call_ends_it() {
     assert!(matches!(r, Err(mp::Error::Closed)), "{r:?}");
     let _ = m.shutdown();
 }
+
+// Clients that take a queue item and exit at once: each item is either
+// delivered or (when the answer could not be) given back, never both, so the
+// count left is exact.
+#[test]
+fn an_answer_is_delivered_or_undone_never_both() {
+    let _s = serial();
+    let _leaks = LeakCheck::new();
+    let m = mp::Manager::new().unwrap();
+    let q = m.queue::<u32>().unwrap();
+    for i in 0..100 {
+        q.put(i).unwrap();
+    }
+    // Slot k: the item child k took, plus one (0: none).
+    let got = mp::Array::<u32>::new(40).unwrap();
+    let mut kids: Vec<mp::Process> = (0..40)
+        .map(|k| {
+            let mut p = mp::Process::new(
+                |(q, got, k): (mp::QueueProxy<u32>, mp::Array<u32>, usize)| {
+                    let v = q.get().unwrap();
+                    got.set(k, v + 1);
+                    // Exit while the server may still be finishing the call.
+                    std::process::exit(0);
+                },
+                (q.clone(), got.clone(), k),
+            );
+            p.start().unwrap();
+            p
+        })
+        .collect();
+    for k in &mut kids {
+        k.join().unwrap();
+        assert_eq!(k.exitcode(), Some(0));
+    }
+    let mut taken = got.to_vec();
+    assert!(taken.iter().all(|&v| v > 0), "every child took an item");
+    taken.sort_unstable();
+    taken.dedup();
+    assert_eq!(taken.len(), 40, "each child took its own item");
+    assert_eq!(
+        q.qsize().unwrap(),
+        60,
+        "items left: none lost, none given back twice"
+    );
+    m.shutdown().unwrap();
+}

@@ -37,6 +37,9 @@ pub(crate) const SPIN: Duration = Duration::from_micros(50);
 const UPGRADE: &[u8] = b"\xffmultiprocess-mailbox-1\xff";
 /// The server's answer to [`UPGRADE`].
 const UPGRADE_OK: &[u8] = b"\xffmailbox-ok\xff";
+/// The server's answer to [`UPGRADE`] when it cannot map the mailbox (out of
+/// fds or memory): the connection goes on over the socket.
+const UPGRADE_NO: &[u8] = b"\xffmailbox-no\xff";
 
 /// The first read's size; the buffer grows for larger frames.
 const READ_CHUNK: usize = 64 * 1024;
@@ -62,6 +65,8 @@ pub(crate) struct Channel {
     rx: Mutex<RxBuf>,
     /// The shared-memory path, once upgraded.
     mailbox: OnceLock<Mailbox>,
+    /// The first frame has been looked at (only it may be an upgrade).
+    first_seen: std::sync::atomic::AtomicBool,
 }
 
 impl Channel {
@@ -82,6 +87,7 @@ impl Channel {
                 fds: Vec::new(),
             }),
             mailbox: OnceLock::new(),
+            first_seen: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -96,14 +102,25 @@ impl Channel {
     /// [`Error::Eof`] if it hangs up.
     pub(crate) fn local_client(conn: &Connection) -> Result<Channel> {
         let ch = Self::from_connection(conn)?;
-        let mailbox = Mailbox::create()?;
+        // The client never takes an upgrade.
+        ch.first_seen
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // Out of fds or memory: the socket path works all the same.
+        let Ok(mailbox) = Mailbox::create() else {
+            return Ok(ch);
+        };
         ch.send_frame(UPGRADE, &[mailbox.fd()])?;
-        if !ch.recv(true, |answer| answer == UPGRADE_OK)? {
-            return Err(Error::decode(
-                "the manager answered the shared-memory upgrade with something else",
-            ));
+        match ch.recv(true, <[u8]>::to_vec)?.as_slice() {
+            UPGRADE_OK => {
+                let _ = ch.mailbox.set(mailbox);
+            }
+            UPGRADE_NO => {}
+            _ => {
+                return Err(Error::decode(
+                    "the manager answered the shared-memory upgrade with something else",
+                ));
+            }
         }
-        let _ = ch.mailbox.set(mailbox);
         Ok(ch)
     }
 
@@ -193,16 +210,25 @@ impl Channel {
     /// Server side, before the first request: if the client's first frame is
     /// [`UPGRADE`], opens its mailbox and answers [`UPGRADE_OK`] (true).
     fn take_upgrade(&self, spin: bool) -> Result<bool> {
+        if self.first_seen.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(false);
+        }
         let upgrade = self.recv_frame_if(spin, |frame, fds| {
             (frame == UPGRADE && fds.len() == 1).then(|| fds.pop())
         })?;
+        self.first_seen
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let Some(memfd) = upgrade else {
             return Ok(false);
         };
         let memfd = memfd.ok_or_else(|| Error::decode("an upgrade without its mailbox"))?;
-        let mailbox = Mailbox::open(memfd)?;
-        self.send_frame(UPGRADE_OK, &[])?;
-        let _ = self.mailbox.set(mailbox);
+        match Mailbox::open(memfd) {
+            Ok(mailbox) => {
+                self.send_frame(UPGRADE_OK, &[])?;
+                let _ = self.mailbox.set(mailbox);
+            }
+            Err(_) => self.send_frame(UPGRADE_NO, &[])?,
+        }
         Ok(true)
     }
 
@@ -233,6 +259,9 @@ impl Channel {
                     } = &mut *rx;
                     let out = f(&buf[*start + hlen..frame_end], fds);
                     if out.is_some() {
+                        // Fds belong to the upgrade frame only; any other
+                        // sender's are closed here, not kept.
+                        rx.fds.clear();
                         rx.start = frame_end;
                         if rx.start == rx.end {
                             rx.start = 0;

@@ -41,6 +41,8 @@ const LEN: usize = 8;
 /// Slot states.
 const EMPTY: u32 = 0;
 const FULL: u32 = 1;
+/// The reader has claimed the message and is copying it out.
+const TAKING: u32 = 2;
 /// Flag on the length: the message is in a memfd sent with the wake byte.
 const IN_MEMFD: u64 = 1 << 63;
 
@@ -146,14 +148,43 @@ impl Mailbox {
             != 0;
         if asleep || memfd.is_some() {
             let fds: Vec<BorrowedFd<'_>> = memfd.iter().map(|f| f.as_fd()).collect();
-            fd::send_with_fds(sock, &[io::IoSlice::new(b"!")], &fds)?;
+            if let Err(e) = fd::send_with_fds(sock, &[io::IoSlice::new(b"!")], &fds) {
+                if memfd.is_some() {
+                    // Without its memfd a long message never arrives, even
+                    // if the reader already claimed the slot.
+                    let _ = self.withdraw(Error::Closed);
+                    return Err(e.into());
+                }
+                return self.withdraw(e.into());
+            }
         } else if self.side == Side::Server && fd::peer_closed(sock) {
             // An answer to a client already gone must fail as a socket send
             // would: the server then undoes the call (a queue item taken by
             // a dead client's `get` goes back).
-            return Err(Error::Io(io::ErrorKind::BrokenPipe.into()));
+            return self.withdraw(Error::Io(io::ErrorKind::BrokenPipe.into()));
         }
         Ok(())
+    }
+
+    /// The peer looks gone: takes the posted message back and fails with `e`,
+    /// unless the peer took it first (then it was delivered: `Ok`). One
+    /// compare-and-swap against the reader's, so an answer is either
+    /// delivered or undone, never both.
+    fn withdraw(&self, e: Error) -> Result<()> {
+        let state = self.region.atomic_u32(self.tx + STATE);
+        match state.compare_exchange(FULL, EMPTY, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => Err(e),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Claims the message in the read slot, if there is one.
+    fn try_take(&self) -> bool {
+        let state = self.region.atomic_u32(self.rx + STATE);
+        state.load(Ordering::Relaxed) == FULL
+            && state
+                .compare_exchange(FULL, TAKING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
     }
 
     /// Waits for the peer's message and hands it to `f`. With `spin`, looks
@@ -173,10 +204,15 @@ impl Mailbox {
         let state = self.region.atomic_u32(self.rx + STATE);
         let asleep = self.region.atomic_u32(self.rx + ASLEEP);
         let mut memfds = Vec::new();
+        let mut taken = false;
         if spin {
             let until = Instant::now() + SPIN;
             let mut polls = 0u32;
-            while state.load(Ordering::Acquire) != FULL {
+            loop {
+                if self.try_take() {
+                    taken = true;
+                    break;
+                }
                 polls += 1;
                 if polls % 256 == 0 {
                     if Instant::now() >= until {
@@ -188,15 +224,16 @@ impl Mailbox {
                 std::hint::spin_loop();
             }
         }
-        while state.load(Ordering::Acquire) != FULL {
+        while !taken {
             asleep.store(1, Ordering::Relaxed);
             fence(Ordering::SeqCst);
-            if state.load(Ordering::Acquire) == FULL {
+            if self.try_take() {
                 break;
             }
             let open = self.sleep(sock, &mut memfds);
             asleep.store(0, Ordering::Relaxed);
-            if !open? && state.load(Ordering::Acquire) != FULL {
+            taken = self.try_take();
+            if !taken && !open? {
                 return Err(Error::Eof);
             }
         }
@@ -243,6 +280,12 @@ impl Mailbox {
                     "manager mailbox: the peer closed before a long message arrived",
                 ));
             }
+        }
+        if len > crate::connection::DEFAULT_MAX_MESSAGE_LEN {
+            return Err(Error::MessageTooLarge {
+                len,
+                max: crate::connection::DEFAULT_MAX_MESSAGE_LEN,
+            });
         }
         let memfd = memfds.remove(0);
         let len = usize::try_from(len).map_err(Error::decode)?;
@@ -318,6 +361,29 @@ mod tests {
         let (c, _s, cs, ss) = pair();
         drop(ss);
         assert!(matches!(c.recv(cs.as_fd(), true, |_| ()), Err(Error::Eof)));
+    }
+
+    #[test]
+    fn an_answer_taken_by_a_peer_that_then_left_counts_as_delivered() {
+        for _ in 0..300 {
+            let (c, s, cs, ss) = pair();
+            let got = std::thread::scope(|scope| {
+                let reader = scope.spawn(move || {
+                    let got = c.recv(cs.as_fd(), true, <[u8]>::to_vec);
+                    drop(cs);
+                    got
+                });
+                let sent = s.send(ss.as_fd(), b"answer");
+                let got = reader.join().unwrap();
+                (sent, got)
+            });
+            match got {
+                (Err(e), Ok(_)) => panic!("delivered, yet the send failed: {e:?}"),
+                (_, Ok(v)) => assert_eq!(v, b"answer"),
+                (Ok(()), Err(e)) => panic!("the send succeeded, yet nothing came: {e:?}"),
+                (Err(_), Err(_)) => {}
+            }
+        }
     }
 
     #[test]
