@@ -162,7 +162,7 @@ fn queue_consumer_faults() {
                         },
                         SHORT,
                     )
-                    .unwrap();
+                    .unwrap_or_else(|e| panic!("put of item {id} ({len} bytes): {e:?}"));
                 }
             };
             if blocked {

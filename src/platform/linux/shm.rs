@@ -14,6 +14,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64};
+use std::time::{Duration, Instant};
 
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
@@ -217,16 +218,48 @@ pub(crate) fn sealed_bytes(bytes: &[u8]) -> io::Result<OwnedFd> {
             Err(e) => return Err(e.into()),
         }
     }
-    fcntl(
-        &fd,
-        FcntlArg::F_ADD_SEALS(
-            SealFlag::F_SEAL_WRITE
-                | SealFlag::F_SEAL_SHRINK
-                | SealFlag::F_SEAL_GROW
-                | SealFlag::F_SEAL_SEAL,
-        ),
-    )?;
+    seal_for_good(fd.as_fd(), SEAL_BUSY_PATIENCE)?;
     Ok(fd)
+}
+
+/// How long [`sealed_bytes`] keeps retrying a write seal that the kernel
+/// refuses as busy.
+const SEAL_BUSY_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Adds the write, shrink, grow and seal seals to `fd`, retrying `EBUSY` for up
+/// to `patience`.
+///
+/// Before it grants `F_SEAL_WRITE` the kernel waits for every page of the file
+/// to lose the references it does not expect (a writable mapping, or a pin
+/// such as a DMA or `vmsplice` might hold); it gives up with `EBUSY` after
+/// about 150 ms. The pages of a memfd just filled with `pwrite` are never
+/// mapped nor pinned, but for a moment they still carry references the
+/// kernel's own page bookkeeping takes (LRU batches and the like), and on a
+/// loaded machine those can outlast the 150 ms: a one-off `EBUSY` there says
+/// nothing about the file, so it is retried.
+fn seal_for_good(fd: BorrowedFd<'_>, patience: Duration) -> io::Result<()> {
+    let start = Instant::now();
+    loop {
+        match fcntl(
+            fd,
+            FcntlArg::F_ADD_SEALS(
+                SealFlag::F_SEAL_WRITE
+                    | SealFlag::F_SEAL_SHRINK
+                    | SealFlag::F_SEAL_GROW
+                    | SealFlag::F_SEAL_SEAL,
+            ),
+        ) {
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            // The kernel has already waited its ~150 ms (or the file is
+            // mapped, which would fail at once): a short pause keeps a lasting
+            // cause from turning this into a busy loop.
+            Err(nix::errno::Errno::EBUSY) if start.elapsed() < patience => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Reads back a memfd made by [`sealed_bytes`], checking that it is sealed and
@@ -279,6 +312,42 @@ mod tests {
         assert_eq!(read_sealed(fd.as_fd(), 7).unwrap(), b"payload");
         assert!(read_sealed(fd.as_fd(), 8).is_err());
         assert!(nix::unistd::write(&fd, b"x").is_err());
+    }
+
+    /// A memfd of one page, sealed against shrinking and growing (so it may
+    /// be mapped) but not yet against writing, and a writable shared mapping
+    /// of it: what makes the kernel refuse `F_SEAL_WRITE` with `EBUSY`.
+    fn mapped_unsealed_memfd() -> (OwnedFd, ShmRegion) {
+        let fd = memfd_create(c"t", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING).unwrap();
+        nix::unistd::ftruncate(&fd, 4096).unwrap();
+        fcntl(
+            &fd,
+            FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW),
+        )
+        .unwrap();
+        let dup = fd.try_clone().unwrap();
+        (dup, ShmRegion::map(fd, 4096).unwrap())
+    }
+
+    #[test]
+    fn write_seal_waits_out_a_busy_file() {
+        let (fd, region) = mapped_unsealed_memfd();
+        let start = Instant::now();
+        let unmapper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(region);
+        });
+        seal_for_good(fd.as_fd(), Duration::from_secs(30)).unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(100));
+        unmapper.join().unwrap();
+        assert!(nix::unistd::write(&fd, b"x").is_err());
+    }
+
+    #[test]
+    fn write_seal_gives_up_on_a_lasting_cause() {
+        let (fd, _region) = mapped_unsealed_memfd();
+        let err = seal_for_good(fd.as_fd(), Duration::from_millis(50)).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EBUSY));
     }
 
     #[test]
