@@ -419,6 +419,40 @@ pub fn manager_channel(data: &[u8]) -> Vec<Outcome> {
     out
 }
 
+/// The server's end of a local manager connection reading its shared-memory
+/// mailbox (`managers/mailbox.rs`), where a peer wrote anything at all.
+///
+/// Selector: bit 0, a sealed memfd of the bytes after the slot rides with the
+/// wake byte (as a long message's does); bit 1, the reader spins first. The
+/// rest, up to one slot (64 KiB), is written over the slot as it is: state
+/// (u32 LE; 1 = full), the asleep mark (u32), the length (u64 LE; bit 63: the
+/// message is in the memfd), then the message. The peer then sends one wake
+/// byte and hangs up, so a slot that is not full ends in end of file.
+///
+/// Returns the message's length once it decoded as a manager request, or the
+/// error: [`Error::Eof`], [`Error::Decode`], [`Error::MessageTooLarge`].
+pub fn manager_mailbox(data: &[u8]) -> Result<usize> {
+    use crate::managers::mailbox::{Mailbox, SLOT};
+    fd::ignore_sigpipe();
+    let (sel, rest) = split(data);
+    let peer = Mailbox::create()?;
+    let ours = Mailbox::open(peer.fd().try_clone_to_owned()?)?;
+    let (peer_sock, our_sock) = fd::socketpair_stream()?;
+    let slot = &rest[..rest.len().min(SLOT)];
+    peer.write_raw_slot(slot);
+    let memfd = if sel & 1 != 0 {
+        Some(crate::platform::shm::sealed_bytes(&rest[slot.len()..])?)
+    } else {
+        None
+    };
+    let fds: Vec<_> = memfd.iter().map(|f| f.as_fd()).collect();
+    fd::send_with_fds(peer_sock.as_fd(), &[std::io::IoSlice::new(b"!")], &fds)?;
+    drop(peer_sock);
+    ours.recv(our_sock.as_fd(), sel & 2 != 0, |frame| {
+        manager_request(frame).map(|_| frame.len())
+    })?
+}
+
 /// Frames `payload` the CPython way (4-byte big-endian length, or `-1` and 8
 /// bytes above 2 GiB), for building corpora and tests.
 pub fn frame(payload: &[u8]) -> Vec<u8> {

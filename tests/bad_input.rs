@@ -33,6 +33,7 @@ const TARGETS: &[&str] = &[
     "manager_request",
     "manager_reply",
     "manager_channel",
+    "manager_mailbox",
     "pool_task",
     "pool_result",
 ];
@@ -50,6 +51,8 @@ enum Expect {
     Auth,
     /// `Error::BufferTooShort`.
     Short,
+    /// `Error::Eof`.
+    Eof,
     /// Fuzzer output: any documented outcome.
     Any,
 }
@@ -61,6 +64,7 @@ fn expect_of(name: &str) -> Expect {
         Some("too-large") => Expect::TooLarge,
         Some("auth") => Expect::Auth,
         Some("short") => Expect::Short,
+        Some("eof") => Expect::Eof,
         _ => Expect::Any,
     }
 }
@@ -71,6 +75,7 @@ fn matches_expect(e: &Error, want: Expect) -> bool {
         Expect::TooLarge => matches!(e, Error::MessageTooLarge { .. }),
         Expect::Auth => matches!(e, Error::Authentication(_)),
         Expect::Short => matches!(e, Error::BufferTooShort(_)),
+        Expect::Eof => matches!(e, Error::Eof),
         Expect::Ok | Expect::Any => false,
     }
 }
@@ -136,6 +141,12 @@ fn replay(target: &str, name: &str, data: &[u8]) {
             )
         }),
         "manager_channel" => check_stream(name, &fz::manager_channel(data), want, |e| {
+            matches!(
+                e,
+                Error::Decode(_) | Error::MessageTooLarge { .. } | Error::Eof
+            )
+        }),
+        "manager_mailbox" => check_one(name, &fz::manager_mailbox(data), want, |e| {
             matches!(
                 e,
                 Error::Decode(_) | Error::MessageTooLarge { .. } | Error::Eof
@@ -1041,6 +1052,65 @@ fn hand_made() -> Vec<(&'static str, String, Vec<u8>)> {
         t,
         "too-large--default-max-plus-1",
         cat(&[&[1], &long_header((4 << 30) + 1)]),
+    );
+
+    // --- manager_mailbox: selector (1 memfd, 2 spin), then the slot: state
+    // (u32 LE, 1 full), asleep (u32), length (u64 LE, bit 63 in the memfd),
+    // the message; past 64 KiB, the memfd's bytes.
+    let t = "manager_mailbox";
+    let slot = |state: u32, len: u64, body: &[u8]| {
+        cat(&[
+            &state.to_le_bytes(),
+            &0u32.to_le_bytes(),
+            &len.to_le_bytes(),
+            body,
+        ])
+    };
+    let req = fz::manager_sample(0);
+    add(
+        t,
+        "ok--a-request",
+        cat(&[&[0], &slot(1, req.len() as u64, &req)]),
+    );
+    add(
+        t,
+        "ok--a-request-spinning",
+        cat(&[&[2], &slot(1, req.len() as u64, &req)]),
+    );
+    let mut long = slot(1, (1 << 63) | req.len() as u64, &[]);
+    long.resize(64 * 1024, 0);
+    add(t, "ok--a-request-in-a-memfd", cat(&[&[1], &long, &req]));
+    add(t, "eof--an-empty-slot", cat(&[&[0], &slot(0, 5, b"hello")]));
+    add(
+        t,
+        "eof--a-garbage-state",
+        cat(&[&[2], &slot(7, 5, b"hello")]),
+    );
+    add(t, "eof--nothing-written", vec![0]);
+    add(
+        t,
+        "decode--length-past-the-slot",
+        cat(&[&[0], &slot(1, 70_000, b"x")]),
+    );
+    add(
+        t,
+        "decode--in-a-memfd-that-never-came",
+        cat(&[&[0], &slot(1, (1 << 63) | 10, b"")]),
+    );
+    add(
+        t,
+        "decode--a-memfd-of-another-length",
+        cat(&[&[1], &slot(1, (1 << 63) | 1000, b""), b"short"]),
+    );
+    add(
+        t,
+        "too-large--a-memfd-claiming-2pow62",
+        cat(&[&[1], &slot(1, (1 << 63) | (1 << 62), b"")]),
+    );
+    add(
+        t,
+        "decode--a-garbage-request",
+        cat(&[&[0], &slot(1, 3, &[200, 1, 2])]),
     );
 
     // --- pool_task / pool_result: body ++ postcard(trailer) ++ seq (u32) ++ [len].

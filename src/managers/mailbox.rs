@@ -29,7 +29,7 @@ use crate::platform::fd;
 use crate::platform::shm::{self, ShmRegion};
 
 /// Bytes of one direction: a 16-byte header and the message.
-const SLOT: usize = 64 * 1024;
+pub(crate) const SLOT: usize = 64 * 1024;
 /// Room for a message in a slot.
 const ROOM: usize = SLOT - HEADER;
 /// Slot header: state, asleep mark, length (u64).
@@ -106,6 +106,13 @@ impl Mailbox {
             side,
             inbox: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Writes `raw` over this side's outgoing slot, header included, as they
+    /// are (at most one slot): for the fuzzer, which plays a peer that writes
+    /// anything at all there.
+    pub(crate) fn write_raw_slot(&self, raw: &[u8]) {
+        self.region.copy_in(self.tx, &raw[..raw.len().min(SLOT)]);
     }
 
     /// The memfd, for the upgrade message.

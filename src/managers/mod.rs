@@ -40,7 +40,7 @@
 pub(crate) mod channel;
 mod client;
 mod custom;
-mod mailbox;
+pub(crate) mod mailbox;
 pub(crate) mod protocol;
 mod proxy;
 mod server;
