@@ -293,12 +293,27 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Re
     drop(scope);
     match result {
         Ok((value, [])) => Ok(value),
-        Ok((_, rest)) => Err(Error::decode(format!(
-            "{} bytes left over after a {}: corrupt message or wrong type",
-            rest.len(),
-            type_name::<T>()
-        ))),
+        Ok((_, rest)) => Err(left_over::<T>(rest.len())),
         Err(e) => Err(Error::decode(format!("{} ({e})", type_name::<T>()))),
+    }
+}
+
+/// The error for `n` bytes after a decoded `T`.
+fn left_over<T: ?Sized>(n: usize) -> Error {
+    Error::decode(format!(
+        "{n} bytes left over after a {}: corrupt message or wrong type",
+        type_name::<T>()
+    ))
+}
+
+/// Checks that a streaming decode of a `T` used every byte.
+fn all_read<'de, T: ?Sized>(
+    de: postcard::Deserializer<'de, postcard::de_flavors::Slice<'de>>,
+) -> Result<()> {
+    match de.finalize() {
+        Ok([]) => Ok(()),
+        Ok(rest) => Err(left_over::<T>(rest.len())),
+        Err(e) => Err(Error::decode(e)),
     }
 }
 
@@ -319,15 +334,7 @@ pub(crate) fn decode_extend<T: DeserializeOwned>(
     let before = out.len();
     let mut de = postcard::Deserializer::from_bytes(body);
     let result = match Deserializer::deserialize_seq(&mut de, ExtendVec(out)) {
-        Ok(()) => match de.finalize() {
-            Ok([]) => Ok(()),
-            Ok(rest) => Err(Error::decode(format!(
-                "{} bytes left over after a {}: corrupt message or wrong type",
-                rest.len(),
-                type_name::<Vec<T>>()
-            ))),
-            Err(e) => Err(Error::decode(e)),
-        },
+        Ok(()) => all_read::<Vec<T>>(de),
         Err(e) => Err(Error::decode(format!("{} ({e})", type_name::<Vec<T>>()))),
     };
     if result.is_err() {
@@ -480,17 +487,7 @@ where
         return Err(Error::encode(format!("{} ({e})", type_name::<R>())));
     }
     visited.map_err(|e| Error::decode(format!("{} ({e})", type_name::<Vec<A>>())))?;
-    match de.finalize() {
-        Ok([]) => {}
-        Ok(rest) => {
-            return Err(Error::decode(format!(
-                "{} bytes left over after a {}: corrupt message or wrong type",
-                rest.len(),
-                type_name::<Vec<A>>()
-            )));
-        }
-        Err(e) => return Err(Error::decode(e)),
-    }
+    all_read::<Vec<A>>(de)?;
     seal_envelope::<Vec<R>>(ser.output.0, fds_out.finish())
 }
 
