@@ -172,8 +172,8 @@ pub use queues::{JoinableQueue, Queue, SimpleQueue};
 pub use sharedctypes::{Array, ArrayGuard, Scalar, Value, ValueGuard};
 pub use spawn::{init, reset_executable, set_executable, set_start_timeout};
 pub use synchronize::{
-    Acquired, Barrier, BoundedSemaphore, Condition, Event, Lock, LockGuard, RLock, RLockGuard,
-    Semaphore,
+    Acquired, Barrier, BarrierBuilder, BoundedSemaphore, Condition, Event, Lock, LockGuard, RLock,
+    RLockGuard, Semaphore,
 };
 
 /// The README's example runs as a doctest, so it cannot go stale.

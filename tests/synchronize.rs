@@ -10,6 +10,7 @@
 multiprocess::test_support!();
 mod common;
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{LONG, LeakCheck, SHORT, joined_ok, ms, serial, start, within};
@@ -760,6 +761,160 @@ fn one_party_barrier_never_blocks() {
         format!("{b:?}"),
         "Barrier { parties: 1, n_waiting: 0, broken: false }"
     );
+}
+
+/// Each party's handle on the count of action runs: the action is a
+/// non-capturing fn, so what it touches lives in a static of the program.
+static TRIPS: OnceLock<mp::Value<u32>> = OnceLock::new();
+
+/// The action of `barrier_action_runs_once_per_pass_before_release`.
+fn count_trip() {
+    let trips = TRIPS.get().expect("every party sets TRIPS before waiting");
+    *trips.lock() += 1;
+}
+
+/// One party of the action test: after pass `k`, the action ran `k + 1` times.
+fn action_party((b, trips): (mp::Barrier, mp::Value<u32>)) {
+    let _ = TRIPS.set(trips);
+    for pass in 0..PASSES as u32 {
+        b.wait_timeout(LONG).unwrap();
+        assert_eq!(TRIPS.get().unwrap().get(), pass + 1);
+    }
+}
+
+// CPython: _TestBarrier.test_action
+#[test]
+fn barrier_action_runs_once_per_pass_before_release() {
+    let _s = serial();
+    let trips = mp::Value::new(0u32).unwrap();
+    // This process's party keeps its handle in the static: it is set before
+    // the leak check starts counting.
+    TRIPS.set(trips.clone()).unwrap();
+    let leaks = LeakCheck::new();
+    let b = mp::Barrier::builder(4).action(count_trip).build().unwrap();
+    let children: Vec<_> = (0..3)
+        .map(|_| start(action_party, (b.clone(), trips.clone())))
+        .collect();
+    action_party((b.clone(), trips.clone()));
+    for p in children {
+        joined_ok(p);
+    }
+    assert_eq!(trips.get(), PASSES as u32);
+    assert!(!b.is_broken());
+    drop((b, trips));
+    leaks.check();
+}
+
+// CPython: threading's BarrierTests.test_action_exception (the action raises)
+#[test]
+fn barrier_panicking_action_breaks_it() {
+    let _s = serial();
+    // One party: the action always runs in this process.
+    let b = mp::Barrier::builder(1)
+        .action(|| panic!("action failed"))
+        .build()
+        .unwrap();
+    match b.wait() {
+        Err(mp::Error::Remote { message, pid, .. }) => {
+            assert_eq!(message, "action failed");
+            assert_eq!(pid, std::process::id());
+        }
+        other => panic!("expected the action's panic, got {other:?}"),
+    }
+    assert!(b.is_broken());
+    assert!(matches!(b.wait(), Err(mp::Error::BrokenBarrier)));
+    // Two parties: whichever arrives last runs it and gets the panic; the
+    // other is released with BrokenBarrier.
+    let b = mp::Barrier::builder(2)
+        .action(|| panic!("action failed"))
+        .build()
+        .unwrap();
+    let remote = mp::Value::new(0u32).unwrap();
+    let p = start(
+        |(b, remote): (mp::Barrier, mp::Value<u32>)| match b.wait_timeout(LONG) {
+            Err(mp::Error::Remote { message, .. }) if message == "action failed" => {
+                *remote.lock() += 1
+            }
+            Err(mp::Error::BrokenBarrier) => {}
+            other => panic!("unexpected {other:?}"),
+        },
+        (b.clone(), remote.clone()),
+    );
+    match b.wait_timeout(LONG) {
+        Err(mp::Error::Remote { message, .. }) if message == "action failed" => *remote.lock() += 1,
+        Err(mp::Error::BrokenBarrier) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    joined_ok(p);
+    assert_eq!(remote.get(), 1, "exactly one party ran the action");
+    assert!(b.is_broken());
+}
+
+// CPython: _TestBarrier.test_default_timeout
+#[test]
+fn barrier_default_timeout_breaks_it_for_everyone() {
+    let _s = serial();
+    // Three parties, two come: both give up after the default timeout.
+    let b = mp::Barrier::builder(3).timeout(ms(200)).build().unwrap();
+    let p = start(
+        |b: mp::Barrier| assert!(matches!(b.wait(), Err(mp::Error::BrokenBarrier))),
+        b.clone(),
+    );
+    let t0 = Instant::now();
+    assert!(matches!(b.wait(), Err(mp::Error::BrokenBarrier)));
+    assert!(t0.elapsed() >= ms(200));
+    joined_ok(p);
+    assert!(b.is_broken());
+    // An explicit timeout replaces the default: a zero default would break
+    // this pass at once, the explicit LONG lets both parties meet.
+    let b = mp::Barrier::builder(2)
+        .timeout(Duration::ZERO)
+        .build()
+        .unwrap();
+    let p = start(
+        |b: mp::Barrier| assert!(b.wait_timeout(LONG).is_ok()),
+        b.clone(),
+    );
+    assert!(b.wait_timeout(LONG).is_ok());
+    joined_ok(p);
+    assert!(!b.is_broken());
+    assert!(matches!(b.wait(), Err(mp::Error::BrokenBarrier)));
+}
+
+// CPython: _TestBarrier.test_thousand
+#[test]
+fn barrier_thousand_passes_keep_order() {
+    let _s = serial();
+    const N: usize = 3;
+    const ROUNDS: u32 = 1000;
+    let b = mp::Barrier::new(N).unwrap();
+    let lock = mp::Lock::new().unwrap();
+    let (rx, tx) = mp::pipe(false).unwrap();
+    let children: Vec<_> = (0..N)
+        .map(|_| {
+            start(
+                |(b, tx, lock): (mp::Barrier, mp::Connection, mp::Lock)| {
+                    for i in 0..ROUNDS {
+                        b.wait_timeout(LONG).unwrap();
+                        let _g = lock.lock();
+                        tx.send(&i).unwrap();
+                    }
+                },
+                (b.clone(), tx.try_clone().unwrap(), lock.clone()),
+            )
+        })
+        .collect();
+    drop(tx);
+    within(LONG, "a thousand passes", move || {
+        for i in 0..ROUNDS {
+            for _ in 0..N {
+                assert_eq!(rx.recv::<u32>().unwrap(), i);
+            }
+        }
+    });
+    for p in children {
+        joined_ok(p);
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ use super::raw::{RawCondvar, RawLock, deadline_after};
 use super::region::{self, HEADER, Kind};
 use crate::error::{Error, Result};
 use crate::platform::shm::ShmRegion;
+use crate::reduction::{self, CallOutcome, FnRef};
 
 /// Layout after the header: the internal mutex, then the words below.
 const MUTEX: usize = HEADER;
@@ -18,7 +19,17 @@ const SEQ: usize = MUTEX + RawLock::SIZE;
 const PARTIES: usize = SEQ + 4;
 const COUNT: usize = SEQ + 8;
 const STATE: usize = SEQ + 12;
-const SIZE: usize = SEQ + 16;
+/// The default timeout in nanoseconds (`u64`; [`NO_TIMEOUT`]: none).
+const TIMEOUT: usize = (SEQ + 16).next_multiple_of(8);
+/// The action's encoded length (`u32`; 0: no action), then its bytes.
+const ACTION_LEN: usize = TIMEOUT + 8;
+const ACTION: usize = ACTION_LEN + 4;
+/// Room for an encoded `FnRef` (two varints: at most 20 bytes).
+const ACTION_MAX: usize = 28;
+const SIZE: usize = ACTION + ACTION_MAX;
+
+/// `TIMEOUT`: `wait()` without a deadline.
+const NO_TIMEOUT: u64 = u64::MAX;
 
 /// `state`: parties are arriving (`threading.Barrier`'s 0).
 const FILLING: u32 = 0;
@@ -39,12 +50,8 @@ const BROKEN: u32 = 3;
 /// before the previous one has drained. All under an internal lock (with dead
 /// holder take-over), with a notification counter to sleep on.
 ///
-/// Python: `multiprocessing.Barrier(parties)`.
-///
-/// # Differences from Python
-///
-/// No `action` argument and no default timeout (use
-/// [`wait_timeout`](Barrier::wait_timeout)).
+/// Python: `multiprocessing.Barrier(parties, action=None, timeout=None)`; the
+/// action and the default timeout are set with [`Barrier::builder`].
 ///
 /// # Examples
 ///
@@ -85,14 +92,31 @@ impl Barrier {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn new(parties: usize) -> Result<Barrier> {
-        let parties = u32::try_from(parties)
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| Error::value("a barrier needs between 1 and 2^32 - 1 parties"))?;
-        let region = region::create(Kind::Barrier, SIZE)?;
-        RawLock::init(region.clone(), MUTEX);
-        region.atomic_u32(PARTIES).store(parties, Ordering::Relaxed);
-        Ok(Barrier { region })
+        Barrier::builder(parties).build()
+    }
+
+    /// Starts a barrier for `parties` callers with an action or a default
+    /// timeout (see [`BarrierBuilder`]).
+    ///
+    /// Python: `Barrier(parties, action=f, timeout=t)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let b = multiprocess::Barrier::builder(1)
+    ///     .action(|| println!("all here"))
+    ///     .timeout(Duration::from_secs(5))
+    ///     .build()?;
+    /// assert_eq!(b.wait()?, 0);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn builder(parties: usize) -> BarrierBuilder {
+        BarrierBuilder {
+            parties,
+            action: None,
+            timeout: None,
+        }
     }
 
     fn mutex(&self) -> RawLock {
@@ -110,13 +134,21 @@ impl Barrier {
     /// Waits until `parties` callers wait; returns this caller's arrival index,
     /// `0..parties` (exactly one caller per pass gets each index).
     ///
+    /// With a default timeout ([`BarrierBuilder::timeout`]) this waits at most
+    /// that long, as [`wait_timeout`](Barrier::wait_timeout) would. With an
+    /// action ([`BarrierBuilder::action`]), the last party to arrive runs it
+    /// before any party is released.
+    ///
     /// Python: `Barrier.wait()`.
     ///
     /// # Errors
     ///
     /// [`Error::BrokenBarrier`] when the barrier is or becomes broken while
-    /// waiting ([`abort`](Barrier::abort), [`reset`](Barrier::reset), or another
-    /// party's timeout).
+    /// waiting ([`abort`](Barrier::abort), [`reset`](Barrier::reset), another
+    /// party's timeout, the default timeout, or a panicking action).
+    /// [`Error::Remote`] to the party whose action panicked (the barrier is
+    /// broken then); [`Error::Decode`] to it if the stored action fails its
+    /// integrity check (a corrupt region).
     ///
     /// # Examples
     ///
@@ -127,18 +159,31 @@ impl Barrier {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn wait(&self) -> Result<usize> {
-        self.wait_deadline(None)
+        match self.default_timeout() {
+            Some(t) => self.wait_timeout(t),
+            None => self.wait_deadline(None),
+        }
+    }
+
+    /// The default timeout of [`wait`](Barrier::wait), if any.
+    fn default_timeout(&self) -> Option<Duration> {
+        match self.region.atomic_u64(TIMEOUT).load(Ordering::Relaxed) {
+            NO_TIMEOUT => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        }
     }
 
     /// Like [`wait`](Barrier::wait), giving up after `timeout`: a timeout
     /// breaks the barrier for every party (as in Python).
+    ///
+    /// An explicit `timeout` replaces the barrier's default one.
     ///
     /// Python: `Barrier.wait(timeout)`.
     ///
     /// # Errors
     ///
     /// [`Error::BrokenBarrier`] on timeout, or when the barrier is or becomes
-    /// broken.
+    /// broken; as [`wait`](Barrier::wait) for a panicking action.
     ///
     /// # Examples
     ///
@@ -184,10 +229,19 @@ impl Barrier {
         let index = self.word(COUNT).load(Ordering::Relaxed);
         self.word(COUNT).store(index + 1, Ordering::Relaxed);
         let result = if index + 1 == self.word(PARTIES).load(Ordering::Relaxed) {
-            // _release: the last party trips the barrier.
-            self.set_state(DRAINING);
-            self.cv().notify_all();
-            Ok(index as usize)
+            // _release: the last party runs the action, then trips the
+            // barrier; a failed action breaks it instead (Python's `_break`).
+            match self.run_action() {
+                Ok(()) => {
+                    self.set_state(DRAINING);
+                    self.cv().notify_all();
+                    Ok(index as usize)
+                }
+                Err(e) => {
+                    self.break_locked();
+                    Err(e)
+                }
+            }
         } else {
             // _wait
             loop {
@@ -214,6 +268,28 @@ impl Barrier {
         }
         let _ = mutex.release();
         result
+    }
+
+    /// Runs the action, if any, in this process (mutex held, as Python runs it
+    /// under the barrier's condition lock).
+    fn run_action(&self) -> Result<()> {
+        let len = self.word(ACTION_LEN).load(Ordering::Relaxed) as usize;
+        if len == 0 {
+            return Ok(());
+        }
+        let mut bytes = [0u8; ACTION_MAX];
+        let bytes = &mut bytes[..len.min(ACTION_MAX)];
+        self.region.copy_out(ACTION, bytes);
+        let action: FnRef = postcard::from_bytes(bytes)
+            .map_err(|e| Error::decode(format!("a barrier action that does not decode: {e}")))?;
+        match action.call(reduction::encode(&())?)? {
+            CallOutcome::Returned(_) => Ok(()),
+            CallOutcome::Failed(e) => Err(e),
+            CallOutcome::Panicked(p) => {
+                let me = crate::current_process();
+                Err(p.into_error(me.name().to_string(), me.pid()))
+            }
+        }
     }
 
     /// The state word; read and written under the mutex (Relaxed).
@@ -328,6 +404,128 @@ impl Barrier {
     /// ```
     pub fn is_broken(&self) -> bool {
         self.word(STATE).load(Ordering::Relaxed) == BROKEN
+    }
+}
+
+/// Configures a [`Barrier`]: an action run when all parties have arrived, and
+/// a default timeout for [`Barrier::wait`].
+///
+/// Python: the `action` and `timeout` arguments of `Barrier(parties, action,
+/// timeout)`.
+///
+/// # Examples
+///
+/// ```
+/// use multiprocess as mp;
+/// use std::time::Duration;
+/// fn main() -> mp::Result<()> {
+///     mp::init();
+///     let b = mp::Barrier::builder(2).timeout(Duration::from_millis(10)).build()?;
+///     // Nobody else comes: the default timeout breaks the barrier.
+///     assert!(matches!(b.wait(), Err(mp::Error::BrokenBarrier)));
+///     assert!(b.is_broken());
+///     Ok(())
+/// }
+/// ```
+#[derive(Debug, Clone, Copy)]
+#[must_use = "a builder does nothing until build() is called"]
+pub struct BarrierBuilder {
+    parties: usize,
+    action: Option<FnRef>,
+    timeout: Option<Duration>,
+}
+
+impl BarrierBuilder {
+    /// Sets the action: the last party to arrive calls `f()` before any party
+    /// is released, once per pass. `f` is a non-capturing closure or a `fn`
+    /// item, since any party's process may run it; state it needs lives in a
+    /// `static` of the program (set by each party). If it panics, the barrier
+    /// breaks: the party that ran it gets [`Error::Remote`], the others
+    /// [`Error::BrokenBarrier`].
+    ///
+    /// Python: `Barrier(parties, action=f)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// static TRIPS: AtomicUsize = AtomicUsize::new(0);
+    /// let b = multiprocess::Barrier::builder(1)
+    ///     .action(|| { TRIPS.fetch_add(1, Ordering::Relaxed); })
+    ///     .build()?;
+    /// b.wait()?;
+    /// b.wait()?;
+    /// assert_eq!(TRIPS.load(Ordering::Relaxed), 2);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn action<F, R>(mut self, f: F) -> Self
+    where
+        F: Fn() -> R,
+    {
+        reduction::assert_zero_sized::<F>();
+        // A closure around a zero-sized `f` is zero-sized too: it travels as
+        // any target does.
+        self.action = Some(FnRef::discard(move |(): ()| f()));
+        self
+    }
+
+    /// Sets the default timeout of [`Barrier::wait`]; an explicit
+    /// [`Barrier::wait_timeout`] overrides it. A wait that times out breaks
+    /// the barrier.
+    ///
+    /// Python: `Barrier(parties, timeout=t)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let b = multiprocess::Barrier::builder(1).timeout(Duration::from_secs(1)).build()?;
+    /// assert_eq!(b.wait()?, 0);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Creates the barrier.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] when `parties` is 0; [`Error::Io`] when no shared memory
+    /// can be created.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(multiprocess::Barrier::builder(0).build().is_err());
+    /// ```
+    pub fn build(self) -> Result<Barrier> {
+        let parties = u32::try_from(self.parties)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| Error::value("a barrier needs between 1 and 2^32 - 1 parties"))?;
+        let action = match &self.action {
+            Some(f) => postcard::to_stdvec(f)
+                .map_err(|e| Error::encode(format!("a barrier action: {e}")))?,
+            None => Vec::new(),
+        };
+        if action.len() > ACTION_MAX {
+            return Err(Error::encode("a barrier action reference is too long"));
+        }
+        let region = region::create(Kind::Barrier, SIZE)?;
+        RawLock::init(region.clone(), MUTEX);
+        region.atomic_u32(PARTIES).store(parties, Ordering::Relaxed);
+        // Durations past u64 nanoseconds (584 years) mean no limit.
+        let nanos = self.timeout.map_or(NO_TIMEOUT, |t| {
+            u64::try_from(t.as_nanos()).unwrap_or(NO_TIMEOUT)
+        });
+        region.atomic_u64(TIMEOUT).store(nanos, Ordering::Relaxed);
+        region.copy_in(ACTION, &action);
+        region
+            .atomic_u32(ACTION_LEN)
+            .store(action.len() as u32, Ordering::Relaxed);
+        Ok(Barrier { region })
     }
 }
 

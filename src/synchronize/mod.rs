@@ -16,7 +16,7 @@
 //! | `BoundedSemaphore(value)` | [`BoundedSemaphore::new`] |
 //! | `Event()` | [`Event::new`] |
 //! | `Condition(lock=None)` | [`Condition::new`], [`Condition::with_lock`] |
-//! | `Barrier(parties)` | [`Barrier::new`] |
+//! | `Barrier(parties)` / `Barrier(parties, action, timeout)` | [`Barrier::new`] / [`Barrier::builder`] ([`BarrierBuilder`]) |
 //! | `acquire()` / `acquire(False)` / `acquire(timeout=t)` | `acquire()` / `try_acquire()` / `acquire_timeout(t)` |
 //! | `with lock:` | `let _g = lock.lock();` |
 //!
@@ -44,7 +44,7 @@ pub(crate) mod lock;
 pub(crate) mod raw;
 pub(crate) mod region;
 
-pub use barrier::Barrier;
+pub use barrier::{Barrier, BarrierBuilder};
 pub use condition::Condition;
 pub use event::Event;
 pub use lock::{Lock, LockGuard, RLock, RLockGuard};
