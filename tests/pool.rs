@@ -129,6 +129,80 @@ fn map_and_starmap() {
     });
 }
 
+/// The sizes of the runs of equal pids in `(item, pid)` results: with one task
+/// per worker (`maxtasksperchild(1)`), each chunk runs in its own process, so
+/// the runs are exactly the chunks.
+fn chunk_sizes(results: &[(u32, u32)]) -> Vec<usize> {
+    let mut sizes: Vec<usize> = Vec::new();
+    let mut pids: Vec<u32> = Vec::new();
+    for (i, &(item, pid)) in results.iter().enumerate() {
+        assert_eq!(item as usize, i, "results in input order");
+        if pids.last() == Some(&pid) {
+            *sizes.last_mut().unwrap() += 1;
+        } else {
+            assert!(!pids.contains(&pid), "one worker per chunk");
+            pids.push(pid);
+            sizes.push(1);
+        }
+    }
+    sizes
+}
+
+fn item_and_pid(x: u32) -> (u32, u32) {
+    (x, std::process::id())
+}
+
+fn pair_and_pid((x, _y): (u32, u32)) -> (u32, u32) {
+    (x, std::process::id())
+}
+
+// CPython: _TestPool.test_map_chunksize, test_starmap (chunksize), test_starmap_async
+#[test]
+fn async_and_starmap_chunksizes() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "chunksizes", || {
+        let pool = mp::Pool::builder()
+            .processes(2)
+            .maxtasksperchild(1)
+            .build()
+            .unwrap();
+        let pairs: Vec<(u32, u32)> = (0..10).map(|i| (i, i + 1)).collect();
+        let r = pool
+            .map_async_with_chunksize(item_and_pid, 0..10, 3)
+            .unwrap();
+        assert_eq!(chunk_sizes(&r.get().unwrap()), [3, 3, 3, 1]);
+        let r = pool.starmap_with_chunksize(pair_and_pid, pairs.clone(), 4);
+        assert_eq!(chunk_sizes(&r.unwrap()), [4, 4, 2]);
+        let r = pool
+            .starmap_async_with_chunksize(pair_and_pid, pairs.clone(), 10)
+            .unwrap();
+        assert_eq!(chunk_sizes(&r.get().unwrap()), [10]);
+        // Python's default: ceil(17 / (4 * 2)) = 3 items per chunk.
+        let r = pool.map_async(item_and_pid, 0..17).unwrap();
+        assert_eq!(chunk_sizes(&r.get().unwrap()), [3, 3, 3, 3, 3, 2]);
+        let r = pool.starmap_async(pair_and_pid, (0..17).map(|i| (i, 0)));
+        assert_eq!(chunk_sizes(&r.unwrap().get().unwrap()), [3, 3, 3, 3, 3, 2]);
+        // Deliberately not Python's: its map/starmap (async too) return
+        // `[None] * len` for chunksize 0 without running anything (its imap
+        // raises ValueError("Chunksize must be 1+, not 0")); ours refuse.
+        assert!(matches!(
+            pool.map_async_with_chunksize(item_and_pid, 0..3, 0),
+            Err(mp::Error::Value(_))
+        ));
+        assert!(matches!(
+            pool.starmap_with_chunksize(pair_and_pid, pairs.clone(), 0),
+            Err(mp::Error::Value(_))
+        ));
+        assert!(matches!(
+            pool.starmap_async_with_chunksize(pair_and_pid, pairs, 0),
+            Err(mp::Error::Value(_))
+        ));
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
 // CPython: _TestPool.test_map_async_callbacks
 #[test]
 fn map_async_callbacks() {

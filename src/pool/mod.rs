@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `Pool(processes, initializer, initargs, maxtasksperchild)` | [`Pool::new`], [`Pool::builder`] ([`PoolBuilder`]) |
 //! | `apply(f, args)` / `apply_async(f, args, callback, error_callback)` | [`Pool::apply`], [`Pool::apply_async`], [`Pool::apply_async_with`] |
-//! | `map` / `map_async` / `starmap` / `starmap_async` | [`Pool::map`], [`Pool::map_with_chunksize`], [`Pool::map_async`], [`Pool::map_async_with`], [`Pool::starmap`], [`Pool::starmap_async`] |
+//! | `map` / `map_async` / `starmap` / `starmap_async` | [`Pool::map`], [`Pool::map_with_chunksize`], [`Pool::map_async`], [`Pool::map_async_with_chunksize`], [`Pool::map_async_with`], [`Pool::starmap`], [`Pool::starmap_with_chunksize`], [`Pool::starmap_async`], [`Pool::starmap_async_with_chunksize`] |
 //! | `imap` / `imap_unordered` | [`Pool::imap`], [`Pool::imap_with_chunksize`], [`Pool::imap_unordered`], [`Pool::imap_unordered_with_chunksize`] |
 //! | `close()` / `terminate()` / `join()` | same names; dropping the pool terminates it (`with Pool() as p:`) |
 //! | `AsyncResult`, `IMapIterator` | [`AsyncResult`], [`IMapIterator`] |
@@ -767,6 +767,43 @@ impl Pool {
         self.submit_map(f, items, None, None, None)
     }
 
+    /// [`map_async`](Self::map_async) with `chunksize` items per task.
+    ///
+    /// Python: `Pool.map_async(f, iterable, chunksize)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] for a chunksize of 0 (nothing is submitted), else as
+    /// [`map_async`](Self::map_async).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiprocess as mp;
+    /// fn main() -> mp::Result<()> {
+    ///     mp::init();
+    ///     let pool = mp::Pool::new(2)?;
+    ///     let r = pool.map_async_with_chunksize(|x: u8| x + 1, vec![1, 2, 3], 2)?;
+    ///     assert_eq!(r.get()?, [2, 3, 4]);
+    ///     assert!(matches!(pool.map_async_with_chunksize(|x: u8| x, vec![1], 0), Err(mp::Error::Value(_))));
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn map_async_with_chunksize<F, A, R, I>(
+        &self,
+        f: F,
+        items: I,
+        chunksize: usize,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: Fn(A) -> R,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.submit_map(f, items, Some(chunksize), None, None)
+    }
+
     /// [`map_async`](Self::map_async) with callbacks: `callback` gets the
     /// whole result list, or `error_callback` the first error, once (on the
     /// pool's handler thread, before `get()` returns). For an empty input the
@@ -848,6 +885,41 @@ impl Pool {
         self.map(f, items)
     }
 
+    /// [`starmap`](Self::starmap) with `chunksize` items per task.
+    ///
+    /// Python: `Pool.starmap(f, iterable, chunksize)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] for a chunksize of 0, else as [`map`](Self::map).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiprocess as mp;
+    /// fn main() -> mp::Result<()> {
+    ///     mp::init();
+    ///     let pool = mp::Pool::new(2)?;
+    ///     let pairs = [(1, 2), (3, 4), (5, 6)];
+    ///     assert_eq!(pool.starmap_with_chunksize(|(a, b): (i32, i32)| a + b, pairs, 2)?, [3, 7, 11]);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn starmap_with_chunksize<F, A, R, I>(
+        &self,
+        f: F,
+        items: I,
+        chunksize: usize,
+    ) -> Result<Vec<R>>
+    where
+        F: Fn(A) -> R,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.map_with_chunksize(f, items, chunksize)
+    }
+
     /// [`starmap`](Self::starmap) without waiting.
     ///
     /// Python: `Pool.starmap_async(f, iterable)`.
@@ -863,6 +935,42 @@ impl Pool {
         I: IntoIterator<Item = A>,
     {
         self.map_async(f, items)
+    }
+
+    /// [`starmap_async`](Self::starmap_async) with `chunksize` items per task.
+    ///
+    /// Python: `Pool.starmap_async(f, iterable, chunksize)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] for a chunksize of 0 (nothing is submitted), else as
+    /// [`map_async`](Self::map_async).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiprocess as mp;
+    /// fn main() -> mp::Result<()> {
+    ///     mp::init();
+    ///     let pool = mp::Pool::new(2)?;
+    ///     let r = pool.starmap_async_with_chunksize(|(a, b): (u8, u8)| a * b, vec![(2, 3), (4, 5)], 1)?;
+    ///     assert_eq!(r.get()?, [6, 20]);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn starmap_async_with_chunksize<F, A, R, I>(
+        &self,
+        f: F,
+        items: I,
+        chunksize: usize,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: Fn(A) -> R,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.map_async_with_chunksize(f, items, chunksize)
     }
 
     fn submit_imap<F, A, R, I>(
