@@ -122,6 +122,7 @@
 //! | `multiprocessing.process` | [`Process`], [`current_process`], [`parent_process`], [`active_children`], [`cpu_count`] |
 //! | `multiprocessing.pool` | [`Pool`], [`PoolBuilder`], [`AsyncResult`], [`IMapIterator`] |
 //! | `multiprocessing.connection` | [`Connection`], [`pipe`], [`connection::wait`] |
+//! | `multiprocessing.reduction` | [`reduction::send_handle`], [`reduction::recv_handle`] |
 //! | `multiprocessing.queues` | [`Queue`], [`JoinableQueue`], [`SimpleQueue`] |
 //! | `multiprocessing.synchronize` | [`Lock`], [`RLock`], [`Semaphore`], [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`] |
 //! | `multiprocessing.sharedctypes` | [`Value`], [`Array`] |
@@ -151,7 +152,7 @@ mod platform;
 mod pool;
 mod process;
 mod queues;
-mod reduction;
+pub mod reduction;
 mod sharedctypes;
 mod spawn;
 mod synchronize;

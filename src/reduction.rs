@@ -5,19 +5,19 @@
 //!   value's type, so a decode as another type is an error, never garbage.
 //! * **Handles** (locks, shared values, connections, queues) are file descriptors
 //!   underneath. While a value is encoded for a channel that can carry fds, a
-//!   handle's `Serialize` dups its fd into a side list ([`serialize_fd`]); the list
-//!   rides with the bytes as `SCM_RIGHTS`, and [`deserialize_fd`] takes it back
+//!   handle's `Serialize` dups its fd into a side list (`serialize_fd`); the list
+//!   rides with the bytes as `SCM_RIGHTS`, and `deserialize_fd` takes it back
 //!   out on the other side. Outside such an encode a handle refuses to serialize
 //!   (CPython's `assert_spawning`), so no fd number ever dangles in a byte stream.
 //! * **Functions** are zero-sized types (non-capturing closures and `fn` items).
 //!   What travels is the offset of a monomorphised trampoline from a known
-//!   function of this binary ([`FnRef`]); the child, running the same binary
+//!   function of this binary (`FnRef`); the child, running the same binary
 //!   (checked at start-up), adds its own address of that function back.
 //!
 //! | Python | Rust |
 //! |---|---|
 //! | `ForkingPickler.dumps` / `loads` | `encode` / `decode` (crate-internal) |
-//! | `reduction.send_handle` / `recv_handle` | a handle inside any sent value |
+//! | `reduction.send_handle(conn, fd, pid)` / `recv_handle(conn)` | [`send_handle`]`(&conn, fd)` / [`recv_handle`]`(&conn)` (any fd); or a handle inside any sent value |
 //! | `context.assert_spawning` | a handle serialized outside `encode` is an error |
 
 use std::any::type_name;
@@ -884,6 +884,95 @@ pub(crate) fn serialize_handle<S: Serializer>(
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     serialize_fd(fd.as_fd(), serializer)
+}
+
+// ---------------------------------------------------------------------------
+// send_handle / recv_handle
+
+/// The message [`send_handle`] sends: one fd and nothing else.
+#[derive(Serialize, Deserialize)]
+struct SentHandle(
+    #[serde(
+        serialize_with = "serialize_handle",
+        deserialize_with = "deserialize_fd"
+    )]
+    OwnedFd,
+);
+
+/// Sends a duplicate of `fd` (a file, a socket, a pipe end, any open file
+/// description) over `conn`; the peer gets its own fd for it from
+/// [`recv_handle`]. The caller keeps `fd`.
+///
+/// Python: `multiprocessing.reduction.send_handle(conn, handle, destination_pid)`
+/// (no pid is needed on Unix: the fd rides with the message as
+/// `SCM_RIGHTS`).
+///
+/// # Errors
+///
+/// [`Error::Encode`] when `conn` is a TCP connection (from a `Listener` or
+/// `Client` on a TCP address): only Unix sockets carry fds; [`Error::Io`] if
+/// `fd` cannot be duplicated or the peer is gone; [`Error::Closed`],
+/// [`Error::Value`] on a read-only end.
+///
+/// # Examples
+///
+/// ```
+/// use multiprocess as mp;
+/// use std::io::{Read, Write};
+/// use std::os::unix::net::UnixStream;
+/// fn main() -> mp::Result<()> {
+///     mp::init();
+///     let (a, b) = mp::pipe(true)?;
+///     let (mut mine, theirs) = UnixStream::pair()?;
+///     mp::reduction::send_handle(&a, &theirs)?;
+///     drop(theirs); // the receiver has its own fd now
+///     let mut got = UnixStream::from(mp::reduction::recv_handle(&b)?);
+///     got.write_all(b"via the received fd")?;
+///     drop(got);
+///     let mut text = String::new();
+///     mine.read_to_string(&mut text)?;
+///     assert_eq!(text, "via the received fd");
+///     Ok(())
+/// }
+/// ```
+pub fn send_handle(conn: &crate::Connection, fd: impl AsFd) -> Result<()> {
+    let fd = fd.as_fd().try_clone_to_owned()?;
+    conn.send(&SentHandle(fd))
+}
+
+/// Receives an fd sent with [`send_handle`], blocking until the message
+/// arrives.
+///
+/// Python: `multiprocessing.reduction.recv_handle(conn)`.
+///
+/// # Errors
+///
+/// [`Error::Decode`] when the next message carries no fd or is not a
+/// `send_handle` message (it is consumed, and any fds in it are closed);
+/// [`Error::Eof`], [`Error::Closed`], [`Error::Value`] on a write-only end,
+/// [`Error::Io`], as [`Connection::recv`](crate::Connection::recv).
+///
+/// # Examples
+///
+/// ```
+/// use multiprocess as mp;
+/// fn main() -> mp::Result<()> {
+///     mp::init();
+///     let (a, b) = mp::pipe(true)?;
+///     a.send(&7u32)?; // no fd in it
+///     assert!(matches!(mp::reduction::recv_handle(&b), Err(mp::Error::Decode(_))));
+///     Ok(())
+/// }
+/// ```
+pub fn recv_handle(conn: &crate::Connection) -> Result<OwnedFd> {
+    let frame = conn.recv_frame(None)?;
+    if frame.fds.is_empty() {
+        return Err(Error::decode(
+            "recv_handle: the message carries no file descriptor (send it with send_handle)",
+        ));
+    }
+    let SentHandle(fd) = decode(&frame.bytes, frame.fds)?;
+    Ok(fd)
 }
 
 #[cfg(test)]

@@ -367,3 +367,95 @@ fn wait_sees_a_process_exit() {
         assert!(matches!(a.recv_bytes(), Err(mp::Error::Eof)));
     });
 }
+
+// ---------------------------------------------------------------------------
+// reduction.send_handle / recv_handle
+
+/// CPython's `_TestConnection._writefd`: writes `data` through the fd it receives.
+fn write_through_received_fd((conn, data): (mp::Connection, Vec<u8>)) {
+    use std::io::Write;
+    let mut f = std::fs::File::from(mp::reduction::recv_handle(&conn).unwrap());
+    f.write_all(&data).unwrap();
+}
+
+// CPython: _TestConnection.test_fd_transfer
+#[test]
+fn test_fd_transfer() {
+    let _s = common::serial();
+    within(SHORT, "test_fd_transfer", || {
+        let leaks = LeakCheck::new();
+        let path = std::env::temp_dir().join(format!("mp-fd-transfer-{}", std::process::id()));
+        let (conn, child_conn) = mp::pipe(true).unwrap();
+        let mut p = mp::Process::new(write_through_received_fd, (child_conn, b"foo".to_vec()));
+        p.start().unwrap();
+        {
+            let f = std::fs::File::create(&path).unwrap();
+            mp::reduction::send_handle(&conn, &f).unwrap();
+        }
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+        assert_eq!(std::fs::read(&path).unwrap(), b"foo");
+        std::fs::remove_file(&path).unwrap();
+        drop((p, conn));
+        leaks.check();
+    });
+}
+
+// The reverse direction: a child sends the read end of a socket it writes to.
+#[test]
+fn a_child_sends_an_fd_the_parent_reads_through() {
+    let _s = common::serial();
+    within(SHORT, "fd from a child", || {
+        let leaks = LeakCheck::new();
+        let (conn, child_conn) = mp::pipe(true).unwrap();
+        let mut p = mp::Process::new(
+            |conn: mp::Connection| {
+                use std::io::Write;
+                let (mut w, r) = std::os::unix::net::UnixStream::pair().unwrap();
+                mp::reduction::send_handle(&conn, &r).unwrap();
+                drop(r);
+                write!(w, "hello from {}", std::process::id()).unwrap();
+            },
+            child_conn,
+        );
+        p.start().unwrap();
+        let fd = mp::reduction::recv_handle(&conn).unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut text).unwrap();
+        assert_eq!(text, format!("hello from {}", p.pid().unwrap()));
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+        drop((p, conn));
+        leaks.check();
+    });
+}
+
+// CPython: _TestConnection.test_missing_fd_transfer (RuntimeError there)
+#[test]
+fn test_missing_fd_transfer() {
+    let _s = common::serial();
+    let leaks = LeakCheck::new();
+    let (a, b) = mp::pipe(true).unwrap();
+    a.send_bytes(b"\0").unwrap();
+    a.send(&7u32).unwrap();
+    // A handle of another kind carries an fd but is no send_handle message.
+    a.send(&mp::Lock::new().unwrap()).unwrap();
+    for _ in 0..3 {
+        assert!(matches!(
+            mp::reduction::recv_handle(&b),
+            Err(mp::Error::Decode(_))
+        ));
+    }
+    // The connection goes on.
+    a.send(&1u8).unwrap();
+    assert_eq!(b.recv::<u8>().unwrap(), 1);
+    // Not through the read-only end of a one-way pipe.
+    let (r, w) = mp::pipe(false).unwrap();
+    let (s1, s2) = std::os::unix::net::UnixStream::pair().unwrap();
+    assert!(matches!(
+        mp::reduction::send_handle(&r, &s1),
+        Err(mp::Error::Value(_))
+    ));
+    drop((a, b, w, r, s1, s2));
+    leaks.check();
+}
