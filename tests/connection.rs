@@ -459,3 +459,101 @@ fn test_missing_fd_transfer() {
     drop((a, b, w, r, s1, s2));
     leaks.check();
 }
+
+// ---------------------------------------------------------------------------
+// wait on anything with an fd (Python: any object with fileno())
+
+// CPython: TestWait.test_wait_socket (a child connects and writes; the parent
+// waits on the listening socket, then on the streams, mixed with a Connection)
+#[test]
+fn wait_on_std_sockets_mixed_with_a_connection() {
+    use mp::connection::{Fileno, Waitable};
+    use std::io::{Read, Write};
+    let _s = common::serial();
+    within(SHORT, "wait on sockets", || {
+        let leaks = LeakCheck::new();
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (conn, child_conn) = mp::pipe(true).unwrap();
+        assert!(wait(&[&server], Some(ms(0))).unwrap().is_empty());
+        let mut p = mp::Process::new(
+            |(addr, conn): (String, mp::Connection)| {
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                // Wait for the go-ahead, so the parent sees a silent stream first.
+                conn.recv::<()>().unwrap();
+                s.write_all(b"ping").unwrap();
+                conn.recv::<()>().unwrap();
+                conn.send(&"done").unwrap();
+                // Keep the stream open (silent) until the parent has looked.
+                conn.recv::<()>().unwrap();
+            },
+            (server.local_addr().unwrap().to_string(), child_conn),
+        );
+        p.start().unwrap();
+        // The listening socket becomes readable with the pending connection.
+        assert_eq!(wait(&[&server], None).unwrap().len(), 1);
+        let (mut stream, _) = server.accept().unwrap();
+        let objects: [&dyn Waitable; 2] = [&conn, &stream];
+        assert!(wait(&objects, Some(ms(50))).unwrap().is_empty());
+        conn.send(&()).unwrap();
+        let ready = wait(&objects, None).unwrap();
+        assert_eq!(ready.len(), 1);
+        assert!(std::ptr::addr_eq(ready[0], &stream));
+        let mut buf = [0u8; 4];
+        stream.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ping");
+        conn.send(&()).unwrap();
+        // Now the Connection is ready and the stream is not; the stream goes
+        // in a Fileno, as any AsFd type can.
+        let wrapped = Fileno(stream.try_clone().unwrap());
+        let objects: [&dyn Waitable; 2] = [&wrapped, &conn];
+        let ready = wait(&objects, None).unwrap();
+        assert_eq!(ready.len(), 1);
+        assert!(std::ptr::addr_eq(ready[0], &conn));
+        assert_eq!(conn.recv::<String>().unwrap(), "done");
+        conn.send(&()).unwrap();
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+        // The child's exit closed its end of the stream: readable (EOF).
+        assert_eq!(wait(&objects[..1], Some(SHORT)).unwrap().len(), 1);
+        drop((p, conn, stream, wrapped, server));
+        leaks.check();
+    });
+}
+
+// A Listener with a pending connection is ready; a closed one is an error.
+#[test]
+fn wait_on_a_listener_with_a_pending_connection() {
+    let _s = common::serial();
+    within(SHORT, "wait on a Listener", || {
+        let leaks = LeakCheck::new();
+        let l = mp::connection::Listener::bind(
+            "127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap(),
+            None,
+        )
+        .unwrap();
+        assert!(wait(&[&l], Some(ms(0))).unwrap().is_empty());
+        let mut p = mp::Process::new(
+            |addr: mp::connection::Address| {
+                let c = mp::connection::Client::connect(addr, None).unwrap();
+                c.send(&42u32).unwrap();
+                // Over TCP no fd can travel.
+                let (s1, _s2) = std::os::unix::net::UnixStream::pair().unwrap();
+                assert!(matches!(
+                    mp::reduction::send_handle(&c, &s1),
+                    Err(mp::Error::Encode(_))
+                ));
+            },
+            l.address(),
+        );
+        p.start().unwrap();
+        assert_eq!(wait(&[&l], None).unwrap().len(), 1);
+        let c = l.accept().unwrap();
+        assert_eq!(c.recv::<u32>().unwrap(), 42);
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+        l.close();
+        assert!(matches!(wait(&[&l], Some(ms(0))), Err(mp::Error::Closed)));
+        drop((p, c, l));
+        leaks.check();
+    });
+}

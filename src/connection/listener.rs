@@ -144,6 +144,12 @@ impl Socket {
     }
 }
 
+impl AsFd for Socket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        Socket::as_fd(self)
+    }
+}
+
 /// A bound, listening socket that hands out authenticated [`Connection`]s.
 ///
 /// With an authkey, every accepted connection first passes CPython's mutual
@@ -342,6 +348,12 @@ impl Listener {
     fn socket(&self) -> Result<Arc<Socket>> {
         let guard = self.socket.lock().unwrap_or_else(|e| e.into_inner());
         guard.clone().ok_or(Error::Closed)
+    }
+
+    /// The listening socket for [`wait`](super::wait), kept open by its `Arc`
+    /// while polled (a concurrent `close()` does not free the fd).
+    pub(super) fn wait_source(&self) -> Result<Arc<dyn AsFd + Send + Sync>> {
+        Ok(self.socket()?)
     }
 
     /// The authkey connections must prove, if any (for servers that run the

@@ -791,15 +791,44 @@ impl RecvState {
 }
 
 /// Something [`wait`] can wait on: a [`Connection`] (ready when a message or
-/// end of file can be read) or a started [`Process`](crate::Process) (ready
-/// once it has exited; Python's `Process.sentinel`).
+/// end of file can be read), a started [`Process`](crate::Process) (ready
+/// once it has exited; Python's `Process.sentinel`), a [`Listener`] (ready
+/// when a connection is pending), or any fd that can be polled: std's
+/// `File` (a pipe, a FIFO, a character device), `TcpStream`, `TcpListener`,
+/// `UdpSocket`, `UnixStream`, `UnixListener`, `UnixDatagram`, `ChildStdout`,
+/// `ChildStderr`, `Stdin`, `OwnedFd`, `BorrowedFd`, and any other [`AsFd`]
+/// type wrapped in [`Fileno`] (ready when a read will not block, as `select`
+/// says). Python: any object with a `fileno()` method.
+///
+/// To mix kinds in one call, give `wait` a slice of `&dyn Waitable`.
 ///
 /// The trait is sealed: its method is internal.
+///
+/// # Examples
+///
+/// ```
+/// use multiprocess as mp;
+/// use mp::connection::{Waitable, wait};
+/// use std::io::Write;
+/// use std::os::unix::net::UnixStream;
+/// fn main() -> mp::Result<()> {
+///     mp::init();
+///     let (a, b) = mp::pipe(true)?;
+///     let (mut s1, s2) = UnixStream::pair()?;
+///     s1.write_all(b"x")?;
+///     let objects: [&dyn Waitable; 2] = [&b, &s2];
+///     let ready = wait(&objects, None)?;
+///     assert_eq!(ready.len(), 1); // the socket, not the silent pipe
+///     # drop(a);
+///     Ok(())
+/// }
+/// ```
 pub trait Waitable: sealed::Sealed {}
 
 #[allow(unreachable_pub)]
 mod sealed {
-    use std::os::fd::BorrowedFd;
+    use std::os::fd::{AsFd, BorrowedFd};
+    use std::sync::Arc;
 
     /// What `wait` needs from an object.
     pub trait Sealed {
@@ -808,14 +837,29 @@ mod sealed {
         fn source(&self) -> crate::Result<Option<BorrowedFdHolder<'_>>>;
     }
 
-    /// A borrowed fd kept alive for the wait (a connection's fd is shared with
-    /// a concurrent `close`).
-    #[derive(Debug)]
+    /// A borrowed fd kept alive for the wait (a connection's or a listener's
+    /// fd is shared with a concurrent `close`).
     pub enum BorrowedFdHolder<'a> {
-        /// A connection's fd, held by its `Arc`.
-        Shared(std::sync::Arc<std::os::fd::OwnedFd>),
+        /// An fd held by its `Arc`.
+        Shared(Arc<dyn AsFd + Send + Sync>),
         /// A fd borrowed from the object.
         Borrowed(BorrowedFd<'a>),
+    }
+
+    impl std::fmt::Debug for BorrowedFdHolder<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_tuple("BorrowedFdHolder").field(&self.fd()).finish()
+        }
+    }
+
+    impl BorrowedFdHolder<'_> {
+        /// The fd to poll.
+        pub fn fd(&self) -> BorrowedFd<'_> {
+            match self {
+                BorrowedFdHolder::Shared(fd) => fd.as_fd(),
+                BorrowedFdHolder::Borrowed(fd) => *fd,
+            }
+        }
     }
 }
 
@@ -841,6 +885,13 @@ impl sealed::Sealed for crate::Process {
 }
 impl Waitable for crate::Process {}
 
+impl sealed::Sealed for Listener {
+    fn source(&self) -> Result<Option<sealed::BorrowedFdHolder<'_>>> {
+        Ok(Some(sealed::BorrowedFdHolder::Shared(self.wait_source()?)))
+    }
+}
+impl Waitable for Listener {}
+
 impl<W: Waitable + ?Sized> sealed::Sealed for &W {
     fn source(&self) -> Result<Option<sealed::BorrowedFdHolder<'_>>> {
         (**self).source()
@@ -848,20 +899,82 @@ impl<W: Waitable + ?Sized> sealed::Sealed for &W {
 }
 impl<W: Waitable + ?Sized> Waitable for &W {}
 
+/// Makes the std types that own or borrow a pollable fd [`Waitable`].
+macro_rules! waitable_by_fd {
+    ($($t:ty),* $(,)?) => {$(
+        impl sealed::Sealed for $t {
+            fn source(&self) -> Result<Option<sealed::BorrowedFdHolder<'_>>> {
+                Ok(Some(sealed::BorrowedFdHolder::Borrowed(self.as_fd())))
+            }
+        }
+        impl Waitable for $t {}
+    )*};
+}
+
+waitable_by_fd!(
+    std::fs::File,
+    std::net::TcpStream,
+    std::net::TcpListener,
+    std::net::UdpSocket,
+    std::os::unix::net::UnixStream,
+    std::os::unix::net::UnixListener,
+    std::os::unix::net::UnixDatagram,
+    std::process::ChildStdout,
+    std::process::ChildStderr,
+    std::io::Stdin,
+    OwnedFd,
+    BorrowedFd<'_>,
+);
+
+/// Any [`AsFd`] type as a [`Waitable`]: ready when reading its fd will not
+/// block. For fd types of other crates (mio, nix, socket2, ...); std's own
+/// are `Waitable` as they are.
+///
+/// Python: any object with a `fileno()` method, as `wait` accepts.
+///
+/// # Examples
+///
+/// ```
+/// use multiprocess as mp;
+/// use mp::connection::{Fileno, wait};
+/// use std::io::Write;
+/// use std::os::unix::net::UnixStream;
+/// fn main() -> mp::Result<()> {
+///     mp::init();
+///     let (mut s1, s2) = UnixStream::pair()?;
+///     let w = Fileno(&s2);
+///     assert!(wait(&[&w], Some(std::time::Duration::ZERO))?.is_empty());
+///     s1.write_all(b"x")?;
+///     assert_eq!(wait(&[&w], None)?.len(), 1);
+///     Ok(())
+/// }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Fileno<T: AsFd>(pub T);
+
+impl<T: AsFd> sealed::Sealed for Fileno<T> {
+    fn source(&self) -> Result<Option<sealed::BorrowedFdHolder<'_>>> {
+        Ok(Some(sealed::BorrowedFdHolder::Borrowed(self.0.as_fd())))
+    }
+}
+impl<T: AsFd> Waitable for Fileno<T> {}
+
 /// Waits until at least one of `objects` is ready, or `timeout` passes
 /// (`None`: no limit), and returns the ready ones, in the order given (an
 /// empty list on timeout).
 ///
 /// A connection is ready when a message, or end of file, can be read (so
-/// `recv` will not block); a process when it has exited. A zero timeout
-/// checks without waiting.
+/// `recv` will not block); a process when it has exited; a [`Listener`] when
+/// a connection is pending; any other fd ([`Waitable`] lists them) when a
+/// read will not block. A zero timeout checks without waiting. To mix kinds,
+/// pass `&dyn Waitable` references.
 ///
 /// Python: `multiprocessing.connection.wait(object_list, timeout)`.
 ///
 /// # Errors
 ///
-/// [`Error::Closed`] for a closed connection, [`Error::Value`] for a
-/// write-only connection or a process not started, [`Error::Io`].
+/// [`Error::Closed`] for a closed connection or listener, [`Error::Value`]
+/// for a write-only connection or a process not started, [`Error::Io`].
 ///
 /// # Examples
 ///
@@ -894,11 +1007,7 @@ pub fn wait<'a, W: Waitable + ?Sized>(
     let polled: Vec<(usize, BorrowedFd<'_>)> = sources
         .iter()
         .enumerate()
-        .filter_map(|(i, s)| match s {
-            Some(BorrowedFdHolder::Shared(fd)) => Some((i, fd.as_fd())),
-            Some(BorrowedFdHolder::Borrowed(fd)) => Some((i, *fd)),
-            None => None,
-        })
+        .filter_map(|(i, s)| s.as_ref().map(|h| (i, h.fd())))
         .collect();
     let pfds: Vec<(BorrowedFd<'_>, i16)> =
         polled.iter().map(|(_, fd)| (*fd, fd::READABLE)).collect();
