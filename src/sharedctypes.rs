@@ -10,7 +10,9 @@
 //! | `Array('d', 10)` / `Array('i', [1, 2])` | [`Array::new`]`(10)` / [`Array::from_slice`]`(&[1, 2])` |
 //! | `len(a)`, `a[i]`, `a[i] = x`, `a[:]` | [`Array::len`], [`Array::get`], [`Array::set`], [`Array::to_vec`] |
 //! | `with a.get_lock(): a[0] = 1.0` | `{ let mut g = a.lock(); g[0] = 1.0; }` |
-//! | typecodes `b B h H i I q Q n N f d ?` | `i8 u8 i16 u16 i32 u32 i64 u64 isize usize f32 f64 bool` ([`Scalar`]) |
+//! | typecodes `c u b B h H i I l L q Q f d` | `u8 char i8 u8 i16 u16 i32 u32 i64 u64 i64 u64 f32 f64` ([`Scalar`]) |
+//! | `Value('l', x)` / `Array('l', n)`, the code checked | [`Value::with_typecode`]`('l', x)` / [`Array::with_typecode`]`('l', n)` |
+//! | `ctypes.c_bool`, `c_ssize_t`, `c_size_t` (no typecode) | `bool`, `isize`, `usize` |
 //!
 //! # How the memory is reached
 //!
@@ -58,9 +60,11 @@ mod sealed {
     pub trait Sealed {}
 }
 
-/// A plain scalar that can live in shared memory: the integers, `f32`, `f64`
-/// and `bool` (Python's ctypes typecodes). Sealed: every value of such a type
-/// is valid for any bits read back, and each has an atomic of its size.
+/// A plain scalar that can live in shared memory: the integers, `f32`, `f64`,
+/// `bool` and `char` (the C types behind Python's ctypes typecodes). Sealed:
+/// every value of such a type is valid for any bits read back (a `char` reads
+/// bits that are no Unicode scalar value as U+FFFD), and each has an atomic
+/// of its size.
 ///
 /// # Examples
 ///
@@ -72,7 +76,11 @@ mod sealed {
 /// # Ok::<(), multiprocess::Error>(())
 /// ```
 pub trait Scalar: sealed::Sealed + Copy + PartialEq + fmt::Debug + Send + Sync + 'static {
-    /// Python's typecode (`'q'` for `i64`, `'d'` for `f64`, ...).
+    /// The type's code, stored with the shared memory and shown by `Debug`:
+    /// Python's typecode where one names exactly this type (`'q'` for `i64`,
+    /// `'d'` for `f64`, `'u'` for `char`, ...); `'n'`, `'N'` and `'?'` for
+    /// `isize`, `usize` and `bool`, which CPython reaches only through ctypes
+    /// types (`c_ssize_t`, `c_size_t`, `c_bool`), not typecodes.
     const TYPECODE: char;
     /// Size in bytes: 1, 2, 4 or 8.
     #[doc(hidden)]
@@ -142,6 +150,80 @@ impl Scalar for bool {
         // Any nonzero byte (another process may write any) reads as true.
         bits & 0xff != 0
     }
+}
+
+impl sealed::Sealed for char {}
+impl Scalar for char {
+    const TYPECODE: char = 'u';
+    const SIZE: usize = 4;
+    fn to_bits(self) -> u64 {
+        u64::from(u32::from(self))
+    }
+    fn from_bits(bits: u64) -> Self {
+        // Another process may write any bits: no surrogate or out-of-range
+        // value ever becomes a `char`.
+        char::from_u32(bits as u32).unwrap_or(char::REPLACEMENT_CHARACTER)
+    }
+}
+
+/// CPython's `multiprocessing.sharedctypes.typecode_to_type` on 64-bit Linux:
+/// each typecode, its C type, its size, and the `Scalar::TYPECODE`s of the
+/// Rust types of that layout.
+const TYPECODES: [(char, &str, usize, &[char]); 14] = [
+    ('c', "c_char", 1, &['B']),
+    ('u', "c_wchar", 4, &['u']),
+    ('b', "c_byte", 1, &['b']),
+    ('B', "c_ubyte", 1, &['B']),
+    ('h', "c_short", 2, &['h']),
+    ('H', "c_ushort", 2, &['H']),
+    ('i', "c_int", 4, &['i']),
+    ('I', "c_uint", 4, &['I']),
+    ('l', "c_long", 8, &['q', 'n']),
+    ('L', "c_ulong", 8, &['Q', 'N']),
+    ('q', "c_longlong", 8, &['q', 'n']),
+    ('Q', "c_ulonglong", 8, &['Q', 'N']),
+    ('f', "c_float", 4, &['f']),
+    ('d', "c_double", 8, &['d']),
+];
+
+/// The Rust type whose `TYPECODE` is `code`, for messages.
+fn rust_name(code: char) -> &'static str {
+    match code {
+        'b' => "i8",
+        'B' => "u8",
+        'h' => "i16",
+        'H' => "u16",
+        'i' => "i32",
+        'I' => "u32",
+        'q' => "i64",
+        'Q' => "u64",
+        'n' => "isize",
+        'N' => "usize",
+        'f' => "f32",
+        'd' => "f64",
+        'u' => "char",
+        _ => "bool",
+    }
+}
+
+/// Checks that `typecode` is one of CPython's and names the layout of `T`.
+fn check_typecode<T: Scalar>(typecode: char) -> Result<()> {
+    let Some((_, ctype, size, types)) = TYPECODES.iter().find(|t| t.0 == typecode) else {
+        // CPython: TypeError('this type has no size') from ctypes.sizeof(code).
+        return Err(Error::value(format!(
+            "this type has no size: {typecode:?} is not a typecode of multiprocessing.sharedctypes \
+             (c u b B h H i I l L q Q f d)"
+        )));
+    };
+    if types.contains(&T::TYPECODE) {
+        return Ok(());
+    }
+    let fits: Vec<&str> = types.iter().map(|c| rust_name(*c)).collect();
+    Err(Error::value(format!(
+        "typecode {typecode:?} is ctypes.{ctype} ({size} bytes): use {}, not {}",
+        fits.join(" or "),
+        std::any::type_name::<T>()
+    )))
 }
 
 /// Reads element `T` at `offset` with a relaxed atomic of its size. Relaxed:
@@ -292,6 +374,36 @@ impl<T: Scalar> Value<T> {
             lock,
             _t: PhantomData,
         })
+    }
+
+    /// [`new`](Value::new), checking that `typecode` is one of CPython's
+    /// (`c u b B h H i I l L q Q f d`) and names `T`'s C type on 64-bit Linux:
+    /// `'c'` `u8`, `'u'` `char` (`wchar_t`, 4 bytes), `'b'` `i8`, `'B'` `u8`,
+    /// `'h'` `i16`, `'H'` `u16`, `'i'` `i32`, `'I'` `u32`, `'l'`/`'q'` `i64`
+    /// (or `isize`), `'L'`/`'Q'` `u64` (or `usize`), `'f'` `f32`, `'d'` `f64`.
+    /// For a literal port of `Value('l', 0)`.
+    ///
+    /// Python: `Value(typecode, x)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] for a code CPython does not know (`'n'`, `'?'`, ...;
+    /// CPython raises `TypeError('this type has no size')`, whose text the
+    /// message starts with) or one of another C type than `T`; [`Error::Io`]
+    /// when no shared memory can be created.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let v = multiprocess::Value::with_typecode('l', 5i64)?;
+    /// assert_eq!(v.get(), 5);
+    /// assert!(multiprocess::Value::with_typecode('l', 5i32).is_err()); // C long is 8 bytes
+    /// assert!(multiprocess::Value::with_typecode('n', 5isize).is_err()); // not a typecode
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn with_typecode(typecode: char, x: T) -> Result<Value<T>> {
+        check_typecode::<T>(typecode)?;
+        Value::new(x)
     }
 
     /// The current value. Lock-free: one atomic read (it sees a write-back of
@@ -511,7 +623,7 @@ impl<T: Scalar> Clone for Array<T> {
 }
 
 impl<T: Scalar> Array<T> {
-    /// Creates a zero-filled array of `len` elements (`0`, `0.0`, `false`).
+    /// Creates a zero-filled array of `len` elements (`0`, `0.0`, `false`, `'\0'`).
     ///
     /// Python: `Array(typecode, len)`.
     ///
@@ -528,7 +640,7 @@ impl<T: Scalar> Array<T> {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn new(len: usize) -> Result<Array<T>> {
-        // A fresh memfd is zero-filled, and zero bits are 0, 0.0 and false.
+        // A fresh memfd is zero-filled, and zero bits are 0, 0.0, false and '\0'.
         let (region, lock) = create::<T>(Kind::Array, len)?;
         Ok(Array {
             region,
@@ -536,6 +648,34 @@ impl<T: Scalar> Array<T> {
             len,
             _t: PhantomData,
         })
+    }
+
+    /// [`new`](Array::new), checking that `typecode` is one of CPython's and
+    /// names `T`'s C type (the table at [`Value::with_typecode`]). For a
+    /// literal port of `Array('L', 10)`.
+    ///
+    /// Python: `Array(typecode, len)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] for a code CPython does not know (`'n'`, `'N'`, `'?'`,
+    /// ...; CPython: `TypeError('this type has no size')`) or one of another C
+    /// type than `T`; else as [`new`](Array::new).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = multiprocess::Array::<u64>::with_typecode('L', 3)?;
+    /// assert_eq!(a.to_vec(), [0, 0, 0]);
+    /// let text = multiprocess::Array::<char>::with_typecode('u', 2)?;
+    /// text.set(0, 'é');
+    /// assert_eq!(text.get(0), 'é');
+    /// assert!(multiprocess::Array::<bool>::with_typecode('?', 3).is_err());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn with_typecode(typecode: char, len: usize) -> Result<Array<T>> {
+        check_typecode::<T>(typecode)?;
+        Array::new(len)
     }
 
     /// Creates an array holding a copy of `items`.

@@ -302,3 +302,98 @@ fn a_64_mib_array_is_shared() {
     let sum: u64 = v.iter().sum();
     assert_eq!(sum, 3 * (N as u64) * (N as u64 - 1) / 2);
 }
+
+// ---------------------------------------------------------------------------
+// Typecodes (CPython: multiprocessing.sharedctypes.typecode_to_type)
+
+/// `typecode` is accepted for `T`, whose size is CPython's `ctypes.sizeof`
+/// of that typecode on 64-bit Linux, and the value and array work.
+fn accepts<T: mp::Scalar>(typecode: char, size: usize, x: T) {
+    assert_eq!(std::mem::size_of::<T>(), size, "typecode {typecode:?}");
+    let v = mp::Value::with_typecode(typecode, x).unwrap();
+    assert_eq!(v.get(), x);
+    let a = mp::Array::<T>::with_typecode(typecode, 3).unwrap();
+    a.set(2, x);
+    assert_eq!(a.get(2), x);
+}
+
+/// `typecode` is refused for `T` (another C type) with `Error::Value`.
+fn refuses<T: mp::Scalar>(typecode: char, x: T) {
+    let e = mp::Value::with_typecode(typecode, x).unwrap_err();
+    assert!(matches!(e, mp::Error::Value(_)), "{typecode:?}: {e}");
+    let e = mp::Array::<T>::with_typecode(typecode, 3).unwrap_err();
+    assert!(matches!(e, mp::Error::Value(_)), "{typecode:?}: {e}");
+}
+
+// CPython: sharedctypes.typecode_to_type; sizes are ctypes.sizeof on x86-64 Linux
+#[test]
+fn every_cpython_typecode_has_its_size() {
+    accepts('c', 1, b'x');
+    accepts('u', 4, 'ü');
+    accepts('b', 1, -5i8);
+    accepts('B', 1, 250u8);
+    accepts('h', 2, -300i16);
+    accepts('H', 2, 60_000u16);
+    accepts('i', 4, -70_000i32);
+    accepts('I', 4, 4_000_000_000u32);
+    accepts('l', 8, -(1i64 << 40));
+    accepts('l', 8, -7isize);
+    accepts('L', 8, 1u64 << 63);
+    accepts('L', 8, 7usize);
+    accepts('q', 8, i64::MIN);
+    accepts('Q', 8, u64::MAX);
+    accepts('f', 4, 1.5f32);
+    accepts('d', 8, -2.25f64);
+    // A typecode of another C type than the Rust one.
+    refuses('l', 1i32);
+    refuses('i', 1i64);
+    refuses('c', 1i8);
+    refuses('u', 1u32);
+    refuses('f', 1.0f64);
+    refuses('B', 'x');
+}
+
+// CPython 3.11: Array('n', 3) -> TypeError('this type has no size')
+#[test]
+fn non_cpython_typecodes_are_refused() {
+    for (code, e) in [
+        ('n', mp::Value::with_typecode('n', 1isize).map(drop)),
+        ('N', mp::Value::with_typecode('N', 1usize).map(drop)),
+        ('?', mp::Value::with_typecode('?', true).map(drop)),
+        ('x', mp::Array::<u8>::with_typecode('x', 3).map(drop)),
+    ] {
+        match e {
+            Err(mp::Error::Value(m)) => {
+                assert!(m.starts_with("this type has no size"), "{code:?}: {m}")
+            }
+            other => panic!("{code:?}: {other:?}"),
+        }
+    }
+    // The Rust types still work without a typecode (ctypes.c_ssize_t,
+    // c_size_t, c_bool in CPython).
+    assert_eq!(mp::Value::new(-1isize).unwrap().get(), -1);
+    assert_eq!(
+        mp::Array::from_slice(&[true, false]).unwrap().to_vec(),
+        [true, false]
+    );
+}
+
+// 'u' (wchar_t) as `char`, written by a child; bits that are no Unicode
+// scalar value (another process may write any) read as U+FFFD.
+#[test]
+fn a_wchar_array_crosses_processes() {
+    assert_eq!(<char as mp::Scalar>::from_bits(0xD800), '\u{FFFD}');
+    assert_eq!(<char as mp::Scalar>::from_bits(0x11_0000), '\u{FFFD}');
+    assert_eq!(<char as mp::Scalar>::from_bits(0x20AC), '€');
+    let _s = serial();
+    let a = mp::Array::<char>::with_typecode('u', 4).unwrap();
+    joined_ok(start(
+        |a: mp::Array<char>| {
+            for (i, c) in "héé€".chars().enumerate() {
+                a.set(i, c);
+            }
+        },
+        a.clone(),
+    ));
+    assert_eq!(a.to_vec().into_iter().collect::<String>(), "héé€");
+}
