@@ -756,10 +756,14 @@ pub fn active_children() -> Vec<ProcessInfo> {
     alive
 }
 
-/// The number of CPUs this process may run on (at least 1).
+/// The number of CPUs this process may run on (at least 1): its affinity
+/// mask, capped by a cgroup CPU quota (std's `available_parallelism`).
 ///
-/// Python: `multiprocessing.cpu_count()` (3.13's `os.process_cpu_count()`: the
-/// affinity mask and cgroup quota count, as the Pool default should).
+/// Python: `multiprocessing.cpu_count()`, which is `os.cpu_count()`: every
+/// online CPU of the machine, whatever the affinity or quota, so the numbers
+/// differ on a pinned or CPU-limited process. Python 3.13's
+/// `os.process_cpu_count()` (its `Pool()` default) counts the affinity mask
+/// but not the cgroup quota.
 ///
 /// # Examples
 ///

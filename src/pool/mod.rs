@@ -221,7 +221,9 @@ impl PoolBuilder {
 /// their loop). Functions are non-capturing closures or `fn` items; arguments
 /// and results travel with serde and may hold handles (a `Connection`, a
 /// lock, a queue). One handler thread in this process sends tasks, receives
-/// results and runs callbacks. All methods take `&self`; `Pool` is `Send` and
+/// results and runs callbacks (all but the one of an empty
+/// [`map_async_with`](Pool::map_async_with), which runs on the caller's
+/// thread). All methods take `&self`; `Pool` is `Send` and
 /// `Sync`.
 ///
 /// Dropping a `Pool` terminates it, like leaving Python's `with Pool() as p:`:
@@ -807,7 +809,8 @@ impl Pool {
     /// [`map_async`](Self::map_async) with callbacks: `callback` gets the
     /// whole result list, or `error_callback` the first error, once (on the
     /// pool's handler thread, before `get()` returns). For an empty input the
-    /// callback runs at once with an empty list.
+    /// callback runs at once with an empty list, on the caller's thread
+    /// before this returns (CPython never calls it for an empty input).
     ///
     /// Python: `Pool.map_async(f, iterable, callback=cb, error_callback=ecb)`.
     ///
