@@ -850,6 +850,58 @@ fn barrier_panicking_action_breaks_it() {
     assert!(b.is_broken());
 }
 
+/// One party of CPython's `_test_abort_and_reset_f`; `results[k]` counts
+/// CPython's `results{k+1}`.
+fn abort_and_reset_party((b, b2, results): (mp::Barrier, mp::Barrier, mp::Array<u32>)) {
+    let bump = |k: usize| {
+        let mut g = results.lock();
+        g[k] += 1;
+    };
+    let n = b.parties();
+    match b.wait() {
+        Ok(i) if i == n / 2 => b.abort(),
+        Ok(_) => match b.wait() {
+            Ok(_) => bump(0),
+            Err(mp::Error::BrokenBarrier) => bump(1),
+            Err(e) => panic!("{e}"),
+        },
+        Err(mp::Error::BrokenBarrier) => bump(1),
+        Err(e) => panic!("{e}"),
+    }
+    // Synchronize and reset: first so that everyone has left the barrier,
+    // after so that no one enters it before the reset.
+    if b2.wait().unwrap() == n / 2 {
+        b.reset();
+    }
+    b2.wait().unwrap();
+    b.wait().unwrap();
+    bump(2);
+}
+
+// CPython: _TestBarrier.test_abort_and_reset (its barrier has the default
+// timeout of the test class, as here)
+#[test]
+fn barrier_abort_and_reset_with_many_parties() {
+    let _s = serial();
+    let b = mp::Barrier::builder(PARTIES).timeout(LONG).build().unwrap();
+    let b2 = mp::Barrier::builder(PARTIES).timeout(LONG).build().unwrap();
+    let results = mp::Array::<u32>::new(3).unwrap();
+    let children: Vec<_> = (1..PARTIES)
+        .map(|_| {
+            start(
+                abort_and_reset_party,
+                (b.clone(), b2.clone(), results.clone()),
+            )
+        })
+        .collect();
+    abort_and_reset_party((b.clone(), b2.clone(), results.clone()));
+    for p in children {
+        joined_ok(p);
+    }
+    assert_eq!(results.to_vec(), [0, PARTIES as u32 - 1, PARTIES as u32]);
+    assert!(!b.is_broken());
+}
+
 // CPython: _TestBarrier.test_default_timeout
 #[test]
 fn barrier_default_timeout_breaks_it_for_everyone() {

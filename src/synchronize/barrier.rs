@@ -441,7 +441,8 @@ impl BarrierBuilder {
     /// item, since any party's process may run it; state it needs lives in a
     /// `static` of the program (set by each party). If it panics, the barrier
     /// breaks: the party that ran it gets [`Error::Remote`], the others
-    /// [`Error::BrokenBarrier`].
+    /// [`Error::BrokenBarrier`]. It runs under the barrier's internal lock (as
+    /// in Python), so it must not call this barrier's methods.
     ///
     /// Python: `Barrier(parties, action=f)`.
     ///
