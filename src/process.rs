@@ -7,6 +7,8 @@
 //! | `p.start()`, `p.join(timeout)` | [`Process::start`], [`Process::join`], [`Process::join_timeout`] |
 //! | `p.is_alive()`, `p.exitcode`, `p.pid`, `p.name`, `p.daemon` | same names, as methods |
 //! | `p.terminate()`, `p.kill()` | [`Process::terminate`], [`Process::kill`] |
+//! | `p.close()` | [`Process::close`] |
+//! | `current_process().authkey` | [`ProcessInfo::authkey`], [`ProcessInfo::set_authkey`] |
 //! | `current_process()`, `parent_process()`, `active_children()`, `cpu_count()` | same names |
 
 use std::fmt;
@@ -274,6 +276,22 @@ struct Running {
 /// * Daemon children die with their parent even when it is killed with SIGKILL.
 ///   Daemons may start children of their own.
 ///
+/// # Lifetime
+///
+/// Dropping a `Process` neither waits nor kills, as in Python and as with
+/// `std::thread::JoinHandle`: the child runs on, and is reaped by a later
+/// [`start`](Process::start) or [`active_children`] once it has exited. When
+/// this program exits normally (return from `main`, or `std::process::exit`),
+/// it waits for its non-daemon children and terminates (SIGTERM) its daemon
+/// children, as CPython's exit handler does; a child that started children of
+/// its own does the same when its target returns.
+///
+/// The target's result is treated as `main`'s (std's
+/// [`Termination`](std::process::Termination)): `()` exits 0; `Err(e)` prints
+/// `Error: {e:?}` on the child's stderr and exits 1; an
+/// [`ExitCode`](std::process::ExitCode) exits with it. A joined `Process`
+/// holds one fd (its pidfd); [`close`](Process::close) releases it.
+///
 /// # Examples
 ///
 /// ```
@@ -292,7 +310,7 @@ pub struct Process {
     name: String,
     /// `[.., N]`: the parent's identity plus this child's number.
     identity: Vec<u32>,
-    /// Exit when the parent dies; killed when dropped.
+    /// Terminated at the parent's exit (not joined); dies with the parent.
     daemon: bool,
     /// The target and its encoded argument, until `start()` sends them.
     call: Option<PreparedCall>,
@@ -330,6 +348,25 @@ impl Process {
     ///
     /// # Examples
     ///
+    /// The target's result is its exit status, as `main`'s is:
+    ///
+    /// ```
+    /// use multiprocess as mp;
+    /// use std::process::ExitCode;
+    /// fn main() -> mp::Result<()> {
+    ///     mp::init();
+    ///     let mut fails = mp::Process::new(|_: ()| -> Result<(), String> { Err("no".into()) }, ());
+    ///     let mut code = mp::Process::new(|n: u8| ExitCode::from(n), 3);
+    ///     fails.start()?;
+    ///     code.start()?;
+    ///     fails.join()?;
+    ///     code.join()?;
+    ///     assert_eq!(fails.exitcode(), Some(1)); // and `Error: "no"` on its stderr
+    ///     assert_eq!(code.exitcode(), Some(3));
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
     /// ```compile_fail
     /// use multiprocess as mp;
     /// let greeting = String::from("hi");
@@ -360,8 +397,9 @@ impl Process {
         self.name = name.into();
     }
 
-    /// Makes the process a daemon (or not). A daemon is killed when its
-    /// `Process` is dropped and exits when its parent dies, even by SIGKILL.
+    /// Makes the process a daemon (or not). At this process's normal exit a
+    /// daemon child still running gets SIGTERM instead of being waited for,
+    /// and it dies with this process however it dies, even by SIGKILL.
     /// The default is the creating process's own flag.
     ///
     /// # Panics

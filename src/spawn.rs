@@ -13,8 +13,10 @@
 //!    argument with its handles' fds.
 //! 3. The child's [`init`] sees the variable, takes the fd, and compares the
 //!    fingerprint. On a mismatch it answers `MPWRONGBUILD` and exits; otherwise it
-//!    answers [`Report::Started`], runs the target, and exits 0 (1 after a panic,
-//!    whose [`Report::Panicked`] it sends first).
+//!    answers [`Report::Started`], runs the target, and exits with the status its
+//!    result reports as `main`'s would (1 after a panic, whose
+//!    [`Report::Panicked`] it sends first). The parent's authkey comes with the
+//!    bootstrap.
 //! 4. The parent learns of a child that never started (died early, a binary
 //!    without `init()`, another build) from the missing `Started`: by the child's
 //!    exit, or after [`set_start_timeout`], when it kills it. Nothing waits forever.
