@@ -55,6 +55,55 @@ fn test_current() {
     ));
 }
 
+// `current_process().authkey = key` in Python: children started afterwards
+// inherit the new key.
+#[test]
+fn set_authkey_reaches_later_children() {
+    let _g = serial();
+    let me = mp::current_process();
+    let old = me.authkey().unwrap();
+    me.set_authkey(b"a key of our own").unwrap();
+    let (rx, tx) = mp::pipe(false).unwrap();
+    let mut p = mp::Process::new(
+        |tx: mp::Connection| tx.send(&mp::current_process().authkey().unwrap()).unwrap(),
+        tx,
+    );
+    p.start().unwrap();
+    let got: Vec<u8> = within(SHORT, "recv key", move || rx.recv().unwrap());
+    p.join().unwrap();
+    me.set_authkey(&old).unwrap();
+    assert_eq!(got, b"a key of our own");
+    assert_eq!(mp::current_process().authkey().unwrap(), old);
+}
+
+// Python's BaseManager(authkey=None) serves with current_process().authkey, so
+// that key (and only a right key) connects; a child, which inherited the key,
+// may connect too.
+#[test]
+fn manager_new_serves_with_the_process_authkey() {
+    let _g = serial();
+    let m = mp::Manager::new().unwrap();
+    let key = mp::current_process().authkey().unwrap();
+    let client = mp::Manager::connect(m.address(), &key).unwrap();
+    drop(client);
+    assert!(matches!(
+        mp::Manager::connect(m.address(), b"another key"),
+        Err(mp::Error::Authentication(_))
+    ));
+    let mut p = mp::Process::new(
+        |addr: mp::connection::Address| -> mp::Result<()> {
+            mp::Manager::connect(addr, mp::current_process().authkey()?).map(drop)
+        },
+        m.address(),
+    );
+    p.start().unwrap();
+    within(SHORT, "join", move || {
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+    });
+    m.shutdown().unwrap();
+}
+
 #[test]
 fn test_cpu_count() {
     let n = mp::cpu_count();
