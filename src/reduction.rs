@@ -702,7 +702,7 @@ pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> std::result::Result<R, PanicInf
     })
 }
 
-/// The trampoline for a `Process` target or an initializer: the result is dropped.
+/// The trampoline for a pool initializer: the result is dropped.
 fn call_discard<F, A, R>(payload: Payload) -> CallOutcome
 where
     F: Fn(A) -> R,
