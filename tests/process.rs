@@ -692,6 +692,9 @@ fn daemon_children_die_with_a_sigkilled_parent() {
             daemon.set_daemon(true);
             daemon.start().unwrap();
             tx.send(&daemon.pid().unwrap()).unwrap();
+            // A dropped handle changes nothing: the registry keeps the
+            // daemon's socket, whose hang-up at our death it waits for.
+            drop(daemon);
             std::thread::sleep(Duration::from_secs(3600));
         },
         tx,
