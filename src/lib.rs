@@ -107,7 +107,7 @@
 //!     mp::init();
 //!     let m = mp::Manager::new()?; // a server process owning the objects
 //!     let d = m.dict::<String, i64>()?;
-//!     let mut p = mp::Process::new(|d: mp::DictProxy<String, i64>| d.insert("x".into(), 7).unwrap(), d.clone());
+//!     let mut p = mp::Process::new(|d: mp::DictProxy<String, i64>| d.insert("x".into(), 7).map(drop), d.clone());
 //!     p.start()?;
 //!     p.join()?;
 //!     assert_eq!(d.get(&"x".to_string())?, Some(7));

@@ -7,10 +7,13 @@
 //! | `p.start()`, `p.join(timeout)` | [`Process::start`], [`Process::join`], [`Process::join_timeout`] |
 //! | `p.is_alive()`, `p.exitcode`, `p.pid`, `p.name`, `p.daemon` | same names, as methods |
 //! | `p.terminate()`, `p.kill()` | [`Process::terminate`], [`Process::kill`] |
+//! | `p.close()` | [`Process::close`] |
+//! | `current_process().authkey` | [`ProcessInfo::authkey`], [`ProcessInfo::set_authkey`] |
 //! | `current_process()`, `parent_process()`, `active_children()`, `cpu_count()` | same names |
 
 use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};
+use std::process::Termination;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -42,6 +45,8 @@ struct Shared {
     pid: u32,
     /// Its name.
     name: String,
+    /// Its daemon flag: terminated, not joined, when this process exits.
+    daemon: bool,
     /// Readable once the child has exited.
     pidfd: OwnedFd,
     /// Filled when reaped.
@@ -66,10 +71,130 @@ impl Shared {
             Exit::Code(c) => Some(c),
         }
     }
+
+    /// Sends `sig` unless the child has been reaped; true if sent.
+    fn signal(&self, sig: Signal) -> bool {
+        // Under the exit lock, so the pid cannot be reaped (and reused) meanwhile.
+        let exit = self.exit.lock().unwrap_or_else(|e| e.into_inner());
+        if *exit != Exit::Running {
+            return false;
+        }
+        let _ = send_signal(Pid::from_raw(self.pid as i32), sig);
+        true
+    }
+
+    /// Waits until the child has exited (or `deadline` passes), then reaps it.
+    fn wait_exit(&self, deadline: Option<Instant>) -> Exit {
+        if self.try_reap() == Exit::Running {
+            let _ = fd::wait_for(self.pidfd.as_fd(), fd::READABLE, deadline);
+        }
+        self.try_reap()
+    }
+}
+
+/// The children of this process that have not been reaped: Python's
+/// `process._children`.
+struct Registry {
+    /// Every started child, while its `Process` or an orphan entry holds it.
+    children: Vec<Weak<Shared>>,
+    /// Children whose `Process` was dropped while they ran. Kept so that their
+    /// bootstrap socket stays open (a daemon would take its closing for its
+    /// parent's death) and so that they are reaped, and waited for at exit.
+    orphans: Vec<Running>,
 }
 
 /// The children started by this process that may still run.
-static REGISTRY: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    children: Vec::new(),
+    orphans: Vec::new(),
+});
+
+fn registry() -> std::sync::MutexGuard<'static, Registry> {
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Registry {
+    /// Forgets the children that have exited, reaping them (Python's
+    /// `process._cleanup()`, run by `start()` and `active_children()`): a
+    /// dropped handle's child is no zombie for longer than the next call.
+    fn cleanup(&mut self) {
+        self.orphans
+            .retain(|r| r.shared.try_reap() == Exit::Running);
+        self.children
+            .retain(|w| w.upgrade().is_some_and(|s| s.try_reap() == Exit::Running));
+    }
+}
+
+/// How long a daemon child gets to exit after SIGTERM at this process's exit
+/// before it is killed: it would die anyway once we are gone (it watches the
+/// bootstrap socket), so nothing is gained by waiting longer.
+const DAEMON_EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// Python's `util._exit_function` for children: at this process's normal exit
+/// the daemon children get SIGTERM and every child is waited for. Registered
+/// with libc's `atexit` at the first start, so it runs after `main` returns
+/// and on `std::process::exit`, in children (exiting through it) as in the
+/// main process. Children already reaped are not touched; pool workers and
+/// manager servers are not `Process` objects and keep their own clean-up.
+extern "C" fn exit_handler() {
+    // A panic must not unwind into libc.
+    let _ = std::panic::catch_unwind(finish_children);
+}
+
+fn finish_children() {
+    let (children, orphans) = {
+        let mut reg = registry();
+        let children: Vec<Arc<Shared>> =
+            reg.children.drain(..).filter_map(|w| w.upgrade()).collect();
+        (children, std::mem::take(&mut reg.orphans))
+    };
+    for s in children.iter().filter(|s| s.daemon) {
+        s.signal(Signal::SIGTERM);
+    }
+    let grace = deadline_after(DAEMON_EXIT_GRACE);
+    // Orphans first: their start-up timeout bounds a child that never started.
+    for r in &orphans {
+        r.wait_at_exit(if r.shared.daemon { grace } else { None });
+    }
+    for s in &children {
+        let deadline = if s.daemon { grace } else { None };
+        if s.wait_exit(deadline) == Exit::Running && s.signal(Signal::SIGKILL) {
+            s.wait_exit(None);
+        }
+    }
+}
+
+/// Registers [`exit_handler`] once, at the first start of a child.
+fn register_exit_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Err(e) = crate::platform::spawn::at_exit(exit_handler) {
+            eprintln!("multiprocess: children will not be waited for at exit: {e}");
+        }
+    });
+}
+
+/// This process's authkey, made on first use: Python's
+/// `current_process().authkey`.
+static AUTHKEY: Mutex<Option<Vec<u8>>> = Mutex::new(None);
+
+/// This process's authkey: 32 random bytes in the main process (CPython's
+/// `os.urandom(32)`), the parent's in a child.
+pub(crate) fn current_authkey() -> Result<Vec<u8>> {
+    let mut key = AUTHKEY.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(k) = key.as_ref() {
+        return Ok(k.clone());
+    }
+    let mut fresh = vec![0u8; 32];
+    crate::platform::spawn::random_bytes(&mut fresh)?;
+    *key = Some(fresh.clone());
+    Ok(fresh)
+}
+
+/// Sets this process's authkey (a child: its parent's, from the bootstrap).
+pub(crate) fn inherit_authkey(key: Vec<u8>) {
+    *AUTHKEY.lock().unwrap_or_else(|e| e.into_inner()) = Some(key);
+}
 
 /// Reaps `pid`; `None` if it is still running (when not blocking).
 fn reap(pid: u32, block: bool) -> Option<i32> {
@@ -118,8 +243,10 @@ enum Startup {
 struct Running {
     /// Shared with the registry.
     shared: Arc<Shared>,
-    /// The bootstrap socket (start-up answer, panic report, parent liveness).
-    child: Child,
+    /// The bootstrap socket (start-up answer, panic report, parent liveness)
+    /// and a second pidfd; released once the child is reaped, so that a
+    /// joined `Process` holds one fd (the pidfd in `shared`).
+    child: Option<Child>,
     /// How far the start-up got.
     startup: Startup,
     /// The panic the child reported, if any.
@@ -149,6 +276,22 @@ struct Running {
 /// * Daemon children die with their parent even when it is killed with SIGKILL.
 ///   Daemons may start children of their own.
 ///
+/// # Lifetime
+///
+/// Dropping a `Process` neither waits nor kills, as in Python and as with
+/// `std::thread::JoinHandle`: the child runs on, and is reaped by a later
+/// [`start`](Process::start) or [`active_children`] once it has exited. When
+/// this program exits normally (return from `main`, or `std::process::exit`),
+/// it waits for its non-daemon children and terminates (SIGTERM) its daemon
+/// children, as CPython's exit handler does; a child that started children of
+/// its own does the same when its target returns.
+///
+/// The target's result is treated as `main`'s (std's
+/// [`Termination`](std::process::Termination)): `()` exits 0; `Err(e)` prints
+/// `Error: {e:?}` on the child's stderr and exits 1; an
+/// [`ExitCode`](std::process::ExitCode) exits with it. A joined `Process`
+/// holds one fd (its pidfd); [`close`](Process::close) releases it.
+///
 /// # Examples
 ///
 /// ```
@@ -167,12 +310,30 @@ pub struct Process {
     name: String,
     /// `[.., N]`: the parent's identity plus this child's number.
     identity: Vec<u32>,
-    /// Exit when the parent dies; killed when dropped.
+    /// Terminated at the parent's exit (not joined); dies with the parent.
     daemon: bool,
     /// The target and its encoded argument, until `start()` sends them.
     call: Option<PreparedCall>,
     /// Set by `start()`.
     running: Option<Running>,
+    /// Set by `close()`: what stays readable afterwards.
+    closed: Option<Closed>,
+}
+
+/// What a closed `Process` remembers.
+#[derive(Debug)]
+struct Closed {
+    /// The pid it had, if it was started.
+    pid: Option<u32>,
+    /// Its exit code, if it was started.
+    exitcode: Option<i32>,
+    /// The panic that ended it, if any.
+    panic: Option<PanicInfo>,
+}
+
+/// The error of a method called after [`Process::close`] (Python's message).
+fn closed_error() -> Error {
+    Error::value("process object is closed")
 }
 
 impl Process {
@@ -187,6 +348,25 @@ impl Process {
     ///
     /// # Examples
     ///
+    /// The target's result is its exit status, as `main`'s is:
+    ///
+    /// ```
+    /// use multiprocess as mp;
+    /// use std::process::ExitCode;
+    /// fn main() -> mp::Result<()> {
+    ///     mp::init();
+    ///     let mut fails = mp::Process::new(|_: ()| -> Result<(), String> { Err("no".into()) }, ());
+    ///     let mut code = mp::Process::new(|n: u8| ExitCode::from(n), 3);
+    ///     fails.start()?;
+    ///     code.start()?;
+    ///     fails.join()?;
+    ///     code.join()?;
+    ///     assert_eq!(fails.exitcode(), Some(1)); // and `Error: "no"` on its stderr
+    ///     assert_eq!(code.exitcode(), Some(3));
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
     /// ```compile_fail
     /// use multiprocess as mp;
     /// let greeting = String::from("hi");
@@ -197,6 +377,7 @@ impl Process {
     where
         F: Fn(A) -> R + Copy + Send + 'static,
         A: Serialize + DeserializeOwned + Send + 'static,
+        R: Termination,
     {
         assert_zero_sized::<F>();
         let (identity, name) = spawn::next_child_identity("Process");
@@ -204,8 +385,9 @@ impl Process {
             name,
             identity,
             daemon: spawn::child_context().is_some_and(|c| c.daemon),
-            call: Some(PreparedCall::discard(target, arg)),
+            call: Some(PreparedCall::main(target, arg)),
             running: None,
+            closed: None,
         }
     }
 
@@ -215,8 +397,9 @@ impl Process {
         self.name = name.into();
     }
 
-    /// Makes the process a daemon (or not). A daemon is killed when its
-    /// `Process` is dropped and exits when its parent dies, even by SIGKILL.
+    /// Makes the process a daemon (or not). At this process's normal exit a
+    /// daemon child still running gets SIGTERM instead of being waited for,
+    /// and it dies with this process however it dies, even by SIGKILL.
     /// The default is the creating process's own flag.
     ///
     /// # Panics
@@ -242,7 +425,11 @@ impl Process {
 
     /// The child's pid, once started.
     pub fn pid(&self) -> Option<u32> {
-        self.running.as_ref().map(|r| r.shared.pid)
+        match (&self.running, &self.closed) {
+            (Some(r), _) => Some(r.shared.pid),
+            (None, Some(c)) => c.pid,
+            (None, None) => None,
+        }
     }
 
     /// Starts the child. Returns as soon as the child is forked and its work is
@@ -270,9 +457,14 @@ impl Process {
     /// }
     /// ```
     pub fn start(&mut self) -> Result<()> {
+        if self.closed.is_some() {
+            return Err(closed_error());
+        }
         let Some(call) = self.call.take() else {
             return Err(Error::value("cannot start a process twice"));
         };
+        // Python's `_cleanup()`: reap the children that have exited since.
+        registry().cleanup();
         let child = spawn::start(StartSpec {
             name: self.name.clone(),
             identity: self.identity.clone(),
@@ -283,13 +475,14 @@ impl Process {
         let shared = Arc::new(Shared {
             pid: child.pid,
             name: self.name.clone(),
+            daemon: self.daemon,
             pidfd: child.pidfd.try_clone()?,
             exit: Mutex::new(Exit::Running),
         });
         register(&shared);
         self.running = Some(Running {
             shared,
-            child,
+            child: Some(child),
             startup: Startup::Pending,
             panic: None,
             signalled: false,
@@ -298,6 +491,9 @@ impl Process {
     }
 
     fn running(&mut self, what: &str) -> Result<&mut Running> {
+        if self.closed.is_some() {
+            return Err(closed_error());
+        }
         self.running
             .as_mut()
             .ok_or_else(|| Error::value(format!("can only {what} a started process")))
@@ -345,10 +541,182 @@ impl Process {
     }
 
     fn join_deadline(&mut self, deadline: Option<Instant>) -> Result<bool> {
-        let r = self.running("join")?;
+        self.running("join")?.join_deadline(deadline)
+    }
+
+    /// True from `start()` until the child has exited (and been reaped).
+    ///
+    /// Python: `Process.is_alive()`.
+    pub fn is_alive(&self) -> bool {
+        self.running
+            .as_ref()
+            .is_some_and(|r| r.shared.try_reap() == Exit::Running)
+    }
+
+    /// Releases the OS resources of an exited child (its pidfd); the pid, the
+    /// exit code and the panic stay readable. Closing twice, or before
+    /// `start()`, is fine; afterwards `start`, `join`, `terminate` and `kill`
+    /// fail with [`Error::Value`] ("process object is closed").
+    ///
+    /// Python: `Process.close()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] while the child is still running (join or terminate it
+    /// first), as Python's `ValueError`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiprocess as mp;
+    /// fn main() -> mp::Result<()> {
+    ///     mp::init();
+    ///     let mut p = mp::Process::new(|_: ()| (), ());
+    ///     p.start()?;
+    ///     p.join()?;
+    ///     p.close()?;
+    ///     assert_eq!(p.exitcode(), Some(0));
+    ///     assert!(matches!(p.join(), Err(mp::Error::Value(_))));
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn close(&mut self) -> Result<()> {
+        if let Some(r) = self.running.as_mut() {
+            if r.shared.try_reap() == Exit::Running {
+                return Err(Error::value(
+                    "cannot close a process while it is still running; join() or terminate() it first",
+                ));
+            }
+            r.drain_reports();
+        }
+        if self.closed.is_none() {
+            let r = self.running.take();
+            self.call = None;
+            self.closed = Some(Closed {
+                pid: r.as_ref().map(|r| r.shared.pid),
+                exitcode: r.as_ref().and_then(|r| r.shared.exitcode()),
+                panic: r.and_then(|r| r.panic),
+            });
+        }
+        Ok(())
+    }
+
+    /// The exit code: `None` before start and while running; `0` after a normal
+    /// return; `1` after a panic; `n` after `std::process::exit(n)`; `-SIG` when
+    /// killed by signal `SIG` (`-15` after `terminate()`, `-9` after `kill()`).
+    ///
+    /// Python: `Process.exitcode`.
+    pub fn exitcode(&self) -> Option<i32> {
+        match (&self.running, &self.closed) {
+            (Some(r), _) => r.shared.exitcode(),
+            (None, Some(c)) => c.exitcode,
+            (None, None) => None,
+        }
+    }
+
+    /// The panic that ended the child, as an [`Error::Remote`] with its message
+    /// and location, once the child has exited after a panic.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiprocess as mp;
+    /// fn main() -> mp::Result<()> {
+    ///     mp::init();
+    ///     let mut p = mp::Process::new(|_: ()| panic!("boom"), ());
+    ///     p.start()?;
+    ///     p.join()?;
+    ///     assert_eq!(p.exitcode(), Some(1));
+    ///     assert!(p.panic_error().unwrap().to_string().contains("boom"));
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn panic_error(&self) -> Option<Error> {
+        let p = match (&self.running, &self.closed) {
+            (Some(r), _) => r.panic.clone()?,
+            (None, Some(c)) => c.panic.clone()?,
+            (None, None) => return None,
+        };
+        Some(p.into_error(self.name.clone(), self.pid()?))
+    }
+
+    /// Sends SIGTERM (a no-op if the child already exited).
+    ///
+    /// Python: `Process.terminate()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] before `start()`.
+    pub fn terminate(&mut self) -> Result<()> {
+        self.signal(Signal::SIGTERM)
+    }
+
+    /// Sends SIGKILL (a no-op if the child already exited).
+    ///
+    /// Python: `Process.kill()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] before `start()`.
+    pub fn kill(&mut self) -> Result<()> {
+        self.signal(Signal::SIGKILL)
+    }
+
+    fn signal(&mut self, sig: Signal) -> Result<()> {
+        let r = self.running("signal")?;
+        if r.shared.signal(sig) {
+            r.signalled = true;
+        }
+        Ok(())
+    }
+
+    /// This process as a [`ProcessInfo`] (`None` before start).
+    pub fn info(&self) -> Option<ProcessInfo> {
+        self.running.as_ref().map(|r| ProcessInfo::child(&r.shared))
+    }
+
+    /// The pidfd, readable once the child has exited (`None` before start):
+    /// the sentinel that `connection::wait` polls.
+    pub(crate) fn sentinel_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.running.as_ref().map(|r| r.shared.pidfd.as_fd())
+    }
+}
+
+impl Running {
+    /// At exit: waits for the child to exit (until `deadline`), killing it if
+    /// it never answered within the start timeout, as `join` would. Decodes
+    /// nothing: libc has destroyed this thread's thread-locals by now, and
+    /// decoding uses one.
+    fn wait_at_exit(&self, deadline: Option<Instant>) {
+        if let (Startup::Pending, Some(child)) = (&self.startup, &self.child) {
+            let limit = child.started_at + spawn::start_timeout();
+            let until = Some(deadline.map_or(limit, |d| d.min(limit)));
+            // Any answer (or its end of file) means the start-up is over.
+            let ready = child.conn.with_fd(|conn| {
+                fd::poll(
+                    &[
+                        (self.shared.pidfd.as_fd(), fd::READABLE),
+                        (conn, fd::READABLE),
+                    ],
+                    until,
+                )
+            });
+            let silent = matches!(ready, Ok(Ok(events)) if events.iter().all(|&e| e == 0));
+            if silent && Instant::now() >= limit {
+                self.shared.signal(Signal::SIGKILL);
+            }
+        }
+        self.shared.wait_exit(deadline);
+    }
+
+    /// Waits until the child has exited or `deadline` passes; true if it has.
+    /// After the exit, reads its reports and releases all but the pidfd.
+    fn join_deadline(&mut self, deadline: Option<Instant>) -> Result<bool> {
+        let r = self;
         loop {
             if r.shared.try_reap() != Exit::Running {
                 r.drain_reports();
+                r.child = None;
                 return match &r.startup {
                     Startup::Confirmed => Ok(true),
                     // Killed by us before it answered: no start-up failure.
@@ -386,102 +754,19 @@ impl Process {
         }
     }
 
-    /// True from `start()` until the child has exited (and been reaped).
-    ///
-    /// Python: `Process.is_alive()`.
-    pub fn is_alive(&self) -> bool {
-        self.running
-            .as_ref()
-            .is_some_and(|r| r.shared.try_reap() == Exit::Running)
-    }
-
-    /// The exit code: `None` before start and while running; `0` after a normal
-    /// return; `1` after a panic; `n` after `std::process::exit(n)`; `-SIG` when
-    /// killed by signal `SIG` (`-15` after `terminate()`, `-9` after `kill()`).
-    ///
-    /// Python: `Process.exitcode`.
-    pub fn exitcode(&self) -> Option<i32> {
-        self.running.as_ref().and_then(|r| r.shared.exitcode())
-    }
-
-    /// The panic that ended the child, as an [`Error::Remote`] with its message
-    /// and location, once the child has exited after a panic.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use multiprocess as mp;
-    /// fn main() -> mp::Result<()> {
-    ///     mp::init();
-    ///     let mut p = mp::Process::new(|_: ()| panic!("boom"), ());
-    ///     p.start()?;
-    ///     p.join()?;
-    ///     assert_eq!(p.exitcode(), Some(1));
-    ///     assert!(p.panic_error().unwrap().to_string().contains("boom"));
-    ///     Ok(())
-    /// }
-    /// ```
-    pub fn panic_error(&self) -> Option<Error> {
-        let r = self.running.as_ref()?;
-        let p = r.panic.clone()?;
-        Some(p.into_error(self.name.clone(), r.shared.pid))
-    }
-
-    /// Sends SIGTERM (a no-op if the child already exited).
-    ///
-    /// Python: `Process.terminate()`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Value`] before `start()`.
-    pub fn terminate(&mut self) -> Result<()> {
-        self.signal(Signal::SIGTERM)
-    }
-
-    /// Sends SIGKILL (a no-op if the child already exited).
-    ///
-    /// Python: `Process.kill()`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Value`] before `start()`.
-    pub fn kill(&mut self) -> Result<()> {
-        self.signal(Signal::SIGKILL)
-    }
-
-    fn signal(&mut self, sig: Signal) -> Result<()> {
-        let r = self.running("signal")?;
-        // Under the exit lock, so the pid cannot be reaped (and reused) meanwhile.
-        let exit = r.shared.exit.lock().unwrap_or_else(|e| e.into_inner());
-        if *exit == Exit::Running {
-            let _ = send_signal(Pid::from_raw(r.shared.pid as i32), sig);
-            r.signalled = true;
-        }
-        Ok(())
-    }
-
-    /// This process as a [`ProcessInfo`] (`None` before start).
-    pub fn info(&self) -> Option<ProcessInfo> {
-        self.running.as_ref().map(|r| ProcessInfo::child(&r.shared))
-    }
-
-    /// The pidfd, readable once the child has exited (`None` before start):
-    /// the sentinel that `connection::wait` polls.
-    pub(crate) fn sentinel_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        self.running.as_ref().map(|r| r.shared.pidfd.as_fd())
-    }
-}
-
-impl Running {
     /// Waits until the child exits, answers, or `deadline` passes.
     fn wait_event(&mut self, deadline: Option<Instant>) -> Result<()> {
-        if !matches!(self.startup, Startup::Pending) {
+        let Some(child) = self
+            .child
+            .as_ref()
+            .filter(|_| matches!(self.startup, Startup::Pending))
+        else {
             fd::wait_for(self.shared.pidfd.as_fd(), fd::READABLE, deadline)?;
             return Ok(());
-        }
-        let limit = self.child.started_at + spawn::start_timeout();
+        };
+        let limit = child.started_at + spawn::start_timeout();
         let until = Some(deadline.map_or(limit, |d| d.min(limit)));
-        let events = self.child.conn.with_fd(|conn| {
+        let events = child.conn.with_fd(|conn| {
             fd::poll(
                 &[
                     (self.shared.pidfd.as_fd(), fd::READABLE),
@@ -494,7 +779,7 @@ impl Running {
             self.read_startup_answer();
         } else if events[0] == 0 && Instant::now() >= limit {
             // Nothing within the start timeout: kill it, the exit ends the wait.
-            match self.child.wait_started(Some(Instant::now())) {
+            match child.wait_started(Some(Instant::now())) {
                 Ok(()) => self.startup = Startup::Confirmed,
                 Err(e) => self.startup = Startup::TimedOut(e.to_string()),
             }
@@ -504,7 +789,10 @@ impl Running {
     }
 
     fn read_startup_answer(&mut self) {
-        match self.child.wait_started(Some(Instant::now())) {
+        let Some(child) = self.child.as_ref() else {
+            return;
+        };
+        match child.wait_started(Some(Instant::now())) {
             Ok(()) => self.startup = Startup::Confirmed,
             Err(Error::Timeout) => {}
             Err(Error::Spawn(why)) => self.startup = Startup::Failed(why),
@@ -517,8 +805,11 @@ impl Running {
         if matches!(self.startup, Startup::Pending) {
             self.read_startup_answer();
         }
+        let Some(child) = self.child.as_ref() else {
+            return;
+        };
         if matches!(self.startup, Startup::Confirmed) && self.panic.is_none() {
-            if let Ok(frame) = self.child.conn.recv_frame(Some(Instant::now())) {
+            if let Ok(frame) = child.conn.recv_frame(Some(Instant::now())) {
                 if let Ok(Report::Panicked(p)) =
                     reduction::decode::<Report>(&frame.bytes, frame.fds)
                 {
@@ -530,25 +821,24 @@ impl Running {
 }
 
 impl Drop for Process {
-    /// A started daemon is killed and reaped; a started non-daemon is joined
-    /// (Python joins non-daemon children at exit).
+    /// Neither waits nor kills, as in Python: a child still running is handed
+    /// to the registry, which keeps its bootstrap socket open, reaps it once it
+    /// has exited, and waits for it (daemon: terminates it) at this process's
+    /// exit.
     fn drop(&mut self) {
-        let Some(r) = self.running.as_ref() else {
+        let Some(r) = self.running.take() else {
             return;
         };
-        if r.shared.try_reap() != Exit::Running {
-            return;
+        if r.shared.try_reap() == Exit::Running {
+            registry().orphans.push(r);
         }
-        if self.daemon {
-            let _ = self.kill();
-        }
-        let _ = self.join();
     }
 }
 
 impl fmt::Debug for Process {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let status = match &self.running {
+            None if self.closed.is_some() => "closed",
             None => "initial",
             Some(r) if r.shared.try_reap() == Exit::Running => "started",
             Some(_) => "stopped",
@@ -564,9 +854,8 @@ impl fmt::Debug for Process {
 }
 
 fn register(shared: &Arc<Shared>) {
-    let mut reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-    reg.retain(|w| w.strong_count() > 0);
-    reg.push(Arc::downgrade(shared));
+    register_exit_handler();
+    registry().children.push(Arc::downgrade(shared));
 }
 
 /// Which process a [`ProcessInfo`] describes.
@@ -625,6 +914,74 @@ impl ProcessInfo {
     /// The process's pid.
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// The authentication key (Python's `current_process().authkey`): 32
+    /// random bytes made at the main process's first use, inherited by every
+    /// child from its parent at start. [`Manager::new`](crate::Manager::new)
+    /// uses it as the server's key, as Python's `BaseManager(authkey=None)`
+    /// does. Known only for the current process.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] for another process than the current one (Python's
+    /// `parent_process()` has no authkey either); [`Error::Io`] if the kernel
+    /// refused random bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiprocess as mp;
+    /// fn main() -> mp::Result<()> {
+    ///     mp::init();
+    ///     let key = mp::current_process().authkey()?;
+    ///     assert_eq!(key.len(), 32);
+    ///     let mut p = mp::Process::new(
+    ///         |key: Vec<u8>| assert_eq!(mp::current_process().authkey().unwrap(), key),
+    ///         key,
+    ///     );
+    ///     p.start()?;
+    ///     p.join()?;
+    ///     assert_eq!(p.exitcode(), Some(0));
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn authkey(&self) -> Result<Vec<u8>> {
+        match self.kind {
+            InfoKind::Current => current_authkey(),
+            _ => Err(Error::value("only the current process's authkey is known")),
+        }
+    }
+
+    /// Replaces the current process's authkey (Python's
+    /// `current_process().authkey = key`); children started afterwards inherit
+    /// the new key.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] for another process than the current one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiprocess as mp;
+    /// fn main() -> mp::Result<()> {
+    ///     mp::init();
+    ///     mp::current_process().set_authkey(b"secret")?;
+    ///     assert_eq!(mp::current_process().authkey()?, b"secret");
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn set_authkey(&self, key: impl AsRef<[u8]>) -> Result<()> {
+        match self.kind {
+            InfoKind::Current => {
+                inherit_authkey(key.as_ref().to_vec());
+                Ok(())
+            }
+            _ => Err(Error::value(
+                "only the current process's authkey can be set",
+            )),
+        }
     }
 
     /// Whether the process is still running. For the parent (seen from a child)
@@ -744,16 +1101,13 @@ pub fn parent_process() -> Option<ProcessInfo> {
 /// }
 /// ```
 pub fn active_children() -> Vec<ProcessInfo> {
-    let mut reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-    let mut alive = Vec::new();
-    reg.retain(|w| match w.upgrade() {
-        Some(s) if s.try_reap() == Exit::Running => {
-            alive.push(ProcessInfo::child(&s));
-            true
-        }
-        _ => false,
-    });
-    alive
+    let mut reg = registry();
+    reg.cleanup();
+    reg.children
+        .iter()
+        .filter_map(Weak::upgrade)
+        .map(|s| ProcessInfo::child(&s))
+        .collect()
 }
 
 /// The number of CPUs this process may run on (at least 1): its affinity

@@ -702,7 +702,7 @@ pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> std::result::Result<R, PanicInf
     })
 }
 
-/// The trampoline for a `Process` target or an initializer: the result is dropped.
+/// The trampoline for a pool initializer: the result is dropped.
 fn call_discard<F, A, R>(payload: Payload) -> CallOutcome
 where
     F: Fn(A) -> R,
@@ -715,6 +715,38 @@ where
     let f = conjure::<F>();
     match catch(move || drop(f(arg))) {
         Ok(()) => CallOutcome::Returned(Encoded::default()),
+        Err(p) => CallOutcome::Panicked(p),
+    }
+}
+
+/// How a `Process` target's result asked its process to exit: std's
+/// [`Termination`](std::process::Termination) report, as `main`'s result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ExitStatus(pub(crate) u8);
+
+/// The trampoline for a `Process` target: its result is reported as `main`'s
+/// is (`Err(e)` prints `Error: {e:?}` and gives 1, an `ExitCode` gives itself).
+fn call_main<F, A, R>(payload: Payload) -> CallOutcome
+where
+    F: Fn(A) -> R,
+    A: DeserializeOwned,
+    R: std::process::Termination,
+{
+    let arg: A = match decode(&payload.bytes, payload.fds) {
+        Ok(a) => a,
+        Err(e) => return CallOutcome::Failed(e),
+    };
+    let f = conjure::<F>();
+    match catch(move || f(arg).report()) {
+        // `ExitCode` shows no number, but compares: on Unix it is one byte.
+        Ok(code) => match encode(&ExitStatus(
+            (0..=u8::MAX)
+                .find(|n| std::process::ExitCode::from(*n) == code)
+                .unwrap_or(1),
+        )) {
+            Ok(enc) => CallOutcome::Returned(enc),
+            Err(e) => CallOutcome::Failed(e),
+        },
         Err(p) => CallOutcome::Panicked(p),
     }
 }
@@ -801,6 +833,17 @@ impl FnRef {
         Self::from_trampoline(call_discard::<F, A, R>)
     }
 
+    /// Refers to the trampoline that runs `F` as a process's `main`.
+    pub(crate) fn main<F, A, R>(_f: F) -> Self
+    where
+        F: Fn(A) -> R,
+        A: DeserializeOwned,
+        R: std::process::Termination,
+    {
+        assert_zero_sized::<F>();
+        Self::from_trampoline(call_main::<F, A, R>)
+    }
+
     /// Refers to the trampoline that runs `F` and encodes its result.
     pub(crate) fn returning<F, A, R>(_f: F) -> Self
     where
@@ -864,15 +907,16 @@ pub(crate) struct PreparedCall {
 }
 
 impl PreparedCall {
-    /// Prepares `F(arg)` whose result is dropped; encoding happens now, so the
-    /// caller keeps no copy of `arg`.
-    pub(crate) fn discard<F, A, R>(f: F, arg: A) -> Self
+    /// Prepares `F(arg)` run as a process's `main` (see [`FnRef::main`]);
+    /// encoding happens now, so the caller keeps no copy of `arg`.
+    pub(crate) fn main<F, A, R>(f: F, arg: A) -> Self
     where
         F: Fn(A) -> R,
         A: Serialize + DeserializeOwned,
+        R: std::process::Termination,
     {
         PreparedCall {
-            target: FnRef::discard(f),
+            target: FnRef::main(f),
             payload: encode(&arg),
         }
     }

@@ -13,8 +13,10 @@
 //!    argument with its handles' fds.
 //! 3. The child's [`init`] sees the variable, takes the fd, and compares the
 //!    fingerprint. On a mismatch it answers `MPWRONGBUILD` and exits; otherwise it
-//!    answers [`Report::Started`], runs the target, and exits 0 (1 after a panic,
-//!    whose [`Report::Panicked`] it sends first).
+//!    answers [`Report::Started`], runs the target, and exits with the status its
+//!    result reports as `main`'s would (1 after a panic, whose
+//!    [`Report::Panicked`] it sends first). The parent's authkey comes with the
+//!    bootstrap.
 //! 4. The parent learns of a child that never started (died early, a binary
 //!    without `init()`, another build) from the missing `Started`: by the child's
 //!    exit, or after [`set_start_timeout`], when it kills it. Nothing waits forever.
@@ -34,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::platform::{fd, spawn as os_spawn};
-use crate::reduction::{self, CallOutcome, Encoded, FnRef, PanicInfo, PreparedCall};
+use crate::reduction::{self, CallOutcome, Encoded, ExitStatus, FnRef, PanicInfo, PreparedCall};
 
 /// The variable that tells a child which inherited fd leads to its parent.
 pub(crate) const CHILD_FD_VAR: &str = "MULTIPROCESS_CHILD_FD";
@@ -121,6 +123,9 @@ struct Bootstrap {
     parent_name: String,
     /// What to run.
     target: FnRef,
+    /// The child's `current_process().authkey()`: the parent's (Python's
+    /// spawn hands the child its parent's key the same way).
+    authkey: Vec<u8>,
 }
 
 /// What a child tells its parent over the bootstrap socket.
@@ -336,6 +341,7 @@ pub(crate) fn start(spec: StartSpec) -> Result<Child> {
         parent_pid: std::process::id(),
         parent_name: current_name().to_string(),
         target,
+        authkey: crate::process::current_authkey()?,
     };
     if let Err(e) = send_bootstrap(&child.conn, &boot, &payload) {
         // A child that died at once: its exit status says more than EPIPE.
@@ -466,6 +472,7 @@ fn run_child(var: OsString) -> ! {
         parent_conn: conn,
     };
     let ctx = SELF_INFO.get_or_init(|| ctx);
+    crate::process::inherit_authkey(boot.authkey);
     if ctx.daemon {
         watch_parent();
     }
@@ -483,7 +490,10 @@ fn run_child(var: OsString) -> ! {
         bootstrap_failed(&format!("could not answer the parent: {e}"));
     }
     let code = match boot.target.call(payload) {
-        Ok(CallOutcome::Returned(_)) => 0,
+        // A `Process` target's `Termination` report; other entry points return
+        // nothing to decode and exit 0.
+        Ok(CallOutcome::Returned(enc)) => reduction::decode::<ExitStatus>(&enc.bytes, enc.fds)
+            .map_or(0, |status| i32::from(status.0)),
         Ok(CallOutcome::Panicked(p)) => {
             let _ = ctx.parent_conn.send(&Report::Panicked(p));
             1

@@ -159,7 +159,8 @@ fn random_bytes() -> Result<[u8; 32]> {
 impl Manager {
     /// Starts a manager's server process and returns once it is listening.
     ///
-    /// The server listens on a Linux abstract socket with a random authkey; it
+    /// The server listens on a Linux abstract socket with this process's authkey
+    /// ([`current_process().authkey()`](crate::ProcessInfo::authkey)); it
     /// is a daemon child, so it exits when this process dies, however it dies.
     ///
     /// Python: `multiprocessing.Manager()`.
@@ -186,7 +187,7 @@ impl Manager {
         let nonce = random_bytes()?;
         let name: String = nonce[..8].iter().map(|b| format!("{b:02x}")).collect();
         let address = Address::Abstract(format!("mp-manager-{}-{name}", std::process::id()));
-        Manager::start(address, random_bytes()?.to_vec())
+        Manager::start(address, crate::process::current_authkey()?)
     }
 
     /// Starts a manager's server process listening on `address` with

@@ -168,6 +168,7 @@ pub fn start<F, A, R>(f: F, arg: A) -> multiprocess::Process
 where
     F: Fn(A) -> R + Copy + Send + 'static,
     A: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    R: std::process::Termination,
 {
     let mut p = multiprocess::Process::new(f, arg);
     p.start().expect("start");

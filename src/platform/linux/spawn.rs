@@ -179,3 +179,37 @@ impl Drop for SpawnAttr {
         unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
     }
 }
+
+/// Has libc call `f` when this process exits normally: after `main` returns
+/// or `std::process::exit` (both end in libc's `exit`), not after a signal or
+/// `_exit`. Handlers run in the reverse order of registration.
+pub(crate) fn at_exit(f: extern "C" fn()) -> io::Result<()> {
+    // SAFETY: `f` is a plain `extern "C" fn()` with no captured state, valid
+    // for the whole life of the process (a function item of this binary).
+    let rc = unsafe { libc::atexit(f) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::other("atexit() refused the exit handler"))
+    }
+}
+
+/// Fills `buf` from the kernel's random source (`getrandom(2)`; blocks only
+/// before the entropy pool is first initialized, early at boot).
+pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: `rest` is a valid, writable buffer of `rest.len()` bytes.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        filled += n as usize;
+    }
+    Ok(())
+}
