@@ -356,13 +356,6 @@ impl Listener {
         Ok(self.socket()?)
     }
 
-    /// The authkey connections must prove, if any (for servers that run the
-    /// handshake themselves after [`accept_unauthenticated`](Listener::accept_unauthenticated)).
-    #[allow(dead_code)] // for the managers' server
-    pub(crate) fn authkey(&self) -> Option<&[u8]> {
-        self.authkey.as_deref()
-    }
-
     /// The address this listener is bound to, with the real port for a TCP
     /// port 0; pass it to [`Client::connect`].
     ///
