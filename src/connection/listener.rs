@@ -12,7 +12,7 @@
 //! | `('host', port)` / `'/path'` / `'\0name'` | [`Address::Tcp`] / [`Address::Unix`] / [`Address::Abstract`] |
 //!
 //! Framing and the authkey handshake are CPython's own, so either side may be a
-//! Python program (see `docs/_porting/python.md`).
+//! Python program (see docs/porting.md, "Talking to Python").
 
 use std::fmt;
 use std::net::{SocketAddr, TcpListener, TcpStream};
