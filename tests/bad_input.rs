@@ -17,6 +17,7 @@
 multiprocess::test_support!();
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use mp::__fuzz as fz;
@@ -489,6 +490,50 @@ fn write_hand_made_corpus() {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(name), bytes).unwrap();
     }
+}
+
+/// The committed hand-made files (names with `--`) are exactly what
+/// [`hand_made`] produces: same names per target, same bytes. A case changed,
+/// added or removed in the code without rerunning `write_hand_made_corpus`
+/// (or a file edited or left behind in `tests/corpus`) fails here, so the
+/// replay above always checks the cases this file describes.
+#[test]
+fn hand_made_corpus_matches_the_code() {
+    let mut want: BTreeMap<(String, String), Vec<u8>> = BTreeMap::new();
+    for (target, name, bytes) in hand_made() {
+        assert!(
+            name.contains("--"),
+            "{target}/{name}: hand-made names contain `--`"
+        );
+        let dup = want.insert((target.to_string(), name.clone()), bytes);
+        assert!(
+            dup.is_none(),
+            "{target}/{name}: two hand-made cases with one name"
+        );
+    }
+    let mut have: BTreeMap<(String, String), Vec<u8>> = BTreeMap::new();
+    for target in TARGETS {
+        for (name, bytes) in files_of(target) {
+            if name.contains("--") {
+                have.insert((target.to_string(), name), bytes);
+            }
+        }
+    }
+    let missing: Vec<_> = want.keys().filter(|k| !have.contains_key(*k)).collect();
+    let stale: Vec<_> = have.keys().filter(|k| !want.contains_key(*k)).collect();
+    let differ: Vec<_> = want
+        .iter()
+        .filter(|(k, b)| have.get(*k).is_some_and(|h| h != *b))
+        .map(|(k, _)| k)
+        .collect();
+    let fix = "run `cargo test --test bad_input -- --ignored write_hand_made_corpus` \
+               (and delete the stale files)";
+    assert!(
+        missing.is_empty() && stale.is_empty() && differ.is_empty(),
+        "hand-made corpus out of date: not in tests/corpus {missing:?}; \
+         in tests/corpus but not in hand_made() {stale:?}; bytes differ {differ:?}; {fix}"
+    );
+    assert_eq!(have.len(), want.len());
 }
 
 /// `(target, file name, bytes)` of every hand-made case.

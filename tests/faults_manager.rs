@@ -74,6 +74,18 @@ fn victim_client((q, rlock, lock, d, log, plan): ClientArg) {
     }
 }
 
+/// The manager server's threads serving a client connection ("manager-client"),
+/// as /proc lists them.
+fn serving_threads(server: u32) -> usize {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{server}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == "manager-client")
+        .count()
+}
+
 // Manager clients killed mid-call, holding the manager's RLock or Lock, or
 // blocked in a call; the server cleans up after them and serves the others.
 #[test]
@@ -120,8 +132,21 @@ fn manager_client_faults() {
                 ),
             );
             victim.set_daemon(true); // no orphan if the test fails
+            // The server serves each connection on a thread of its own; so far
+            // only this thread's connection exists.
+            let server = m.pid().expect("a local manager has a server process");
+            let ours = serving_threads(server);
             victim.start().unwrap();
             plan.strike(&mut victim);
+            // The server may still be inside the dead client's last call (a
+            // `get` whose reply it could not deliver, which it undoes by
+            // putting the item back). Its connection thread ends only after
+            // that call and the end of file behind it, so once the thread
+            // count is back to ours, every item is either in the queue or
+            // was delivered to the victim: the drain below sees a final state.
+            faults_common::wait_until(LONG, "the server done with the dead client", || {
+                serving_threads(server) <= ours
+            });
             // The dead client's RLock is released by the server.
             assert!(
                 rlock.acquire_timeout(LONG).unwrap(),

@@ -372,20 +372,25 @@ fn async_result_and_timeouts() {
     let _leak = LeakCheck::new();
     within(LONG, "async", || {
         let pool = mp::Pool::new(2).unwrap();
+        // The task finishes only once `go` is set, so however slowly this
+        // thread runs, the result cannot be ready before then.
+        let go = mp::Event::new().unwrap();
         let r = pool
             .apply_async(
-                |(x, ms): (i64, u64)| {
-                    sleep_ms(ms);
+                |(x, go): (i64, mp::Event)| {
+                    assert!(go.wait_timeout(SHORT), "hang guard: go never set");
                     sqr(x)
                 },
-                (7, 200),
+                (7, go.clone()),
             )
             .unwrap();
         assert!(matches!(r.successful(), Err(mp::Error::Value(_))));
         let start = Instant::now();
         assert!(matches!(r.get_timeout(ms(50)), Err(mp::Error::Timeout)));
         assert!(start.elapsed() >= ms(50));
-        assert!(!r.wait_timeout(ms(1)) || r.ready());
+        assert!(!r.wait_timeout(ms(1)));
+        assert!(!r.ready());
+        go.set();
         assert_eq!(r.get().unwrap(), 49);
         assert!(r.ready());
         assert!(r.successful().unwrap());
@@ -583,10 +588,12 @@ fn failing_map_waits_for_all_chunks() {
             1,
         );
         assert!(matches!(r, Err(mp::Error::Remote { .. })));
-        // Every sender is closed once the tasks are done: read to the end.
+        // Each task sent its number before it returned, so once map has
+        // returned all five are already in the pipe: no waiting here.
         let mut seen: Vec<u32> = Vec::new();
-        while let Ok(i) = rx.recv() {
-            seen.push(i);
+        for _ in 0..5 {
+            assert!(rx.poll().unwrap(), "a task still ran when map returned");
+            seen.push(rx.recv().unwrap());
         }
         seen.sort();
         assert_eq!(
@@ -992,13 +999,18 @@ fn imap_next_timeout() {
     let _leak = LeakCheck::new();
     within(LONG, "imap next_timeout", || {
         let pool = mp::Pool::new(1).unwrap();
+        // The first item is held until `go` is set: its `next_timeout` times
+        // out however slowly this thread runs.
+        let go = mp::Event::new().unwrap();
         let mut it = pool
             .imap(
-                |ms: u64| {
-                    sleep_ms(ms);
-                    ms
+                |(x, go): (u64, Option<mp::Event>)| {
+                    if let Some(go) = go {
+                        assert!(go.wait_timeout(SHORT), "hang guard: go never set");
+                    }
+                    x
                 },
-                vec![300, 0],
+                vec![(300, Some(go.clone())), (0, None)],
             )
             .unwrap();
         let start = Instant::now();
@@ -1007,6 +1019,7 @@ fn imap_next_timeout() {
             Some(Err(mp::Error::Timeout))
         ));
         assert!(start.elapsed() >= ms(20));
+        go.set();
         assert_eq!(it.next_timeout(SHORT).unwrap().unwrap(), 300);
         assert_eq!(it.next().unwrap().unwrap(), 0);
         assert!(it.next_timeout(ms(1)).is_none());
@@ -1035,9 +1048,12 @@ fn task_timeout_kills_and_replaces_the_worker() {
     let _s = common::serial();
     let _leak = LeakCheck::new();
     within(LONG, "task timeout", || {
+        // Long enough that the quick tasks below never overrun it, even with
+        // their worker descheduled for a while on a loaded machine.
+        let limit = ms(1000);
         let pool = mp::Pool::builder()
             .processes(2)
-            .task_timeout(ms(300))
+            .task_timeout(limit)
             .build()
             .unwrap();
         let pids = pool.worker_pids();
@@ -1045,7 +1061,7 @@ fn task_timeout_kills_and_replaces_the_worker() {
         let slow = pool.apply_async(|_: ()| sleep_ms(100_000), ()).unwrap();
         let quick: Vec<_> = (0..10).map(|i| pool.apply_async(sqr, i).unwrap()).collect();
         assert!(matches!(slow.get(), Err(mp::Error::Timeout)));
-        assert!(start.elapsed() >= ms(300));
+        assert!(start.elapsed() >= limit);
         // By the time the timeout is reported the worker is gone.
         let slow_pid = pids
             .iter()

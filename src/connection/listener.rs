@@ -12,7 +12,7 @@
 //! | `('host', port)` / `'/path'` / `'\0name'` | [`Address::Tcp`] / [`Address::Unix`] / [`Address::Abstract`] |
 //!
 //! Framing and the authkey handshake are CPython's own, so either side may be a
-//! Python program (see `docs/_porting/python.md`).
+//! Python program (see docs/porting.md, "Talking to Python").
 
 use std::fmt;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -354,13 +354,6 @@ impl Listener {
     /// while polled (a concurrent `close()` does not free the fd).
     pub(super) fn wait_source(&self) -> Result<Arc<dyn AsFd + Send + Sync>> {
         Ok(self.socket()?)
-    }
-
-    /// The authkey connections must prove, if any (for servers that run the
-    /// handshake themselves after [`accept_unauthenticated`](Listener::accept_unauthenticated)).
-    #[allow(dead_code)] // for the managers' server
-    pub(crate) fn authkey(&self) -> Option<&[u8]> {
-        self.authkey.as_deref()
     }
 
     /// The address this listener is bound to, with the real port for a TCP

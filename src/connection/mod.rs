@@ -19,9 +19,8 @@ pub(crate) mod framing;
 mod listener;
 pub(crate) mod pickle;
 
+pub(crate) use listener::authenticate_accepted;
 pub use listener::{Address, Client, Listener};
-#[allow(unused_imports)] // for the managers' server
-pub(crate) use listener::{authenticate_accepted, authenticate_client};
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -94,7 +94,7 @@ impl RawSemLock {
     ///
     /// [`Error::Value`] when `value > max` or `max > SEM_VALUE_MAX`;
     /// [`Error::Io`] when no shared memory could be created.
-    #[allow(dead_code)] // for the queues (`maxsize`), built on another branch
+    #[cfg(test)] // the crate's semaphores sit after a region header (synchronize/mod.rs)
     pub(crate) fn new(value: u32, max: Option<u32>) -> Result<RawSemLock> {
         let region = Arc::new(ShmRegion::create(Self::SIZE)?);
         Self::init(region, 0, value, max)

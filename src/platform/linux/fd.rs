@@ -175,11 +175,27 @@ pub(crate) fn recv_flags_with(
     if nonblocking {
         flags |= MsgFlags::MSG_DONTWAIT;
     }
+    match recvmsg_fds(fd, buf, cmsg, fds, flags) {
+        Err(e) if nonblocking && e.raw_os_error() == Some(Errno::EAGAIN as i32) => Ok(None),
+        other => Ok(Some(other?)),
+    }
+}
+
+/// The one `recvmsg` loop both receive functions share: retries on `EINTR`,
+/// takes ownership of every fd that arrived (appended to `fds`, so none
+/// leaks even when the call then fails), and fails when the fds did not all
+/// fit in `cmsg` (`MSG_CTRUNC`: the kernel closed the rest).
+fn recvmsg_fds(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    cmsg: &mut Vec<u8>,
+    fds: &mut Vec<OwnedFd>,
+    flags: MsgFlags,
+) -> io::Result<Received> {
     loop {
         let mut iov = [IoSliceMut::new(buf)];
         let msg = match recvmsg::<()>(fd.as_raw_fd(), &mut iov, Some(&mut *cmsg), flags) {
             Err(Errno::EINTR) => continue,
-            Err(Errno::EAGAIN) if nonblocking => return Ok(None),
             other => other?,
         };
         for c in msg.cmsgs()? {
@@ -197,10 +213,10 @@ pub(crate) fn recv_flags_with(
                 "a message carried more file descriptors than fit",
             ));
         }
-        return Ok(Some(Received {
+        return Ok(Received {
             len: msg.bytes,
             truncated: msg.flags.contains(MsgFlags::MSG_TRUNC),
-        }));
+        });
     }
 }
 
@@ -223,35 +239,8 @@ pub(crate) fn recv_with_fds(
     buf: &mut [u8],
     fds: &mut Vec<OwnedFd>,
 ) -> io::Result<usize> {
-    let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS_PER_MESSAGE]);
-    loop {
-        let mut iov = [IoSliceMut::new(buf)];
-        let msg = match recvmsg::<()>(
-            fd.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Err(Errno::EINTR) => continue,
-            other => other?,
-        };
-        for c in msg.cmsgs()? {
-            if let ControlMessageOwned::ScmRights(raw) = c {
-                for r in raw {
-                    // SAFETY:
-                    // - the kernel just installed `r` in our fd table for this
-                    //   message (SCM_RIGHTS), and nothing else owns it yet.
-                    fds.push(unsafe { OwnedFd::from_raw_fd(r) });
-                }
-            }
-        }
-        if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
-            return Err(io::Error::other(
-                "a message carried more file descriptors than fit",
-            ));
-        }
-        return Ok(msg.bytes);
-    }
+    let mut cmsg = cmsg_buffer();
+    Ok(recvmsg_fds(fd, buf, &mut cmsg, fds, MsgFlags::MSG_CMSG_CLOEXEC)?.len)
 }
 
 /// `read(2)`, retrying on `EINTR`. Returns 0 at end of file.
