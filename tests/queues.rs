@@ -844,6 +844,43 @@ fn a_large_bounded_queue_does_not_wait_for_socket_room() {
     );
 }
 
+// JoinableQueue and SimpleQueue are unbounded the same way: a backlog far
+// past the socket, then a worker in another process takes it; `join` waits
+// for every task, spilled ones included.
+#[test]
+fn joinable_and_simple_queues_spill_too() {
+    let _s = common::serial();
+    within(LONG, "joinable_and_simple_queues_spill_too", || {
+        const N: u32 = 5_000;
+        let jq = mp::JoinableQueue::<u32>::new().unwrap();
+        let sq = mp::SimpleQueue::<u32>::new().unwrap();
+        for i in 0..N {
+            jq.put_nowait(i).unwrap();
+            sq.put(i).unwrap();
+        }
+        assert_eq!(jq.qsize(), N as usize);
+        assert!(!jq.join_timeout(ms(10)));
+        let mut worker = mp::Process::new(
+            |(jq, sq): (mp::JoinableQueue<u32>, mp::SimpleQueue<u32>)| {
+                for i in 0..N {
+                    assert_eq!(jq.get().unwrap(), i);
+                    jq.task_done().unwrap();
+                    assert_eq!(sq.get().unwrap(), i);
+                }
+                assert!(sq.empty());
+            },
+            (jq.clone(), sq.clone()),
+        );
+        worker.set_daemon(true);
+        worker.start().unwrap();
+        jq.join();
+        assert!(matches!(jq.task_done(), Err(mp::Error::Value(_))));
+        worker.join().unwrap();
+        assert_eq!(worker.exitcode(), Some(0));
+        assert!(jq.empty() && sq.empty());
+    });
+}
+
 /// Small items and items carrying a handle.
 #[derive(Serialize, Deserialize)]
 enum Mixed {

@@ -241,6 +241,7 @@ impl Handles {
 
 /// How a non-waiting send went.
 enum Sent {
+    /// The datagram is in the socket.
     Yes,
     /// The socket buffer is full.
     NoRoom,
@@ -278,12 +279,21 @@ struct Inner {
 /// # What `put` guarantees
 ///
 /// When `put` returns `Ok`, the item is in the kernel's buffer of the queue's
-/// socket (large items: in a sealed memfd referenced from there). It no longer
-/// depends on the producing process: that process may exit, or be killed, at
-/// once, and the item is still delivered to a later `get` in any process that
-/// holds the queue. Items put by one process (or one thread) are got in the
-/// order they were put; items from different producers interleave in the order
-/// their `put`s completed. There is no feeder thread and nothing to flush.
+/// socket or in the queue's shared memory (its spill log; see the module
+/// docs). It no longer depends on the producing process: that process may
+/// exit, or be killed, at once, and the item is still delivered to a later
+/// `get` in any process that holds the queue. Items put by one process (or
+/// one thread) are got in the order they were put; items from different
+/// producers interleave in the order their `put`s completed. There is no
+/// feeder thread and nothing to flush.
+///
+/// An unbounded queue's `put` never waits and never fails for lack of room
+/// (`put_nowait` never gives [`Error::Full`]), whatever the socket limits:
+/// items that do not fit the socket wait in shared memory, which costs about
+/// their encoded size and is given back as they are taken. The exception is
+/// an item carrying handles (a [`Connection`](crate::Connection), a queue, a
+/// lock): its fds must travel in the socket, so it waits until items already
+/// spilled to shared memory have been taken and the socket has room.
 ///
 /// Python: `multiprocessing.Queue`.
 ///
@@ -294,8 +304,11 @@ struct Inner {
 ///   nothing is queued.
 /// * `get` on a closed queue, like `put`, is [`Error::Closed`]. `close` is local
 ///   to this queue object and its clones; other processes' handles work on.
-/// * An unbounded queue is bounded by its socket buffer (see the module docs):
-///   `put` may block, and `put_nowait` give [`Error::Full`], when it is full.
+/// * An item carrying handles, put behind items spilled to shared memory (or
+///   into a full socket), waits for them to be taken, even on an unbounded
+///   queue. Python does not wait there: it pickles a handle as a reference
+///   the receiver fetches from the sending process (its resource sharer),
+///   which must then still be alive; here the fds travel with the item.
 /// * `qsize()` is exact for completed operations (a shared counter), but a
 ///   process killed in the middle of a `put` or `get` can leave it one off.
 ///
@@ -406,8 +419,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
     }
 
-    /// Puts `item`, blocking while a bounded queue is full (or the socket
-    /// buffer of an unbounded one is).
+    /// Puts `item`, blocking while a bounded queue is full. An unbounded
+    /// queue never blocks here, except for an item carrying handles behind
+    /// spilled items (see the type's docs).
     ///
     /// See the type's docs for what a successful return guarantees.
     ///
