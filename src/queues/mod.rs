@@ -141,8 +141,10 @@ mod layout {
     /// Bumped by every `put` after its item is placed (socket or log);
     /// sleeping `get`s wait for it to change.
     pub(super) const SEQ: usize = 64;
-    /// Items in the socket (a hint: a process killed between its update and
-    /// its send or receive leaves it one off).
+    /// Items in the socket, raised before each send and lowered after each
+    /// receive: never below the truth, so 0 means the socket is empty. A
+    /// process killed between its update and its send or receive leaves it
+    /// one high (the socket then holds one item fewer before spilling).
     pub(super) const IN_SOCKET: usize = 68;
     /// The spill log's lock (a `RawLock`, 16 bytes, 8-aligned).
     pub(super) const LOCK: usize = 72;
@@ -768,8 +770,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         fds: &mut Vec<OwnedFd>,
         deadline: Option<Instant>,
     ) -> Result<Option<Taken>> {
-        if let Some(r) = h.try_recv(bufs, fds)? {
-            return Ok(Some(Taken::Datagram(r)));
+        // IN_SOCKET is raised before every send and lowered only after a
+        // receive (or a failed send), so 0 means no datagram is there: skip
+        // the syscall (the spill log's gets and an empty queue's spin).
+        let in_socket = h.word(layout::IN_SOCKET);
+        if in_socket.load(Ordering::Acquire) > 0 {
+            if let Some(r) = h.try_recv(bufs, fds)? {
+                return Ok(Some(Taken::Datagram(r)));
+            }
         }
         let log = h.log();
         if log.is_empty() {
@@ -782,7 +790,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         // in the socket and its next one in the log did so before the log
         // record we are about to take was appended. Taking the log record
         // first would reorder that producer's items.
-        if h.word(layout::IN_SOCKET).load(Ordering::Acquire) > 0 {
+        if in_socket.load(Ordering::Acquire) > 0 {
             if let Some(r) = h.try_recv(bufs, fds)? {
                 return Ok(Some(Taken::Datagram(r)));
             }
