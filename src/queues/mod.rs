@@ -362,9 +362,28 @@ thread_local! {
 }
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {
-    /// Creates an unbounded queue.
+    /// Creates an unbounded queue: `put` never waits for room and never
+    /// gives [`Error::Full`], however many items wait (see the type's docs
+    /// for the one exception, items carrying handles).
     ///
     /// Python: `multiprocessing.Queue()`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiprocess as mp;
+    /// fn main() -> mp::Result<()> {
+    ///     mp::init();
+    ///     let q = mp::Queue::<u32>::new()?;
+    ///     // Far more than any socket buffer holds, with nobody reading.
+    ///     for i in 0..100_000 {
+    ///         q.put_nowait(i)?;
+    ///     }
+    ///     assert_eq!(q.qsize(), 100_000);
+    ///     assert_eq!(q.get()?, 0);
+    ///     Ok(())
+    /// }
+    /// ```
     ///
     /// # Errors
     ///
