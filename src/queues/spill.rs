@@ -326,6 +326,42 @@ mod tests {
         assert_eq!(shm::allocated_bytes(shm.fd()).unwrap(), PAGE);
     }
 
+    /// A pid above any `pid_max`: a holder that is certainly dead.
+    const DEAD_PID: u32 = (1 << 22) - 1;
+
+    fn take_bytes(log: &Log<'_>, scratch: &mut [u8]) -> Option<Vec<u8>> {
+        let g = log.lock(None).unwrap();
+        match log.take_locked(&g, scratch).unwrap()? {
+            Record::InScratch { start, len } => Some(scratch[start..start + len].to_vec()),
+            Record::Owned(v) => Some(v),
+        }
+    }
+
+    // A process killed holding the lock, in the middle of writing a record
+    // (bytes past HEAD) or of copying one out (TAIL not moved): the next
+    // taker of the lock finds it dead, takes over, and the log is whole.
+    #[test]
+    fn a_holder_killed_mid_record_leaves_the_log_whole() {
+        let (shm, lock) = log_region();
+        let log = Log::new(&shm, &lock, 0);
+        log.init();
+        log.append(b"first").unwrap();
+        // A producer died after writing part of a record past HEAD.
+        let head = log.head().load(Ordering::Relaxed);
+        shm::write_all_at(shm.fd(), head, &[&[50, b'h', b'a', b'l', b'f']]).unwrap();
+        shm.atomic_u32(32).store(DEAD_PID, Ordering::Relaxed);
+        log.append(b"second").unwrap();
+        assert_eq!(lock.recoveries(), 1);
+        // A consumer died while copying "first" out: TAIL did not move.
+        shm.atomic_u32(32).store(DEAD_PID, Ordering::Relaxed);
+        let mut scratch = vec![0u8; READ_AHEAD];
+        assert_eq!(take_bytes(&log, &mut scratch).unwrap(), b"first");
+        assert_eq!(lock.recoveries(), 2);
+        assert_eq!(take_bytes(&log, &mut scratch).unwrap(), b"second");
+        assert!(take_bytes(&log, &mut scratch).is_none());
+        assert!(log.is_empty());
+    }
+
     #[test]
     fn a_corrupt_length_drops_the_log_with_an_error() {
         let (shm, lock) = log_region();
