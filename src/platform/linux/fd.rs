@@ -220,18 +220,6 @@ fn recvmsg_fds(
     }
 }
 
-/// Raises the send buffer of socket `fd` to `bytes`: `SO_SNDBUFFORCE` when the
-/// process may (`CAP_NET_ADMIN`), else `SO_SNDBUF` (capped by the kernel at
-/// `net.core.wmem_max`). Returns the size in force afterwards (the kernel
-/// doubles the request for its bookkeeping).
-pub(crate) fn raise_send_buffer(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
-    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
-    if setsockopt(&fd, sockopt::SndBufForce, &bytes).is_err() {
-        setsockopt(&fd, sockopt::SndBuf, &bytes)?;
-    }
-    Ok(getsockopt(&fd, sockopt::SndBuf)?)
-}
-
 /// Receives into `buf`, appending any fds that arrive to `fds`, retrying on
 /// `EINTR`. Returns 0 at end of file.
 pub(crate) fn recv_with_fds(

@@ -10,7 +10,7 @@
 //! Other processes' writes are reached only through atomics; never through a
 //! `&mut` into the mapping.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64};
@@ -79,6 +79,61 @@ impl ShmRegion {
             ));
         }
         Self::map(fd, st.st_size as usize)
+    }
+
+    /// Creates a zero-filled memfd named `name` (what `/proc/PID/fd` shows) of
+    /// `file_len` bytes, sealed like
+    /// [`create`](Self::create), and maps only its first `map_len` bytes (at
+    /// least 1, at most `file_len`). The rest is sparse: it costs no memory
+    /// until written, and is reached with [`write_all_at`] and
+    /// [`read_exact_at`], never through the mapping (a queue's spill log).
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create); `EINVAL` when `map_len > file_len`.
+    pub(crate) fn create_sparse(
+        name: &std::ffi::CStr,
+        map_len: usize,
+        file_len: u64,
+    ) -> io::Result<ShmRegion> {
+        let map_len = map_len.max(1);
+        if map_len as u64 > file_len || file_len > i64::MAX as u64 {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
+        nix::unistd::ftruncate(&fd, file_len as libc::off_t)?;
+        fcntl(
+            &fd,
+            FcntlArg::F_ADD_SEALS(
+                SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL,
+            ),
+        )?;
+        Self::map(fd, map_len)
+    }
+
+    /// Maps the first `map_len` bytes of a region made by
+    /// [`create_sparse`](Self::create_sparse) in another process.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if `fd` is not a memfd sealed against shrinking and growing
+    /// of at least `map_len` bytes, and the errors of mmap.
+    pub(crate) fn from_fd_prefix(fd: OwnedFd, map_len: usize) -> io::Result<ShmRegion> {
+        let st = nix::sys::stat::fstat(&fd)?;
+        let seals = fcntl(&fd, FcntlArg::F_GET_SEALS)?;
+        let needed = (SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW).bits();
+        if map_len == 0 || st.st_size < map_len as i64 || seals & needed != needed {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a sealed shared-memory region of the expected size",
+            ));
+        }
+        Self::map(fd, map_len)
+    }
+
+    /// The file's size in bytes (for a sparse region, more than is mapped).
+    pub(crate) fn file_len(&self) -> io::Result<u64> {
+        Ok(nix::sys::stat::fstat(&self.fd)?.st_size as u64)
     }
 
     fn map(fd: OwnedFd, len: usize) -> io::Result<ShmRegion> {
@@ -195,6 +250,85 @@ impl Drop for ShmRegion {
         // An error here would mean our own bookkeeping is wrong; nothing to do.
         let _ = unsafe { munmap(self.ptr.cast(), self.len) };
     }
+}
+
+/// Writes all of `bufs`, in order, at `offset` of the file `fd` (`pwritev`,
+/// retrying short writes and `EINTR`).
+///
+/// # Errors
+///
+/// `ENOSPC`, `ENOMEM` (no memory for the pages), `EFBIG` past the file's end,
+/// and the like.
+pub(crate) fn write_all_at(fd: BorrowedFd<'_>, offset: u64, bufs: &[&[u8]]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+    let mut slices = &mut slices[..];
+    // Drops leading empty slices, so that nothing to write is no `WriteZero`.
+    IoSlice::advance_slices(&mut slices, 0);
+    let mut off = offset;
+    while !slices.is_empty() {
+        match nix::sys::uio::pwritev(fd, slices, off as libc::off_t) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                off += n as u64;
+                IoSlice::advance_slices(&mut slices, n);
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Fills `buf` from `offset` of the file `fd` (`pread`, retrying short reads
+/// and `EINTR`). A hole reads as zeros.
+///
+/// # Errors
+///
+/// `UnexpectedEof` past the file's end; the errors of `pread`.
+pub(crate) fn read_exact_at(fd: BorrowedFd<'_>, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match nix::sys::uio::pread(fd, &mut buf[done..], (offset + done as u64) as libc::off_t) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => done += n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Gives the memory of `len` bytes at `offset` of the file `fd` back to the
+/// system (`fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)`): whole
+/// pages in the range are freed, partial ones zeroed, and the range reads as
+/// zeros afterwards. The file keeps its size.
+///
+/// # Errors
+///
+/// `EOPNOTSUPP` on a file system without holes (a memfd has them).
+pub(crate) fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    use nix::fcntl::{FallocateFlags, fallocate};
+    if len == 0 {
+        return Ok(());
+    }
+    loop {
+        match fallocate(
+            fd,
+            FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        ) {
+            Ok(()) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Bytes of memory the file `fd` holds (`st_blocks`), whatever its size.
+#[cfg(test)]
+pub(crate) fn allocated_bytes(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    Ok(nix::sys::stat::fstat(fd)?.st_blocks as u64 * 512)
 }
 
 /// A new sealed memfd holding exactly `bytes`: nobody can change, grow or
@@ -348,6 +482,33 @@ mod tests {
         let (fd, _region) = mapped_unsealed_memfd();
         let err = seal_for_good(fd.as_fd(), Duration::from_millis(50)).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EBUSY));
+    }
+
+    #[test]
+    fn a_sparse_region_maps_a_prefix_and_gives_pages_back() {
+        let r = ShmRegion::create_sparse(c"t", 64, 1 << 40).unwrap();
+        assert_eq!(r.len(), 64);
+        assert_eq!(r.file_len().unwrap(), 1 << 40);
+        let other = ShmRegion::from_fd_prefix(r.fd().try_clone_to_owned().unwrap(), 64).unwrap();
+        r.atomic_u32(0).store(5, Ordering::SeqCst);
+        assert_eq!(other.atomic_u32(0).load(Ordering::SeqCst), 5);
+        assert!(ShmRegion::from_fd_prefix(r.fd().try_clone_to_owned().unwrap(), 0).is_err());
+        // Far out in the file: only the pages written cost memory.
+        let at = (1 << 39) + 4000;
+        let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        write_all_at(r.fd(), at, &[b"head", &data]).unwrap();
+        let held = allocated_bytes(r.fd()).unwrap();
+        assert!((100_000..=120_000).contains(&held), "{held}");
+        let mut back = vec![0u8; 100_004];
+        read_exact_at(other.fd(), at, &mut back).unwrap();
+        assert_eq!(&back[..4], b"head");
+        assert_eq!(&back[4..], &data[..]);
+        punch_hole(r.fd(), at - 4000, 200_000).unwrap();
+        // What is left: the mapped page written through the atomic above.
+        assert_eq!(allocated_bytes(r.fd()).unwrap(), 4096);
+        read_exact_at(r.fd(), at, &mut back).unwrap();
+        assert!(back.iter().all(|&b| b == 0));
+        assert!(read_exact_at(r.fd(), 1 << 40, &mut back).is_err());
     }
 
     #[test]

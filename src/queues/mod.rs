@@ -14,34 +14,50 @@
 //! # How it works
 //!
 //! A queue is one `AF_UNIX` `SOCK_SEQPACKET` socket pair that every holder
-//! (in every process) shares, plus a small shared-memory counter block. Each
-//! item is encoded and sent as **one datagram**; the kernel hands a datagram
-//! to exactly one receiver, whole or not at all. So:
+//! (in every process) shares, plus one memfd: a small mapped counter block,
+//! followed by a sparse *spill log* (see `spill.rs`). Items are encoded and
+//! placed in one of the two:
 //!
-//! * many producers and many consumers need no lock: every item is delivered
-//!   exactly once, and items from one producer arrive in the order it put them;
-//! * a consumer killed while it waits in `get` takes nothing with it, and the
-//!   others go on (CPython's queue stays locked when a reader dies holding its
-//!   lock);
-//! * there is no feeder thread: `put` returns once the item is in the kernel, so
-//!   a producer may exit at once (CPython's "joining processes that use queues"
-//!   deadlock cannot happen).
+//! * **the socket**, one datagram per item, while the spill log is empty and
+//!   fewer than `SOCKET_MAX` (128) items are in the socket. The kernel hands a
+//!   datagram to exactly one receiver, whole or not at all, so this fast
+//!   path needs no lock. Items carrying handles (connections, other queues,
+//!   locks) always take it: their fds must travel as `SCM_RIGHTS`;
+//! * **the spill log** otherwise: records packed in shared memory under a lock
+//!   that a waiter takes over from a dead holder, each costing its encoded
+//!   size plus a byte or two, and given back page by page as they are taken.
+//!   Items over 64 KiB without handles always go there.
 //!
-//! An item whose encoding exceeds 64 KiB travels out of band: its
-//! bytes go into a sealed memfd whose fd rides in the datagram (`SCM_RIGHTS`),
-//! so items of any size work. Handles inside items (connections, other queues,
-//! locks) travel as fds too.
+//! Once the log holds anything, every new item goes to it until it drains,
+//! and a consumer takes from the socket before the log (checking the socket
+//! again under the log's lock), so the items of one producer are got in the
+//! order it put them. Consumers do not sleep in the socket: they watch a
+//! shared counter that every `put` bumps after placing its item (and sleep
+//! on it with a futex), so an item in the log wakes them as well.
+//!
+//! So:
+//!
+//! * an unbounded queue's `put` never waits for a consumer, whatever the
+//!   socket limits (no `SO_SNDBUFFORCE`, no privilege), and memory follows
+//!   what waits;
+//! * a consumer killed while it waits in `get` takes nothing with it, one
+//!   killed in the middle of a `get` takes at most that one item, and the
+//!   others go on (CPython's queue stays locked when a reader dies holding
+//!   its lock);
+//! * there is no feeder thread: `put` returns once the item is in the kernel
+//!   or in the shared memory, so a producer may exit at once (CPython's
+//!   "joining processes that use queues" deadlock cannot happen).
+//!
+//! An item with handles whose encoding exceeds 64 KiB travels out of band:
+//! its bytes go into a sealed memfd whose fd rides in the datagram.
 //!
 //! # Capacity
 //!
-//! The kernel accounts every queued datagram (about 1 KiB for a small item,
-//! plus the inline bytes) against the socket's send buffer. At creation the
-//! buffer is raised to 32 MiB (64 MiB of kernel accounting) with `SO_SNDBUFFORCE` when the
-//! process has `CAP_NET_ADMIN`, else up to `net.core.wmem_max`. An unbounded
-//! queue's `put` blocks (and `put_nowait`/`put_timeout` give [`Error::Full`])
-//! only when that buffer is full: tens of thousands of small items with the
-//! raised buffer, a few hundred with a default 208 KiB `wmem_max`.
-//! [`Queue::send_buffer`] reports the size in force.
+//! Unbounded means unbounded: items wait in the spill log, in memory (a
+//! memfd: the kernel frees it with the queue's last holder). The only
+//! exception is an item carrying handles: the kernel must hold its fds, so
+//! it waits until the log has drained and the socket has room (`put_nowait`
+//! and `put_timeout` give [`Error::Full`]).
 
 use std::cell::RefCell;
 use std::fmt;
@@ -61,13 +77,35 @@ use crate::platform::fd;
 use crate::platform::futex;
 use crate::platform::shm::{self, ShmRegion};
 use crate::reduction;
+use crate::synchronize::raw::RawLock;
+
+mod spill;
+use spill::{Log, Record};
 
 /// Encoded items up to this many bytes travel inside their datagram; larger
 /// ones go out of band in a sealed memfd.
 pub(crate) const INLINE_MAX: usize = 64 * 1024;
 
-/// The send buffer a queue asks for (the kernel doubles it for bookkeeping).
-pub(crate) const SEND_BUFFER: usize = 32 << 20;
+/// Items without handles go to the socket only while fewer than this many
+/// are in it (and the spill log is empty); then to the spill log. It keeps
+/// the kernel memory of waiting datagrams (about 1 KiB each, whatever the
+/// item's size) small, and well below what a default 208 KiB socket buffer
+/// holds (278 small datagrams), so the fast path does not depend on socket
+/// limits.
+pub(crate) const SOCKET_MAX: u32 = 128;
+
+/// The name of a queue's memfd (counters and spill log), as
+/// `/proc/PID/fd` shows it: `/memfd:multiprocess-queue (deleted)`.
+const MEMFD_NAME: &std::ffi::CStr = c"multiprocess-queue";
+
+/// How long a `get` sleeps before it looks again by itself: a producer killed
+/// between placing an item and announcing it would otherwise leave a sleeping
+/// consumer beside a waiting item until the next `put`.
+const GET_RECHECK_SLICE: Duration = Duration::from_millis(100);
+
+/// How long a `put` of an item with handles sleeps between looks at the
+/// spill log while it waits for the log to drain.
+const HANDLES_WAIT_SLICE: Duration = Duration::from_millis(2);
 
 /// How long a `get` that finds the queue empty watches the shared item
 /// counter before it sleeps in the kernel. A reply that comes within this
@@ -92,15 +130,30 @@ mod layout {
     pub(super) const UNFINISHED: usize = 4;
     /// `put`s waiting for room, so `get` skips the wake syscall when none are.
     pub(super) const PUT_WAITERS: usize = 8;
+    /// `get`s asleep on [`SEQ`], so `put` skips the wake syscall when none are.
+    pub(super) const GET_WAITERS: usize = 12;
     /// Bounded queues: [`IN_FLIGHT_SLOTS`] words, each 0 or the pid of a
     /// producer between taking a slot (`LEN`) and sending its item. A `put`
     /// that finds the queue full gives back the slots of dead producers.
     pub(super) const IN_FLIGHT: usize = 16;
     /// How many in-flight producers are recorded (more go unrecorded).
     pub(super) const IN_FLIGHT_SLOTS: usize = 12;
-    /// Size of the block.
-    pub(super) const SIZE: usize = 64;
-    const _: () = assert!(IN_FLIGHT + 4 * IN_FLIGHT_SLOTS <= SIZE);
+    /// Bumped by every `put` after its item is placed (socket or log);
+    /// sleeping `get`s wait for it to change.
+    pub(super) const SEQ: usize = 64;
+    /// Items in the socket, raised before each send and lowered after each
+    /// receive: never below the truth, so 0 means the socket is empty. A
+    /// process killed between its update and its send or receive leaves it
+    /// one high (the socket then holds one item fewer before spilling).
+    pub(super) const IN_SOCKET: usize = 68;
+    /// The spill log's lock (a `RawLock`, 16 bytes, 8-aligned).
+    pub(super) const LOCK: usize = 72;
+    /// The spill log's `HEAD`, `TAIL`, `PUNCHED` (u64 each).
+    pub(super) const LOG: usize = 88;
+    /// Size of the mapped block (the spill log follows in the same memfd).
+    pub(super) const SIZE: usize = 128;
+    const _: () = assert!(IN_FLIGHT + 4 * IN_FLIGHT_SLOTS <= SEQ);
+    const _: () = assert!(LOCK % 8 == 0 && LOG >= LOCK + 16 && LOG + 24 <= SIZE);
 }
 
 /// How long a `put` on a full bounded queue sleeps before it checks for
@@ -113,14 +166,94 @@ struct Handles {
     tx: OwnedFd,
     /// Receive end of the socket pair.
     rx: OwnedFd,
-    /// The counter block (see [`layout`]).
-    shm: ShmRegion,
+    /// The counter block (see [`layout`]), followed in its memfd by the
+    /// spill log.
+    shm: Arc<ShmRegion>,
+    /// The spill log's lock, in the counter block.
+    lock: RawLock,
+}
+
+/// What a `get` took.
+enum Taken {
+    /// A datagram from the socket, in the thread's receive buffer.
+    Datagram(fd::Received),
+    /// A record from the spill log.
+    Record(Record),
 }
 
 impl Handles {
+    /// Handles over a socket pair and a queue memfd (fresh or received).
+    fn new(tx: OwnedFd, rx: OwnedFd, shm: ShmRegion) -> Handles {
+        let shm = Arc::new(shm);
+        let lock = RawLock::attach(shm.clone(), layout::LOCK);
+        Handles { tx, rx, shm, lock }
+    }
+
     fn word(&self, offset: usize) -> &AtomicU32 {
         self.shm.atomic_u32(offset)
     }
+
+    fn log(&self) -> Log<'_> {
+        Log::new(&self.shm, &self.lock, layout::LOG)
+    }
+
+    /// Tries to send one datagram without waiting, counting it in
+    /// `IN_SOCKET` first (a consumer may take it before `sendmsg` returns).
+    fn try_send(&self, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) -> Result<Sent> {
+        let in_socket = self.word(layout::IN_SOCKET);
+        in_socket.fetch_add(1, Ordering::AcqRel);
+        let sent = match fd::try_send_with_fds(self.tx.as_fd(), bufs, fds) {
+            Ok(Some(_)) => return Ok(Sent::Yes),
+            Ok(None) => Ok(Sent::NoRoom),
+            // Larger than the socket buffer as one datagram.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMSGSIZE) | Some(libc::ENOBUFS)) => {
+                Ok(Sent::TooBig)
+            }
+            Err(e) => Err(e.into()),
+        };
+        saturating_dec(in_socket);
+        sent
+    }
+
+    /// Receives one datagram if one is there.
+    fn try_recv(
+        &self,
+        bufs: &mut RecvBufs,
+        fds: &mut Vec<OwnedFd>,
+    ) -> Result<Option<fd::Received>> {
+        let got = fd::recv_flags_with(self.rx.as_fd(), &mut bufs.data, &mut bufs.cmsg, fds, true)?;
+        if got.is_some() {
+            saturating_dec(self.word(layout::IN_SOCKET));
+        }
+        Ok(got)
+    }
+
+    /// Announces a placed item: bumps `SEQ` and wakes sleeping `get`s.
+    fn announce(&self) {
+        let seq = self.word(layout::SEQ);
+        // SeqCst with the load below, against the `get` side's increment of
+        // GET_WAITERS then futex wait on SEQ (Dekker): either we see the
+        // sleeper, or its futex sees the new SEQ and does not sleep.
+        seq.fetch_add(1, Ordering::SeqCst);
+        if self.word(layout::GET_WAITERS).load(Ordering::SeqCst) > 0 {
+            futex::wake_all(seq);
+        }
+    }
+}
+
+/// How a non-waiting send went.
+enum Sent {
+    /// The datagram is in the socket.
+    Yes,
+    /// The socket buffer is full.
+    NoRoom,
+    /// The datagram can never fit the socket buffer.
+    TooBig,
+}
+
+/// Decrements a counter, never below zero.
+fn saturating_dec(word: &AtomicU32) {
+    let _ = word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1));
 }
 
 /// What every clone of a queue object in this process shares.
@@ -148,12 +281,21 @@ struct Inner {
 /// # What `put` guarantees
 ///
 /// When `put` returns `Ok`, the item is in the kernel's buffer of the queue's
-/// socket (large items: in a sealed memfd referenced from there). It no longer
-/// depends on the producing process: that process may exit, or be killed, at
-/// once, and the item is still delivered to a later `get` in any process that
-/// holds the queue. Items put by one process (or one thread) are got in the
-/// order they were put; items from different producers interleave in the order
-/// their `put`s completed. There is no feeder thread and nothing to flush.
+/// socket or in the queue's shared memory (its spill log; see the module
+/// docs). It no longer depends on the producing process: that process may
+/// exit, or be killed, at once, and the item is still delivered to a later
+/// `get` in any process that holds the queue. Items put by one process (or
+/// one thread) are got in the order they were put; items from different
+/// producers interleave in the order their `put`s completed. There is no
+/// feeder thread and nothing to flush.
+///
+/// An unbounded queue's `put` never waits and never fails for lack of room
+/// (`put_nowait` never gives [`Error::Full`]), whatever the socket limits:
+/// items that do not fit the socket wait in shared memory, which costs about
+/// their encoded size and is given back as they are taken. The exception is
+/// an item carrying handles (a [`Connection`](crate::Connection), a queue, a
+/// lock): its fds must travel in the socket, so it waits until items already
+/// spilled to shared memory have been taken and the socket has room.
 ///
 /// Python: `multiprocessing.Queue`.
 ///
@@ -164,8 +306,11 @@ struct Inner {
 ///   nothing is queued.
 /// * `get` on a closed queue, like `put`, is [`Error::Closed`]. `close` is local
 ///   to this queue object and its clones; other processes' handles work on.
-/// * An unbounded queue is bounded by its socket buffer (see the module docs):
-///   `put` may block, and `put_nowait` give [`Error::Full`], when it is full.
+/// * An item carrying handles, put behind items spilled to shared memory (or
+///   into a full socket), waits for them to be taken, even on an unbounded
+///   queue. Python does not wait there: it pickles a handle as a reference
+///   the receiver fetches from the sending process (its resource sharer),
+///   which must then still be alive; here the fds travel with the item.
 /// * `qsize()` is exact for completed operations (a shared counter), but a
 ///   process killed in the middle of a `put` or `get` can leave it one off.
 ///
@@ -217,9 +362,28 @@ thread_local! {
 }
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {
-    /// Creates an unbounded queue.
+    /// Creates an unbounded queue: `put` never waits for room and never
+    /// gives [`Error::Full`], however many items wait (see the type's docs
+    /// for the one exception, items carrying handles).
     ///
     /// Python: `multiprocessing.Queue()`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiprocess as mp;
+    /// fn main() -> mp::Result<()> {
+    ///     mp::init();
+    ///     let q = mp::Queue::<u32>::new()?;
+    ///     // Far more than any socket buffer holds, with nobody reading.
+    ///     for i in 0..100_000 {
+    ///         q.put_nowait(i)?;
+    ///     }
+    ///     assert_eq!(q.qsize(), 100_000);
+    ///     assert_eq!(q.get()?, 0);
+    ///     Ok(())
+    /// }
+    /// ```
     ///
     /// # Errors
     ///
@@ -256,14 +420,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     pub(crate) fn create(maxsize: u32, joinable: bool) -> Result<Self> {
         let (tx, rx) = fd::socketpair_seqpacket()?;
-        // Best effort: a smaller buffer only lowers the unbounded capacity.
-        let _ = fd::raise_send_buffer(tx.as_fd(), SEND_BUFFER);
-        let shm = ShmRegion::create(layout::SIZE)?;
-        Ok(Self::from_handles(
-            Handles { tx, rx, shm },
-            maxsize,
-            joinable,
-        ))
+        // One memfd: the counter block mapped, the spill log after it, sparse.
+        let shm = ShmRegion::create_sparse(MEMFD_NAME, layout::SIZE, spill::LOG_END)?;
+        let h = Handles::new(tx, rx, shm);
+        RawLock::init(h.shm.clone(), layout::LOCK);
+        h.log().init();
+        Ok(Self::from_handles(h, maxsize, joinable))
     }
 
     fn from_handles(h: Handles, maxsize: u32, joinable: bool) -> Self {
@@ -278,8 +440,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
     }
 
-    /// Puts `item`, blocking while a bounded queue is full (or the socket
-    /// buffer of an unbounded one is).
+    /// Puts `item`, blocking while a bounded queue is full. An unbounded
+    /// queue never blocks here, except for an item carrying handles behind
+    /// spilled items (see the type's docs).
     ///
     /// See the type's docs for what a successful return guarantees.
     ///
@@ -384,7 +547,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     pub fn empty(&self) -> bool {
         match self.handles() {
             Ok(h) => {
-                !fd::wait_for(h.rx.as_fd(), fd::READABLE, Some(Instant::now())).unwrap_or(false)
+                h.log().is_empty()
+                    && !fd::wait_for(h.rx.as_fd(), fd::READABLE, Some(Instant::now()))
+                        .unwrap_or(false)
             }
             Err(_) => true,
         }
@@ -419,18 +584,6 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.handles().is_err()
     }
 
-    /// The socket send buffer in force, in bytes (what bounds an unbounded
-    /// queue; see the module docs).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Closed`], [`Error::Io`].
-    pub fn send_buffer(&self) -> Result<usize> {
-        use nix::sys::socket::{getsockopt, sockopt};
-        let h = self.handles()?;
-        Ok(getsockopt(&h.tx, sockopt::SndBuf)?)
-    }
-
     #[inline]
     fn handles(&self) -> Result<&Handles> {
         if self.inner.closed.load(Ordering::Acquire) {
@@ -446,24 +599,28 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         // Encode first: an item that cannot be encoded changes nothing
         // (CPython bpo-30414 left its size off by one).
         let enc = reduction::encode(item)?;
-        // A large item is copied into its memfd before a slot is taken: a
-        // producer killed during that copy (milliseconds for a big item) then
-        // holds no slot, so a bounded queue keeps its capacity. What is left
-        // is the few microseconds between `reserve` and the send.
-        let out_of_band = match enc.bytes.len() > INLINE_MAX {
-            true => Some(shm::sealed_bytes(&enc.bytes)?),
+        // A large item with handles is copied into its memfd before a slot
+        // is taken: a producer killed during that copy (milliseconds for a
+        // big item) then holds no slot, so a bounded queue keeps its
+        // capacity. What is left is the time between `reserve` and the
+        // placement (for a big item in the spill log, its copy).
+        let out_of_band = match !enc.fds.is_empty() && enc.bytes.len() > INLINE_MAX {
+            true => Some(out_of_band_copy(&enc, enc.fds.len())?),
             false => None,
         };
         let in_flight = self.reserve(h, deadline)?;
         if self.inner.joinable {
             h.word(layout::UNFINISHED).fetch_add(1, Ordering::AcqRel);
         }
-        let sent = send_item(h, &enc, out_of_band, deadline);
-        if sent.is_err() {
-            if self.inner.joinable {
-                task_done_word(h.word(layout::UNFINISHED));
+        let sent = place_item(h, &enc, out_of_band, deadline);
+        match sent {
+            Ok(()) => h.announce(),
+            Err(_) => {
+                if self.inner.joinable {
+                    task_done_word(h.word(layout::UNFINISHED));
+                }
+                self.release(h);
             }
-            self.release(h);
         }
         // Last: dying before this is taken for dying before the send, and the
         // slot is given back (an undercount, which heals once the queue is
@@ -566,50 +723,98 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     pub(crate) fn inject_datagram(&self, dgram: &[u8], fds: &[OwnedFd]) -> Result<()> {
         let h = self.handles()?;
         let fds: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
+        h.word(layout::IN_SOCKET).fetch_add(1, Ordering::AcqRel);
         fd::send_with_fds(h.tx.as_fd(), &[IoSlice::new(dgram)], &fds)?;
         h.word(layout::LEN).fetch_add(1, Ordering::AcqRel);
+        h.announce();
         Ok(())
     }
 
     /// The one body of every `get`.
     pub(crate) fn get_deadline(&self, deadline: Option<Instant>) -> Result<T> {
         let h = self.handles()?;
-        let rx = h.rx.as_fd();
-        let len = h.word(layout::LEN);
+        let seq = h.word(layout::SEQ);
+        let waiters = h.word(layout::GET_WAITERS);
         let start = Instant::now();
         let spin_until = deadline.map_or(start + SPIN_FOR, |d| d.min(start + SPIN_FOR));
         RECV_BUFS.with(|bufs| {
             let mut bufs = bufs.borrow_mut();
-            let RecvBufs { data: buf, cmsg } = &mut *bufs;
             let mut fds = Vec::new();
             let got = loop {
-                // Briefly, look without sleeping: first at the shared counter
-                // (no syscall), then with non-blocking receives.
-                if spin_while_empty(len, spin_until) {
-                    if let Some(r) = fd::recv_flags_with(rx, buf, cmsg, &mut fds, true)? {
-                        break r;
-                    }
-                    continue;
+                // Read before looking: an item placed after this changes it,
+                // so the futex below does not sleep through it.
+                let seen = seq.load(Ordering::SeqCst);
+                if let Some(t) = self.try_take(h, &mut bufs, &mut fds, deadline)? {
+                    break t;
                 }
-                let nonblocking = deadline.is_some();
-                if nonblocking && !fd::wait_for(rx, fd::READABLE, deadline)? {
+                let now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
                     return Err(Error::Empty);
                 }
-                // Several consumers may wake for one item: the losers find
-                // nothing (EAGAIN) and wait again.
-                if let Some(r) = fd::recv_flags_with(rx, buf, cmsg, &mut fds, nonblocking)? {
-                    break r;
+                // Briefly, watch the counter without sleeping: a reply that
+                // comes within SPIN_FOR then costs no sleep and wake-up.
+                if now < spin_until {
+                    spin_while_unchanged(seq, seen, spin_until);
+                    continue;
                 }
+                // Several consumers may wake for one item: the losers find
+                // nothing and sleep again.
+                let slice_end = now + GET_RECHECK_SLICE;
+                let until = deadline.map_or(slice_end, |d| d.min(slice_end));
+                waiters.fetch_add(1, Ordering::SeqCst);
+                futex::wait(seq, seen, Some(until));
+                waiters.fetch_sub(1, Ordering::SeqCst);
             };
             self.release(h);
-            if got.truncated {
-                return Err(Error::decode(format!(
+            match got {
+                Taken::Datagram(r) if r.truncated => Err(Error::decode(format!(
                     "queue item datagram larger than {} bytes: not one of ours",
-                    buf.len()
-                )));
+                    bufs.data.len()
+                ))),
+                Taken::Datagram(r) => decode_item(&bufs.data[..r.len], fds),
+                Taken::Record(Record::InScratch { start, len }) => {
+                    reduction::decode(&bufs.data[start..start + len], Vec::new())
+                }
+                Taken::Record(Record::Owned(v)) => reduction::decode(&v, Vec::new()),
             }
-            decode_item(&buf[..got.len], fds)
         })
+    }
+
+    /// Takes the next item if one is there: from the socket, else from the
+    /// spill log (waiting for its lock until `deadline`).
+    fn try_take(
+        &self,
+        h: &Handles,
+        bufs: &mut RecvBufs,
+        fds: &mut Vec<OwnedFd>,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Taken>> {
+        // IN_SOCKET is raised before every send and lowered only after a
+        // receive (or a failed send), so 0 means no datagram is there: skip
+        // the syscall (the spill log's gets and an empty queue's spin).
+        let in_socket = h.word(layout::IN_SOCKET);
+        if in_socket.load(Ordering::Acquire) > 0 {
+            if let Some(r) = h.try_recv(bufs, fds)? {
+                return Ok(Some(Taken::Datagram(r)));
+            }
+        }
+        let log = h.log();
+        if log.is_empty() {
+            return Ok(None);
+        }
+        let Some(held) = log.lock(deadline) else {
+            return Ok(None);
+        };
+        // Under the lock, the socket once more: a producer that put an item
+        // in the socket and its next one in the log did so before the log
+        // record we are about to take was appended. Taking the log record
+        // first would reorder that producer's items.
+        if in_socket.load(Ordering::Acquire) > 0 {
+            if let Some(r) = h.try_recv(bufs, fds)? {
+                return Ok(Some(Taken::Datagram(r)));
+            }
+        }
+        Ok(log.take_locked(&held, &mut bufs.data)?.map(Taken::Record))
     }
 }
 
@@ -624,87 +829,118 @@ fn claim_in_flight(h: &Handles, pid: u32) -> Option<&AtomicU32> {
         })
 }
 
-/// Watches `len` while it is 0, until `until`. True if the caller should try
-/// a non-blocking receive (items are counted and time is left), false once the
-/// time is up. Only a hint: the receive decides.
+/// Watches `seq` while it still reads `seen` (no item placed since), until
+/// `until`. Only a hint: the next look decides.
 #[inline]
-fn spin_while_empty(len: &AtomicU32, until: Instant) -> bool {
+fn spin_while_unchanged(seq: &AtomicU32, seen: u32, until: Instant) {
     loop {
         for _ in 0..64 {
-            // Relaxed: the value only decides how long to spin; the datagram
-            // itself carries the item.
-            if len.load(Ordering::Relaxed) != 0 {
-                return Instant::now() < until;
+            // Relaxed: the value only decides how long to spin.
+            if seq.load(Ordering::Relaxed) != seen {
+                return;
             }
             std::hint::spin_loop();
         }
         if Instant::now() >= until {
-            return false;
+            return;
         }
     }
 }
 
-/// Sends one encoded item as one datagram.
-/// `out_of_band`: the item's bytes already in a sealed memfd (large items).
-fn send_item(
+/// Places one encoded item: in the socket when it is the fast path (see the
+/// module docs), else in the spill log; items with handles in the socket
+/// always. `out_of_band`: the bytes of a large item with handles, already in
+/// a sealed memfd.
+fn place_item(
     h: &Handles,
     enc: &reduction::Encoded,
     out_of_band: Option<OwnedFd>,
     deadline: Option<Instant>,
 ) -> Result<()> {
-    let item_fds: Vec<BorrowedFd<'_>> = enc.fds.iter().map(|f| f.as_fd()).collect();
-    if out_of_band.is_none() && enc.bytes.len() <= INLINE_MAX {
+    if !enc.fds.is_empty() {
+        return send_with_handles(h, enc, out_of_band, deadline);
+    }
+    if enc.bytes.len() <= INLINE_MAX
+        && h.word(layout::IN_SOCKET).load(Ordering::Relaxed) < SOCKET_MAX
+        && h.log().is_empty()
+    {
         let kind = [KIND_INLINE];
         let bufs = [IoSlice::new(&kind), IoSlice::new(&enc.bytes)];
-        match send_datagram(h.tx.as_fd(), &bufs, &item_fds, deadline) {
-            // Too big for the socket buffer as one datagram: out of band.
-            Err(Error::Io(e))
-                if matches!(e.raw_os_error(), Some(libc::EMSGSIZE) | Some(libc::ENOBUFS)) => {}
-            other => return other,
+        if let Sent::Yes = h.try_send(&bufs, &[])? {
+            return Ok(());
         }
     }
-    if item_fds.len() + 1 > fd::MAX_FDS_PER_MESSAGE {
+    h.log().append(&enc.bytes)
+}
+
+/// Sends an item carrying handles: one datagram with its fds, inline or
+/// (over 64 KiB, or too big for the socket buffer) out of band. It waits,
+/// until `deadline`, while the spill log holds items (sending now would pass
+/// them) or the socket is full.
+fn send_with_handles(
+    h: &Handles,
+    enc: &reduction::Encoded,
+    mut out_of_band: Option<OwnedFd>,
+    deadline: Option<Instant>,
+) -> Result<()> {
+    let item_fds: Vec<BorrowedFd<'_>> = enc.fds.iter().map(|f| f.as_fd()).collect();
+    loop {
+        if h.log().is_empty() {
+            let sent = match &out_of_band {
+                None => {
+                    let kind = [KIND_INLINE];
+                    let bufs = [IoSlice::new(&kind), IoSlice::new(&enc.bytes)];
+                    h.try_send(&bufs, &item_fds)?
+                }
+                Some(memfd) => {
+                    let mut fds = Vec::with_capacity(item_fds.len() + 1);
+                    fds.push(memfd.as_fd());
+                    fds.extend(item_fds.iter().copied());
+                    let mut head = [0u8; 9];
+                    head[0] = KIND_OUT_OF_BAND;
+                    head[1..].copy_from_slice(&(enc.bytes.len() as u64).to_le_bytes());
+                    h.try_send(&[IoSlice::new(&head)], &fds)?
+                }
+            };
+            match sent {
+                Sent::Yes => return Ok(()),
+                Sent::TooBig if out_of_band.is_none() => {
+                    out_of_band = Some(out_of_band_copy(enc, item_fds.len())?);
+                    continue;
+                }
+                Sent::TooBig => {
+                    return Err(Error::Io(std::io::Error::from_raw_os_error(libc::EMSGSIZE)));
+                }
+                Sent::NoRoom => {}
+            }
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return Err(Error::Full);
+        }
+        if h.log().is_empty() {
+            // POLLOUT on a datagram socket means "a quarter of the buffer is
+            // free"; the retry above tells the truth.
+            fd::wait_for(h.tx.as_fd(), fd::WRITABLE, deadline)?;
+        } else {
+            // Rare (handles put behind a spilled backlog): look again soon.
+            let until = deadline.map_or(now + HANDLES_WAIT_SLICE, |d| {
+                d.min(now + HANDLES_WAIT_SLICE)
+            });
+            std::thread::sleep(until.saturating_duration_since(now));
+        }
+    }
+}
+
+/// The sealed memfd for an item with handles sent out of band.
+fn out_of_band_copy(enc: &reduction::Encoded, handles: usize) -> Result<OwnedFd> {
+    if handles + 1 > fd::MAX_FDS_PER_MESSAGE {
         return Err(Error::encode(format!(
             "a large queue item can carry at most {} handles",
             fd::MAX_FDS_PER_MESSAGE - 1
         )));
     }
-    let memfd = match out_of_band {
-        Some(fd) => fd,
-        None => shm::sealed_bytes(&enc.bytes)?,
-    };
-    let mut fds = Vec::with_capacity(item_fds.len() + 1);
-    fds.push(memfd.as_fd());
-    fds.extend(item_fds);
-    let mut head = [0u8; 9];
-    head[0] = KIND_OUT_OF_BAND;
-    head[1..].copy_from_slice(&(enc.bytes.len() as u64).to_le_bytes());
-    send_datagram(h.tx.as_fd(), &[IoSlice::new(&head)], &fds, deadline)
-}
-
-/// Sends one datagram, waiting for buffer room until `deadline` (`None`:
-/// blocking send).
-fn send_datagram(
-    tx: BorrowedFd<'_>,
-    bufs: &[IoSlice<'_>],
-    fds: &[BorrowedFd<'_>],
-    deadline: Option<Instant>,
-) -> Result<()> {
-    if deadline.is_none() {
-        fd::send_with_fds(tx, bufs, fds)?;
-        return Ok(());
-    }
-    loop {
-        if fd::try_send_with_fds(tx, bufs, fds)?.is_some() {
-            return Ok(());
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(Error::Full);
-        }
-        // POLLOUT on a datagram socket means "a quarter of the buffer is
-        // free"; the retry above tells the truth.
-        fd::wait_for(tx, fd::WRITABLE, deadline)?;
-    }
+    Ok(shm::sealed_bytes(&enc.bytes)?)
 }
 
 /// Decodes one received datagram.
@@ -754,6 +990,7 @@ impl<T> fmt::Debug for Queue<T> {
                 "len",
                 &self.inner.handles.word(layout::LEN).load(Ordering::Relaxed),
             )
+            .field("spilled_bytes", &self.inner.handles.log().waiting_bytes())
             .field("maxsize", &self.inner.maxsize)
             .field("closed", &self.inner.closed.load(Ordering::Relaxed))
             .finish()
@@ -805,16 +1042,12 @@ impl<'de, T: Serialize + DeserializeOwned> Deserialize<'de> for Queue<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error as _;
         let w = WireQueue::deserialize(deserializer)?;
-        let shm = ShmRegion::from_fd(w.shm).map_err(D::Error::custom)?;
-        if shm.len() < layout::SIZE {
-            return Err(D::Error::custom("queue counter block too small"));
+        let shm = ShmRegion::from_fd_prefix(w.shm, layout::SIZE).map_err(D::Error::custom)?;
+        if shm.file_len().map_err(D::Error::custom)? < spill::LOG_END {
+            return Err(D::Error::custom("queue memory too small for its spill log"));
         }
         Ok(Queue::from_handles(
-            Handles {
-                tx: w.tx,
-                rx: w.rx,
-                shm,
-            },
+            Handles::new(w.tx, w.rx, shm),
             w.maxsize,
             w.joinable,
         ))
