@@ -720,6 +720,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Sends `dgram` with `fds` as one raw datagram, as if a peer had put
     /// it (how `crate::__fuzz` feeds corrupt items to a real `get`).
+    #[cfg(feature = "fuzzing")]
     pub(crate) fn inject_datagram(&self, dgram: &[u8], fds: &[OwnedFd]) -> Result<()> {
         let h = self.handles()?;
         let fds: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
