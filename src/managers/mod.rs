@@ -43,6 +43,7 @@ mod custom;
 pub(crate) mod mailbox;
 pub(crate) mod protocol;
 mod proxy;
+mod refs;
 mod server;
 mod sync;
 
@@ -341,12 +342,12 @@ impl Manager {
             .take();
         let key = self.server.key();
         let Some(child) = child else {
-            client::forget_server(key);
+            client::forget_server(key, true);
             return Ok(());
         };
         // A server that already died cannot answer: that is fine, it is reaped below.
         let _ = self.server.request(&Request::Shutdown);
-        client::forget_server(key);
+        client::forget_server(key, false);
         let code = stop_server(&child);
         *self.exitcode.lock().unwrap_or_else(|e| e.into_inner()) = code;
         Ok(())
@@ -366,13 +367,12 @@ impl Manager {
         }
     }
 
-    fn handle(&self, reply: Reply) -> Result<Handle> {
-        match reply {
-            Reply::Id(id) => Ok(Handle {
-                server: self.server.clone(),
-                id,
-            }),
-            other => Err(client::unexpected(other)),
+    /// Sends a request that answers a new or found object, and makes its
+    /// handle (holding the reference the server gave this process).
+    fn request_handle(&self, req: &Request) -> Result<Handle> {
+        match self.server.request_in_session(req)? {
+            (Reply::Id(id), session) => Ok(Handle::new(self.server.clone(), id, session)),
+            (other, _) => Err(client::unexpected(other)),
         }
     }
 
@@ -381,13 +381,11 @@ impl Manager {
     fn make<P: Managed>(&self, init: P::Init) -> Result<P> {
         let (tag, type_name) = proxy_type::<P>();
         let spec = Spec {
-            kind: P::kind(init)?,
+            kind: P::kind(&init)?,
             tag,
             type_name,
         };
-        Ok(P::from_handle(
-            self.handle(self.server.request(&Request::Create(spec))?)?,
-        ))
+        Ok(P::from_handle(self.request_handle(&Request::Create(spec))?))
     }
 
     /// The object registered as `name`, created from `init` first if there is
@@ -422,13 +420,13 @@ impl Manager {
     pub fn named<P: Managed>(&self, name: &str, init: P::Init) -> Result<P> {
         let (tag, type_name) = proxy_type::<P>();
         let spec = Spec {
-            kind: P::kind(init)?,
+            kind: P::kind(&init)?,
             tag,
             type_name,
         };
-        Ok(P::from_handle(self.handle(self.server.request(
+        Ok(P::from_handle(self.request_handle(
             &Request::CreateNamed(name.to_string(), spec),
-        )?)?))
+        )?))
     }
 
     /// The object registered as `name` (by [`named`](Manager::named) or
@@ -440,12 +438,11 @@ impl Manager {
     /// when it is of another proxy type, [`Error::Closed`], [`Error::Io`].
     pub fn lookup<P: Managed>(&self, name: &str) -> Result<P> {
         let (tag, type_name) = proxy_type::<P>();
-        let reply = self.server.request(&Request::Lookup {
+        Ok(P::from_handle(self.request_handle(&Request::Lookup {
             name: name.to_string(),
             tag,
             type_name,
-        })?;
-        Ok(P::from_handle(self.handle(reply)?))
+        })?))
     }
 
     /// Registers the object behind `proxy` as `name` (replacing any earlier
@@ -513,9 +510,11 @@ impl Manager {
         &self,
         items: impl IntoIterator<Item = (K, V)>,
     ) -> Result<DictProxy<K, V>> {
-        let items = items
-            .into_iter()
-            .map(|(k, v)| Ok((protocol::Blob::encode(&k)?, protocol::Blob::encode(&v)?)))
+        // The items (proxies among them) live until the server has them.
+        let kept: Vec<(K, V)> = items.into_iter().collect();
+        let items = kept
+            .iter()
+            .map(|(k, v)| Ok((protocol::Blob::encode(k)?, protocol::Blob::encode(v)?)))
             .collect::<Result<Vec<_>>>()?;
         let (tag, type_name) = proxy_type::<DictProxy<K, V>>();
         let spec = Spec {
@@ -524,7 +523,7 @@ impl Manager {
             type_name,
         };
         Ok(DictProxy::from_handle(
-            self.handle(self.server.request(&Request::Create(spec))?)?,
+            self.request_handle(&Request::Create(spec))?,
         ))
     }
 
@@ -550,9 +549,11 @@ impl Manager {
         &self,
         items: impl IntoIterator<Item = T>,
     ) -> Result<ListProxy<T>> {
-        let items = items
-            .into_iter()
-            .map(|x| protocol::Blob::encode(&x))
+        // The items (proxies among them) live until the server has them.
+        let kept: Vec<T> = items.into_iter().collect();
+        let items = kept
+            .iter()
+            .map(protocol::Blob::encode)
             .collect::<Result<Vec<_>>>()?;
         let (tag, type_name) = proxy_type::<ListProxy<T>>();
         let spec = Spec {
@@ -561,7 +562,7 @@ impl Manager {
             type_name,
         };
         Ok(ListProxy::from_handle(
-            self.handle(self.server.request(&Request::Create(spec))?)?,
+            self.request_handle(&Request::Create(spec))?,
         ))
     }
 
@@ -789,6 +790,7 @@ fn run_server(config: ServerConfig) -> CallOutcome {
         spawn::exit_child(1);
     }
     let server = server::Server::new();
+    refs::install_server(server.clone());
     let authkey = Arc::new(config.authkey);
     loop {
         let conn = match listener.accept_unauthenticated(None) {

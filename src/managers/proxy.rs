@@ -30,17 +30,49 @@ use crate::reduction::type_tag;
 
 use super::client::{ServerRef, unexpected};
 use super::protocol::{Blob, Kind, ObjId, Op, Reply, Request, owned_type_name};
+use super::refs;
 
-/// A proxy's target: the server and the object's id.
+/// A proxy's target: the server and the object's id, and the reference this
+/// process holds to it (shared by the proxy's clones; see `refs.rs`).
 #[derive(Clone)]
-pub(crate) struct Handle {
+pub(crate) struct Handle(Arc<Target>);
+
+/// What a [`Handle`] points to.
+pub(crate) struct Target {
     /// Where the object lives.
     pub(crate) server: Arc<ServerRef>,
     /// Its id there.
     pub(crate) id: ObjId,
+    /// The session holding this process's reference (`None`: it holds none,
+    /// e.g. the object was already freed when the proxy arrived).
+    session: Option<u64>,
+}
+
+impl std::ops::Deref for Handle {
+    type Target = Target;
+    fn deref(&self) -> &Target {
+        &self.0
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(session) = self.session {
+            self.server.decref(self.id, session);
+        }
+    }
 }
 
 impl Handle {
+    /// A handle holding the reference `session` took to `id`.
+    pub(crate) fn new(server: Arc<ServerRef>, id: ObjId, session: u64) -> Handle {
+        Handle(Arc::new(Target {
+            server,
+            id,
+            session: Some(session),
+        }))
+    }
+
     /// Calls a method of the object.
     pub(crate) fn call(&self, op: Op) -> Result<Reply> {
         self.server.request(&Request::Call(self.id, op))
@@ -101,19 +133,36 @@ impl fmt::Debug for Handle {
     }
 }
 
+/// A proxy serialized into a manager value holds no token (the value holds
+/// the reference); anywhere else it takes a transit reference, claimed by the
+/// process that deserializes it. The serialized form: server, id, token (0:
+/// none).
 impl Serialize for Handle {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        (&*self.server, self.id).serialize(s)
+        let token = if refs::record(self.server.key(), self.id) {
+            0
+        } else {
+            // A manager that is gone: the proxy arrives with no reference and
+            // its calls fail with `Closed`, as this one's would.
+            self.server.transit(self.id).unwrap_or(0)
+        };
+        (&*self.server, self.id, token).serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for Handle {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (server, id) = <(ServerRef, ObjId)>::deserialize(d)?;
-        Ok(Handle {
+        let (server, id, token) = <(ServerRef, ObjId, u64)>::deserialize(d)?;
+        let session = match refs::try_adopt(server.key(), id) {
+            Some(s) => Some(s),
+            // Freed meanwhile, or the manager is gone: calls will say so.
+            None => server.claim(token, id).ok(),
+        };
+        Ok(Handle(Arc::new(Target {
             server: Arc::new(server),
             id,
-        })
+            session,
+        })))
     }
 }
 
@@ -124,7 +173,7 @@ pub trait Sealed: Sized {
     type Init;
     /// The object to create.
     #[doc(hidden)]
-    fn kind(init: Self::Init) -> Result<Kind>;
+    fn kind(init: &Self::Init) -> Result<Kind>;
     /// The proxy for a created or found object.
     #[doc(hidden)]
     fn from_handle(handle: Handle) -> Self;
@@ -307,7 +356,7 @@ impl Namespace {
 
 impl Sealed for Namespace {
     type Init = ();
-    fn kind((): ()) -> Result<Kind> {
+    fn kind(_: &()) -> Result<Kind> {
         Ok(Kind::Namespace)
     }
     fn from_handle(handle: Handle) -> Self {
@@ -514,9 +563,11 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     ///
     /// [`Error::Encode`], [`Error::Closed`], [`Error::Io`].
     pub fn update(&self, items: impl IntoIterator<Item = (K, V)>) -> Result<()> {
-        let items = items
-            .into_iter()
-            .map(|(k, v)| Ok((Blob::encode(&k)?, Blob::encode(&v)?)))
+        // The items (proxies among them) live until the server has them.
+        let kept: Vec<(K, V)> = items.into_iter().collect();
+        let items = kept
+            .iter()
+            .map(|(k, v)| Ok((Blob::encode(k)?, Blob::encode(v)?)))
             .collect::<Result<Vec<_>>>()?;
         self.handle.unit(Op::DictUpdate(items))
     }
@@ -524,7 +575,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
 
 impl<K: Serialize, V: Serialize> Sealed for DictProxy<K, V> {
     type Init = ();
-    fn kind((): ()) -> Result<Kind> {
+    fn kind(_: &()) -> Result<Kind> {
         Ok(Kind::Dict(Vec::new()))
     }
     fn from_handle(handle: Handle) -> Self {
@@ -664,10 +715,9 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     ///
     /// [`Error::Encode`], [`Error::Closed`], [`Error::Io`].
     pub fn extend(&self, items: impl IntoIterator<Item = T>) -> Result<()> {
-        let items = items
-            .into_iter()
-            .map(|x| Blob::encode(&x))
-            .collect::<Result<Vec<_>>>()?;
+        // The items (proxies among them) live until the server has them.
+        let kept: Vec<T> = items.into_iter().collect();
+        let items = kept.iter().map(Blob::encode).collect::<Result<Vec<_>>>()?;
         self.handle.unit(Op::ListExtend(items))
     }
 
@@ -779,7 +829,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
 
 impl<T: Serialize> Sealed for ListProxy<T> {
     type Init = ();
-    fn kind((): ()) -> Result<Kind> {
+    fn kind(_: &()) -> Result<Kind> {
         Ok(Kind::List(Vec::new()))
     }
     fn from_handle(handle: Handle) -> Self {
@@ -851,8 +901,8 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
 
 impl<T: Serialize> Sealed for ValueProxy<T> {
     type Init = T;
-    fn kind(init: T) -> Result<Kind> {
-        Ok(Kind::Value(Blob::encode(&init)?))
+    fn kind(init: &T) -> Result<Kind> {
+        Ok(Kind::Value(Blob::encode(init)?))
     }
     fn from_handle(handle: Handle) -> Self {
         ValueProxy {
@@ -951,7 +1001,7 @@ impl<T: Serialize + DeserializeOwned> ArrayProxy<T> {
 
 impl<T: Serialize> Sealed for ArrayProxy<T> {
     type Init = Vec<T>;
-    fn kind(init: Vec<T>) -> Result<Kind> {
+    fn kind(init: &Vec<T>) -> Result<Kind> {
         Ok(Kind::Array(
             init.iter().map(Blob::encode).collect::<Result<Vec<_>>>()?,
         ))

@@ -379,7 +379,7 @@ pub(super) fn list_op(items: &Mutex<Vec<Blob>>, fixed: bool, op: Op) -> Response
         }
         Op::ListRepeat(n) => {
             // Refuse what would exhaust the server's memory (Python: MemoryError).
-            let bytes: u64 = l.iter().map(|b| b.0.len() as u64 + 24).sum();
+            let bytes: u64 = l.iter().map(|b| b.bytes.len() as u64 + 24).sum();
             let fits = (len as u64).checked_mul(n).is_some_and(|t| t <= 1 << 27)
                 && bytes.checked_mul(n).is_some_and(|t| t <= 4 << 30);
             if !fits {
