@@ -721,6 +721,55 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
         self.handle.unit(Op::ListExtend(items))
     }
 
+    /// A live iterator over the items: each step reads the next index from
+    /// the manager (one round trip), so a change made meanwhile shows, as
+    /// with Python's list iterator; it ends at the first index past the end
+    /// and stays ended. Use [`to_vec`](Self::to_vec) for an atomic snapshot.
+    ///
+    /// Python: `iter(l)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiprocess as mp;
+    /// fn main() -> mp::Result<()> {
+    ///     mp::init();
+    ///     let m = mp::Manager::new()?;
+    ///     let l = m.list_from([1, 2, 3])?;
+    ///     let mut it = l.iter();
+    ///     assert_eq!(it.next().transpose()?, Some(1));
+    ///     l.set(1, 20)?;
+    ///     assert_eq!(it.collect::<mp::Result<Vec<_>>>()?, vec![20, 3]);
+    ///     m.shutdown()
+    /// }
+    /// ```
+    pub fn iter(&self) -> impl Iterator<Item = Result<T>> + '_ {
+        let mut next = 0i64;
+        let mut done = false;
+        std::iter::from_fn(move || {
+            if done {
+                return None;
+            }
+            let got = self
+                .handle
+                .values::<T>(Op::ListSlice(next, next.saturating_add(1)));
+            match got {
+                Ok(mut v) if v.len() == 1 => {
+                    next += 1;
+                    v.pop().map(Ok)
+                }
+                Ok(_) => {
+                    done = true;
+                    None
+                }
+                Err(e) => {
+                    done = true;
+                    Some(Err(e))
+                }
+            }
+        })
+    }
+
     /// A copy of all items (a snapshot taken atomically).
     ///
     /// Python: `l[:]`, `list(l)`.
