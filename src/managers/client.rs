@@ -225,13 +225,15 @@ impl ServerRef {
     /// This thread's connection to the server (made on first use, attached
     /// to this process's session) and the session.
     fn connection(&self, key: u64) -> Result<(Arc<Channel>, u64)> {
-        let session = self.session()?;
+        // A shutdown closes the session and the connections attached to it
+        // together, so an open cached connection's session is still current.
         let cached = CONNS.with(|c| c.borrow().get(&key).cloned());
         if let Some((conn, sid)) = cached {
-            if !conn.is_closed() && sid == session.id {
+            if !conn.is_closed() {
                 return Ok((conn, sid));
             }
         }
+        let session = self.session()?;
         let conn = self.open_channel()?;
         match exchange(&conn, &Request::Attach(session.id))? {
             Reply::Unit => {}

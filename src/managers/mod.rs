@@ -19,11 +19,11 @@
 //! so it never outlives its parent) listening on a Linux abstract Unix socket
 //! with a random 32-byte authkey. Each client connection passes CPython's
 //! authkey handshake and gets its own server thread; each proxy call is one
-//! request frame and one answer frame (postcard), one atomic operation on the
-//! server. A proxy holds only the address, the authkey and the object's id, so
-//! it serializes into children, grandchildren and pool workers, and connects
-//! lazily there: one connection per thread per manager, kept for the thread's
-//! life.
+//! request and one answer (postcard), one atomic operation on the server; a
+//! connection on this machine carries them through shared memory. A proxy
+//! holds the address, the authkey and the object's id, so it serializes into
+//! children, grandchildren and pool workers, and connects lazily there: one
+//! connection per thread per manager, kept for the thread's life.
 //!
 //! # Errors after the end
 //!
@@ -33,9 +33,16 @@
 //!
 //! # Lifetime of objects
 //!
-//! Objects live until the manager shuts down (CPython frees an object when the
-//! last proxy to it is garbage-collected; Rust proxies do not count references
-//! across processes). Create long-lived objects, or reuse them by name.
+//! As in CPython, an object is freed when the last proxy to it is dropped, in
+//! whatever process it is: proxies count references on the server. A proxy
+//! and its clones share one reference in a process; each process holds its
+//! references in a session whose connection it keeps open, so a process that
+//! dies, even by SIGKILL, releases them. A proxy in transit (a `Process`
+//! argument, a pool task, a queue item) holds a reference until the process
+//! that receives it takes it over; a proxy stored in a manager container
+//! holds one while it is stored. An object registered by name
+//! ([`Manager::named`], [`Manager::publish`]) lives as long as the manager.
+//! [`Manager::number_of_objects`] counts the live objects.
 
 pub(crate) mod channel;
 mod client;
@@ -227,8 +234,11 @@ impl Manager {
     /// A client of the manager served at `address` (by [`serve`](Manager::serve)
     /// in another process or program). It starts nothing: its
     /// [`shutdown`](Manager::shutdown) and drop only close this process's
-    /// connections. Get shared objects with [`named`](Manager::named) and
-    /// [`lookup`](Manager::lookup), or create new ones.
+    /// connections (but the one that holds its references: the proxies it
+    /// still has keep working, and their objects stay alive until they are
+    /// dropped or the process ends). Get shared objects with
+    /// [`named`](Manager::named) and [`lookup`](Manager::lookup), or create
+    /// new ones.
     ///
     /// Python: `BaseManager(address, authkey).connect()`.
     ///
@@ -306,6 +316,8 @@ impl Manager {
 
     /// The server's pid, for a manager that started it (`None` for a
     /// [`connect`](Manager::connect)ed one).
+    ///
+    /// Python: `manager._process.pid`.
     pub fn pid(&self) -> Option<u32> {
         self.pid
     }
@@ -353,9 +365,27 @@ impl Manager {
         Ok(())
     }
 
-    /// The number of objects the server holds.
+    /// The number of objects the server holds: those some proxy (in any
+    /// process, in transit, or stored in a manager container) or a name
+    /// still refers to.
     ///
     /// Python: `manager._number_of_objects()`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiprocess as mp;
+    /// fn main() -> mp::Result<()> {
+    ///     mp::init();
+    ///     let m = mp::Manager::new()?;
+    ///     let d = m.dict::<u8, u8>()?;
+    ///     let e = d.clone();
+    ///     assert_eq!(m.number_of_objects()?, 1);
+    ///     drop((d, e)); // the last proxy: the dict is freed
+    ///     assert_eq!(m.number_of_objects()?, 0);
+    ///     m.shutdown()
+    /// }
+    /// ```
     ///
     /// # Errors
     ///
