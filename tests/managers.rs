@@ -1676,3 +1676,140 @@ fn proxies_travel_in_pool_tasks_and_queue_items() {
     drop(got);
     assert_eq!(m.number_of_objects().unwrap(), 1);
 }
+
+// ---------------------------------------------------------------------------
+// _TestPool, run as CPython runs it for its manager type: Manager().Pool
+
+fn sqr(x: i64) -> i64 {
+    x * x
+}
+
+fn mul((x, y): (i64, i64)) -> i64 {
+    x * y
+}
+
+// _TestPool.test_apply
+#[test]
+fn test_apply() {
+    let _s = serial();
+    let m = mp::Manager::new().unwrap();
+    let pool = m.pool(2).unwrap();
+    assert_eq!(pool.apply(sqr, 5).unwrap(), 25);
+    assert_eq!(pool.apply(sqr, 3).unwrap(), 9);
+}
+
+// _TestPool.test_map (chunksize is the pool's default here)
+#[test]
+fn test_map() {
+    let _s = serial();
+    let m = mp::Manager::new().unwrap();
+    let pool = m.pool(2).unwrap();
+    assert_eq!(
+        pool.map(sqr, 0..10).unwrap(),
+        (0..10).map(sqr).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        pool.map(sqr, 0..100).unwrap(),
+        (0..100).map(sqr).collect::<Vec<_>>()
+    );
+    assert_eq!(pool.map(sqr, Vec::new()).unwrap(), Vec::<i64>::new());
+}
+
+// _TestPool.test_starmap, test_starmap_async (our starmap takes the tuple)
+#[test]
+fn test_starmap() {
+    let _s = serial();
+    let m = mp::Manager::new().unwrap();
+    let pool = m.pool(2).unwrap();
+    let tuples: Vec<(i64, i64)> = (0..10).zip((0..10).rev()).collect();
+    assert_eq!(
+        pool.starmap(mul, tuples.clone()).unwrap(),
+        tuples.iter().map(|&t| mul(t)).collect::<Vec<_>>()
+    );
+}
+
+// _TestPool.test_map_async
+#[test]
+fn test_map_async() {
+    let _s = serial();
+    let m = mp::Manager::new().unwrap();
+    let pool = m.pool(2).unwrap();
+    let r = pool.map_async(sqr, 0..10).unwrap();
+    assert_eq!(r.get().unwrap(), (0..10).map(sqr).collect::<Vec<_>>());
+    assert!(r.ready().unwrap());
+    assert!(r.successful().unwrap());
+    // Every get answers the same, as the result stays in the manager.
+    assert_eq!(r.get().unwrap().len(), 10);
+}
+
+/// Waits for the event, then squares.
+fn sqr_when_set((x, ev): (i64, mp::EventProxy)) -> i64 {
+    assert!(ev.wait_timeout(LONG).unwrap());
+    x * x
+}
+
+// _TestPool.test_async, test_async_timeout
+#[test]
+fn test_async() {
+    let _s = serial();
+    let m = mp::Manager::new().unwrap();
+    let pool = m.pool(2).unwrap();
+    let res = pool.apply_async(sqr, 7).unwrap();
+    assert_eq!(res.get().unwrap(), 49);
+    let ev = m.event().unwrap();
+    let res = pool.apply_async(sqr_when_set, (6, ev.clone())).unwrap();
+    assert!(matches!(res.get_timeout(ms(100)), Err(mp::Error::Timeout)));
+    assert!(!res.ready().unwrap());
+    assert!(matches!(res.successful(), Err(mp::Error::Value(_))));
+    ev.set().unwrap();
+    assert!(res.wait_timeout(LONG).unwrap());
+    assert_eq!(res.get().unwrap(), 36);
+}
+
+fn boom(_: ()) -> i64 {
+    panic!("boom in a manager's pool")
+}
+
+// A panicking task is `Error::Remote` naming the worker; the pool goes on.
+#[test]
+fn a_manager_pool_task_that_panics_is_remote() {
+    let _s = serial();
+    let m = mp::Manager::new().unwrap();
+    let pool = m.pool(1).unwrap();
+    match pool.apply(boom, ()) {
+        Err(mp::Error::Remote { message, .. }) => assert_eq!(message, "boom in a manager's pool"),
+        other => panic!("{other:?}"),
+    }
+    let r = pool.apply_async(boom, ()).unwrap();
+    assert!(matches!(r.get(), Err(mp::Error::Remote { .. })));
+    assert!(!r.successful().unwrap());
+    assert_eq!(pool.apply(sqr, 4).unwrap(), 16);
+    assert!(matches!(m.pool(0), Err(mp::Error::Value(_))));
+}
+
+/// A child's use of the manager's pool.
+fn pool_user(pool: mp::PoolProxy) {
+    assert_eq!(pool.map(sqr, [1, 2, 3]).unwrap(), vec![1, 4, 9]);
+}
+
+// The pool is used from any process that holds the proxy; close and join
+// end it; the last proxy dropped frees it.
+#[test]
+fn a_manager_pool_is_used_from_a_child_and_freed_with_its_last_proxy() {
+    let _s = serial();
+    let _leaks = LeakCheck::new();
+    let m = mp::Manager::new().unwrap();
+    let pool = m.pool(2).unwrap();
+    assert_eq!(in_child(pool_user, pool.clone()), Some(0));
+    let r = pool.apply_async(sqr, 9).unwrap();
+    assert_eq!(m.number_of_objects().unwrap(), 2);
+    pool.close().unwrap();
+    assert!(matches!(pool.apply(sqr, 1), Err(mp::Error::Closed)));
+    pool.join().unwrap();
+    assert_eq!(r.get().unwrap(), 81);
+    drop(r);
+    drop(pool);
+    assert_eq!(m.number_of_objects().unwrap(), 0);
+    m.shutdown().unwrap();
+    assert_eq!(m.exitcode(), Some(0));
+}

@@ -10,6 +10,7 @@
 //! | `Namespace()`, `dict()`, `list()`, `Value()`, `Array()` | [`Manager::namespace`], [`dict`](Manager::dict), [`list`](Manager::list), [`value`](Manager::value), [`array`](Manager::array) |
 //! | `Lock()`, `RLock()`, `Semaphore()`, `BoundedSemaphore()`, `Condition()`, `Event()`, `Barrier()` | same names in snake_case |
 //! | `Queue()`, `JoinableQueue()` | [`Manager::queue`], [`Manager::joinable_queue`] |
+//! | `Pool(processes)` | [`Manager::pool`] |
 //! | `BaseManager.register(typeid, callable)` + `manager.Foo()` | `impl` [`SharedObject`] + [`Manager::create`] |
 //! | a registered typeid shared by name (`get_queue`) | [`Manager::named`], [`Manager::lookup`], [`Manager::publish`] |
 //!
@@ -48,6 +49,7 @@ pub(crate) mod channel;
 mod client;
 mod custom;
 pub(crate) mod mailbox;
+mod pool;
 pub(crate) mod protocol;
 mod proxy;
 mod refs;
@@ -73,6 +75,7 @@ use protocol::{Reply, Request, Spec};
 use proxy::{Handle, Sealed, proxy_type};
 
 pub use custom::{ObjectProxy, SharedObject};
+pub use pool::{PoolMapResultProxy, PoolProxy, PoolResultProxy};
 pub use proxy::{ArrayProxy, DictProxy, ListProxy, Managed, Namespace, ValueProxy};
 pub use sync::{
     BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, EventProxy, JoinableQueueProxy, LockProxy,
@@ -740,6 +743,19 @@ impl Manager {
         maxsize: usize,
     ) -> Result<JoinableQueueProxy<T>> {
         self.make(maxsize)
+    }
+
+    /// A new pool of `processes` worker processes living in the server
+    /// process (children of the server), and a proxy to it: any process
+    /// holding the proxy submits work there. See [`PoolProxy`].
+    ///
+    /// Python: `manager.Pool(processes)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] for 0 processes, [`Error::Closed`], [`Error::Io`].
+    pub fn pool(&self, processes: u32) -> Result<PoolProxy> {
+        self.make(processes)
     }
 
     /// A new object of the user type `T`, built in the server by

@@ -310,6 +310,8 @@ pub(crate) enum Kind {
         /// A `JoinableQueue` (counts unfinished tasks).
         joinable: bool,
     },
+    /// `Pool(processes)`: a pool of worker processes of the server.
+    Pool(u32),
     /// A user type: the constructor trampoline and its encoded `Init`.
     Custom {
         /// `custom::construct::<T>`.
@@ -514,6 +516,30 @@ pub(crate) enum Op {
     // --- custom objects
     /// A call of a user type: the encoded `T::Call`.
     Custom(Blob),
+    // --- Pool and its results
+    /// `pool.apply(f, args)`: the function (its result-encoding trampoline)
+    /// and the encoded argument; answers the encoded result.
+    PoolApply(FnRef, Blob),
+    /// `pool.apply_async(f, args)`: answers [`Reply::Id`] of a result object.
+    PoolApplyAsync(FnRef, Blob),
+    /// `pool.map(f, items)`: answers the encoded results, in order.
+    PoolMap(FnRef, Vec<Blob>),
+    /// `pool.map_async(f, items)`: answers [`Reply::Id`] of a result object.
+    PoolMapAsync(FnRef, Vec<Blob>),
+    /// `pool.close()`.
+    PoolClose,
+    /// `pool.terminate()`.
+    PoolTerminate,
+    /// `pool.join()`.
+    PoolJoin,
+    /// `result.get(timeout)` of a pool result.
+    ResultGet(Wait),
+    /// `result.wait(timeout)`: answers whether it is ready.
+    ResultWait(Wait),
+    /// `result.ready()`.
+    ResultReady,
+    /// `result.successful()`.
+    ResultSuccessful,
 }
 
 /// A successful answer.
@@ -543,7 +569,7 @@ pub(crate) enum Reply {
 
 /// The errors a server can answer with; [`WireError::into_error`] makes the
 /// public [`Error`].
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum WireError {
     /// [`Error::Timeout`].
     Timeout,
@@ -574,6 +600,13 @@ pub(crate) enum WireError {
         /// The backtrace, when captured.
         backtrace: Option<String>,
     },
+    /// [`Error::WorkerLost`]: a worker of a manager's pool died in a task.
+    WorkerLost {
+        /// Its pid.
+        pid: u32,
+        /// Its exit code.
+        exitcode: Option<i32>,
+    },
 }
 
 impl WireError {
@@ -601,6 +634,32 @@ impl WireError {
                 location,
                 backtrace,
             },
+            WireError::WorkerLost { pid, exitcode } => Error::WorkerLost { pid, exitcode },
+        }
+    }
+
+    /// The wire form of an error of a pool task or call in the server.
+    pub(crate) fn from_error(e: Error) -> WireError {
+        match e {
+            Error::Timeout => WireError::Timeout,
+            Error::Closed => WireError::Closed,
+            Error::Value(m) => WireError::Value(m),
+            Error::Decode(m) => WireError::Decode(m),
+            Error::WorkerLost { pid, exitcode } => WireError::WorkerLost { pid, exitcode },
+            Error::Remote {
+                process,
+                pid,
+                message,
+                location,
+                backtrace,
+            } => WireError::Remote {
+                process,
+                pid,
+                message,
+                location,
+                backtrace,
+            },
+            other => WireError::Value(other.to_string()),
         }
     }
 }

@@ -78,6 +78,18 @@ impl Handle {
         self.server.request(&Request::Call(self.id, op))
     }
 
+    /// A call that answers a new object (a pool's async result): its handle,
+    /// holding the reference the server gave this process.
+    pub(crate) fn object(&self, op: Op) -> Result<Handle> {
+        match self
+            .server
+            .request_in_session(&Request::Call(self.id, op))?
+        {
+            (Reply::Id(id), session) => Ok(Handle::new(self.server.clone(), id, session)),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
     /// A call that answers nothing.
     pub(crate) fn unit(&self, op: Op) -> Result<()> {
         match self.call(op)? {

@@ -29,6 +29,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use crate::reduction::{self, CallOutcome, Encoded};
 
 mod objects;
+mod pool;
 
 use super::channel::Channel;
 use super::custom;
@@ -524,6 +525,7 @@ impl Server {
                 cv: Condvar::new(),
                 joinable,
             },
+            Kind::Pool(processes) => Object::Pool(pool::new_pool(processes)?),
             Kind::Custom { ctor, mut init } => {
                 let outcome = ctor.call(Encoded {
                     bytes: std::mem::take(&mut init.bytes),
@@ -543,14 +545,30 @@ impl Server {
                 }
             }
         };
+        Ok(self.insert(object, spec.tag, spec.type_name))
+    }
+
+    /// Registers a new object; its id.
+    fn insert(&self, object: Object, tag: u64, type_name: String) -> ObjId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let entry = Entry {
-            tag: spec.tag,
-            type_name: spec.type_name,
+            tag,
+            type_name,
             object: Arc::new(object),
         };
         lock(&self.objects).insert(id, entry);
-        Ok(id)
+        id
+    }
+
+    /// A pool's `apply_async`/`map_async`: the result is an object of its
+    /// own, referenced by the caller's session.
+    fn submit(&self, obj: &Object, op: Op, s: u64) -> Response {
+        let Object::Pool(p) = obj else {
+            return Err(wrong_kind(obj, &op));
+        };
+        let result = pool::submit(p, op)?;
+        let id = self.insert(Object::PoolResult(result), 0, "pool result".into());
+        self.give(s, id, true).map(|()| Reply::Id(id))
     }
 
     fn remote(&self, p: reduction::PanicInfo) -> WireError {
@@ -659,6 +677,10 @@ impl Server {
                 let s = refs.session(self);
                 self.claim(s, token, id).map(|()| Reply::Unit)
             }
+            Request::Call(id, op @ (Op::PoolApplyAsync(..) | Op::PoolMapAsync(..))) => {
+                let s = refs.session(self);
+                self.object(id).and_then(|obj| self.submit(&obj, op, s))
+            }
             Request::Call(id, op) => {
                 let obj = match self.object(id) {
                     Ok(o) => o,
@@ -737,6 +759,8 @@ impl Server {
                 }
                 r
             }
+            (Object::Pool(p), op) => pool::pool_op(p, op, client),
+            (Object::PoolResult(r), op) => pool::result_op(r, op, client),
             (Object::Custom(o), Op::Custom(call)) => {
                 let mut o = lock(o);
                 match reduction::catch(|| o.dispatch(&call)) {

@@ -195,6 +195,10 @@ pub(super) enum Object {
     },
     /// A user type.
     Custom(Mutex<Box<dyn ErasedObject>>),
+    /// `Pool`.
+    Pool(super::pool::PoolObj),
+    /// The result of a pool's `apply_async` or `map_async`.
+    PoolResult(super::pool::ResultObj),
 }
 
 impl Object {
@@ -212,6 +216,8 @@ impl Object {
             Object::Barrier(..) => "Barrier",
             Object::Queue { .. } => "Queue",
             Object::Custom(_) => "custom object",
+            Object::Pool(_) => "Pool",
+            Object::PoolResult(_) => "pool result",
         }
     }
 }
