@@ -253,9 +253,9 @@ impl ServerRef {
     pub(crate) fn connect_now(&self) -> Result<()> {
         let key = self.key();
         CONNS.with(|c| c.borrow_mut().remove(&key));
-        let conn = Client::connect(&self.addr, Some(&self.authkey))?;
-        let chan = self.channel(&conn)?;
-        chan.close();
+        // A raw connection first, for the errors as they are (`Io` when
+        // nothing listens), which the proxies' path turns into `Closed`.
+        Client::connect(&self.addr, Some(&self.authkey))?.close();
         self.connection(key).map(drop)
     }
 
