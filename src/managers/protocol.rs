@@ -27,13 +27,21 @@ pub(crate) type ObjId = u64;
 pub(crate) struct Blob {
     /// The envelope.
     pub(crate) bytes: Vec<u8>,
+    /// The proxies inside, for the few values that hold any (boxed, so a
+    /// plain value costs one pointer more).
+    pub(crate) refs: Option<Box<BlobRefs>>,
+}
+
+/// The proxies inside a [`Blob`].
+#[derive(Default)]
+pub(crate) struct BlobRefs {
     /// Objects of the manager this blob was received from that the value
     /// holds proxies to; owned as `owner` says.
-    pub(crate) refs: Vec<ObjId>,
+    pub(crate) ids: Vec<ObjId>,
     /// Proxies inside a blob encoded here: (server key, id). Only those of
-    /// the manager a request goes to are sent, as `refs`.
+    /// the manager a request goes to are sent, as `ids`.
     pub(crate) embedded: Vec<(u64, ObjId)>,
-    /// Who owns the references in `refs`.
+    /// Who owns the references in `ids`.
     pub(crate) owner: RefOwner,
 }
 
@@ -61,12 +69,12 @@ pub(crate) enum RefOwner {
 impl Blob {
     /// A blob of these bytes holding no proxies.
     pub(crate) fn plain(bytes: Vec<u8>) -> Blob {
-        Blob {
-            bytes,
-            refs: Vec::new(),
-            embedded: Vec::new(),
-            owner: RefOwner::Nobody,
-        }
+        Blob { bytes, refs: None }
+    }
+
+    /// The objects of its manager the value holds proxies to.
+    pub(crate) fn ids(&self) -> &[ObjId] {
+        self.refs.as_ref().map_or(&[], |r| &r.ids)
     }
 }
 
@@ -80,7 +88,7 @@ impl std::fmt::Debug for Blob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Blob")
             .field("len", &self.bytes.len())
-            .field("refs", &self.refs)
+            .field("refs", &self.ids())
             .finish()
     }
 }
@@ -102,25 +110,33 @@ impl Clone for Blob {
     /// A copy in the server holds references of its own; elsewhere a copy
     /// owns none.
     fn clone(&self) -> Blob {
-        let owner = match self.owner {
-            RefOwner::Server => {
-                super::refs::server_incref(&self.refs);
-                RefOwner::Server
-            }
-            _ => RefOwner::Nobody,
-        };
+        let refs = self.refs.as_ref().map(|r| {
+            let owner = match r.owner {
+                RefOwner::Server => {
+                    super::refs::server_incref(&r.ids);
+                    RefOwner::Server
+                }
+                _ => RefOwner::Nobody,
+            };
+            Box::new(BlobRefs {
+                ids: r.ids.clone(),
+                embedded: r.embedded.clone(),
+                owner,
+            })
+        });
         Blob {
             bytes: self.bytes.clone(),
-            refs: self.refs.clone(),
-            embedded: self.embedded.clone(),
-            owner,
+            refs,
         }
     }
 }
 
 impl Drop for Blob {
     fn drop(&mut self) {
-        super::refs::release_blob(std::mem::take(&mut self.owner), &self.refs);
+        if let Some(r) = self.refs.take() {
+            let BlobRefs { ids, owner, .. } = *r;
+            super::refs::release_blob(owner, &ids);
+        }
     }
 }
 
@@ -170,13 +186,18 @@ impl<'de> Deserialize<'de> for ByteBuf {
 
 impl<'de> Deserialize<'de> for Blob {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (bytes, refs) = <(ByteBuf, Vec<ObjId>)>::deserialize(d)?;
-        let (refs, owner) = super::refs::take_received(refs);
+        let (bytes, ids) = <(ByteBuf, Vec<ObjId>)>::deserialize(d)?;
+        let refs = (!ids.is_empty()).then(|| {
+            let (ids, owner) = super::refs::take_received(ids);
+            Box::new(BlobRefs {
+                ids,
+                embedded: Vec::new(),
+                owner,
+            })
+        });
         Ok(Blob {
             bytes: bytes.0,
             refs,
-            embedded: Vec::new(),
-            owner,
         })
     }
 }
@@ -206,7 +227,12 @@ impl Blob {
             )));
         }
         let mut blob = Blob::plain(std::mem::take(&mut enc.bytes));
-        blob.embedded = embedded;
+        if !embedded.is_empty() {
+            blob.refs = Some(Box::new(BlobRefs {
+                embedded,
+                ..BlobRefs::default()
+            }));
+        }
         Ok(blob)
     }
 

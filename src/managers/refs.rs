@@ -93,14 +93,17 @@ pub(crate) fn sending<R>(key: u64, f: impl FnOnce() -> R) -> R {
 /// The references a blob lists on the wire: for a blob encoded here, its
 /// proxies of the manager the request goes to; otherwise its list.
 pub(crate) fn refs_to_send(b: &Blob) -> Vec<ObjId> {
+    let Some(r) = &b.refs else {
+        return Vec::new();
+    };
     match DEST.with(Cell::get) {
-        Some(key) if !b.embedded.is_empty() => b
+        Some(key) if !r.embedded.is_empty() => r
             .embedded
             .iter()
             .filter(|(k, _)| *k == key)
             .map(|(_, id)| *id)
             .collect(),
-        _ => b.refs.clone(),
+        _ => r.ids.clone(),
     }
 }
 
@@ -117,9 +120,6 @@ pub(crate) fn receiving<R>(server: &Arc<ServerRef>, session: u64, f: impl FnOnce
 /// session (an answer), the server (a request, in the server process), or
 /// nobody. Returns the list the blob keeps and its owner.
 pub(crate) fn take_received(refs: Vec<ObjId>) -> (Vec<ObjId>, RefOwner) {
-    if refs.is_empty() {
-        return (refs, RefOwner::Nobody);
-    }
     if let Some((server, session)) = RECEIVING.with(|r| r.borrow().clone()) {
         return (
             Vec::new(),
@@ -141,11 +141,11 @@ pub(crate) fn take_received(refs: Vec<ObjId>) -> (Vec<ObjId>, RefOwner) {
 /// Runs `f` (the decoding of `b`): the proxies decoded adopt the references
 /// the blob brought.
 pub(crate) fn adopting<R>(b: &Blob, f: impl FnOnce() -> R) -> R {
-    let RefOwner::Client {
+    let Some(RefOwner::Client {
         server,
         session,
         pending,
-    } = &b.owner
+    }) = b.refs.as_ref().map(|r| &r.owner)
     else {
         return f();
     };

@@ -392,7 +392,7 @@ impl Server {
             _ => Vec::new(),
         };
         for b in blobs {
-            for id in &b.refs {
+            for id in b.ids() {
                 // Alive: the blob holds it.
                 let _ = self.give(s, *id, false);
             }
