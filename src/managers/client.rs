@@ -187,16 +187,7 @@ impl ServerRef {
     /// this process's (after a shutdown or a restart there is nothing to
     /// drop: the server released it, or is another server).
     pub(crate) fn decref(&self, id: ObjId, session: u64) {
-        let Some(s) = current_session(self.key()) else {
-            return;
-        };
-        if s.id != session {
-            return;
-        }
-        let chan = s.chan.lock().unwrap_or_else(|e| e.into_inner());
-        if exchange(&chan, &Request::Decref(id)).is_err() {
-            chan.close();
-        }
+        decref(self.key(), id, session);
     }
 
     /// A new authenticated channel to the server.
@@ -275,19 +266,19 @@ impl ServerRef {
     /// The error the server answered with; [`Error::Closed`] when the server
     /// is gone (shut down, killed, or refusing connections); [`Error::Io`] for
     /// another failure to reach it; [`Error::Authentication`] on a wrong key.
-    pub(crate) fn request(self: &Arc<Self>, req: &Request) -> Result<Reply> {
+    pub(crate) fn request(&self, req: &Request) -> Result<Reply> {
         self.request_in_session(req).map(|(r, _)| r)
     }
 
     /// [`request`](Self::request), also giving the session that holds the
     /// references the answer brings (a created object's, a read value's).
-    pub(crate) fn request_in_session(self: &Arc<Self>, req: &Request) -> Result<(Reply, u64)> {
+    pub(crate) fn request_in_session(&self, req: &Request) -> Result<(Reply, u64)> {
         let key = self.key();
         let bytes = refs::sending(key, || postcard::to_stdvec(req)).map_err(Error::encode)?;
         let (conn, session) = self.connection(key)?;
         let response = conn.send(&bytes).and_then(|()| {
             conn.recv(true, |frame| {
-                refs::receiving(self, session, || postcard::from_bytes::<Response>(frame))
+                refs::receiving(key, session, || postcard::from_bytes::<Response>(frame))
             })
         });
         let response = match response {
@@ -303,6 +294,21 @@ impl ServerRef {
             .map_err(|e| Error::decode(format!("corrupt answer from the manager: {e}")))?
             .map_err(|e| e.into_error())?;
         Ok((reply, session))
+    }
+}
+
+/// Drops one reference of `session` to `id` at the manager `key`, if that
+/// session is still this process's.
+pub(crate) fn decref(key: u64, id: ObjId, session: u64) {
+    let Some(s) = current_session(key) else {
+        return;
+    };
+    if s.id != session {
+        return;
+    }
+    let chan = s.chan.lock().unwrap_or_else(|e| e.into_inner());
+    if exchange(&chan, &Request::Decref(id)).is_err() {
+        chan.close();
     }
 }
 

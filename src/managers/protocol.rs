@@ -57,8 +57,8 @@ pub(crate) enum RefOwner {
     /// the references no decoded proxy adopted (`pending`) are released on
     /// drop.
     Client {
-        /// The manager.
-        server: std::sync::Arc<super::client::ServerRef>,
+        /// The manager's key.
+        key: u64,
         /// The session holding the references.
         session: u64,
         /// The references not adopted yet.

@@ -37,7 +37,6 @@
 use std::cell::{Cell, RefCell};
 use std::sync::{Arc, OnceLock};
 
-use super::client::ServerRef;
 use super::protocol::{Blob, ObjId, RefOwner};
 use super::server::Server;
 
@@ -48,7 +47,7 @@ thread_local! {
     static DEST: Cell<Option<u64>> = const { Cell::new(None) };
     /// While an answer is decoded: the manager it comes from, and the
     /// session the server gave the references in it to.
-    static RECEIVING: RefCell<Option<(Arc<ServerRef>, u64)>> = const { RefCell::new(None) };
+    static RECEIVING: Cell<Option<(u64, u64)>> = const { Cell::new(None) };
     /// While a received blob is decoded: its manager's key, the session, and
     /// the references not adopted yet.
     static ADOPT: RefCell<Option<(u64, u64, Vec<ObjId>)>> = const { RefCell::new(None) };
@@ -109,10 +108,10 @@ pub(crate) fn refs_to_send(b: &Blob) -> Vec<ObjId> {
 
 /// Runs `f` (the decoding of an answer from `server`, whose references the
 /// server gave to `session`).
-pub(crate) fn receiving<R>(server: &Arc<ServerRef>, session: u64, f: impl FnOnce() -> R) -> R {
-    let saved = RECEIVING.with(|r| r.borrow_mut().replace((server.clone(), session)));
+pub(crate) fn receiving<R>(key: u64, session: u64, f: impl FnOnce() -> R) -> R {
+    let saved = RECEIVING.with(|r| r.replace(Some((key, session))));
     let out = f();
-    RECEIVING.with(|r| *r.borrow_mut() = saved);
+    RECEIVING.with(|r| r.set(saved));
     out
 }
 
@@ -120,11 +119,11 @@ pub(crate) fn receiving<R>(server: &Arc<ServerRef>, session: u64, f: impl FnOnce
 /// session (an answer), the server (a request, in the server process), or
 /// nobody. Returns the list the blob keeps and its owner.
 pub(crate) fn take_received(refs: Vec<ObjId>) -> (Vec<ObjId>, RefOwner) {
-    if let Some((server, session)) = RECEIVING.with(|r| r.borrow().clone()) {
+    if let Some((key, session)) = RECEIVING.with(Cell::get) {
         return (
             Vec::new(),
             RefOwner::Client {
-                server,
+                key,
                 session,
                 pending: std::sync::Mutex::new(refs),
             },
@@ -142,7 +141,7 @@ pub(crate) fn take_received(refs: Vec<ObjId>) -> (Vec<ObjId>, RefOwner) {
 /// the blob brought.
 pub(crate) fn adopting<R>(b: &Blob, f: impl FnOnce() -> R) -> R {
     let Some(RefOwner::Client {
-        server,
+        key,
         session,
         pending,
     }) = b.refs.as_ref().map(|r| &r.owner)
@@ -150,7 +149,7 @@ pub(crate) fn adopting<R>(b: &Blob, f: impl FnOnce() -> R) -> R {
         return f();
     };
     let refs = std::mem::take(&mut *pending.lock().unwrap_or_else(|e| e.into_inner()));
-    let saved = ADOPT.with(|a| a.borrow_mut().replace((server.key(), *session, refs)));
+    let saved = ADOPT.with(|a| a.borrow_mut().replace((*key, *session, refs)));
     let out = f();
     let left = ADOPT.with(|a| std::mem::replace(&mut *a.borrow_mut(), saved));
     if let Some((_, _, left)) = left {
@@ -193,12 +192,12 @@ pub(crate) fn release_blob(owner: RefOwner, refs: &[ObjId]) {
             }
         }
         RefOwner::Client {
-            server,
+            key,
             session,
             pending,
         } => {
             for id in pending.into_inner().unwrap_or_else(|e| e.into_inner()) {
-                server.decref(id, session);
+                super::client::decref(key, id, session);
             }
         }
     }

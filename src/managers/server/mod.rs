@@ -384,18 +384,27 @@ impl Server {
     /// Gives session `s` the references the values of an answer hold
     /// (dropping the answer then releases the values' own).
     fn hand_over(&self, s: u64, response: &Response) {
-        let blobs: Vec<&Blob> = match response {
-            Ok(Reply::Value(b)) | Ok(Reply::Maybe(Some(b))) => vec![b],
-            Ok(Reply::Values(bs)) => bs.iter().collect(),
-            Ok(Reply::Pairs(ps)) => ps.iter().flat_map(|(k, v)| [k, v]).collect(),
-            Ok(Reply::MaybePair(Some((k, v)))) => vec![k, v],
-            _ => Vec::new(),
+        let Ok(reply) = response else {
+            return;
         };
-        for b in blobs {
+        // Alive: the blob holds each.
+        let give = |b: &Blob| {
             for id in b.ids() {
-                // Alive: the blob holds it.
                 let _ = self.give(s, *id, false);
             }
+        };
+        match reply {
+            Reply::Value(b) | Reply::Maybe(Some(b)) => give(b),
+            Reply::Values(bs) => bs.iter().for_each(give),
+            Reply::Pairs(ps) => ps.iter().for_each(|(k, v)| {
+                give(k);
+                give(v);
+            }),
+            Reply::MaybePair(Some((k, v))) => {
+                give(k);
+                give(v);
+            }
+            _ => {}
         }
     }
 
