@@ -1023,6 +1023,71 @@ mod tests {
         ));
     }
 
+    fn count(s: &Server) -> usize {
+        lock(&s.objects).len()
+    }
+
+    #[test]
+    fn references_of_sessions_tokens_and_values() {
+        let s = Server::new();
+        let a = s.open_session();
+        let b = s.open_session();
+        let id = s.create(Spec {
+            kind: Kind::Event,
+            tag: 1,
+            type_name: "E".into(),
+        });
+        let id = id.unwrap();
+        s.give(a, id, true).unwrap();
+        // A transit reference outlives the sender's own.
+        let token = s.transit(a, id).unwrap();
+        s.take_back(a, id).unwrap();
+        assert_eq!(count(&s), 1);
+        assert!(matches!(s.take_back(a, id), Err(WireError::Value(_))));
+        s.claim(b, token, id).unwrap();
+        // Claimed twice (the same bytes decoded again): a fresh reference.
+        s.claim(b, token, id).unwrap();
+        s.take_back(b, id).unwrap();
+        assert_eq!(count(&s), 1);
+        // A value holding it keeps it when the session ends.
+        assert_eq!(s.incref_alive(&[id, 999]), vec![id]);
+        s.end_session(b);
+        assert_eq!(count(&s), 1);
+        s.decref(id);
+        assert_eq!(count(&s), 0);
+        assert!(matches!(s.give(a, id, false), Err(WireError::Value(_))));
+        assert!(matches!(s.transit(a, id), Err(WireError::Value(_))));
+    }
+
+    #[test]
+    fn an_unclaimed_transit_reference_goes_with_its_sender() {
+        let s = Server::new();
+        let a = s.open_session();
+        let id = s
+            .create(Spec {
+                kind: Kind::Event,
+                tag: 1,
+                type_name: "E".into(),
+            })
+            .unwrap();
+        s.give(a, id, true).unwrap();
+        s.transit(a, id).unwrap();
+        s.take_back(a, id).unwrap();
+        assert_eq!(count(&s), 1);
+        s.end_session(a);
+        assert_eq!(count(&s), 0);
+        // A session that ended gets nothing: a new object goes at once.
+        let id = s
+            .create(Spec {
+                kind: Kind::Event,
+                tag: 1,
+                type_name: "E".into(),
+            })
+            .unwrap();
+        assert!(matches!(s.give(a, id, true), Err(WireError::Closed)));
+        assert_eq!(count(&s), 0);
+    }
+
     #[test]
     fn named_objects_are_created_once() {
         let s = Server::new();
