@@ -1492,9 +1492,16 @@ fn dropping_and_recreating_100k_dicts_keeps_the_server_flat() {
     assert_eq!(m.number_of_objects().unwrap(), 0);
     let before = rss_kib(pid);
     let t0 = Instant::now();
-    for i in 0..100_000 {
-        round(i);
-    }
+    // Four threads (four connections, one lifeline), as a server does.
+    std::thread::scope(|s| {
+        for t in 0..4u32 {
+            s.spawn(move || {
+                for i in 0..25_000 {
+                    round(t * 25_000 + i);
+                }
+            });
+        }
+    });
     let took = t0.elapsed();
     let after = rss_kib(pid);
     println!("100,000 dicts made and dropped in {took:?}; server RSS {before} KiB -> {after} KiB");
