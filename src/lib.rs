@@ -171,8 +171,9 @@ pub use connection::{Connection, pipe};
 pub use error::{Error, Result};
 pub use managers::{
     ArrayProxy, BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, DictProxy, EventProxy,
-    JoinableQueueProxy, ListProxy, LockProxy, Managed, Manager, Namespace, ObjectProxy, ProxyGuard,
-    QueueProxy, RLockProxy, SemaphoreProxy, SharedObject, ValueProxy,
+    JoinableQueueProxy, ListProxy, LockProxy, Managed, Manager, Namespace, ObjectProxy,
+    PoolMapResultProxy, PoolProxy, PoolResultProxy, ProxyGuard, QueueProxy, RLockProxy,
+    SemaphoreProxy, SharedObject, ValueProxy,
 };
 pub use pool::{AsyncResult, IMapIterator, Pool, PoolBuilder};
 pub use process::{

@@ -10,7 +10,17 @@
 //! address). Changes: Python's registered class becomes a `SharedObject` impl;
 //! exceptions become `Result`s; the xmlrpclib serializer case does not apply.
 //! Added: the proxy copy rule, typed namespace values, a client killed
-//! mid-call, a killed server, a panicking custom method, leak checks.
+//! mid-call, a killed server, a panicking custom method, leak checks, and
+//! the lifetime of objects (reference counting across processes).
+//!
+//! Ported tests carry the CPython test's name (`test_list` ...), under a
+//! comment naming its class. Every test of `_TestContainers` (3.11 to 3.13:
+//! test_list, test_list_iter, test_list_proxy_in_list, test_dict,
+//! test_dict_iter, test_dict_proxy_nested, test_nested_queue, test_namespace)
+//! and of `_TestManagerRestart` (test_rapid_restart) is ported; none was left
+//! out. Where the types differ: a typed list appends an integer where CPython
+//! appends `'hello'`; `b.append(b)` becomes a namespace holding itself;
+//! `test_dict_iter` and `test_namespace` assert our documented differences.
 
 multiprocess::test_support!();
 mod common;
@@ -133,9 +143,9 @@ fn a_read_is_a_copy_until_set_back() {
 // ---------------------------------------------------------------------------
 // Containers
 
-// CPython: _TestContainers.test_list
+// _TestContainers.test_list
 #[test]
-fn list_operations() {
+fn test_list() {
     let _s = serial();
     let m = mp::Manager::new().unwrap();
     let a = m.list_from(0..10i64).unwrap();
@@ -191,9 +201,9 @@ fn list_operations() {
     assert!(matches!(b.pop(), Err(mp::Error::Value(_))));
 }
 
-// CPython: _TestContainers.test_list_proxy_in_list
+// _TestContainers.test_list_proxy_in_list
 #[test]
-fn list_proxies_in_a_list() {
+fn test_list_proxy_in_list() {
     let _s = serial();
     let m = mp::Manager::new().unwrap();
     let inner: Vec<mp::ListProxy<i32>> = (0..3).map(|_| m.list_from(0..3).unwrap()).collect();
@@ -210,11 +220,90 @@ fn list_proxies_in_a_list() {
     assert_eq!(a.get(1).unwrap().len().unwrap(), 2);
     assert_eq!(a.get(0).unwrap().len().unwrap(), 3);
     assert_eq!(a.get(2).unwrap().len().unwrap(), 3);
+    // `del a`: the outer list goes, and with it the inner ones it alone held.
+    assert_eq!(m.number_of_objects().unwrap(), 4);
+    drop(a);
+    assert_eq!(m.number_of_objects().unwrap(), 0);
+    // `b.append(b)`: an object holding a proxy to itself (a typed list
+    // cannot hold itself in Rust; a namespace can). CPython's server keeps
+    // such a cycle forever; so does ours (porting.md says so).
+    let b = m.namespace().unwrap();
+    b.set("me", &b).unwrap();
+    assert_eq!(
+        b.get::<mp::Namespace>("me").unwrap().names().unwrap(),
+        vec!["me"]
+    );
+    drop(b);
+    assert_eq!(m.number_of_objects().unwrap(), 1);
 }
 
-// CPython: _TestContainers.test_dict, test_dict_iter (the snapshot part)
+// _TestContainers.test_list_iter
 #[test]
-fn dict_operations() {
+fn test_list_iter() {
+    let _s = serial();
+    let m = mp::Manager::new().unwrap();
+    let a = m.list_from(0..10i64).unwrap();
+    let mut it = a.iter();
+    assert_eq!(
+        it.by_ref().collect::<mp::Result<Vec<_>>>().unwrap(),
+        (0..10).collect::<Vec<_>>()
+    );
+    assert!(it.next().is_none()); // exhausted
+    // list modified during iteration
+    let mut it = a.iter();
+    a.set(0, 100).unwrap();
+    assert_eq!(it.next().unwrap().unwrap(), 100);
+}
+
+// _TestContainers.test_dict_iter. We differ: `keys()` is a snapshot taken
+// atomically, so a dict changed while its keys are walked raises nothing
+// (CPython's iterator proxy raises RuntimeError: "dictionary changed size
+// during iteration"); porting.md says why.
+#[test]
+fn test_dict_iter() {
+    let _s = serial();
+    let m = mp::Manager::new().unwrap();
+    let d = m.dict::<u32, char>().unwrap();
+    let indices: Vec<u32> = (65..70).collect();
+    for &i in &indices {
+        d.insert(i, char::from_u32(i).unwrap()).unwrap();
+    }
+    let mut it = d.keys().unwrap().into_iter();
+    assert_eq!(it.by_ref().collect::<Vec<_>>(), indices);
+    assert_eq!(it.next(), None); // exhausted
+    let it = d.keys().unwrap().into_iter();
+    d.clear().unwrap();
+    assert_eq!(it.collect::<Vec<_>>(), indices);
+    assert_eq!(d.keys().unwrap(), Vec::<u32>::new());
+}
+
+// _TestContainers.test_namespace. `str(n)` has no counterpart (a proxy is not
+// `Display`); `names()` lists every attribute, `_hidden` included (CPython's
+// repr leaves out names starting with an underscore).
+#[test]
+fn test_namespace() {
+    let _s = serial();
+    let m = mp::Manager::new().unwrap();
+    let n = m.namespace().unwrap();
+    n.set("name", "Bob").unwrap();
+    n.set("job", "Builder").unwrap();
+    n.set("_hidden", "hidden").unwrap();
+    assert_eq!(
+        (
+            n.get::<String>("name").unwrap(),
+            n.get::<String>("job").unwrap()
+        ),
+        ("Bob".to_string(), "Builder".to_string())
+    );
+    n.del("job").unwrap();
+    assert_eq!(n.names().unwrap(), vec!["_hidden", "name"]);
+    assert!(n.has("name").unwrap());
+    assert!(!n.has("job").unwrap());
+}
+
+// _TestContainers.test_dict (and the dict methods around it)
+#[test]
+fn test_dict() {
     let _s = serial();
     let m = mp::Manager::new().unwrap();
     let d = m.dict::<u32, char>().unwrap();
@@ -253,9 +342,9 @@ fn dict_operations() {
     assert_eq!(d.pop_item().unwrap(), None);
 }
 
-// CPython: _TestContainers.test_dict_proxy_nested
+// _TestContainers.test_dict_proxy_nested
 #[test]
-fn dict_proxies_nested() {
+fn test_dict_proxy_nested() {
     let _s = serial();
     let m = mp::Manager::new().unwrap();
     let pets = m
@@ -291,11 +380,35 @@ fn dict_proxies_nested() {
     let l = m.list_from([pets.clone(), supplies.clone()]).unwrap();
     l.get(0).unwrap().insert(key("marmots"), 1).unwrap();
     assert_eq!(pets.get(&key("marmots")).unwrap(), Some(1));
+    assert_eq!(l.get(0).unwrap().get(&key("marmots")).unwrap(), Some(1));
+    // `del pets; del supplies`: the list's items keep them alive.
+    drop(pets);
+    drop(supplies);
+    assert_eq!(l.get(0).unwrap().get(&key("marmots")).unwrap(), Some(1));
+    // `outer = [[88, 99], l]`: a plain list stays a plain list (Rust: an enum).
+    #[derive(Serialize, Deserialize)]
+    enum Item {
+        Plain(Vec<i32>),
+        Proxy(mp::ListProxy<mp::DictProxy<String, i32>>),
+    }
+    let outer = m
+        .list_from([Item::Plain(vec![88, 99]), Item::Proxy(l.clone())])
+        .unwrap();
+    assert!(matches!(outer.get(0).unwrap(), Item::Plain(v) if v == vec![88, 99]));
+    match outer.get(-1).unwrap() {
+        Item::Proxy(inner) => {
+            assert_eq!(inner.get(-1).unwrap().get(&key("feed")).unwrap(), Some(3))
+        }
+        Item::Plain(_) => panic!("the proxy came back as a plain list"),
+    }
+    // Everything is freed once the last proxies go.
+    drop((outer, l, d));
+    assert_eq!(m.number_of_objects().unwrap(), 0);
 }
 
-// CPython: _TestContainers.test_nested_queue
+// _TestContainers.test_nested_queue
 #[test]
-fn queue_inside_containers() {
+fn test_nested_queue() {
     let _s = serial();
     let m = mp::Manager::new().unwrap();
     let a = m.list::<mp::QueueProxy<i32>>().unwrap();
@@ -879,9 +992,9 @@ fn a_remote_client_in_another_process() {
     assert!(matches!(q2.get_nowait(), Err(mp::Error::Closed)));
 }
 
-// CPython: _TestManagerRestart.test_rapid_restart
+// _TestManagerRestart.test_rapid_restart
 #[test]
-fn serving_again_on_the_same_address() {
+fn test_rapid_restart() {
     let _s = serial();
     let authkey = random_key();
     let m = mp::Manager::serve("127.0.0.1:0".parse::<SocketAddr>().unwrap(), &authkey).unwrap();
@@ -1327,4 +1440,382 @@ fn an_answer_is_delivered_or_undone_never_both() {
         "items left: none lost, none given back twice"
     );
     m.shutdown().unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Lifetime of objects: reference counting across processes (CPython's
+// `Server.incref`/`decref`; `_number_of_objects` observes it).
+
+/// The resident set of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
+}
+
+/// Polls `number_of_objects` until it is `want` (the server frees a dead
+/// client's objects when it sees the connection close, which it does on its
+/// own thread), failing after the guard.
+fn wait_for_objects(m: &mp::Manager, want: usize) {
+    let deadline = Instant::now() + SHORT;
+    loop {
+        let n = m.number_of_objects().unwrap();
+        if n == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server still holds {n} objects, not {want}, after {SHORT:?}"
+        );
+        // Polling a server-side count against a deadline: a hang guard.
+        std::thread::sleep(ms(10));
+    }
+}
+
+// A long-running program that makes a dict per request must not grow the
+// server: each dict is freed when its last proxy is dropped.
+#[test]
+fn dropping_and_recreating_100k_dicts_keeps_the_server_flat() {
+    let _s = serial();
+    let _leaks = LeakCheck::new();
+    let m = mp::Manager::new().unwrap();
+    let pid = m.pid().unwrap();
+    // One dict holding one item per round: made (one round trip) and
+    // dropped (one more).
+    let round = |i: u32| drop(m.dict_from([(i, format!("request {i}"))]).unwrap());
+    for i in 0..1_000 {
+        round(i);
+    }
+    assert_eq!(m.number_of_objects().unwrap(), 0);
+    let before = rss_kib(pid);
+    let t0 = Instant::now();
+    // Four threads (four connections, one lifeline), as a server does.
+    std::thread::scope(|s| {
+        for t in 0..4u32 {
+            s.spawn(move || {
+                for i in 0..25_000 {
+                    round(t * 25_000 + i);
+                }
+            });
+        }
+    });
+    let took = t0.elapsed();
+    let after = rss_kib(pid);
+    println!("100,000 dicts made and dropped in {took:?}; server RSS {before} KiB -> {after} KiB");
+    assert_eq!(m.number_of_objects().unwrap(), 0);
+    assert!(
+        after < before + 20 * 1024,
+        "the server grew from {before} KiB to {after} KiB"
+    );
+    m.shutdown().unwrap();
+}
+
+// Clones share one reference in a process; the object goes with the last.
+#[test]
+fn the_last_proxy_dropped_frees_the_object() {
+    let _s = serial();
+    let m = mp::Manager::new().unwrap();
+    let d = m.dict::<u8, u8>().unwrap();
+    let e = d.clone();
+    assert_eq!(m.number_of_objects().unwrap(), 1);
+    drop(d);
+    e.insert(1, 2).unwrap();
+    assert_eq!(m.number_of_objects().unwrap(), 1);
+    drop(e);
+    assert_eq!(m.number_of_objects().unwrap(), 0);
+    // A named object lives as long as the manager.
+    drop(m.named::<mp::ValueProxy<i32>>("kept", 5).unwrap());
+    assert_eq!(m.number_of_objects().unwrap(), 1);
+    assert_eq!(
+        m.lookup::<mp::ValueProxy<i32>>("kept")
+            .unwrap()
+            .get()
+            .unwrap(),
+        5
+    );
+}
+
+/// What the hoarding child gets: where the manager is, the shared dict, the
+/// event it sets once ready, and one nobody sets.
+type HoardArg = (
+    mp::connection::Address,
+    Vec<u8>,
+    mp::DictProxy<String, mp::ListProxy<i32>>,
+    mp::EventProxy,
+    mp::EventProxy,
+);
+
+/// The child of `a_killed_client_releases_its_references`: makes five
+/// objects only it holds and one it stores in the shared dict, then blocks
+/// until it is killed.
+fn hoarder((addr, key, shared, ready, never): HoardArg) {
+    let m = mp::Manager::connect(addr, key).unwrap();
+    let kept = m.list_from([1, 2, 3]).unwrap();
+    shared.insert("kept".into(), kept).unwrap();
+    let mine = (
+        m.dict::<u8, u8>().unwrap(),
+        m.list::<u8>().unwrap(),
+        m.queue::<u8>().unwrap(),
+        m.namespace().unwrap(),
+        m.lock().unwrap(),
+    );
+    ready.set().unwrap();
+    never.wait().unwrap();
+    unreachable!("killed first; held {mine:?}");
+}
+
+// A client killed with SIGKILL holds references it never released: the
+// server sees its connections close and frees what it alone referenced; what
+// others reference (the shared dict, the list stored in it) stays.
+#[test]
+fn a_killed_client_releases_its_references() {
+    let _s = serial();
+    let _leaks = LeakCheck::new();
+    let key = random_key();
+    let abstract_name = format!("mp-test-refs-{}", std::process::id());
+    for addr in [
+        mp::connection::Address::from("127.0.0.1:0".parse::<SocketAddr>().unwrap()),
+        mp::connection::Address::Abstract(abstract_name),
+    ] {
+        let m = mp::Manager::serve(addr, &key).unwrap();
+        let shared = m.dict::<String, mp::ListProxy<i32>>().unwrap();
+        let ready = m.event().unwrap();
+        let never = m.event().unwrap();
+        assert_eq!(m.number_of_objects().unwrap(), 3);
+        let mut p = mp::Process::new(
+            hoarder,
+            (
+                m.address(),
+                key.clone(),
+                shared.clone(),
+                ready.clone(),
+                never.clone(),
+            ),
+        );
+        p.start().unwrap();
+        assert!(
+            ready.wait_timeout(LONG).unwrap(),
+            "the child never got ready"
+        );
+        assert_eq!(m.number_of_objects().unwrap(), 3 + 1 + 5);
+        p.kill().unwrap();
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(-9));
+        wait_for_objects(&m, 3 + 1);
+        let kept = shared.get(&"kept".into()).unwrap().unwrap();
+        assert_eq!(kept.to_vec().unwrap(), vec![1, 2, 3]);
+        drop(kept);
+        shared.clear().unwrap();
+        assert_eq!(m.number_of_objects().unwrap(), 3);
+        m.shutdown().unwrap();
+    }
+}
+
+/// The child of `a_proxy_in_transit_keeps_its_object_alive`: waits until the
+/// parent dropped its proxy, then uses the dict and reports what it read.
+fn late_user((d, go, out): (mp::DictProxy<u8, u32>, mp::EventProxy, mp::ValueProxy<u32>)) {
+    assert!(go.wait_timeout(LONG).unwrap());
+    let got = d.get(&1).unwrap().unwrap();
+    d.insert(2, got + 1).unwrap();
+    out.set(d.get(&2).unwrap().unwrap()).unwrap();
+}
+
+// A proxy serialized as a Process argument holds a transit reference: the
+// parent may drop its own before the child has even started, and the child
+// still finds the object; when the child exits, the object is freed.
+#[test]
+fn a_proxy_in_transit_keeps_its_object_alive() {
+    let _s = serial();
+    let _leaks = LeakCheck::new();
+    let m = mp::Manager::new().unwrap();
+    let go = m.event().unwrap();
+    let out = m.value(0u32).unwrap();
+    let d = m.dict::<u8, u32>().unwrap();
+    d.insert(1, 41).unwrap();
+    let mut p = mp::Process::new(late_user, (d.clone(), go.clone(), out.clone()));
+    drop(d);
+    // Only the transit reference holds the dict now.
+    assert_eq!(m.number_of_objects().unwrap(), 3);
+    p.start().unwrap();
+    go.set().unwrap();
+    within(LONG, "join the child", move || {
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+    });
+    assert_eq!(out.get().unwrap(), 42);
+    // The child dropped its proxy as it ended: the dict is gone.
+    assert_eq!(m.number_of_objects().unwrap(), 2);
+    m.shutdown().unwrap();
+}
+
+/// The pool task of `proxies_travel_in_pool_tasks_and_queue_items`.
+fn bump(d: mp::DictProxy<u32, u32>) -> u32 {
+    let n = d.get(&0).unwrap().unwrap_or(0) + 1;
+    d.insert(0, n).unwrap();
+    n
+}
+
+// Proxies in a pool task and in a (manager) queue item travel with their
+// references, and nothing is left once the last proxy goes.
+#[test]
+fn proxies_travel_in_pool_tasks_and_queue_items() {
+    let _s = serial();
+    let m = mp::Manager::new().unwrap();
+    let d = m.dict::<u32, u32>().unwrap();
+    let pool = mp::Pool::new(2).unwrap();
+    let r = pool.apply_async(bump, d.clone()).unwrap();
+    drop(d);
+    assert_eq!(r.get().unwrap(), 1);
+    pool.close();
+    pool.join().unwrap();
+    drop(pool);
+    // The worker dropped its proxy as the task ended: nothing holds the dict.
+    wait_for_objects(&m, 0);
+    let q = m.queue::<mp::DictProxy<u32, u32>>().unwrap();
+    q.put(m.dict_from([(7, 8)]).unwrap()).unwrap();
+    assert_eq!(m.number_of_objects().unwrap(), 2);
+    let got = q.get().unwrap();
+    assert_eq!(got.get(&7).unwrap(), Some(8));
+    drop(got);
+    assert_eq!(m.number_of_objects().unwrap(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// _TestPool, run as CPython runs it for its manager type: Manager().Pool
+
+fn sqr(x: i64) -> i64 {
+    x * x
+}
+
+fn mul((x, y): (i64, i64)) -> i64 {
+    x * y
+}
+
+// _TestPool.test_apply
+#[test]
+fn test_apply() {
+    let _s = serial();
+    let m = mp::Manager::new().unwrap();
+    let pool = m.pool(2).unwrap();
+    assert_eq!(pool.apply(sqr, 5).unwrap(), 25);
+    assert_eq!(pool.apply(sqr, 3).unwrap(), 9);
+}
+
+// _TestPool.test_map (chunksize is the pool's default here)
+#[test]
+fn test_map() {
+    let _s = serial();
+    let m = mp::Manager::new().unwrap();
+    let pool = m.pool(2).unwrap();
+    assert_eq!(
+        pool.map(sqr, 0..10).unwrap(),
+        (0..10).map(sqr).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        pool.map(sqr, 0..100).unwrap(),
+        (0..100).map(sqr).collect::<Vec<_>>()
+    );
+    assert_eq!(pool.map(sqr, Vec::new()).unwrap(), Vec::<i64>::new());
+}
+
+// _TestPool.test_starmap, test_starmap_async (our starmap takes the tuple)
+#[test]
+fn test_starmap() {
+    let _s = serial();
+    let m = mp::Manager::new().unwrap();
+    let pool = m.pool(2).unwrap();
+    let tuples: Vec<(i64, i64)> = (0..10).zip((0..10).rev()).collect();
+    assert_eq!(
+        pool.starmap(mul, tuples.clone()).unwrap(),
+        tuples.iter().map(|&t| mul(t)).collect::<Vec<_>>()
+    );
+}
+
+// _TestPool.test_map_async
+#[test]
+fn test_map_async() {
+    let _s = serial();
+    let m = mp::Manager::new().unwrap();
+    let pool = m.pool(2).unwrap();
+    let r = pool.map_async(sqr, 0..10).unwrap();
+    assert_eq!(r.get().unwrap(), (0..10).map(sqr).collect::<Vec<_>>());
+    assert!(r.ready().unwrap());
+    assert!(r.successful().unwrap());
+    // Every get answers the same, as the result stays in the manager.
+    assert_eq!(r.get().unwrap().len(), 10);
+}
+
+/// Waits for the event, then squares.
+fn sqr_when_set((x, ev): (i64, mp::EventProxy)) -> i64 {
+    assert!(ev.wait_timeout(LONG).unwrap());
+    x * x
+}
+
+// _TestPool.test_async, test_async_timeout
+#[test]
+fn test_async() {
+    let _s = serial();
+    let m = mp::Manager::new().unwrap();
+    let pool = m.pool(2).unwrap();
+    let res = pool.apply_async(sqr, 7).unwrap();
+    assert_eq!(res.get().unwrap(), 49);
+    let ev = m.event().unwrap();
+    let res = pool.apply_async(sqr_when_set, (6, ev.clone())).unwrap();
+    assert!(matches!(res.get_timeout(ms(100)), Err(mp::Error::Timeout)));
+    assert!(!res.ready().unwrap());
+    assert!(matches!(res.successful(), Err(mp::Error::Value(_))));
+    ev.set().unwrap();
+    assert!(res.wait_timeout(LONG).unwrap());
+    assert_eq!(res.get().unwrap(), 36);
+}
+
+fn boom(_: ()) -> i64 {
+    panic!("boom in a manager's pool")
+}
+
+// A panicking task is `Error::Remote` naming the worker; the pool goes on.
+#[test]
+fn a_manager_pool_task_that_panics_is_remote() {
+    let _s = serial();
+    let m = mp::Manager::new().unwrap();
+    let pool = m.pool(1).unwrap();
+    match pool.apply(boom, ()) {
+        Err(mp::Error::Remote { message, .. }) => assert_eq!(message, "boom in a manager's pool"),
+        other => panic!("{other:?}"),
+    }
+    let r = pool.apply_async(boom, ()).unwrap();
+    assert!(matches!(r.get(), Err(mp::Error::Remote { .. })));
+    assert!(!r.successful().unwrap());
+    assert_eq!(pool.apply(sqr, 4).unwrap(), 16);
+    assert!(matches!(m.pool(0), Err(mp::Error::Value(_))));
+}
+
+/// A child's use of the manager's pool.
+fn pool_user(pool: mp::PoolProxy) {
+    assert_eq!(pool.map(sqr, [1, 2, 3]).unwrap(), vec![1, 4, 9]);
+}
+
+// The pool is used from any process that holds the proxy; close and join
+// end it; the last proxy dropped frees it.
+#[test]
+fn a_manager_pool_is_used_from_a_child_and_freed_with_its_last_proxy() {
+    let _s = serial();
+    let _leaks = LeakCheck::new();
+    let m = mp::Manager::new().unwrap();
+    let pool = m.pool(2).unwrap();
+    assert_eq!(in_child(pool_user, pool.clone()), Some(0));
+    let r = pool.apply_async(sqr, 9).unwrap();
+    assert_eq!(m.number_of_objects().unwrap(), 2);
+    pool.close().unwrap();
+    assert!(matches!(pool.apply(sqr, 1), Err(mp::Error::Closed)));
+    pool.join().unwrap();
+    assert_eq!(r.get().unwrap(), 81);
+    drop(r);
+    drop(pool);
+    assert_eq!(m.number_of_objects().unwrap(), 0);
+    m.shutdown().unwrap();
+    assert_eq!(m.exitcode(), Some(0));
 }

@@ -22,7 +22,8 @@ use crate::error::{Error, Result};
 use crate::reduction::fnv1a;
 
 use super::channel::Channel;
-use super::protocol::{Reply, Request, Response};
+use super::protocol::{ObjId, Reply, Request, Response};
+use super::refs;
 
 /// A manager's address and authkey: what a proxy needs to reach it.
 #[derive(Clone, Serialize, Deserialize)]
@@ -70,8 +71,32 @@ impl fmt::Debug for ServerRef {
 }
 
 thread_local! {
-    /// This thread's connections, by server key.
-    static CONNS: RefCell<HashMap<u64, Arc<Channel>>> = RefCell::new(HashMap::new());
+    /// This thread's connections, by server key, with the session each is
+    /// attached to.
+    static CONNS: RefCell<HashMap<u64, (Arc<Channel>, u64)>> = RefCell::new(HashMap::new());
+}
+
+/// This process's session with a manager (see `refs.rs`): the lifeline
+/// connection, whose end releases the session's references.
+struct Session {
+    /// The session's number on the server.
+    id: u64,
+    /// The lifeline; reference requests go over it, one at a time.
+    chan: Mutex<Arc<Channel>>,
+}
+
+/// This process's sessions, by server key.
+static SESSIONS: Mutex<Option<HashMap<u64, Arc<Session>>>> = Mutex::new(None);
+
+/// The open session with the manager `key`, if any.
+fn current_session(key: u64) -> Option<Arc<Session>> {
+    SESSIONS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()?
+        .get(&key)
+        .filter(|s| !s.chan.lock().unwrap_or_else(|e| e.into_inner()).is_closed())
+        .cloned()
 }
 
 /// Every live connection of this process, by server key, so that a shutdown
@@ -96,14 +121,77 @@ impl ServerRef {
         }
     }
 
-    /// This thread's connection to the server, made on first use.
-    fn connection(&self, key: u64) -> Result<Arc<Channel>> {
-        let cached = CONNS.with(|c| c.borrow().get(&key).cloned());
-        if let Some(conn) = cached {
-            if !conn.is_closed() {
-                return Ok(conn);
+    /// This process's session with the server, opened on first use.
+    fn session(&self) -> Result<Arc<Session>> {
+        let key = self.key();
+        if let Some(s) = current_session(key) {
+            return Ok(s);
+        }
+        let chan = self.open_channel()?;
+        let id = match exchange(&chan, &Request::OpenSession)? {
+            Reply::Id(id) => id,
+            other => return Err(unexpected(other)),
+        };
+        let mut sessions = SESSIONS.lock().unwrap_or_else(|e| e.into_inner());
+        let sessions = sessions.get_or_insert_with(HashMap::new);
+        // Another thread may have opened one meanwhile: keep the first.
+        if let Some(s) = sessions.get(&key) {
+            if !s.chan.lock().unwrap_or_else(|e| e.into_inner()).is_closed() {
+                chan.close();
+                return Ok(s.clone());
             }
         }
+        let s = Arc::new(Session {
+            id,
+            chan: Mutex::new(chan),
+        });
+        sessions.insert(key, s.clone());
+        Ok(s)
+    }
+
+    /// Sends a reference request over the session's lifeline; the answer and
+    /// the session.
+    fn ref_request(&self, req: &Request) -> Result<(Reply, u64)> {
+        let s = self.session()?;
+        let chan = s.chan.lock().unwrap_or_else(|e| e.into_inner());
+        let reply = exchange(&chan, req);
+        if reply.is_err() {
+            chan.close();
+        }
+        Ok((reply?, s.id))
+    }
+
+    /// A transit reference to `id` for a proxy being serialized: its token.
+    pub(crate) fn transit(&self, id: ObjId) -> Result<u64> {
+        match self.ref_request(&Request::Transit(id))? {
+            (Reply::Id(token), _) => Ok(token),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Claims the transit reference `token` to `id` (or takes a new one):
+    /// the session now holding it.
+    pub(crate) fn claim(&self, token: u64, id: ObjId) -> Result<u64> {
+        let req = if token == 0 {
+            Request::Incref(id)
+        } else {
+            Request::Claim { token, id }
+        };
+        match self.ref_request(&req)? {
+            (Reply::Unit, session) => Ok(session),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Drops one reference of `session` to `id`, if that session is still
+    /// this process's (after a shutdown or a restart there is nothing to
+    /// drop: the server released it, or is another server).
+    pub(crate) fn decref(&self, id: ObjId, session: u64) {
+        decref(self.key(), id, session);
+    }
+
+    /// A new authenticated channel to the server.
+    fn open_channel(&self) -> Result<Arc<Channel>> {
         let conn = match Client::connect(&self.addr, Some(&self.authkey)) {
             Ok(conn) => conn,
             // A wrong key is answered with a failure message; a server that
@@ -120,13 +208,34 @@ impl ServerRef {
             }
             Err(e) => return Err(lost(e)),
         };
-        let conn = Arc::new(self.channel(&conn)?);
-        self.remember(key, conn.clone());
-        Ok(conn)
+        let chan = Arc::new(self.channel(&conn)?);
+        remember(self.key(), &chan);
+        Ok(chan)
     }
 
-    /// Connects this thread now (instead of at the first call), so that a bad
-    /// address or key shows as such.
+    /// This thread's connection to the server (made on first use, attached
+    /// to this process's session) and the session.
+    fn connection(&self, key: u64) -> Result<(Arc<Channel>, u64)> {
+        // A shutdown closes the session and the connections attached to it
+        // together, so an open cached connection's session is still current.
+        let cached = CONNS.with(|c| c.borrow().get(&key).cloned());
+        if let Some((conn, sid)) = cached {
+            if !conn.is_closed() {
+                return Ok((conn, sid));
+            }
+        }
+        let session = self.session()?;
+        let conn = self.open_channel()?;
+        match exchange(&conn, &Request::Attach(session.id))? {
+            Reply::Unit => {}
+            other => return Err(unexpected(other)),
+        }
+        CONNS.with(|c| c.borrow_mut().insert(key, (conn.clone(), session.id)));
+        Ok((conn, session.id))
+    }
+
+    /// Connects this process now (instead of at the first call), so that a
+    /// bad address or key shows as such.
     ///
     /// # Errors
     ///
@@ -135,10 +244,10 @@ impl ServerRef {
     pub(crate) fn connect_now(&self) -> Result<()> {
         let key = self.key();
         CONNS.with(|c| c.borrow_mut().remove(&key));
-        let conn = Client::connect(&self.addr, Some(&self.authkey))?;
-        let conn = Arc::new(self.channel(&conn)?);
-        self.remember(key, conn);
-        Ok(())
+        // A raw connection first, for the errors as they are (`Io` when
+        // nothing listens), which the proxies' path turns into `Closed`.
+        Client::connect(&self.addr, Some(&self.authkey))?.close();
+        self.connection(key).map(drop)
     }
 
     /// The channel over an authenticated connection: through shared memory
@@ -150,16 +259,6 @@ impl ServerRef {
         }
     }
 
-    /// Caches `conn` as this thread's connection to the server.
-    fn remember(&self, key: u64, conn: Arc<Channel>) {
-        {
-            let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
-            open.retain(|(_, w)| w.strong_count() > 0);
-            open.push((key, Arc::downgrade(&conn)));
-        }
-        CONNS.with(|c| c.borrow_mut().insert(key, conn));
-    }
-
     /// Sends one request and waits for its answer.
     ///
     /// # Errors
@@ -168,12 +267,20 @@ impl ServerRef {
     /// is gone (shut down, killed, or refusing connections); [`Error::Io`] for
     /// another failure to reach it; [`Error::Authentication`] on a wrong key.
     pub(crate) fn request(&self, req: &Request) -> Result<Reply> {
-        let bytes = postcard::to_stdvec(req).map_err(Error::encode)?;
+        self.request_in_session(req).map(|(r, _)| r)
+    }
+
+    /// [`request`](Self::request), also giving the session that holds the
+    /// references the answer brings (a created object's, a read value's).
+    pub(crate) fn request_in_session(&self, req: &Request) -> Result<(Reply, u64)> {
         let key = self.key();
-        let conn = self.connection(key)?;
-        let response = conn
-            .send(&bytes)
-            .and_then(|()| conn.recv(true, |frame| postcard::from_bytes::<Response>(frame)));
+        let bytes = refs::sending(key, || postcard::to_stdvec(req)).map_err(Error::encode)?;
+        let (conn, session) = self.connection(key)?;
+        let response = conn.send(&bytes).and_then(|()| {
+            conn.recv(true, |frame| {
+                refs::receiving(key, session, || postcard::from_bytes::<Response>(frame))
+            })
+        });
         let response = match response {
             Ok(r) => r,
             Err(e) => {
@@ -183,10 +290,45 @@ impl ServerRef {
                 return Err(lost(e));
             }
         };
-        response
+        let reply = response
             .map_err(|e| Error::decode(format!("corrupt answer from the manager: {e}")))?
-            .map_err(|e| e.into_error())
+            .map_err(|e| e.into_error())?;
+        Ok((reply, session))
     }
+}
+
+/// Drops one reference of `session` to `id` at the manager `key`, if that
+/// session is still this process's.
+pub(crate) fn decref(key: u64, id: ObjId, session: u64) {
+    let Some(s) = current_session(key) else {
+        return;
+    };
+    if s.id != session {
+        return;
+    }
+    let chan = s.chan.lock().unwrap_or_else(|e| e.into_inner());
+    if exchange(&chan, &Request::Decref(id)).is_err() {
+        chan.close();
+    }
+}
+
+/// Registers `chan` as a connection of this process to the server `key`, so
+/// that a shutdown closes it.
+fn remember(key: u64, chan: &Arc<Channel>) {
+    let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+    open.retain(|(_, w)| w.strong_count() > 0);
+    open.push((key, Arc::downgrade(chan)));
+}
+
+/// One request and its answer over `chan` (a lifeline or a fresh
+/// connection: nothing in the answer holds references).
+fn exchange(chan: &Channel, req: &Request) -> Result<Reply> {
+    let bytes = postcard::to_stdvec(req).map_err(Error::encode)?;
+    chan.send(&bytes).map_err(lost)?;
+    chan.recv(true, |frame| postcard::from_bytes::<Response>(frame))
+        .map_err(lost)?
+        .map_err(|e| Error::decode(format!("corrupt answer from the manager: {e}")))?
+        .map_err(|e| e.into_error())
 }
 
 /// Whether the manager at `addr` is gone: nothing accepts there, or what
@@ -228,15 +370,29 @@ fn is_gone(e: &std::io::Error) -> bool {
 
 /// Closes every connection of this process to the server with `key` (the
 /// server was shut down): later calls reconnect, and fail with `Closed`.
-pub(crate) fn forget_server(key: u64) {
+/// With `keep_session` (a client of a manager that goes on serving), the
+/// lifeline stays open, so this process's objects stay alive.
+pub(crate) fn forget_server(key: u64, keep_session: bool) {
+    let lifeline = if keep_session {
+        current_session(key).map(|s| s.chan.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    } else {
+        if let Some(sessions) = SESSIONS.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            sessions.remove(&key);
+        }
+        None
+    };
     let conns: Vec<Arc<Channel>> = {
         let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
         let found = open
             .iter()
             .filter(|(k, _)| *k == key)
             .filter_map(|(_, w)| w.upgrade())
+            .filter(|c| !lifeline.as_ref().is_some_and(|l| Arc::ptr_eq(l, c)))
             .collect();
         open.retain(|(k, w)| *k != key && w.strong_count() > 0);
+        if let Some(l) = &lifeline {
+            open.push((key, Arc::downgrade(l)));
+        }
         found
     };
     for c in conns {

@@ -209,10 +209,10 @@ impl<'de, T: SharedObject> Deserialize<'de> for ObjectProxy<T> {
 
 impl<T: SharedObject> Sealed for ObjectProxy<T> {
     type Init = T::Init;
-    fn kind(init: T::Init) -> Result<Kind> {
+    fn kind(init: &T::Init) -> Result<Kind> {
         Ok(Kind::Custom {
             ctor: FnRef::internal(construct::<T>),
-            init: Blob::encode(&init)?,
+            init: Blob::encode(init)?,
         })
     }
     fn from_handle(handle: Handle) -> Self {

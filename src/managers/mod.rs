@@ -10,6 +10,7 @@
 //! | `Namespace()`, `dict()`, `list()`, `Value()`, `Array()` | [`Manager::namespace`], [`dict`](Manager::dict), [`list`](Manager::list), [`value`](Manager::value), [`array`](Manager::array) |
 //! | `Lock()`, `RLock()`, `Semaphore()`, `BoundedSemaphore()`, `Condition()`, `Event()`, `Barrier()` | same names in snake_case |
 //! | `Queue()`, `JoinableQueue()` | [`Manager::queue`], [`Manager::joinable_queue`] |
+//! | `Pool(processes)` | [`Manager::pool`] |
 //! | `BaseManager.register(typeid, callable)` + `manager.Foo()` | `impl` [`SharedObject`] + [`Manager::create`] |
 //! | a registered typeid shared by name (`get_queue`) | [`Manager::named`], [`Manager::lookup`], [`Manager::publish`] |
 //!
@@ -19,11 +20,11 @@
 //! so it never outlives its parent) listening on a Linux abstract Unix socket
 //! with a random 32-byte authkey. Each client connection passes CPython's
 //! authkey handshake and gets its own server thread; each proxy call is one
-//! request frame and one answer frame (postcard), one atomic operation on the
-//! server. A proxy holds only the address, the authkey and the object's id, so
-//! it serializes into children, grandchildren and pool workers, and connects
-//! lazily there: one connection per thread per manager, kept for the thread's
-//! life.
+//! request and one answer (postcard), one atomic operation on the server; a
+//! connection on this machine carries them through shared memory. A proxy
+//! holds the address, the authkey and the object's id, so it serializes into
+//! children, grandchildren and pool workers, and connects lazily there: one
+//! connection per thread per manager, kept for the thread's life.
 //!
 //! # Errors after the end
 //!
@@ -33,16 +34,25 @@
 //!
 //! # Lifetime of objects
 //!
-//! Objects live until the manager shuts down (CPython frees an object when the
-//! last proxy to it is garbage-collected; Rust proxies do not count references
-//! across processes). Create long-lived objects, or reuse them by name.
+//! As in CPython, an object is freed when the last proxy to it is dropped, in
+//! whatever process it is: proxies count references on the server. A proxy
+//! and its clones share one reference in a process; each process holds its
+//! references in a session whose connection it keeps open, so a process that
+//! dies, even by SIGKILL, releases them. A proxy in transit (a `Process`
+//! argument, a pool task, a queue item) holds a reference until the process
+//! that receives it takes it over; a proxy stored in a manager container
+//! holds one while it is stored. An object registered by name
+//! ([`Manager::named`], [`Manager::publish`]) lives as long as the manager.
+//! [`Manager::number_of_objects`] counts the live objects.
 
 pub(crate) mod channel;
 mod client;
 mod custom;
 pub(crate) mod mailbox;
+mod pool;
 pub(crate) mod protocol;
 mod proxy;
+mod refs;
 mod server;
 mod sync;
 
@@ -65,6 +75,7 @@ use protocol::{Reply, Request, Spec};
 use proxy::{Handle, Sealed, proxy_type};
 
 pub use custom::{ObjectProxy, SharedObject};
+pub use pool::{PoolMapResultProxy, PoolProxy, PoolResultProxy};
 pub use proxy::{ArrayProxy, DictProxy, ListProxy, Managed, Namespace, ValueProxy};
 pub use sync::{
     BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, EventProxy, JoinableQueueProxy, LockProxy,
@@ -227,8 +238,11 @@ impl Manager {
     /// A client of the manager served at `address` (by [`serve`](Manager::serve)
     /// in another process or program). It starts nothing: its
     /// [`shutdown`](Manager::shutdown) and drop only close this process's
-    /// connections. Get shared objects with [`named`](Manager::named) and
-    /// [`lookup`](Manager::lookup), or create new ones.
+    /// connections (but the one that holds its references: the proxies it
+    /// still has keep working, and their objects stay alive until they are
+    /// dropped or the process ends). Get shared objects with
+    /// [`named`](Manager::named) and [`lookup`](Manager::lookup), or create
+    /// new ones.
     ///
     /// Python: `BaseManager(address, authkey).connect()`.
     ///
@@ -306,6 +320,8 @@ impl Manager {
 
     /// The server's pid, for a manager that started it (`None` for a
     /// [`connect`](Manager::connect)ed one).
+    ///
+    /// Python: `manager._process.pid`.
     pub fn pid(&self) -> Option<u32> {
         self.pid
     }
@@ -342,20 +358,38 @@ impl Manager {
             .take();
         let key = self.server.key();
         let Some(child) = child else {
-            client::forget_server(key);
+            client::forget_server(key, true);
             return Ok(());
         };
         // A server that already died cannot answer: that is fine, it is reaped below.
         let _ = self.server.request(&Request::Shutdown);
-        client::forget_server(key);
+        client::forget_server(key, false);
         let code = stop_server(&child);
         *self.exitcode.lock().unwrap_or_else(|e| e.into_inner()) = code;
         Ok(())
     }
 
-    /// The number of objects the server holds.
+    /// The number of objects the server holds: those some proxy (in any
+    /// process, in transit, or stored in a manager container) or a name
+    /// still refers to.
     ///
     /// Python: `manager._number_of_objects()`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiprocess as mp;
+    /// fn main() -> mp::Result<()> {
+    ///     mp::init();
+    ///     let m = mp::Manager::new()?;
+    ///     let d = m.dict::<u8, u8>()?;
+    ///     let e = d.clone();
+    ///     assert_eq!(m.number_of_objects()?, 1);
+    ///     drop((d, e)); // the last proxy: the dict is freed
+    ///     assert_eq!(m.number_of_objects()?, 0);
+    ///     m.shutdown()
+    /// }
+    /// ```
     ///
     /// # Errors
     ///
@@ -367,13 +401,12 @@ impl Manager {
         }
     }
 
-    fn handle(&self, reply: Reply) -> Result<Handle> {
-        match reply {
-            Reply::Id(id) => Ok(Handle {
-                server: self.server.clone(),
-                id,
-            }),
-            other => Err(client::unexpected(other)),
+    /// Sends a request that answers a new or found object, and makes its
+    /// handle (holding the reference the server gave this process).
+    fn request_handle(&self, req: &Request) -> Result<Handle> {
+        match self.server.request_in_session(req)? {
+            (Reply::Id(id), session) => Ok(Handle::new(self.server.clone(), id, session)),
+            (other, _) => Err(client::unexpected(other)),
         }
     }
 
@@ -382,13 +415,11 @@ impl Manager {
     fn make<P: Managed>(&self, init: P::Init) -> Result<P> {
         let (tag, type_name) = proxy_type::<P>();
         let spec = Spec {
-            kind: P::kind(init)?,
+            kind: P::kind(&init)?,
             tag,
             type_name,
         };
-        Ok(P::from_handle(
-            self.handle(self.server.request(&Request::Create(spec))?)?,
-        ))
+        Ok(P::from_handle(self.request_handle(&Request::Create(spec))?))
     }
 
     /// The object registered as `name`, created from `init` first if there is
@@ -423,13 +454,13 @@ impl Manager {
     pub fn named<P: Managed>(&self, name: &str, init: P::Init) -> Result<P> {
         let (tag, type_name) = proxy_type::<P>();
         let spec = Spec {
-            kind: P::kind(init)?,
+            kind: P::kind(&init)?,
             tag,
             type_name,
         };
-        Ok(P::from_handle(self.handle(self.server.request(
+        Ok(P::from_handle(self.request_handle(
             &Request::CreateNamed(name.to_string(), spec),
-        )?)?))
+        )?))
     }
 
     /// The object registered as `name` (by [`named`](Manager::named) or
@@ -441,12 +472,11 @@ impl Manager {
     /// when it is of another proxy type, [`Error::Closed`], [`Error::Io`].
     pub fn lookup<P: Managed>(&self, name: &str) -> Result<P> {
         let (tag, type_name) = proxy_type::<P>();
-        let reply = self.server.request(&Request::Lookup {
+        Ok(P::from_handle(self.request_handle(&Request::Lookup {
             name: name.to_string(),
             tag,
             type_name,
-        })?;
-        Ok(P::from_handle(self.handle(reply)?))
+        })?))
     }
 
     /// Registers the object behind `proxy` as `name` (replacing any earlier
@@ -514,9 +544,11 @@ impl Manager {
         &self,
         items: impl IntoIterator<Item = (K, V)>,
     ) -> Result<DictProxy<K, V>> {
-        let items = items
-            .into_iter()
-            .map(|(k, v)| Ok((protocol::Blob::encode(&k)?, protocol::Blob::encode(&v)?)))
+        // The items (proxies among them) live until the server has them.
+        let kept: Vec<(K, V)> = items.into_iter().collect();
+        let items = kept
+            .iter()
+            .map(|(k, v)| Ok((protocol::Blob::encode(k)?, protocol::Blob::encode(v)?)))
             .collect::<Result<Vec<_>>>()?;
         let (tag, type_name) = proxy_type::<DictProxy<K, V>>();
         let spec = Spec {
@@ -525,7 +557,7 @@ impl Manager {
             type_name,
         };
         Ok(DictProxy::from_handle(
-            self.handle(self.server.request(&Request::Create(spec))?)?,
+            self.request_handle(&Request::Create(spec))?,
         ))
     }
 
@@ -551,9 +583,11 @@ impl Manager {
         &self,
         items: impl IntoIterator<Item = T>,
     ) -> Result<ListProxy<T>> {
-        let items = items
-            .into_iter()
-            .map(|x| protocol::Blob::encode(&x))
+        // The items (proxies among them) live until the server has them.
+        let kept: Vec<T> = items.into_iter().collect();
+        let items = kept
+            .iter()
+            .map(protocol::Blob::encode)
             .collect::<Result<Vec<_>>>()?;
         let (tag, type_name) = proxy_type::<ListProxy<T>>();
         let spec = Spec {
@@ -562,7 +596,7 @@ impl Manager {
             type_name,
         };
         Ok(ListProxy::from_handle(
-            self.handle(self.server.request(&Request::Create(spec))?)?,
+            self.request_handle(&Request::Create(spec))?,
         ))
     }
 
@@ -712,6 +746,19 @@ impl Manager {
         self.make(maxsize)
     }
 
+    /// A new pool of `processes` worker processes living in the server
+    /// process (children of the server), and a proxy to it: any process
+    /// holding the proxy submits work there. See [`PoolProxy`].
+    ///
+    /// Python: `manager.Pool(processes)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] for 0 processes, [`Error::Closed`], [`Error::Io`].
+    pub fn pool(&self, processes: u32) -> Result<PoolProxy> {
+        self.make(processes)
+    }
+
     /// A new object of the user type `T`, built in the server by
     /// `T::new(init)`, and a proxy to it.
     ///
@@ -790,6 +837,7 @@ fn run_server(config: ServerConfig) -> CallOutcome {
         spawn::exit_child(1);
     }
     let server = server::Server::new();
+    refs::install_server(server.clone());
     let authkey = Arc::new(config.authkey);
     loop {
         let conn = match listener.accept_unauthenticated(None) {

@@ -19,35 +19,186 @@ use crate::reduction::{self, FnRef};
 /// A server-side object's number.
 pub(crate) type ObjId = u64;
 
-/// An encoded value (a `reduction` envelope), serialized as one byte string.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub(crate) struct Blob(pub(crate) Vec<u8>);
+/// An encoded value (a `reduction` envelope), serialized as one byte string,
+/// then the ids of the objects of the manager it travels to or from that the
+/// value holds proxies to (see `refs.rs`: the blob holds one reference to
+/// each while it is stored in the server, and hands them to the client that
+/// reads it).
+pub(crate) struct Blob {
+    /// The envelope.
+    pub(crate) bytes: Vec<u8>,
+    /// The proxies inside, for the few values that hold any (boxed, so a
+    /// plain value costs one pointer more).
+    pub(crate) refs: Option<Box<BlobRefs>>,
+}
+
+/// The proxies inside a [`Blob`].
+#[derive(Default)]
+pub(crate) struct BlobRefs {
+    /// Objects of the manager this blob was received from that the value
+    /// holds proxies to; owned as `owner` says.
+    pub(crate) ids: Vec<ObjId>,
+    /// Proxies inside a blob encoded here: (server key, id). Only those of
+    /// the manager a request goes to are sent, as `ids`.
+    pub(crate) embedded: Vec<(u64, ObjId)>,
+    /// Who owns the references in `ids`.
+    pub(crate) owner: RefOwner,
+}
+
+/// Who owns the references a [`Blob`] lists.
+#[derive(Default)]
+pub(crate) enum RefOwner {
+    /// Nobody: the list is only information.
+    #[default]
+    Nobody,
+    /// The blob itself, in the server process: released when it is dropped.
+    Server,
+    /// This client process's session with the manager the blob came from:
+    /// the references no decoded proxy adopted (`pending`) are released on
+    /// drop.
+    Client {
+        /// The manager's key.
+        key: u64,
+        /// The session holding the references.
+        session: u64,
+        /// The references not adopted yet.
+        pending: std::sync::Mutex<Vec<ObjId>>,
+    },
+}
+
+impl Blob {
+    /// A blob of these bytes holding no proxies.
+    pub(crate) fn plain(bytes: Vec<u8>) -> Blob {
+        Blob { bytes, refs: None }
+    }
+
+    /// The objects of its manager the value holds proxies to.
+    pub(crate) fn ids(&self) -> &[ObjId] {
+        self.refs.as_ref().map_or(&[], |r| &r.ids)
+    }
+}
+
+impl Default for Blob {
+    fn default() -> Blob {
+        Blob::plain(Vec::new())
+    }
+}
+
+impl std::fmt::Debug for Blob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Blob")
+            .field("len", &self.bytes.len())
+            .field("refs", &self.ids())
+            .finish()
+    }
+}
+
+// Equality and hashing are of the value's bytes (dict keys, `list.index`).
+impl PartialEq for Blob {
+    fn eq(&self, other: &Blob) -> bool {
+        self.bytes == other.bytes
+    }
+}
+impl Eq for Blob {}
+impl std::hash::Hash for Blob {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.bytes.hash(h);
+    }
+}
+
+impl Clone for Blob {
+    /// A copy in the server holds references of its own; elsewhere a copy
+    /// owns none.
+    fn clone(&self) -> Blob {
+        let refs = self.refs.as_ref().map(|r| {
+            let owner = match r.owner {
+                RefOwner::Server => {
+                    super::refs::server_incref(&r.ids);
+                    RefOwner::Server
+                }
+                _ => RefOwner::Nobody,
+            };
+            Box::new(BlobRefs {
+                ids: r.ids.clone(),
+                embedded: r.embedded.clone(),
+                owner,
+            })
+        });
+        Blob {
+            bytes: self.bytes.clone(),
+            refs,
+        }
+    }
+}
+
+impl Drop for Blob {
+    fn drop(&mut self) {
+        if let Some(r) = self.refs.take() {
+            let BlobRefs { ids, owner, .. } = *r;
+            super::refs::release_blob(owner, &ids);
+        }
+    }
+}
 
 impl Serialize for Blob {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&Bytes(&self.bytes))?;
+        t.serialize_element(&super::refs::refs_to_send(self))?;
+        t.end()
+    }
+}
+
+/// Bytes serialized as a byte string.
+struct Bytes<'a>(&'a [u8]);
+
+impl Serialize for Bytes<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+/// A byte string, deserialized.
+struct ByteBuf(Vec<u8>);
+
+impl<'de> Deserialize<'de> for ByteBuf {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ByteBuf;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> std::result::Result<ByteBuf, E> {
+                Ok(ByteBuf(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(
+                self,
+                v: Vec<u8>,
+            ) -> std::result::Result<ByteBuf, E> {
+                Ok(ByteBuf(v))
+            }
+        }
+        d.deserialize_byte_buf(V)
     }
 }
 
 impl<'de> Deserialize<'de> for Blob {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Blob;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a byte string")
-            }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> std::result::Result<Blob, E> {
-                Ok(Blob(v.to_vec()))
-            }
-            fn visit_byte_buf<E: serde::de::Error>(
-                self,
-                v: Vec<u8>,
-            ) -> std::result::Result<Blob, E> {
-                Ok(Blob(v))
-            }
-        }
-        d.deserialize_byte_buf(V)
+        let (bytes, ids) = <(ByteBuf, Vec<ObjId>)>::deserialize(d)?;
+        let refs = (!ids.is_empty()).then(|| {
+            let (ids, owner) = super::refs::take_received(ids);
+            Box::new(BlobRefs {
+                ids,
+                embedded: Vec::new(),
+                owner,
+            })
+        });
+        Ok(Blob {
+            bytes: bytes.0,
+            refs,
+        })
     }
 }
 
@@ -60,7 +211,8 @@ impl Blob {
     /// (a lock, queue, connection ...): the server cannot keep file descriptors
     /// for other processes; store a manager proxy instead.
     pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Blob> {
-        let mut enc = reduction::encode(value)?;
+        let (enc, embedded) = super::refs::collecting(|| reduction::encode(value));
+        let mut enc = enc?;
         // `set("x", "text")` and `set("x", &v[..])` store what `get::<String>`
         // and `get::<Vec<_>>` read: tag borrowed forms as their owned form.
         let owned = owned_type_name::<T>();
@@ -74,23 +226,31 @@ impl Blob {
                 std::any::type_name::<T>()
             )));
         }
-        Ok(Blob(enc.bytes))
+        let mut blob = Blob::plain(std::mem::take(&mut enc.bytes));
+        if !embedded.is_empty() {
+            blob.refs = Some(Box::new(BlobRefs {
+                embedded,
+                ..BlobRefs::default()
+            }));
+        }
+        Ok(blob)
     }
 
     /// The type tag in the envelope (bytes 2..10 of `reduction`'s layout:
     /// magic, fd count, tag), if the blob is one.
     pub(crate) fn tag(&self) -> Option<u64> {
-        let bytes: [u8; 8] = self.0.get(2..10)?.try_into().ok()?;
+        let bytes: [u8; 8] = self.bytes.get(2..10)?.try_into().ok()?;
         Some(u64::from_le_bytes(bytes))
     }
 
-    /// Decodes the value as a `T`.
+    /// Decodes the value as a `T`. The proxies inside adopt the references
+    /// this blob brought from the manager.
     ///
     /// # Errors
     ///
     /// [`Error::Decode`] when it holds another type or is corrupt.
     pub(crate) fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        reduction::decode(&self.0, Vec::new())
+        super::refs::adopting(self, || reduction::decode(&self.bytes, Vec::new()))
     }
 }
 
@@ -176,6 +336,8 @@ pub(crate) enum Kind {
         /// A `JoinableQueue` (counts unfinished tasks).
         joinable: bool,
     },
+    /// `Pool(processes)`: a pool of worker processes of the server.
+    Pool(u32),
     /// A user type: the constructor trampoline and its encoded `Init`.
     Custom {
         /// `custom::construct::<T>`.
@@ -227,6 +389,28 @@ pub(crate) enum Request {
     NumberOfObjects,
     /// Stops the server; answered before it exits.
     Shutdown,
+    /// Opens this process's session (see `refs.rs`) on this connection, its
+    /// lifeline: when it closes, the session's references are released.
+    /// Answers [`Reply::Id`] with the session's number.
+    OpenSession,
+    /// Attaches this connection to a session: the objects it creates or
+    /// reads are referenced by that session.
+    Attach(u64),
+    /// The session takes one more reference to the object.
+    Incref(ObjId),
+    /// The session drops one reference to the object.
+    Decref(ObjId),
+    /// A new reference to the object for a proxy in transit; answers
+    /// [`Reply::Id`] with its token.
+    Transit(ObjId),
+    /// The session claims a transit reference (or, if the token was claimed
+    /// already, takes a new reference to the object).
+    Claim {
+        /// The token.
+        token: u64,
+        /// The object it is for.
+        id: ObjId,
+    },
 }
 
 /// A method call on one object. One enum for every kind; the server answers
@@ -358,6 +542,30 @@ pub(crate) enum Op {
     // --- custom objects
     /// A call of a user type: the encoded `T::Call`.
     Custom(Blob),
+    // --- Pool and its results
+    /// `pool.apply(f, args)`: the function (its result-encoding trampoline)
+    /// and the encoded argument; answers the encoded result.
+    PoolApply(FnRef, Blob),
+    /// `pool.apply_async(f, args)`: answers [`Reply::Id`] of a result object.
+    PoolApplyAsync(FnRef, Blob),
+    /// `pool.map(f, items)`: answers the encoded results, in order.
+    PoolMap(FnRef, Vec<Blob>),
+    /// `pool.map_async(f, items)`: answers [`Reply::Id`] of a result object.
+    PoolMapAsync(FnRef, Vec<Blob>),
+    /// `pool.close()`.
+    PoolClose,
+    /// `pool.terminate()`.
+    PoolTerminate,
+    /// `pool.join()`.
+    PoolJoin,
+    /// `result.get(timeout)` of a pool result.
+    ResultGet(Wait),
+    /// `result.wait(timeout)`: answers whether it is ready.
+    ResultWait(Wait),
+    /// `result.ready()`.
+    ResultReady,
+    /// `result.successful()`.
+    ResultSuccessful,
 }
 
 /// A successful answer.
@@ -387,7 +595,7 @@ pub(crate) enum Reply {
 
 /// The errors a server can answer with; [`WireError::into_error`] makes the
 /// public [`Error`].
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum WireError {
     /// [`Error::Timeout`].
     Timeout,
@@ -418,6 +626,13 @@ pub(crate) enum WireError {
         /// The backtrace, when captured.
         backtrace: Option<String>,
     },
+    /// [`Error::WorkerLost`]: a worker of a manager's pool died in a task.
+    WorkerLost {
+        /// Its pid.
+        pid: u32,
+        /// Its exit code.
+        exitcode: Option<i32>,
+    },
 }
 
 impl WireError {
@@ -445,6 +660,32 @@ impl WireError {
                 location,
                 backtrace,
             },
+            WireError::WorkerLost { pid, exitcode } => Error::WorkerLost { pid, exitcode },
+        }
+    }
+
+    /// The wire form of an error of a pool task or call in the server.
+    pub(crate) fn from_error(e: Error) -> WireError {
+        match e {
+            Error::Timeout => WireError::Timeout,
+            Error::Closed => WireError::Closed,
+            Error::Value(m) => WireError::Value(m),
+            Error::Decode(m) => WireError::Decode(m),
+            Error::WorkerLost { pid, exitcode } => WireError::WorkerLost { pid, exitcode },
+            Error::Remote {
+                process,
+                pid,
+                message,
+                location,
+                backtrace,
+            } => WireError::Remote {
+                process,
+                pid,
+                message,
+                location,
+                backtrace,
+            },
+            other => WireError::Value(other.to_string()),
         }
     }
 }
@@ -519,7 +760,7 @@ mod tests {
     fn the_tag_is_where_reduction_puts_it() {
         let b = Blob::encode(&5u32).unwrap();
         assert_eq!(b.tag(), Some(reduction::type_tag::<u32>()));
-        assert_eq!(Blob(vec![1, 2]).tag(), None);
+        assert_eq!(Blob::plain(vec![1, 2]).tag(), None);
     }
 
     #[test]

@@ -30,20 +30,64 @@ use crate::reduction::type_tag;
 
 use super::client::{ServerRef, unexpected};
 use super::protocol::{Blob, Kind, ObjId, Op, Reply, Request, owned_type_name};
+use super::refs;
 
-/// A proxy's target: the server and the object's id.
+/// A proxy's target: the server and the object's id, and the reference this
+/// process holds to it (shared by the proxy's clones; see `refs.rs`).
 #[derive(Clone)]
-pub(crate) struct Handle {
+pub(crate) struct Handle(Arc<Target>);
+
+/// What a [`Handle`] points to.
+pub(crate) struct Target {
     /// Where the object lives.
     pub(crate) server: Arc<ServerRef>,
     /// Its id there.
     pub(crate) id: ObjId,
+    /// The session holding this process's reference (`None`: it holds none,
+    /// e.g. the object was already freed when the proxy arrived).
+    session: Option<u64>,
+}
+
+impl std::ops::Deref for Handle {
+    type Target = Target;
+    fn deref(&self) -> &Target {
+        &self.0
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(session) = self.session {
+            self.server.decref(self.id, session);
+        }
+    }
 }
 
 impl Handle {
+    /// A handle holding the reference `session` took to `id`.
+    pub(crate) fn new(server: Arc<ServerRef>, id: ObjId, session: u64) -> Handle {
+        Handle(Arc::new(Target {
+            server,
+            id,
+            session: Some(session),
+        }))
+    }
+
     /// Calls a method of the object.
     pub(crate) fn call(&self, op: Op) -> Result<Reply> {
         self.server.request(&Request::Call(self.id, op))
+    }
+
+    /// A call that answers a new object (a pool's async result): its handle,
+    /// holding the reference the server gave this process.
+    pub(crate) fn object(&self, op: Op) -> Result<Handle> {
+        match self
+            .server
+            .request_in_session(&Request::Call(self.id, op))?
+        {
+            (Reply::Id(id), session) => Ok(Handle::new(self.server.clone(), id, session)),
+            (other, _) => Err(unexpected(other)),
+        }
     }
 
     /// A call that answers nothing.
@@ -101,19 +145,36 @@ impl fmt::Debug for Handle {
     }
 }
 
+/// A proxy serialized into a manager value holds no token (the value holds
+/// the reference); anywhere else it takes a transit reference, claimed by the
+/// process that deserializes it. The serialized form: server, id, token (0:
+/// none).
 impl Serialize for Handle {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        (&*self.server, self.id).serialize(s)
+        let token = if refs::record(self.server.key(), self.id) {
+            0
+        } else {
+            // A manager that is gone: the proxy arrives with no reference and
+            // its calls fail with `Closed`, as this one's would.
+            self.server.transit(self.id).unwrap_or(0)
+        };
+        (&*self.server, self.id, token).serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for Handle {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (server, id) = <(ServerRef, ObjId)>::deserialize(d)?;
-        Ok(Handle {
+        let (server, id, token) = <(ServerRef, ObjId, u64)>::deserialize(d)?;
+        let session = match refs::try_adopt(server.key(), id) {
+            Some(s) => Some(s),
+            // Freed meanwhile, or the manager is gone: calls will say so.
+            None => server.claim(token, id).ok(),
+        };
+        Ok(Handle(Arc::new(Target {
             server: Arc::new(server),
             id,
-        })
+            session,
+        })))
     }
 }
 
@@ -124,7 +185,7 @@ pub trait Sealed: Sized {
     type Init;
     /// The object to create.
     #[doc(hidden)]
-    fn kind(init: Self::Init) -> Result<Kind>;
+    fn kind(init: &Self::Init) -> Result<Kind>;
     /// The proxy for a created or found object.
     #[doc(hidden)]
     fn from_handle(handle: Handle) -> Self;
@@ -307,7 +368,7 @@ impl Namespace {
 
 impl Sealed for Namespace {
     type Init = ();
-    fn kind((): ()) -> Result<Kind> {
+    fn kind(_: &()) -> Result<Kind> {
         Ok(Kind::Namespace)
     }
     fn from_handle(handle: Handle) -> Self {
@@ -514,9 +575,11 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     ///
     /// [`Error::Encode`], [`Error::Closed`], [`Error::Io`].
     pub fn update(&self, items: impl IntoIterator<Item = (K, V)>) -> Result<()> {
-        let items = items
-            .into_iter()
-            .map(|(k, v)| Ok((Blob::encode(&k)?, Blob::encode(&v)?)))
+        // The items (proxies among them) live until the server has them.
+        let kept: Vec<(K, V)> = items.into_iter().collect();
+        let items = kept
+            .iter()
+            .map(|(k, v)| Ok((Blob::encode(k)?, Blob::encode(v)?)))
             .collect::<Result<Vec<_>>>()?;
         self.handle.unit(Op::DictUpdate(items))
     }
@@ -524,7 +587,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
 
 impl<K: Serialize, V: Serialize> Sealed for DictProxy<K, V> {
     type Init = ();
-    fn kind((): ()) -> Result<Kind> {
+    fn kind(_: &()) -> Result<Kind> {
         Ok(Kind::Dict(Vec::new()))
     }
     fn from_handle(handle: Handle) -> Self {
@@ -664,11 +727,59 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     ///
     /// [`Error::Encode`], [`Error::Closed`], [`Error::Io`].
     pub fn extend(&self, items: impl IntoIterator<Item = T>) -> Result<()> {
-        let items = items
-            .into_iter()
-            .map(|x| Blob::encode(&x))
-            .collect::<Result<Vec<_>>>()?;
+        // The items (proxies among them) live until the server has them.
+        let kept: Vec<T> = items.into_iter().collect();
+        let items = kept.iter().map(Blob::encode).collect::<Result<Vec<_>>>()?;
         self.handle.unit(Op::ListExtend(items))
+    }
+
+    /// A live iterator over the items: each step reads the next index from
+    /// the manager (one round trip), so a change made meanwhile shows, as
+    /// with Python's list iterator; it ends at the first index past the end
+    /// and stays ended. Use [`to_vec`](Self::to_vec) for an atomic snapshot.
+    ///
+    /// Python: `iter(l)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiprocess as mp;
+    /// fn main() -> mp::Result<()> {
+    ///     mp::init();
+    ///     let m = mp::Manager::new()?;
+    ///     let l = m.list_from([1, 2, 3])?;
+    ///     let mut it = l.iter();
+    ///     assert_eq!(it.next().transpose()?, Some(1));
+    ///     l.set(1, 20)?;
+    ///     assert_eq!(it.collect::<mp::Result<Vec<_>>>()?, vec![20, 3]);
+    ///     m.shutdown()
+    /// }
+    /// ```
+    pub fn iter(&self) -> impl Iterator<Item = Result<T>> + '_ {
+        let mut next = 0i64;
+        let mut done = false;
+        std::iter::from_fn(move || {
+            if done {
+                return None;
+            }
+            let got = self
+                .handle
+                .values::<T>(Op::ListSlice(next, next.saturating_add(1)));
+            match got {
+                Ok(mut v) if v.len() == 1 => {
+                    next += 1;
+                    v.pop().map(Ok)
+                }
+                Ok(_) => {
+                    done = true;
+                    None
+                }
+                Err(e) => {
+                    done = true;
+                    Some(Err(e))
+                }
+            }
+        })
     }
 
     /// A copy of all items (a snapshot taken atomically).
@@ -779,7 +890,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
 
 impl<T: Serialize> Sealed for ListProxy<T> {
     type Init = ();
-    fn kind((): ()) -> Result<Kind> {
+    fn kind(_: &()) -> Result<Kind> {
         Ok(Kind::List(Vec::new()))
     }
     fn from_handle(handle: Handle) -> Self {
@@ -851,8 +962,8 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
 
 impl<T: Serialize> Sealed for ValueProxy<T> {
     type Init = T;
-    fn kind(init: T) -> Result<Kind> {
-        Ok(Kind::Value(Blob::encode(&init)?))
+    fn kind(init: &T) -> Result<Kind> {
+        Ok(Kind::Value(Blob::encode(init)?))
     }
     fn from_handle(handle: Handle) -> Self {
         ValueProxy {
@@ -951,7 +1062,7 @@ impl<T: Serialize + DeserializeOwned> ArrayProxy<T> {
 
 impl<T: Serialize> Sealed for ArrayProxy<T> {
     type Init = Vec<T>;
-    fn kind(init: Vec<T>) -> Result<Kind> {
+    fn kind(init: &Vec<T>) -> Result<Kind> {
         Ok(Kind::Array(
             init.iter().map(Blob::encode).collect::<Result<Vec<_>>>()?,
         ))

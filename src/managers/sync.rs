@@ -137,9 +137,9 @@ macro_rules! simple_proxy {
         proxy_boilerplate!($name);
         impl Sealed for $name {
             type Init = $init;
-            fn kind(init: $init) -> Result<Kind> {
+            fn kind(init: &$init) -> Result<Kind> {
                 #[allow(clippy::redundant_closure_call)]
-                Ok(($kind)(init))
+                Ok(($kind)(*init))
             }
             fn from_handle(handle: Handle) -> Self {
                 $name { handle }
@@ -751,9 +751,9 @@ macro_rules! queue_methods {
 
         impl<T: Serialize> Sealed for $name<T> {
             type Init = usize;
-            fn kind(maxsize: usize) -> Result<Kind> {
+            fn kind(maxsize: &usize) -> Result<Kind> {
                 Ok(Kind::Queue {
-                    maxsize,
+                    maxsize: *maxsize,
                     joinable: $name::<T>::JOINABLE,
                 })
             }

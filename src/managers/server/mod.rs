@@ -29,10 +29,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use crate::reduction::{self, CallOutcome, Encoded};
 
 mod objects;
+mod pool;
 
 use super::channel::Channel;
 use super::custom;
-use super::protocol::{Kind, ObjId, Op, Reply, Request, Response, Spec, WireError};
+use super::protocol::{Blob, Kind, ObjId, Op, Reply, Request, Response, Spec, WireError};
 
 use objects::{
     BarrierState, Dict, LockObj, LockState, Object, QueueState, SemObj, barrier_op, dict_op,
@@ -74,8 +75,50 @@ enum Undo {
     Requeue(Arc<Object>),
 }
 
+/// Who references which object (see `refs.rs`). Lock order: this, then
+/// `objects`; an object is dropped only after both are released (dropping
+/// it drops its values, which release their own references).
+#[derive(Default)]
+struct RefState {
+    /// Id → references (from every holder); an object is alive while listed.
+    counts: HashMap<ObjId, u64>,
+    /// Session → (id → references it holds).
+    sessions: HashMap<u64, HashMap<ObjId, u64>>,
+    /// Token → (session that sent it, id): references in transit.
+    transit: HashMap<u64, (u64, ObjId)>,
+    /// The last session number given.
+    last_session: u64,
+    /// The last token given.
+    last_token: u64,
+}
+
+/// The session of one connection.
+#[derive(Default)]
+pub(crate) struct ConnRefs {
+    /// The session its references go to.
+    session: Option<u64>,
+    /// The session it is the lifeline of (ended when it closes).
+    owned: Option<u64>,
+}
+
+impl ConnRefs {
+    /// The connection's session; a connection that attached to none (a raw
+    /// client) gets one of its own, ended with it.
+    fn session(&mut self, server: &Server) -> u64 {
+        if let Some(s) = self.session {
+            return s;
+        }
+        let s = server.open_session();
+        self.session = Some(s);
+        self.owned = Some(s);
+        s
+    }
+}
+
 /// The server: every object, by id and by name.
 pub(crate) struct Server {
+    /// Who references what.
+    refs: Mutex<RefState>,
     /// Id → object.
     objects: Mutex<HashMap<ObjId, Entry>>,
     /// Name → id.
@@ -90,10 +133,19 @@ pub(crate) struct Server {
 
 type Handled = (Response, Undo);
 
+/// The error for an object that no longer exists.
+fn freed(id: ObjId) -> WireError {
+    WireError::Value(format!(
+        "the manager's object #{id} was freed: no proxy to it was left (keep a proxy \
+         to an object while it is in use, in some process)"
+    ))
+}
+
 impl Server {
     /// An empty server.
     pub(crate) fn new() -> Arc<Server> {
         Arc::new(Server {
+            refs: Mutex::new(RefState::default()),
             objects: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -111,6 +163,7 @@ impl Server {
             conn: Some(conn),
         };
         let mut held: HashSet<ObjId> = HashSet::new();
+        let mut refs = ConnRefs::default();
         let mut shutdown = false;
         while let Ok(request) = conn.recv(true, |frame| postcard::from_bytes::<Request>(frame)) {
             let (response, undo) = match request {
@@ -118,7 +171,7 @@ impl Server {
                     shutdown = true;
                     (Ok(Reply::Unit), Undo::None)
                 }
-                Ok(req) => self.handle(req, &client, &mut held),
+                Ok(req) => self.handle(req, &client, &mut held, &mut refs),
                 Err(e) => (
                     Err(WireError::Decode(format!("corrupt manager request: {e}"))),
                     Undo::None,
@@ -137,6 +190,9 @@ impl Server {
             }
         }
         self.client_gone(&client, held);
+        if let Some(s) = refs.owned {
+            self.end_session(s);
+        }
         shutdown
     }
 
@@ -147,7 +203,209 @@ impl Server {
             id: client_id,
             conn: None,
         };
-        self.handle(req, &client, &mut HashSet::new()).0
+        self.handle(req, &client, &mut HashSet::new(), &mut ConnRefs::default())
+            .0
+    }
+
+    // --- references (see `refs.rs`)
+
+    /// Opens a session; its number.
+    fn open_session(&self) -> u64 {
+        let mut r = lock(&self.refs);
+        r.last_session += 1;
+        let s = r.last_session;
+        r.sessions.insert(s, HashMap::new());
+        s
+    }
+
+    /// Ends a session: releases its references and its unclaimed transit
+    /// references.
+    fn end_session(&self, s: u64) {
+        let mut dead = Vec::new();
+        {
+            let mut r = lock(&self.refs);
+            let mut ids: Vec<ObjId> = Vec::new();
+            if let Some(held) = r.sessions.remove(&s) {
+                for (id, n) in held {
+                    ids.extend(std::iter::repeat_n(id, n as usize));
+                }
+            }
+            let tokens: Vec<u64> = r
+                .transit
+                .iter()
+                .filter(|(_, (from, _))| *from == s)
+                .map(|(t, _)| *t)
+                .collect();
+            for t in tokens {
+                if let Some((_, id)) = r.transit.remove(&t) {
+                    ids.push(id);
+                }
+            }
+            for id in ids {
+                self.decref_locked(&mut r, id, &mut dead);
+            }
+        }
+        drop(dead);
+    }
+
+    /// One reference less to `id`, with the refs lock held; a freed object
+    /// goes to `dead`, to be dropped once the locks are released.
+    fn decref_locked(&self, r: &mut RefState, id: ObjId, dead: &mut Vec<Entry>) {
+        let Some(n) = r.counts.get_mut(&id) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            r.counts.remove(&id);
+            if let Some(e) = lock(&self.objects).remove(&id) {
+                dead.push(e);
+            }
+        }
+    }
+
+    /// One reference less to `id` (a stored value that held a proxy to it
+    /// was dropped); frees the object at zero.
+    pub(crate) fn decref(&self, id: ObjId) {
+        let mut dead = Vec::new();
+        self.decref_locked(&mut lock(&self.refs), id, &mut dead);
+        drop(dead);
+    }
+
+    /// One reference more to each of `ids` that is alive; those.
+    pub(crate) fn incref_alive(&self, ids: &[ObjId]) -> Vec<ObjId> {
+        let mut r = lock(&self.refs);
+        ids.iter()
+            .copied()
+            .filter(|id| match r.counts.get_mut(id) {
+                Some(n) => {
+                    *n += 1;
+                    true
+                }
+                None => false,
+            })
+            .collect()
+    }
+
+    /// Gives session `s` a reference to `id` (a new object: `fresh`, counted
+    /// from 0).
+    fn give(&self, s: u64, id: ObjId, fresh: bool) -> Result<(), WireError> {
+        let mut dead = Vec::new();
+        let out = {
+            let mut r = lock(&self.refs);
+            if fresh {
+                r.counts.insert(id, 0);
+            }
+            if !r.sessions.contains_key(&s) {
+                // The client's process is gone: nobody will use it.
+                if fresh {
+                    r.counts.remove(&id);
+                    if let Some(e) = lock(&self.objects).remove(&id) {
+                        dead.push(e);
+                    }
+                }
+                Err(WireError::Closed)
+            } else {
+                match r.counts.get_mut(&id) {
+                    Some(n) => {
+                        *n += 1;
+                        *r.sessions
+                            .get_mut(&s)
+                            .expect("checked above")
+                            .entry(id)
+                            .or_insert(0) += 1;
+                        Ok(())
+                    }
+                    None => Err(freed(id)),
+                }
+            }
+        };
+        drop(dead);
+        out
+    }
+
+    /// Session `s` drops a reference to `id`.
+    fn take_back(&self, s: u64, id: ObjId) -> Result<(), WireError> {
+        let mut dead = Vec::new();
+        let out = {
+            let mut r = lock(&self.refs);
+            let held = r.sessions.get_mut(&s).and_then(|m| {
+                let n = m.get_mut(&id)?;
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&id);
+                }
+                Some(())
+            });
+            match held {
+                Some(()) => {
+                    self.decref_locked(&mut r, id, &mut dead);
+                    Ok(())
+                }
+                None => Err(WireError::Value(format!(
+                    "this process holds no reference to the manager's object #{id}"
+                ))),
+            }
+        };
+        drop(dead);
+        out
+    }
+
+    /// A transit reference to `id` from session `s`: its token.
+    fn transit(&self, s: u64, id: ObjId) -> Result<u64, WireError> {
+        let mut r = lock(&self.refs);
+        match r.counts.get_mut(&id) {
+            Some(n) => *n += 1,
+            None => return Err(freed(id)),
+        }
+        r.last_token += 1;
+        let token = r.last_token;
+        r.transit.insert(token, (s, id));
+        Ok(token)
+    }
+
+    /// Session `s` claims transit token `token` for `id`, or (claimed
+    /// already: the same bytes decoded twice) takes a new reference.
+    fn claim(&self, s: u64, token: u64, id: ObjId) -> Result<(), WireError> {
+        {
+            let mut r = lock(&self.refs);
+            if r.sessions.contains_key(&s) && r.transit.get(&token).is_some_and(|t| t.1 == id) {
+                r.transit.remove(&token);
+                *r.sessions
+                    .get_mut(&s)
+                    .expect("checked above")
+                    .entry(id)
+                    .or_insert(0) += 1;
+                return Ok(());
+            }
+        }
+        self.give(s, id, false)
+    }
+
+    /// Gives session `s` the references the values of an answer hold
+    /// (dropping the answer then releases the values' own).
+    fn hand_over(&self, s: u64, response: &Response) {
+        let Ok(reply) = response else {
+            return;
+        };
+        // Alive: the blob holds each.
+        let give = |b: &Blob| {
+            for id in b.ids() {
+                let _ = self.give(s, *id, false);
+            }
+        };
+        match reply {
+            Reply::Value(b) | Reply::Maybe(Some(b)) => give(b),
+            Reply::Values(bs) => bs.iter().for_each(give),
+            Reply::Pairs(ps) => ps.iter().for_each(|(k, v)| {
+                give(k);
+                give(v);
+            }),
+            Reply::MaybePair(Some((k, v))) => {
+                give(k);
+                give(v);
+            }
+            _ => {}
+        }
     }
 
     /// Releases the RLocks and Conditions a departed client held.
@@ -199,6 +457,12 @@ impl Server {
     }
 
     fn object(&self, id: ObjId) -> Result<Arc<Object>, WireError> {
+        if id != 0 && id < self.next_id.load(Ordering::Relaxed) {
+            return lock(&self.objects)
+                .get(&id)
+                .map(|e| e.object.clone())
+                .ok_or_else(|| freed(id));
+        }
         lock(&self.objects)
             .get(&id)
             .map(|e| e.object.clone())
@@ -270,9 +534,10 @@ impl Server {
                 cv: Condvar::new(),
                 joinable,
             },
-            Kind::Custom { ctor, init } => {
+            Kind::Pool(processes) => Object::Pool(pool::new_pool(processes)?),
+            Kind::Custom { ctor, mut init } => {
                 let outcome = ctor.call(Encoded {
-                    bytes: init.0,
+                    bytes: std::mem::take(&mut init.bytes),
                     fds: Vec::new(),
                 });
                 match outcome {
@@ -289,14 +554,30 @@ impl Server {
                 }
             }
         };
+        Ok(self.insert(object, spec.tag, spec.type_name))
+    }
+
+    /// Registers a new object; its id.
+    fn insert(&self, object: Object, tag: u64, type_name: String) -> ObjId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let entry = Entry {
-            tag: spec.tag,
-            type_name: spec.type_name,
+            tag,
+            type_name,
             object: Arc::new(object),
         };
         lock(&self.objects).insert(id, entry);
-        Ok(id)
+        id
+    }
+
+    /// A pool's `apply_async`/`map_async`: the result is an object of its
+    /// own, referenced by the caller's session.
+    fn submit(&self, obj: &Object, op: Op, s: u64) -> Response {
+        let Object::Pool(p) = obj else {
+            return Err(wrong_kind(obj, &op));
+        };
+        let result = pool::submit(p, op)?;
+        let id = self.insert(Object::PoolResult(result), 0, "pool result".into());
+        self.give(s, id, true).map(|()| Reply::Id(id))
     }
 
     fn remote(&self, p: reduction::PanicInfo) -> WireError {
@@ -327,44 +608,113 @@ impl Server {
         Ok(id)
     }
 
-    fn handle(&self, req: Request, client: &Client<'_>, held: &mut HashSet<ObjId>) -> Handled {
+    fn handle(
+        &self,
+        req: Request,
+        client: &Client<'_>,
+        held: &mut HashSet<ObjId>,
+        refs: &mut ConnRefs,
+    ) -> Handled {
         let result = match req {
-            Request::Create(spec) => self.create(spec).map(Reply::Id),
+            Request::Create(spec) => {
+                let s = refs.session(self);
+                self.create(spec)
+                    .and_then(|id| self.give(s, id, true).map(|()| Reply::Id(id)))
+            }
             Request::CreateNamed(name, spec) => {
+                let s = refs.session(self);
                 // One lock over lookup-or-create, so two processes asking for the
                 // same name get the same object.
                 let mut names = lock(&self.names);
-                match names.get(&name).copied() {
+                let found = match names.get(&name).copied() {
                     Some(_) => {
                         drop(names);
-                        self.lookup(&name, spec.tag, &spec.type_name).map(Reply::Id)
+                        self.lookup(&name, spec.tag, &spec.type_name)
+                            .map(|id| (id, false))
                     }
                     None => self.create(spec).map(|id| {
+                        // The name holds one reference, for the server's life.
+                        lock(&self.refs).counts.insert(id, 1);
                         names.insert(name, id);
-                        Reply::Id(id)
+                        (id, true)
                     }),
-                }
+                };
+                found.and_then(|(id, _)| self.give(s, id, false).map(|()| Reply::Id(id)))
             }
-            Request::Publish { name, id } => self.object(id).map(|_| {
-                lock(&self.names).insert(name, id);
-                Reply::Unit
-            }),
+            Request::Publish { name, id } => self.publish(name, id),
             Request::Lookup {
                 name,
                 tag,
                 type_name,
-            } => self.lookup(&name, tag, &type_name).map(Reply::Id),
+            } => {
+                let s = refs.session(self);
+                self.lookup(&name, tag, &type_name)
+                    .and_then(|id| self.give(s, id, false).map(|()| Reply::Id(id)))
+            }
             Request::NumberOfObjects => Ok(Reply::Count(lock(&self.objects).len() as u64)),
             Request::Shutdown => Ok(Reply::Unit),
+            Request::OpenSession => {
+                if let Some(old) = refs.owned.take() {
+                    self.end_session(old);
+                }
+                let s = self.open_session();
+                refs.session = Some(s);
+                refs.owned = Some(s);
+                Ok(Reply::Id(s))
+            }
+            Request::Attach(s) => {
+                if lock(&self.refs).sessions.contains_key(&s) {
+                    refs.session = Some(s);
+                    Ok(Reply::Unit)
+                } else {
+                    Err(WireError::Closed)
+                }
+            }
+            Request::Incref(id) => {
+                let s = refs.session(self);
+                self.give(s, id, false).map(|()| Reply::Unit)
+            }
+            Request::Decref(id) => {
+                let s = refs.session(self);
+                self.take_back(s, id).map(|()| Reply::Unit)
+            }
+            Request::Transit(id) => {
+                let s = refs.session(self);
+                self.transit(s, id).map(Reply::Id)
+            }
+            Request::Claim { token, id } => {
+                let s = refs.session(self);
+                self.claim(s, token, id).map(|()| Reply::Unit)
+            }
+            Request::Call(id, op @ (Op::PoolApplyAsync(..) | Op::PoolMapAsync(..))) => {
+                let s = refs.session(self);
+                self.object(id).and_then(|obj| self.submit(&obj, op, s))
+            }
             Request::Call(id, op) => {
                 let obj = match self.object(id) {
                     Ok(o) => o,
                     Err(e) => return (Err(e), Undo::None),
                 };
-                return self.call(id, obj, op, client, held);
+                let handled = self.call(id, obj, op, client, held);
+                let s = refs.session(self);
+                self.hand_over(s, &handled.0);
+                return handled;
             }
         };
         (result, Undo::None)
+    }
+
+    /// Registers `id` as `name`: the name holds a reference to it, and drops
+    /// the one it held to the object registered before.
+    fn publish(&self, name: String, id: ObjId) -> Response {
+        if self.incref_alive(&[id]).is_empty() {
+            return Err(freed(id));
+        }
+        let old = lock(&self.names).insert(name, id);
+        if let Some(old) = old {
+            self.decref(old);
+        }
+        Ok(Reply::Unit)
     }
 
     fn call(
@@ -418,6 +768,8 @@ impl Server {
                 }
                 r
             }
+            (Object::Pool(p), op) => pool::pool_op(p, op, client),
+            (Object::PoolResult(r), op) => pool::result_op(r, op, client),
             (Object::Custom(o), Op::Custom(call)) => {
                 let mut o = lock(o);
                 match reduction::catch(|| o.dispatch(&call)) {
@@ -669,6 +1021,71 @@ mod tests {
             call(&s, 1, b, Op::BarrierBroken),
             Ok(Reply::Bool(false))
         ));
+    }
+
+    fn count(s: &Server) -> usize {
+        lock(&s.objects).len()
+    }
+
+    #[test]
+    fn references_of_sessions_tokens_and_values() {
+        let s = Server::new();
+        let a = s.open_session();
+        let b = s.open_session();
+        let id = s.create(Spec {
+            kind: Kind::Event,
+            tag: 1,
+            type_name: "E".into(),
+        });
+        let id = id.unwrap();
+        s.give(a, id, true).unwrap();
+        // A transit reference outlives the sender's own.
+        let token = s.transit(a, id).unwrap();
+        s.take_back(a, id).unwrap();
+        assert_eq!(count(&s), 1);
+        assert!(matches!(s.take_back(a, id), Err(WireError::Value(_))));
+        s.claim(b, token, id).unwrap();
+        // Claimed twice (the same bytes decoded again): a fresh reference.
+        s.claim(b, token, id).unwrap();
+        s.take_back(b, id).unwrap();
+        assert_eq!(count(&s), 1);
+        // A value holding it keeps it when the session ends.
+        assert_eq!(s.incref_alive(&[id, 999]), vec![id]);
+        s.end_session(b);
+        assert_eq!(count(&s), 1);
+        s.decref(id);
+        assert_eq!(count(&s), 0);
+        assert!(matches!(s.give(a, id, false), Err(WireError::Value(_))));
+        assert!(matches!(s.transit(a, id), Err(WireError::Value(_))));
+    }
+
+    #[test]
+    fn an_unclaimed_transit_reference_goes_with_its_sender() {
+        let s = Server::new();
+        let a = s.open_session();
+        let id = s
+            .create(Spec {
+                kind: Kind::Event,
+                tag: 1,
+                type_name: "E".into(),
+            })
+            .unwrap();
+        s.give(a, id, true).unwrap();
+        s.transit(a, id).unwrap();
+        s.take_back(a, id).unwrap();
+        assert_eq!(count(&s), 1);
+        s.end_session(a);
+        assert_eq!(count(&s), 0);
+        // A session that ended gets nothing: a new object goes at once.
+        let id = s
+            .create(Spec {
+                kind: Kind::Event,
+                tag: 1,
+                type_name: "E".into(),
+            })
+            .unwrap();
+        assert!(matches!(s.give(a, id, true), Err(WireError::Closed)));
+        assert_eq!(count(&s), 0);
     }
 
     #[test]

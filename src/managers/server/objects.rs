@@ -195,6 +195,10 @@ pub(super) enum Object {
     },
     /// A user type.
     Custom(Mutex<Box<dyn ErasedObject>>),
+    /// `Pool`.
+    Pool(super::pool::PoolObj),
+    /// The result of a pool's `apply_async` or `map_async`.
+    PoolResult(super::pool::ResultObj),
 }
 
 impl Object {
@@ -212,6 +216,8 @@ impl Object {
             Object::Barrier(..) => "Barrier",
             Object::Queue { .. } => "Queue",
             Object::Custom(_) => "custom object",
+            Object::Pool(_) => "Pool",
+            Object::PoolResult(_) => "pool result",
         }
     }
 }
@@ -379,7 +385,7 @@ pub(super) fn list_op(items: &Mutex<Vec<Blob>>, fixed: bool, op: Op) -> Response
         }
         Op::ListRepeat(n) => {
             // Refuse what would exhaust the server's memory (Python: MemoryError).
-            let bytes: u64 = l.iter().map(|b| b.0.len() as u64 + 24).sum();
+            let bytes: u64 = l.iter().map(|b| b.bytes.len() as u64 + 24).sum();
             let fits = (len as u64).checked_mul(n).is_some_and(|t| t <= 1 << 27)
                 && bytes.checked_mul(n).is_some_and(|t| t <= 4 << 30);
             if !fits {

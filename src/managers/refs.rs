@@ -1,0 +1,204 @@
+//! Reference counting of manager objects across processes (CPython's
+//! `Server.incref`/`decref` and `BaseProxy._incref`/`_decref`).
+//!
+//! # Who holds a reference
+//!
+//! The server counts, per object, the references held by:
+//! * **sessions**: each client process opens one session per manager, on a
+//!   connection of its own (the *lifeline*) that it keeps open for its whole
+//!   life. The server holds the session's references in a table keyed by
+//!   session; when the lifeline closes (the process exited, however it died,
+//!   SIGKILL included, since the kernel closes its sockets) the session ends
+//!   and every reference it held is released. The process's other (per-thread)
+//!   connections attach to the session, so objects they create or read
+//!   belong to it.
+//! * **transit tokens**: a proxy serialized anywhere but into a manager value
+//!   (a `Process` argument, a pool task, a queue item, a pipe message) takes
+//!   a fresh reference under a token written into the bytes; the process that
+//!   deserializes it claims the token, and the reference becomes its
+//!   session's. A token never claimed is released when the sender's session
+//!   ends.
+//! * **stored values**: a proxy serialized into a value a manager stores (a
+//!   dict value, a list item, a queue item, a namespace attribute) is listed
+//!   beside the value's bytes ([`Blob`]); while the server keeps the value,
+//!   the value holds one reference to each such object. Reading the value
+//!   hands the reader's session references of its own, which the proxies
+//!   decoded from it adopt.
+//! * **names**: an object registered under a name lives until the manager
+//!   shuts down (CPython's typeids registered with a callable).
+//!
+//! In a process, a proxy and its clones share one reference (an `Arc`); each
+//! deserialized proxy holds one of its own. The last one dropped sends
+//! `Decref` over the lifeline; the object is freed when its count reaches 0.
+//!
+//! This module holds the thread-local contexts that carry references through
+//! serde, which knows nothing of managers.
+
+use std::cell::{Cell, RefCell};
+use std::sync::{Arc, OnceLock};
+
+use super::protocol::{Blob, ObjId, RefOwner};
+use super::server::Server;
+
+thread_local! {
+    /// While a [`Blob`] is encoded: the proxies serialized into it.
+    static COLLECT: RefCell<Option<Vec<(u64, ObjId)>>> = const { RefCell::new(None) };
+    /// While a request is encoded: the key of the manager it goes to.
+    static DEST: Cell<Option<u64>> = const { Cell::new(None) };
+    /// While an answer is decoded: the manager it comes from, and the
+    /// session the server gave the references in it to.
+    static RECEIVING: Cell<Option<(u64, u64)>> = const { Cell::new(None) };
+    /// While a received blob is decoded: its manager's key, the session, and
+    /// the references not adopted yet.
+    static ADOPT: RefCell<Option<(u64, u64, Vec<ObjId>)>> = const { RefCell::new(None) };
+}
+
+/// The server of this process, in a manager's server process.
+static SERVER: OnceLock<Arc<Server>> = OnceLock::new();
+
+/// Makes `server` the owner of the references that blobs received in this
+/// process list (called once, in the server process).
+pub(crate) fn install_server(server: Arc<Server>) {
+    let _ = SERVER.set(server);
+}
+
+/// Runs `f` (an encoding) collecting the proxies serialized in it.
+pub(crate) fn collecting<R>(f: impl FnOnce() -> R) -> (R, Vec<(u64, ObjId)>) {
+    let saved = COLLECT.with(|c| c.borrow_mut().replace(Vec::new()));
+    let out = f();
+    let got = COLLECT.with(|c| std::mem::replace(&mut *c.borrow_mut(), saved));
+    (out, got.unwrap_or_default())
+}
+
+/// Records a proxy serialized into a blob; false if no blob is being encoded.
+pub(crate) fn record(key: u64, id: ObjId) -> bool {
+    COLLECT.with(|c| match &mut *c.borrow_mut() {
+        Some(v) => {
+            v.push((key, id));
+            true
+        }
+        None => false,
+    })
+}
+
+/// Runs `f` (the encoding of a request to the manager with `key`).
+pub(crate) fn sending<R>(key: u64, f: impl FnOnce() -> R) -> R {
+    let saved = DEST.with(|d| d.replace(Some(key)));
+    let out = f();
+    DEST.with(|d| d.set(saved));
+    out
+}
+
+/// The references a blob lists on the wire: for a blob encoded here, its
+/// proxies of the manager the request goes to; otherwise its list.
+pub(crate) fn refs_to_send(b: &Blob) -> Vec<ObjId> {
+    let Some(r) = &b.refs else {
+        return Vec::new();
+    };
+    match DEST.with(Cell::get) {
+        Some(key) if !r.embedded.is_empty() => r
+            .embedded
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, id)| *id)
+            .collect(),
+        _ => r.ids.clone(),
+    }
+}
+
+/// Runs `f` (the decoding of an answer from `server`, whose references the
+/// server gave to `session`).
+pub(crate) fn receiving<R>(key: u64, session: u64, f: impl FnOnce() -> R) -> R {
+    let saved = RECEIVING.with(|r| r.replace(Some((key, session))));
+    let out = f();
+    RECEIVING.with(|r| r.set(saved));
+    out
+}
+
+/// Who owns the references `refs` of a blob just received: this client's
+/// session (an answer), the server (a request, in the server process), or
+/// nobody. Returns the list the blob keeps and its owner.
+pub(crate) fn take_received(refs: Vec<ObjId>) -> (Vec<ObjId>, RefOwner) {
+    if let Some((key, session)) = RECEIVING.with(Cell::get) {
+        return (
+            Vec::new(),
+            RefOwner::Client {
+                key,
+                session,
+                pending: std::sync::Mutex::new(refs),
+            },
+        );
+    }
+    match SERVER.get() {
+        // Only the objects still alive are held (the sender holds a
+        // reference to each while it sends, so that is all of them).
+        Some(server) => (server.incref_alive(&refs), RefOwner::Server),
+        None => (refs, RefOwner::Nobody),
+    }
+}
+
+/// Runs `f` (the decoding of `b`): the proxies decoded adopt the references
+/// the blob brought.
+pub(crate) fn adopting<R>(b: &Blob, f: impl FnOnce() -> R) -> R {
+    let Some(RefOwner::Client {
+        key,
+        session,
+        pending,
+    }) = b.refs.as_ref().map(|r| &r.owner)
+    else {
+        return f();
+    };
+    let refs = std::mem::take(&mut *pending.lock().unwrap_or_else(|e| e.into_inner()));
+    let saved = ADOPT.with(|a| a.borrow_mut().replace((*key, *session, refs)));
+    let out = f();
+    let left = ADOPT.with(|a| std::mem::replace(&mut *a.borrow_mut(), saved));
+    if let Some((_, _, left)) = left {
+        *pending.lock().unwrap_or_else(|e| e.into_inner()) = left;
+    }
+    out
+}
+
+/// A proxy of `id` at the manager with `key` being decoded: the session
+/// whose reference it adopts, if the blob being decoded brought one.
+pub(crate) fn try_adopt(key: u64, id: ObjId) -> Option<u64> {
+    ADOPT.with(|a| {
+        let mut a = a.borrow_mut();
+        let (k, session, refs) = a.as_mut()?;
+        if *k != key {
+            return None;
+        }
+        let at = refs.iter().position(|r| *r == id)?;
+        refs.swap_remove(at);
+        Some(*session)
+    })
+}
+
+/// A server-held blob was copied: the copy holds references too.
+pub(crate) fn server_incref(refs: &[ObjId]) {
+    if let Some(server) = SERVER.get() {
+        server.incref_alive(refs);
+    }
+}
+
+/// A blob is dropped: releases the references it owned.
+pub(crate) fn release_blob(owner: RefOwner, refs: &[ObjId]) {
+    match owner {
+        RefOwner::Nobody => {}
+        RefOwner::Server => {
+            if let Some(server) = SERVER.get() {
+                for id in refs {
+                    server.decref(*id);
+                }
+            }
+        }
+        RefOwner::Client {
+            key,
+            session,
+            pending,
+        } => {
+            for id in pending.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                super::client::decref(key, id, session);
+            }
+        }
+    }
+}
