@@ -145,14 +145,6 @@ crate::test_support!();
 #[doc(hidden)]
 #[path = "fuzzing.rs"]
 pub mod __fuzz;
-// Two raw-injection helpers that only `__fuzz` calls, named here so that a
-// build without the feature does not flag them as dead code. (Where they are
-// defined they belong under `#[cfg(feature = "fuzzing")]`; this keeps that
-// edit out of files other work is changing. Drop this once they are gated.)
-#[cfg(not(feature = "fuzzing"))]
-const _: () = {
-    let _ = managers::mailbox::Mailbox::write_raw_slot;
-};
 pub mod connection;
 mod error;
 mod managers;

@@ -111,6 +111,7 @@ impl Mailbox {
     /// Writes `raw` over this side's outgoing slot, header included, as they
     /// are (at most one slot): for the fuzzer, which plays a peer that writes
     /// anything at all there.
+    #[cfg(feature = "fuzzing")]
     pub(crate) fn write_raw_slot(&self, raw: &[u8]) {
         self.region.copy_in(self.tx, &raw[..raw.len().min(SLOT)]);
     }
