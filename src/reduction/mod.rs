@@ -25,12 +25,17 @@ use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::OnceLock;
 
 use serde::de::{DeserializeOwned, Error as _};
 use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
+
+mod handles;
+
+pub use handles::{recv_handle, send_handle};
 
 /// First byte of a typed message: tells our envelopes from pickles (0x80) and
 /// from stray bytes.
@@ -808,6 +813,30 @@ pub(crate) fn anchor() -> usize {
     anchor as fn() -> usize as usize
 }
 
+/// The build fingerprint of this process: identity of the executable image and
+/// the layout of this crate's code in it.
+pub(crate) fn fingerprint() -> u64 {
+    static FP: OnceLock<u64> = OnceLock::new();
+    *FP.get_or_init(|| {
+        use std::os::unix::fs::MetadataExt;
+        let mut key = Vec::with_capacity(48);
+        if let Ok(m) = std::fs::metadata("/proc/self/exe") {
+            for v in [
+                m.dev(),
+                m.ino(),
+                m.size(),
+                m.mtime() as u64,
+                m.mtime_nsec() as u64,
+            ] {
+                key.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        let layout = (fingerprint as fn() -> u64 as usize).wrapping_sub(anchor());
+        key.extend_from_slice(&layout.to_le_bytes());
+        fnv1a(&key)
+    })
+}
+
 impl FnRef {
     fn from_trampoline(t: Trampoline) -> Self {
         let offset = (t as usize as i64).wrapping_sub(anchor() as i64);
@@ -818,7 +847,7 @@ impl FnRef {
     }
 
     fn checksum(offset: i64) -> u64 {
-        let mut key = crate::spawn::fingerprint().to_le_bytes().to_vec();
+        let mut key = fingerprint().to_le_bytes().to_vec();
         key.extend_from_slice(&offset.to_le_bytes());
         fnv1a(&key)
     }
@@ -928,95 +957,6 @@ pub(crate) fn serialize_handle<S: Serializer>(
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     serialize_fd(fd.as_fd(), serializer)
-}
-
-// ---------------------------------------------------------------------------
-// send_handle / recv_handle
-
-/// The message [`send_handle`] sends: one fd and nothing else.
-#[derive(Serialize, Deserialize)]
-struct SentHandle(
-    #[serde(
-        serialize_with = "serialize_handle",
-        deserialize_with = "deserialize_fd"
-    )]
-    OwnedFd,
-);
-
-/// Sends a duplicate of `fd` (a file, a socket, a pipe end, any open file
-/// description) over `conn`; the peer gets its own fd for it from
-/// [`recv_handle`]. The caller keeps `fd`.
-///
-/// Python: `multiprocessing.reduction.send_handle(conn, handle, destination_pid)`
-/// (no pid is needed on Unix: the fd rides with the message as
-/// `SCM_RIGHTS`).
-///
-/// # Errors
-///
-/// [`Error::Encode`] when `conn` is a TCP connection (from a `Listener` or
-/// `Client` on a TCP address): only Unix sockets carry fds; [`Error::Io`] if
-/// `fd` cannot be duplicated or the peer is gone; [`Error::Closed`],
-/// [`Error::Value`] on a read-only end.
-///
-/// # Examples
-///
-/// ```
-/// use multiprocess as mp;
-/// use std::io::{Read, Write};
-/// use std::os::unix::net::UnixStream;
-/// fn main() -> mp::Result<()> {
-///     mp::init();
-///     let (a, b) = mp::pipe(true)?;
-///     let (mut mine, theirs) = UnixStream::pair()?;
-///     mp::reduction::send_handle(&a, &theirs)?;
-///     drop(theirs); // the receiver has its own fd now
-///     let mut got = UnixStream::from(mp::reduction::recv_handle(&b)?);
-///     got.write_all(b"via the received fd")?;
-///     drop(got);
-///     let mut text = String::new();
-///     mine.read_to_string(&mut text)?;
-///     assert_eq!(text, "via the received fd");
-///     Ok(())
-/// }
-/// ```
-pub fn send_handle(conn: &crate::Connection, fd: impl AsFd) -> Result<()> {
-    let fd = fd.as_fd().try_clone_to_owned()?;
-    conn.send(&SentHandle(fd))
-}
-
-/// Receives an fd sent with [`send_handle`], blocking until the message
-/// arrives.
-///
-/// Python: `multiprocessing.reduction.recv_handle(conn)`.
-///
-/// # Errors
-///
-/// [`Error::Decode`] when the next message carries no fd or is not a
-/// `send_handle` message (it is consumed, and any fds in it are closed);
-/// [`Error::Eof`], [`Error::Closed`], [`Error::Value`] on a write-only end,
-/// [`Error::Io`], as [`Connection::recv`](crate::Connection::recv).
-///
-/// # Examples
-///
-/// ```
-/// use multiprocess as mp;
-/// fn main() -> mp::Result<()> {
-///     mp::init();
-///     let (a, b) = mp::pipe(true)?;
-///     a.send(&7u32)?; // no fd in it
-///     assert!(matches!(mp::reduction::recv_handle(&b), Err(mp::Error::Decode(_))));
-///     Ok(())
-/// }
-/// ```
-pub fn recv_handle(conn: &crate::Connection) -> Result<OwnedFd> {
-    let frame = conn.recv_frame(None)?;
-    if frame.fds.is_empty() {
-        return Err(Error::decode(
-            "recv_handle: the message carries no file descriptor (send it with send_handle)",
-        ));
-    }
-    let SentHandle(fd) = decode(&frame.bytes, frame.fds)?;
-    Ok(fd)
 }
 
 #[cfg(test)]
