@@ -60,11 +60,13 @@ const KERNEL_ALLOWED: &[(&str, &str, &str)] = &[
     // The fuzzing entry points (feature `fuzzing`, never in a user build)
     // build their raw inputs with pipes and pwrite.
     ("src/fuzzing.rs", "nix::", "fuzz inputs"),
-    // Follow-up: eventfd and the monotonic clock into platform/ (pool/handler.rs
+    // Follow-up: the worker kill into platform::process::kill (pool/handler.rs
     // is being changed elsewhere).
-    ("src/pool/mod.rs", "nix::", "eventfd: follow-up"),
-    ("src/pool/handler.rs", "nix::", "eventfd: follow-up"),
-    ("src/pool/gate.rs", "nix::", "clock_gettime: follow-up"),
+    (
+        "src/pool/handler.rs",
+        "nix::",
+        "kill: follow-up to platform::process",
+    ),
     // Follow-up: src/queues.rs and src/managers/ are being changed elsewhere;
     // their kill/waitpid/getsockopt move to platform/ next.
     ("src/queues.rs", "nix::", "getsockopt: follow-up"),
