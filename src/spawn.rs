@@ -349,8 +349,14 @@ pub(crate) fn start(spec: StartSpec) -> Result<Child> {
         // A child that died at once: its exit status says more than EPIPE.
         kill(pid, Signal::SIGKILL);
         let status = reap_blocking(pid);
+        // A child that exited on its own before taking its work is most
+        // likely a `main` without `init()` (as when it exits before answering).
+        let hint = match status {
+            Some(c) if c >= 0 && c != EXIT_WRONG_BUILD => "; is mp::init() the first line of main?",
+            _ => "",
+        };
         return Err(Error::Spawn(format!(
-            "could not send the child its work ({e}); {}",
+            "could not send the child its work ({e}); {}{hint}",
             describe_exit(status)
         )));
     }
