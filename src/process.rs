@@ -17,17 +17,17 @@ use std::process::Termination;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill as send_signal};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::Pid;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::connection::deadline_after;
+use crate::connection::Waitable;
+use crate::connection::sealed::{BorrowedFdHolder, Sealed};
 use crate::error::{Error, Result};
 use crate::platform::fd;
+use crate::platform::process::{Signal, kill as send_signal, reap};
 use crate::reduction::{self, PanicInfo, PreparedCall, assert_zero_sized};
 use crate::spawn::{self, Child, Report, StartSpec};
+use crate::util::deadline_after;
 
 /// Exit status of a child in Python's convention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +79,7 @@ impl Shared {
         if *exit != Exit::Running {
             return false;
         }
-        let _ = send_signal(Pid::from_raw(self.pid as i32), sig);
+        send_signal(self.pid, sig);
         true
     }
 
@@ -174,56 +174,10 @@ fn register_exit_handler() {
     });
 }
 
-/// This process's authkey, made on first use: Python's
-/// `current_process().authkey`.
-static AUTHKEY: Mutex<Option<Vec<u8>>> = Mutex::new(None);
-
-/// This process's authkey: 32 random bytes in the main process (CPython's
-/// `os.urandom(32)`), the parent's in a child.
-pub(crate) fn current_authkey() -> Result<Vec<u8>> {
-    let mut key = AUTHKEY.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(k) = key.as_ref() {
-        return Ok(k.clone());
-    }
-    let mut fresh = vec![0u8; 32];
-    crate::platform::spawn::random_bytes(&mut fresh)?;
-    *key = Some(fresh.clone());
-    Ok(fresh)
-}
-
-/// Sets this process's authkey (a child: its parent's, from the bootstrap).
-pub(crate) fn inherit_authkey(key: Vec<u8>) {
-    *AUTHKEY.lock().unwrap_or_else(|e| e.into_inner()) = Some(key);
-}
-
-/// Reaps `pid`; `None` if it is still running (when not blocking).
-fn reap(pid: u32, block: bool) -> Option<i32> {
-    let flags = if block {
-        None
-    } else {
-        Some(WaitPidFlag::WNOHANG)
-    };
-    loop {
-        match waitpid(Pid::from_raw(pid as i32), flags) {
-            Ok(WaitStatus::Exited(_, code)) => return Some(code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => return Some(-(sig as i32)),
-            Ok(WaitStatus::StillAlive) => return None,
-            Ok(_) => {
-                if !block {
-                    return None;
-                }
-            }
-            Err(nix::errno::Errno::EINTR) => continue,
-            // Reaped behind our back (a `waitpid(-1)` elsewhere): gone, status lost.
-            Err(_) => return Some(255),
-        }
-    }
-}
-
-/// Waits for `pid` to exit and reaps it; its exit code in Python's convention.
-pub(crate) fn reap_blocking(pid: u32) -> Option<i32> {
-    reap(pid, true)
-}
+// The authkey lives with the bootstrap that hands it to children; managers
+// still take it (and `reap_blocking`) from here.
+pub(crate) use crate::platform::process::reap_blocking;
+pub(crate) use crate::spawn::{current_authkey, inherit_authkey};
 
 /// Where a started child stands in its start-up.
 #[derive(Debug)]
@@ -783,7 +737,7 @@ impl Running {
                 Ok(()) => self.startup = Startup::Confirmed,
                 Err(e) => self.startup = Startup::TimedOut(e.to_string()),
             }
-            let _ = send_signal(Pid::from_raw(self.shared.pid as i32), Signal::SIGKILL);
+            send_signal(self.shared.pid, Signal::SIGKILL);
         }
         Ok(())
     }
@@ -1127,3 +1081,15 @@ pub fn active_children() -> Vec<ProcessInfo> {
 pub fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
+
+/// A started process is ready for `connection::wait` once it has exited (its
+/// pidfd polls readable): Python's `Process.sentinel`.
+impl Sealed for Process {
+    fn source(&self) -> Result<Option<BorrowedFdHolder<'_>>> {
+        let fd = self.sentinel_fd().ok_or_else(|| {
+            Error::value("process not started: a sentinel exists only after start()")
+        })?;
+        Ok(Some(BorrowedFdHolder::Borrowed(fd)))
+    }
+}
+impl Waitable for Process {}

@@ -27,16 +27,19 @@
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::connection::Connection;
 use crate::error::{Error, Result};
+use crate::platform::process::{Signal, kill, kill_self, reap_blocking};
 use crate::platform::{fd, spawn as os_spawn};
-use crate::reduction::{self, CallOutcome, Encoded, ExitStatus, FnRef, PanicInfo, PreparedCall};
+use crate::reduction::{
+    self, CallOutcome, Encoded, ExitStatus, FnRef, PanicInfo, PreparedCall, fingerprint,
+};
 
 /// The variable that tells a child which inherited fd leads to its parent.
 pub(crate) const CHILD_FD_VAR: &str = "MULTIPROCESS_CHILD_FD";
@@ -137,28 +140,27 @@ pub(crate) enum Report {
     Panicked(PanicInfo),
 }
 
-/// The build fingerprint of this process: identity of the executable image and
-/// the layout of this crate's code in it.
-pub(crate) fn fingerprint() -> u64 {
-    static FP: OnceLock<u64> = OnceLock::new();
-    *FP.get_or_init(|| {
-        use std::os::unix::fs::MetadataExt;
-        let mut key = Vec::with_capacity(48);
-        if let Ok(m) = std::fs::metadata("/proc/self/exe") {
-            for v in [
-                m.dev(),
-                m.ino(),
-                m.size(),
-                m.mtime() as u64,
-                m.mtime_nsec() as u64,
-            ] {
-                key.extend_from_slice(&v.to_le_bytes());
-            }
-        }
-        let layout = (fingerprint as fn() -> u64 as usize).wrapping_sub(reduction::anchor());
-        key.extend_from_slice(&layout.to_le_bytes());
-        reduction::fnv1a(&key)
-    })
+/// This process's authkey, made on first use: Python's
+/// `current_process().authkey`. It lives here, with the bootstrap that hands
+/// it to a child.
+static AUTHKEY: Mutex<Option<Vec<u8>>> = Mutex::new(None);
+
+/// This process's authkey: 32 random bytes in the main process (CPython's
+/// `os.urandom(32)`), the parent's in a child.
+pub(crate) fn current_authkey() -> Result<Vec<u8>> {
+    let mut key = AUTHKEY.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(k) = key.as_ref() {
+        return Ok(k.clone());
+    }
+    let mut fresh = vec![0u8; 32];
+    os_spawn::random_bytes(&mut fresh)?;
+    *key = Some(fresh.clone());
+    Ok(fresh)
+}
+
+/// Sets this process's authkey (a child: its parent's, from the bootstrap).
+pub(crate) fn inherit_authkey(key: Vec<u8>) {
+    *AUTHKEY.lock().unwrap_or_else(|e| e.into_inner()) = Some(key);
 }
 
 /// Call this first in `main`. In a child process it runs the child's work and
@@ -341,17 +343,20 @@ pub(crate) fn start(spec: StartSpec) -> Result<Child> {
         parent_pid: std::process::id(),
         parent_name: current_name().to_string(),
         target,
-        authkey: crate::process::current_authkey()?,
+        authkey: current_authkey()?,
     };
     if let Err(e) = send_bootstrap(&child.conn, &boot, &payload) {
         // A child that died at once: its exit status says more than EPIPE.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        let status = crate::process::reap_blocking(pid);
+        kill(pid, Signal::SIGKILL);
+        let status = reap_blocking(pid);
+        // A child that exited on its own before taking its work is most
+        // likely a `main` without `init()` (as when it exits before answering).
+        let hint = match status {
+            Some(c) if c >= 0 && c != EXIT_WRONG_BUILD => "; is mp::init() the first line of main?",
+            _ => "",
+        };
         return Err(Error::Spawn(format!(
-            "could not send the child its work ({e}); {}",
+            "could not send the child its work ({e}); {}{hint}",
             describe_exit(status)
         )));
     }
@@ -401,10 +406,7 @@ impl Child {
                 ))),
             },
             Err(Error::Timeout) if Instant::now() >= limit => {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(self.pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                kill(self.pid, Signal::SIGKILL);
                 Err(Error::Spawn(format!(
                     "the child (pid {}) did not start within {:?}; is mp::init() the first line of main?",
                     self.pid,
@@ -472,7 +474,7 @@ fn run_child(var: OsString) -> ! {
         parent_conn: conn,
     };
     let ctx = SELF_INFO.get_or_init(|| ctx);
-    crate::process::inherit_authkey(boot.authkey);
+    inherit_authkey(boot.authkey);
     if ctx.daemon {
         watch_parent();
     }
@@ -533,10 +535,7 @@ fn watch_parent() {
                     .with_fd(|fd| fd::wait_for(fd, libc::POLLRDHUP, None).unwrap_or(true))
                     .unwrap_or(true);
                 if hung_up && ctx.parent_conn.peer_closed() {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::this(),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
+                    kill_self();
                 }
             }
         });

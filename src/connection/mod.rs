@@ -824,8 +824,9 @@ impl RecvState {
 /// ```
 pub trait Waitable: sealed::Sealed {}
 
+// `pub(crate)`: `Process` (in process.rs, above this layer) implements it.
 #[allow(unreachable_pub)]
-mod sealed {
+pub(crate) mod sealed {
     use std::os::fd::{AsFd, BorrowedFd};
     use std::sync::Arc;
 
@@ -873,16 +874,6 @@ impl sealed::Sealed for Connection {
     }
 }
 impl Waitable for Connection {}
-
-impl sealed::Sealed for crate::Process {
-    fn source(&self) -> Result<Option<sealed::BorrowedFdHolder<'_>>> {
-        let fd = self.sentinel_fd().ok_or_else(|| {
-            Error::value("process not started: a sentinel exists only after start()")
-        })?;
-        Ok(Some(sealed::BorrowedFdHolder::Borrowed(fd)))
-    }
-}
-impl Waitable for crate::Process {}
 
 impl sealed::Sealed for Listener {
     fn source(&self) -> Result<Option<sealed::BorrowedFdHolder<'_>>> {

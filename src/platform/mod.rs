@@ -2,7 +2,7 @@
 //!
 //! Everything above it holds `OwnedFd`/`BorrowedFd` and calls the safe functions
 //! re-exported here; the `unsafe` of this crate lives in this module (and in the
-//! function-pointer rebuild of `reduction`). One backend per OS, picked here, as
+//! function-pointer rebuild of `reduction::call`). One backend per OS, picked here, as
 //! ipc-channel does in `platform/mod.rs`.
 
 #[cfg(not(target_os = "linux"))]
@@ -10,4 +10,4 @@ compile_error!("multiprocess supports Linux only: it relies on memfd, futex, pid
 
 mod linux;
 
-pub(crate) use linux::{env, fd, futex, shm, spawn};
+pub(crate) use linux::{env, fd, futex, process, shm, spawn};

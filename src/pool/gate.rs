@@ -29,8 +29,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use nix::time::{ClockId, clock_gettime};
-
+use crate::platform::fd::monotonic_ns;
 use crate::platform::shm::ShmRegion;
 
 /// Offset of the gate word.
@@ -52,14 +51,6 @@ fn pack(started: u32, revoked: u32) -> u64 {
 
 fn unpack(word: u64) -> (u32, u32) {
     (word as u32, (word >> 32) as u32)
-}
-
-/// Nanoseconds on the clock `Instant` uses (CLOCK_MONOTONIC, one clock for all
-/// processes).
-fn monotonic_ns() -> u64 {
-    clock_gettime(ClockId::CLOCK_MONOTONIC)
-        .map(|t| Duration::from(t).as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 /// One worker's gate, mapped in the parent and in the worker.

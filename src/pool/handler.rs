@@ -37,7 +37,6 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
-use nix::sys::eventfd::EventFd;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -45,7 +44,7 @@ use super::gate::{self, Gate};
 use super::worker::{self, Reply, Setup, WireFailure};
 use crate::connection::framing::{self, ShortHeader};
 use crate::error::{Error, Result};
-use crate::platform::fd;
+use crate::platform::fd::{self, EventFd};
 use crate::reduction::{self, Encoded, FnRef, PreparedCall};
 use crate::spawn::{self, StartSpec};
 

@@ -35,11 +35,11 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use nix::sys::eventfd::{EfdFlags, EventFd};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
+use crate::platform::fd;
 use crate::reduction::{self, FnRef};
 use handler::{InitSpec, Inner, Job, PoolState, Shared, Task, lock};
 use result::{ApplyJob, Callback, ErrorCallback, IMapJob, IMapShared, MapJob, Slot};
@@ -183,7 +183,7 @@ impl PoolBuilder {
         }
         let init = self.init.transpose()?;
         crate::spawn::check_initialized()?;
-        let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+        let wake = fd::eventfd()?;
         let inner = Arc::new(Inner {
             shared: Mutex::new(Shared {
                 state: PoolState::Run,

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::platform::futex;
+use crate::platform::process::{exists, gettid};
 use crate::platform::shm::ShmRegion;
 
 /// How many times a contended acquire re-reads the word before it sleeps in the
@@ -294,7 +295,7 @@ pub(crate) fn my_pid() -> u32 {
 /// The kernel thread id of the calling thread (cached per thread).
 pub(crate) fn my_tid() -> u32 {
     thread_local! {
-        static TID: u32 = nix::unistd::gettid().as_raw() as u32;
+        static TID: u32 = gettid();
     }
     TID.with(|t| *t)
 }
@@ -340,10 +341,8 @@ fn liveness(pid: u32, recorded: u64) -> Liveness {
     match proc_stat(pid) {
         // No /proc entry: ask the kernel directly (/proc may be missing or
         // mounted with hidepid). Only "no such process" proves death.
-        None => match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None) {
-            Err(nix::errno::Errno::ESRCH) => Liveness::Dead,
-            _ => Liveness::Alive,
-        },
+        None if exists(pid) => Liveness::Alive,
+        None => Liveness::Dead,
         Some(s) if matches!(s.state, 'Z' | 'X' | 'x') => Liveness::Dead,
         Some(s) => {
             if recorded & u64::from(PID_MASK) == u64::from(pid)

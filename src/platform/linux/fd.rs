@@ -51,6 +51,27 @@ pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
 }
 
+/// A wake-up counter: [`EventFd::write`] adds, [`EventFd::read`] takes the
+/// count (readable while it is not zero).
+pub(crate) use nix::sys::eventfd::EventFd;
+
+/// A close-on-exec, non-blocking [`EventFd`] (a thread's wake-up fd, polled
+/// with the fds it waits on).
+pub(crate) fn eventfd() -> io::Result<EventFd> {
+    use nix::sys::eventfd::EfdFlags;
+    Ok(EventFd::from_flags(
+        EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+    )?)
+}
+
+/// Nanoseconds on the clock `Instant` uses (CLOCK_MONOTONIC, one clock for
+/// all processes of the machine); 0 if it cannot be read.
+pub(crate) fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| std::time::Duration::from(t).as_nanos() as u64)
+        .unwrap_or(0)
+}
+
 /// Whether `fd` is a socket (it can carry fds) rather than a pipe.
 pub(crate) fn is_socket(fd: BorrowedFd<'_>) -> bool {
     nix::sys::stat::fstat(fd)

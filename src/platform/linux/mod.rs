@@ -3,5 +3,6 @@
 pub(crate) mod env;
 pub(crate) mod fd;
 pub(crate) mod futex;
+pub(crate) mod process;
 pub(crate) mod shm;
 pub(crate) mod spawn;
