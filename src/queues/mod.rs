@@ -206,9 +206,7 @@ impl Handles {
             Ok(Some(_)) => return Ok(Sent::Yes),
             Ok(None) => Ok(Sent::NoRoom),
             // Larger than the socket buffer as one datagram.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EMSGSIZE) | Some(libc::ENOBUFS)) => {
-                Ok(Sent::TooBig)
-            }
+            Err(e) if fd::is_too_big(&e) => Ok(Sent::TooBig),
             Err(e) => Err(e.into()),
         };
         saturating_dec(in_socket);
@@ -910,7 +908,7 @@ fn send_with_handles(
                     continue;
                 }
                 Sent::TooBig => {
-                    return Err(Error::Io(std::io::Error::from_raw_os_error(libc::EMSGSIZE)));
+                    return Err(Error::Io(fd::too_big()));
                 }
                 Sent::NoRoom => {}
             }

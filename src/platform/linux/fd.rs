@@ -128,6 +128,17 @@ pub(crate) fn try_send_with_fds(
     }
 }
 
+/// Whether a send failed because the message cannot fit the socket as one
+/// datagram (`EMSGSIZE`, or `ENOBUFS` for one larger than the buffer).
+pub(crate) fn is_too_big(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMSGSIZE) | Some(libc::ENOBUFS))
+}
+
+/// The error of a message too big for its socket (`EMSGSIZE`).
+pub(crate) fn too_big() -> io::Error {
+    io::Error::from_raw_os_error(libc::EMSGSIZE)
+}
+
 /// Receives up to `max` bytes, appending them to `buf` without zero-filling
 /// first (the spare capacity is reserved here), and any fds to `fds`; `cmsg`
 /// comes from [`cmsg_buffer`].
