@@ -43,7 +43,9 @@ use nix::unistd::Pid;
 
 use super::gate::{self, Gate};
 use super::worker::{self, Reply, Setup, WireFailure};
-use crate::connection::framing::{self, ShortHeader};
+use crate::connection::DEFAULT_MAX_MESSAGE_LEN;
+use crate::connection::framing;
+use crate::connection::reader::FrameReader;
 use crate::error::{Error, Result};
 use crate::platform::fd;
 use crate::reduction::{self, Encoded, FnRef, PreparedCall};
@@ -74,7 +76,7 @@ const START_RETRY_DELAY: Duration = Duration::from_millis(100);
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
 /// How long the handler waits for a worker it killed to die.
 const KILL_WAIT: Duration = Duration::from_secs(5);
-/// Read buffer growth step.
+/// Bytes read from a worker's socket per `recvmsg` at most.
 const READ_CHUNK: usize = 64 * 1024;
 
 /// A task's encoded result as it came back, borrowed from the read buffer.
@@ -364,8 +366,7 @@ impl Inner {
             tail_sent: 0,
             assigned: 0,
             inbuf: Vec::new(),
-            start: 0,
-            filled: 0,
+            reader: FrameReader::new(DEFAULT_MAX_MESSAGE_LEN),
             in_fds: VecDeque::new(),
             eof: false,
             write_broken: false,
@@ -444,13 +445,14 @@ pub(crate) struct Worker {
     tail_sent: usize,
     /// Tasks given to it in all (for `maxtasksperchild`).
     assigned: u64,
-    /// Read buffer: `inbuf[start..filled]` is unparsed.
+    /// Where one `recvmsg` lands (`READ_CHUNK` bytes once the first read
+    /// came) before the reader takes the bytes.
     inbuf: Vec<u8>,
-    /// Start of the unparsed bytes.
-    start: usize,
-    /// End of the received bytes.
-    filled: usize,
-    /// Fds received and not yet handed to a frame.
+    /// Its frames: the limit is checked at the header, and memory grows only
+    /// as bytes arrive, so a worker announcing 1 TiB costs nothing.
+    reader: FrameReader,
+    /// Fds received and not yet handed to a frame (a read may span several
+    /// frames, so they are matched by the count each message declares).
     in_fds: VecDeque<OwnedFd>,
     /// The socket reached end of file.
     eof: bool,
@@ -655,34 +657,25 @@ impl Worker {
         !self.write_broken
     }
 
-    /// Reads what the socket has; false once it reached end of file.
+    /// Reads what the socket has into the reader; false once it reached end
+    /// of file. Stops early at a frame error (the worker is then killed, so
+    /// a worker streaming garbage cannot keep the handler reading).
     fn fill(&mut self) -> bool {
-        loop {
-            if self.start == self.filled {
-                self.start = 0;
-                self.filled = 0;
-            }
-            if self.inbuf.len() - self.filled < READ_CHUNK / 4 {
-                if self.start > 0 {
-                    self.inbuf.copy_within(self.start..self.filled, 0);
-                    self.filled -= self.start;
-                    self.start = 0;
-                }
-                let want = (self.filled + READ_CHUNK).max(self.needed());
-                if self.inbuf.len() < want {
-                    self.inbuf.resize(want, 0);
-                }
-            }
+        if self.inbuf.len() < READ_CHUNK {
+            self.inbuf.resize(READ_CHUNK, 0);
+        }
+        while !self.reader.failed() {
             let Some(sock) = &self.sock else { return false };
             let mut fds = Vec::new();
-            let res = fd::recv_with_fds(sock.as_fd(), &mut self.inbuf[self.filled..], &mut fds);
+            let res = fd::recv_with_fds(sock.as_fd(), &mut self.inbuf, &mut fds);
             self.in_fds.extend(fds);
             match res {
                 Ok(0) => {
+                    self.reader.end_of_file();
                     self.eof = true;
                     return false;
                 }
-                Ok(n) => self.filled += n,
+                Ok(n) => self.reader.push(&self.inbuf[..n], Vec::new()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(_) => {
                     self.eof = true;
@@ -690,32 +683,7 @@ impl Worker {
                 }
             }
         }
-    }
-
-    /// The buffer size the frame being received needs.
-    fn needed(&self) -> usize {
-        match self.next_frame_len() {
-            Some((hlen, len)) => self.start + hlen + len,
-            None => 0,
-        }
-    }
-
-    /// Header and payload length of the next frame, once its header is in.
-    fn next_frame_len(&self) -> Option<(usize, usize)> {
-        let avail = &self.inbuf[self.start..self.filled];
-        if avail.len() < 4 {
-            return None;
-        }
-        match framing::decode_short(avail[..4].try_into().ok()?) {
-            ShortHeader::Len(n) => Some((4, n as usize)),
-            ShortHeader::Long if avail.len() >= 12 => Some((
-                12,
-                framing::decode_long(avail[4..12].try_into().ok()?) as usize,
-            )),
-            ShortHeader::Long => None,
-            // Corrupt: report a size that never completes; the caller kills.
-            ShortHeader::Invalid(_) => Some((4, usize::MAX / 2)),
-        }
+        true
     }
 }
 
@@ -1124,29 +1092,15 @@ impl Handler {
         }
     }
 
+    /// Handles the frames the reader completed, until a bad one.
     fn parse_frames(&mut self, wi: usize) {
-        let mut buf = std::mem::take(&mut self.workers[wi].inbuf);
-        loop {
-            let w = &mut self.workers[wi];
-            w.inbuf = buf;
-            let next = w.next_frame_len();
-            buf = std::mem::take(&mut w.inbuf);
-            let Some((hlen, len)) = next else { break };
-            let w = &mut self.workers[wi];
-            if len > buf.len() || w.start + hlen + len > w.filled {
-                if len >= usize::MAX / 4 {
-                    self.protocol_error(wi, "corrupt frame header");
-                }
-                break;
-            }
-            let range = w.start + hlen..w.start + hlen + len;
-            w.start += hlen + len;
-            if let Err(e) = self.handle_frame(wi, &buf[range]) {
+        while let Some(frame) = self.workers[wi].reader.pop() {
+            let handled = frame.and_then(|f| self.handle_frame(wi, &f.bytes));
+            if let Err(e) = handled {
                 self.protocol_error(wi, &e.to_string());
                 break;
             }
         }
-        self.workers[wi].inbuf = buf;
     }
 
     /// A worker broke the protocol: kill it (its death is handled as usual).
@@ -1158,7 +1112,7 @@ impl Handler {
         );
         w.kill();
         w.eof = true;
-        w.start = w.filled;
+        w.reader = FrameReader::new(DEFAULT_MAX_MESSAGE_LEN);
     }
 
     fn take_fds(&mut self, wi: usize, bytes: &[u8]) -> Result<Vec<OwnedFd>> {
