@@ -575,7 +575,7 @@ pub fn manager_sample(which: u8) -> Vec<u8> {
 /// Returns `"id seq body"` with the body's decode result, or the trailer's
 /// [`Error::Decode`].
 pub fn pool_task(data: &[u8]) -> Result<String> {
-    use crate::pool::worker::{Call, split_trailer};
+    use crate::pool::child::{Call, split_trailer};
     let (body_len, call, seq): (usize, Call, u32) = split_trailer(data)?;
     let body = reduction::decode::<Vec<u64>>(&data[..body_len], Vec::new());
     Ok(format!("{} {seq} {body:?}", call.id))
@@ -588,7 +588,7 @@ pub fn pool_task(data: &[u8]) -> Result<String> {
 /// Returns the reply and the body's outcome, or the trailer's
 /// [`Error::Decode`].
 pub fn pool_result(data: &[u8]) -> Result<String> {
-    use crate::pool::worker::{Reply, WireFailure, split_trailer};
+    use crate::pool::child::{Reply, WireFailure, split_trailer};
     let (body_len, reply, _seq): (usize, Reply, u32) = split_trailer(data)?;
     let body = &data[..body_len];
     let outcome = match &reply {
@@ -611,7 +611,7 @@ pub fn pool_result(data: &[u8]) -> Result<String> {
 /// (`1`), or a task `Call` (`2`, with a function reference that no worker
 /// would accept) around `body`.
 pub fn pool_frame(which: u8, body: &[u8]) -> Vec<u8> {
-    use crate::pool::worker::{Reply, append_trailer};
+    use crate::pool::child::{Reply, append_trailer};
     let mut v = body.to_vec();
     let r = match which {
         0 => append_trailer(

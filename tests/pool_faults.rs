@@ -248,14 +248,16 @@ fn socket_fds() -> Vec<i32> {
 
 /// Run in a pool worker: writes a frame header declaring 1 TiB (CPython's
 /// long form: `-1`, then 8 bytes) on the worker's own socket to the parent,
-/// as a stray write or a corrupted worker would, tells the test its pid,
-/// and waits to be killed.
+/// as a stray write or a corrupted worker would (having told the test its
+/// pid first), and waits to be killed.
 fn lie_about_length(tell: mp::Connection) -> u32 {
     // Besides `tell`, the worker's only socket is the one it inherited from
     // the parent at bootstrap (every other fd is close-on-exec).
     let tell_fd = tell.fileno().unwrap();
     let socks: Vec<i32> = socket_fds().into_iter().filter(|&s| s != tell_fd).collect();
     assert_eq!(socks.len(), 1, "the worker's sockets: {socks:?}");
+    // Before the lie: the parent kills this process as soon as it reads it.
+    tell.send(&std::process::id()).unwrap();
     let mut header = (-1i32).to_be_bytes().to_vec();
     header.extend_from_slice(&(1u64 << 40).to_be_bytes());
     // SAFETY: `socks[0]` is an open fd of this process (listed just above)
@@ -269,7 +271,6 @@ fn lie_about_length(tell: mp::Connection) -> u32 {
         )
     };
     assert_eq!(n, header.len() as isize);
-    tell.send(&std::process::id()).unwrap();
     loop {
         std::thread::park();
     }
