@@ -198,14 +198,14 @@ impl Scheduler {
             && self
                 .workers
                 .iter()
-                .all(|w| w.inflight.is_empty() && (w.phase == Phase::Ready || w.exited))
+                .all(|w| w.inflight.is_empty() && (w.phase == Phase::Ready || w.exited()))
     }
 
     fn publish_pids(&self) {
         let pids = self
             .workers
             .iter()
-            .filter(|w| !w.exited)
+            .filter(|w| !w.exited())
             .map(|w| w.pid)
             .collect();
         lock(&self.inner.shared).worker_pids = pids;
@@ -347,14 +347,14 @@ impl Scheduler {
         let mut d = self.retry_at.into_iter().chain(self.steal_at).min();
         let mut earliest = |t: Instant| d = Some(d.map_or(t, |x: Instant| x.min(t)));
         for w in &mut self.workers {
-            if w.phase == Phase::Booting && !w.exited {
+            if w.phase == Phase::Booting && !w.exited() {
                 earliest(w.started_at + spawn::start_timeout());
             }
             let started = w.note_start();
             if let Some(t) = w.inflight.front().and_then(|f| f.task.timeout) {
                 match started {
                     Some(s) => earliest(s + t),
-                    None if !w.exited => earliest(now + START_POLL),
+                    None if !w.exited() => earliest(now + START_POLL),
                     None => {}
                 }
             }
@@ -378,7 +378,7 @@ impl Scheduler {
         let now = Instant::now();
         let mut taken = Vec::new();
         for w in &mut self.workers {
-            if w.inflight.len() < 2 || w.exited || w.write_broken {
+            if w.inflight.len() < 2 || w.exited() || w.write_broken {
                 continue;
             }
             // A start not yet seen is looked for again then (a claim wakes
@@ -410,7 +410,7 @@ impl Scheduler {
                     fds.push((f.as_fd(), ev));
                     fds.len() - 1
                 });
-                let pid = if w.exited {
+                let pid = if w.exited() {
                     None
                 } else {
                     fds.push((w.pidfd.as_fd(), fd::READABLE));
@@ -441,7 +441,7 @@ impl Scheduler {
             }
             if let Some(i) = pid {
                 if revents[i] != 0 {
-                    self.workers[wi].exited = true;
+                    self.workers[wi].mark_exited();
                 }
             }
         }
@@ -577,7 +577,7 @@ impl Scheduler {
         };
         for wi in 0..self.workers.len() {
             let w = &mut self.workers[wi];
-            if w.exited {
+            if w.exited() {
                 continue;
             }
             w.note_start();
@@ -606,7 +606,7 @@ impl Scheduler {
                 if fd::wait_for(w.pidfd.as_fd(), fd::READABLE, Some(now + KILL_WAIT))
                     .unwrap_or(false)
                 {
-                    w.exited = true;
+                    w.mark_exited();
                 }
                 timed_out.push((f.task.job, f.task.index));
             }
@@ -626,7 +626,7 @@ impl Scheduler {
         let mut lost = Vec::new();
         let mut wi = 0;
         while wi < self.workers.len() {
-            if !self.workers[wi].exited {
+            if !self.workers[wi].exited() {
                 wi += 1;
                 continue;
             }
@@ -714,7 +714,7 @@ impl Scheduler {
         }
         let deadline = Instant::now() + CLOSE_GRACE;
         for w in &mut self.workers {
-            if !w.exited
+            if !w.exited()
                 && !fd::wait_for(w.pidfd.as_fd(), fd::READABLE, Some(deadline)).unwrap_or(false)
             {
                 w.kill();

@@ -97,8 +97,7 @@ impl Inner {
             in_fds: VecDeque::new(),
             eof: false,
             write_broken: false,
-            exited: false,
-            reaped: false,
+            life: Life::Running,
             last_run: None,
             last_func: None,
             timed_out: None,
@@ -129,6 +128,17 @@ pub(super) enum Phase {
     Initializing,
     /// Serving tasks.
     Ready,
+}
+
+/// A worker process's life, as the parent knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Life {
+    /// Not seen to exit.
+    Running,
+    /// Its pidfd became readable: it exited, not yet reaped.
+    Exited,
+    /// `waitpid` done: its pid may belong to another process now.
+    Reaped,
 }
 
 /// A task sent (or being sent) to a worker.
@@ -185,10 +195,9 @@ pub(crate) struct Worker {
     pub(super) eof: bool,
     /// A write failed (the worker is gone).
     pub(super) write_broken: bool,
-    /// The pidfd became readable.
-    pub(super) exited: bool,
-    /// `waitpid` done.
-    pub(super) reaped: bool,
+    /// Whether the process still runs (its socket has its own two flags
+    /// above: end of file and a failed write come in either order).
+    life: Life,
     /// How long its last task ran (as the worker measured it).
     pub(super) last_run: Option<Duration>,
     /// The function its last task ran.
@@ -198,25 +207,39 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
+    /// SIGKILLs it, unless it is known to have exited (its pid may then be
+    /// reused).
     pub(super) fn kill(&self) {
-        if !self.exited {
+        if self.life == Life::Running {
             let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+        }
+    }
+
+    /// It has exited (its pidfd became readable), or was reaped.
+    pub(super) fn exited(&self) -> bool {
+        self.life != Life::Running
+    }
+
+    /// Its pidfd became readable.
+    pub(super) fn mark_exited(&mut self) {
+        if self.life == Life::Running {
+            self.life = Life::Exited;
         }
     }
 
     /// Reaps it (it has exited or was killed); its exit code.
     pub(super) fn reap(&mut self) -> Option<i32> {
-        if self.reaped {
+        if self.life == Life::Reaped {
             return None;
         }
-        self.reaped = true;
+        self.life = Life::Reaped;
         crate::process::reap_blocking(self.pid)
     }
 
     /// Still worth sending work to.
     pub(super) fn usable(&self) -> bool {
         self.phase == Phase::Ready
-            && !self.exited
+            && !self.exited()
             && !self.eof
             && !self.write_broken
             && self.sock.is_some()
@@ -416,7 +439,7 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        if !self.reaped {
+        if self.life != Life::Reaped {
             self.kill();
             self.reap();
         }
