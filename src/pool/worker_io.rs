@@ -421,7 +421,8 @@ impl Worker {
             self.in_fds.extend(fds);
             match res {
                 Ok(0) => {
-                    self.reader.end_of_file();
+                    // A frame cut short is no protocol error: the worker
+                    // died mid-write, and its pidfd tells how.
                     self.eof = true;
                     return false;
                 }
