@@ -136,6 +136,94 @@ pub fn connection_frames(data: &[u8]) -> Vec<Outcome> {
     out
 }
 
+/// The sans-I/O frame reader (`connection::reader::FrameReader`, which
+/// `Connection` and the pool parent read through) driven directly, with no
+/// socket: the stream three ways, checked against each other.
+///
+/// Selector bits: `0..=1`: the limit, 4 GiB (the default), 0, 64 or 4096
+/// bytes; `2..=4`: a chunk size, 1 to 128 bytes. The rest is the stream,
+/// then end of file. It is fed (a) in one `push`, (b) pushed in chunks, (c)
+/// through `read_with` by a transport giving at most a chunk per read (a
+/// short read, as a socket gives). All three must give the same frames and
+/// errors, every payload no longer than the stream, and after every step the
+/// reader may hold no more than twice the bytes fed plus 128 KiB (so a lying
+/// header costs nothing). A broken invariant panics.
+///
+/// Returns (a)'s outcomes: per frame the payload length or the error, ending
+/// with `Err(Error::Eof)` or the lasting corrupt-header error.
+pub fn frame_reader(data: &[u8]) -> Vec<Outcome> {
+    use crate::connection::reader::FrameReader;
+    let (sel, stream) = split(data);
+    let max = match sel & 3 {
+        0 => crate::connection::DEFAULT_MAX_MESSAGE_LEN,
+        1 => 0,
+        2 => 64,
+        _ => 4096,
+    };
+    let chunk = 1usize << ((sel >> 2) & 7);
+    let check_memory = |r: &FrameReader, fed: usize| {
+        assert!(
+            r.held_bytes() <= FrameReader::memory_bound(fed),
+            "{} bytes held after {fed} fed",
+            r.held_bytes()
+        );
+    };
+    // Every outcome, then the final one (end of file or the lasting error).
+    let outcomes = |mut r: FrameReader| -> Vec<Outcome> {
+        let mut out: Vec<Outcome> = std::iter::from_fn(|| r.pop())
+            .map(|f| f.map(|f| f.bytes.len()))
+            .collect();
+        if let Some(last) = r.next_frame() {
+            out.push(last.map(|f| f.bytes.len()));
+        }
+        out
+    };
+    let mut whole = FrameReader::new(max);
+    whole.push(stream, Vec::new());
+    check_memory(&whole, stream.len());
+    whole.end_of_file();
+    let out = outcomes(whole);
+
+    let mut pushed = FrameReader::new(max);
+    for (i, part) in stream.chunks(chunk).enumerate() {
+        pushed.push(part, Vec::new());
+        check_memory(&pushed, (i * chunk + part.len()).min(stream.len()));
+    }
+    pushed.end_of_file();
+
+    let mut read = FrameReader::new(max);
+    let mut off = 0;
+    loop {
+        let step = read.read_with(|buf, want, _fds| {
+            let n = want.min(chunk).min(stream.len() - off);
+            buf.extend_from_slice(&stream[off..off + n]);
+            off += n;
+            Ok::<_, std::convert::Infallible>(Some(n))
+        });
+        check_memory(&read, off);
+        if matches!(step, Ok(Some(0))) {
+            break;
+        }
+    }
+
+    let render = |v: &[Outcome]| format!("{v:?}");
+    let (a, b, c) = (
+        render(&out),
+        render(&outcomes(pushed)),
+        render(&outcomes(read)),
+    );
+    assert_eq!(a, b, "one push and chunks of {chunk} differ");
+    assert_eq!(a, c, "one push and reads of {chunk} differ");
+    for n in out.iter().flatten() {
+        assert!(*n <= stream.len(), "a payload longer than the stream");
+    }
+    assert!(
+        matches!(out.last(), Some(Err(Error::Eof | Error::Decode(_)))),
+        "the stream must end: {out:?}"
+    );
+    out
+}
+
 /// A close-on-exec pipe: `(read end, write end)`.
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
@@ -487,7 +575,7 @@ pub fn manager_sample(which: u8) -> Vec<u8> {
 /// Returns `"id seq body"` with the body's decode result, or the trailer's
 /// [`Error::Decode`].
 pub fn pool_task(data: &[u8]) -> Result<String> {
-    use crate::pool::worker::{Call, split_trailer};
+    use crate::pool::child::{Call, split_trailer};
     let (body_len, call, seq): (usize, Call, u32) = split_trailer(data)?;
     let body = reduction::decode::<Vec<u64>>(&data[..body_len], Vec::new());
     Ok(format!("{} {seq} {body:?}", call.id))
@@ -500,7 +588,7 @@ pub fn pool_task(data: &[u8]) -> Result<String> {
 /// Returns the reply and the body's outcome, or the trailer's
 /// [`Error::Decode`].
 pub fn pool_result(data: &[u8]) -> Result<String> {
-    use crate::pool::worker::{Reply, WireFailure, split_trailer};
+    use crate::pool::child::{Reply, WireFailure, split_trailer};
     let (body_len, reply, _seq): (usize, Reply, u32) = split_trailer(data)?;
     let body = &data[..body_len];
     let outcome = match &reply {
@@ -523,7 +611,7 @@ pub fn pool_result(data: &[u8]) -> Result<String> {
 /// (`1`), or a task `Call` (`2`, with a function reference that no worker
 /// would accept) around `body`.
 pub fn pool_frame(which: u8, body: &[u8]) -> Vec<u8> {
-    use crate::pool::worker::{Reply, append_trailer};
+    use crate::pool::child::{Reply, append_trailer};
     let mut v = body.to_vec();
     let r = match which {
         0 => append_trailer(

@@ -174,10 +174,7 @@ fn register_exit_handler() {
     });
 }
 
-// The authkey lives with the bootstrap that hands it to children; managers
-// still take it (and `reap_blocking`) from here.
-pub(crate) use crate::platform::process::reap_blocking;
-pub(crate) use crate::spawn::{current_authkey, inherit_authkey};
+use crate::spawn::{current_authkey, inherit_authkey};
 
 /// Where a started child stands in its start-up.
 #[derive(Debug)]

@@ -64,20 +64,6 @@ const KERNEL_ALLOWED: &[(&str, &str, &str)] = &[
     // The fuzzing entry points (feature `fuzzing`, never in a user build)
     // build their raw inputs with pipes and pwrite.
     ("src/fuzzing.rs", "nix::", "fuzz inputs"),
-    // Follow-up: the worker kill into platform::process::kill (pool/handler.rs
-    // is being changed elsewhere).
-    (
-        "src/pool/handler.rs",
-        "nix::",
-        "kill: follow-up to platform::process",
-    ),
-    // Follow-up: src/managers/ was being changed elsewhere; its kill moves
-    // to platform::process next.
-    (
-        "src/managers/mod.rs",
-        "nix::",
-        "kill: follow-up to platform::process",
-    ),
 ];
 
 fn src_dir() -> PathBuf {

@@ -229,3 +229,105 @@ fn many_deaths_in_a_row_never_hang() {
         pool.join().unwrap();
     });
 }
+
+/// The sockets among this process's open fds (`/proc/self/fd` links
+/// `socket:[inode]`).
+fn socket_fds() -> Vec<i32> {
+    let mut fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let fd: i32 = e.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            target.to_str()?.starts_with("socket:").then_some(fd)
+        })
+        .collect();
+    fds.sort_unstable();
+    fds
+}
+
+/// Run in a pool worker: writes a frame header declaring 1 TiB (CPython's
+/// long form: `-1`, then 8 bytes) on the worker's own socket to the parent,
+/// as a stray write or a corrupted worker would (having told the test its
+/// pid first), and waits to be killed.
+fn lie_about_length(tell: mp::Connection) -> u32 {
+    // Besides `tell`, the worker's only socket is the one it inherited from
+    // the parent at bootstrap (every other fd is close-on-exec).
+    let tell_fd = tell.fileno().unwrap();
+    let socks: Vec<i32> = socket_fds().into_iter().filter(|&s| s != tell_fd).collect();
+    assert_eq!(socks.len(), 1, "the worker's sockets: {socks:?}");
+    // Before the lie: the parent kills this process as soon as it reads it.
+    tell.send(&std::process::id()).unwrap();
+    let mut header = (-1i32).to_be_bytes().to_vec();
+    header.extend_from_slice(&(1u64 << 40).to_be_bytes());
+    // SAFETY: `socks[0]` is an open fd of this process (listed just above)
+    // and `header` is a live buffer of `header.len()` bytes.
+    let n = unsafe {
+        libc::send(
+            socks[0],
+            header.as_ptr().cast(),
+            header.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
+    assert_eq!(n, header.len() as isize);
+    loop {
+        std::thread::park();
+    }
+}
+
+/// The parent's resident set, in bytes (`VmRSS`).
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+#[test]
+fn a_header_declaring_1_tib_costs_the_parent_nothing() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "1 TiB header", || {
+        let pool = mp::Pool::new(2).unwrap();
+        // Warm up: both workers started, the handler's buffers allocated.
+        assert_eq!(pool.map(|x: u64| x * 2, 0..8).unwrap().len(), 8);
+        let before = rss_bytes();
+        let (rx, tx) = mp::pipe(false).unwrap();
+        let liar = pool.apply_async(lie_about_length, tx).unwrap();
+        let pid: u32 = match rx.recv() {
+            Ok(pid) => pid,
+            Err(e) => panic!("the task did not report ({e:?}): {:?}", liar.get()),
+        };
+        // The parent refuses the header (`MessageTooLarge`: above the 4 GiB
+        // limit) before allocating, kills the worker as a protocol breaker,
+        // and the task it was running is lost with it.
+        match liar.get() {
+            Err(mp::Error::WorkerLost { pid: p, exitcode }) => {
+                assert_eq!(p, pid);
+                assert_eq!(exitcode, Some(-libc::SIGKILL));
+            }
+            other => panic!("expected WorkerLost, got {other:?}"),
+        }
+        let after = rss_bytes();
+        eprintln!(
+            "parent RSS: {} KiB before, {} KiB after the 1 TiB header",
+            before / 1024,
+            after / 1024
+        );
+        assert!(
+            after <= before + (4 << 20),
+            "the parent grew from {before} to {after} bytes"
+        );
+        // The pool lives on, with a replacement worker.
+        assert_eq!(
+            pool.map(|x: u64| x + 1, 0..10).unwrap(),
+            (1..11).collect::<Vec<_>>()
+        );
+        let pids = pool.worker_pids();
+        assert_eq!(pids.len(), 2);
+        assert!(!pids.contains(&pid));
+        pool.close();
+        pool.join().unwrap();
+    });
+}

@@ -18,11 +18,11 @@ pub(crate) mod auth;
 pub(crate) mod framing;
 mod listener;
 pub(crate) mod pickle;
+pub(crate) mod reader;
 
 pub(crate) use listener::authenticate_accepted;
 pub use listener::{Address, Client, Listener};
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -36,20 +36,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::error::{Error, Result};
 use crate::platform::fd;
 use crate::reduction;
-use framing::ShortHeader;
+pub(crate) use reader::Frame;
+use reader::FrameReader;
 
 /// The default ceiling on one message's declared length: larger frames are
 /// refused before anything is allocated for them.
 pub const DEFAULT_MAX_MESSAGE_LEN: u64 = 4 << 30;
-
-/// A frame as it came off the wire: payload bytes and the fds that rode with it.
-#[derive(Debug)]
-pub(crate) struct Frame {
-    /// The payload.
-    pub(crate) bytes: Vec<u8>,
-    /// Fds received with the frame (sockets only).
-    pub(crate) fds: Vec<OwnedFd>,
-}
 
 /// One end of a connection: a socket or a pipe carrying framed messages.
 ///
@@ -509,70 +501,18 @@ fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Most bytes read per step of a payload.
-const PAYLOAD_STEP: usize = 16 << 20;
-
-/// Room made for a payload before its first bytes arrive; after that the
-/// buffer at most doubles per read, so a lying header costs no more memory
-/// than twice the bytes really sent.
-const PAYLOAD_FIRST: usize = 64 << 10;
-
 /// Most bytes one `read` from a pipe asks for (a pipe's default maximum
 /// size, `/proc/sys/fs/pipe-max-size`).
 const PIPE_READ: usize = 1 << 20;
 
-/// Where the frame being received stands.
-#[derive(Debug)]
-enum Stage {
-    /// Reading the header: `got` of `need` (4, or 12 for the long form) bytes.
-    Header {
-        /// The header bytes so far.
-        buf: [u8; 12],
-        /// How many are in.
-        got: usize,
-        /// How many the header has.
-        need: usize,
-    },
-    /// Reading a payload of `len` bytes into `buf`.
-    Payload {
-        /// The bytes so far.
-        buf: Vec<u8>,
-        /// The declared length.
-        len: usize,
-    },
-    /// Throwing away the payload of a frame refused as too large.
-    Skip {
-        /// Bytes still to discard.
-        left: u64,
-    },
-}
-
-impl Stage {
-    fn header() -> Stage {
-        Stage::Header {
-            buf: [0; 12],
-            got: 0,
-            need: 4,
-        }
-    }
-}
-
-/// The receive side of a connection: a frame parser fed one read at a time,
-/// by `recv` or by a send that drains the socket. Reads never go past the
-/// frame being read, so fds (which ride with the first header byte) always
-/// land with their own frame.
+/// The receive side of a connection: the [`FrameReader`] fed one read at a
+/// time, by `recv` or by a send that drains the socket. Reads never go past
+/// the frame being read, so fds (which ride with the first header byte)
+/// always land with their own frame.
 #[derive(Debug)]
 struct RecvState {
-    /// Frames (or frame errors) completed but not yet handed out.
-    ready: VecDeque<Result<Frame>>,
-    /// The frame being read.
-    stage: Stage,
-    /// Fds received while reading the current frame.
-    fds: Vec<OwnedFd>,
-    /// The peer closed (or the socket failed) at a frame boundary.
-    eof: bool,
-    /// The stream cannot be resynchronised (a corrupt header): why.
-    broken: Option<String>,
+    /// The frame parser.
+    reader: FrameReader,
     /// The fd is a socket (`recvmsg`, fds) rather than a pipe (`read`).
     socket: bool,
     /// Control-message buffer for `recvmsg`, kept to spare an allocation per
@@ -580,26 +520,10 @@ struct RecvState {
     cmsg: Vec<u8>,
 }
 
-/// One read into `dst`: `recvmsg` on a socket (given its control buffer),
-/// `read` on a pipe (`cmsg` is `None`). `Ok(None)`
-/// when `nonblocking` and nothing is there; `Ok(Some(0))` at end of file.
-fn read_slice(
-    fd: BorrowedFd<'_>,
-    cmsg: Option<&mut Vec<u8>>,
-    dst: &mut [u8],
-    fds: &mut Vec<OwnedFd>,
-    nonblocking: bool,
-) -> std::io::Result<Option<usize>> {
-    if let Some(cmsg) = cmsg {
-        return Ok(fd::recv_flags_with(fd, dst, cmsg, fds, nonblocking)?.map(|r| r.len));
-    }
-    if nonblocking && !fd::wait_for(fd, fd::READABLE, Some(Instant::now()))? {
-        return Ok(None);
-    }
-    fd::read(fd, dst).map(Some)
-}
-
-/// One read of up to `want` bytes appended to `buf` (see [`read_slice`]).
+/// One read of up to `want` bytes appended to `buf`: `recvmsg` on a socket
+/// (given its control buffer), `read` on a pipe (`cmsg` is `None`).
+/// `Ok(None)` when `nonblocking` and nothing is there; `Ok(Some(0))` at end
+/// of file.
 fn read_append(
     fd: BorrowedFd<'_>,
     cmsg: Option<&mut Vec<u8>>,
@@ -611,15 +535,18 @@ fn read_append(
     if let Some(cmsg) = cmsg {
         return fd::recv_append(fd, buf, want, cmsg, fds, nonblocking);
     }
+    if nonblocking && !fd::wait_for(fd, fd::READABLE, Some(Instant::now()))? {
+        return Ok(None);
+    }
     // Zero-filled before the read: take no more than a pipe holds (1 MiB at
     // most, unless raised), so a lying header costs no memory.
     let want = want.min(PIPE_READ);
     let start = buf.len();
     buf.resize(start + want, 0);
-    let r = read_slice(fd, None, &mut buf[start..], fds, nonblocking);
-    let n = r.as_ref().ok().copied().flatten().unwrap_or(0);
+    let r = fd::read(fd, &mut buf[start..]);
+    let n = r.as_ref().ok().copied().unwrap_or(0);
     buf.truncate(start + n);
-    r
+    r.map(Some)
 }
 
 impl RecvState {
@@ -631,161 +558,45 @@ impl RecvState {
             } else {
                 Vec::new()
             },
-            ready: VecDeque::new(),
-            stage: Stage::header(),
-            fds: Vec::new(),
-            eof: false,
-            broken: None,
+            reader: FrameReader::new(DEFAULT_MAX_MESSAGE_LEN),
         }
     }
 
     /// Something to hand out without reading.
     fn has_news(&self) -> bool {
-        !self.ready.is_empty() || self.finished()
+        self.reader.has_news()
     }
 
     /// No more reads will ever succeed.
     fn finished(&self) -> bool {
-        self.eof || self.broken.is_some()
+        self.reader.finished()
     }
 
     /// No byte of the next frame has been read yet.
     fn at_frame_start(&self) -> bool {
-        matches!(self.stage, Stage::Header { got: 0, .. })
+        self.reader.at_frame_start()
     }
 
     /// The next result for `recv`, if one is decided without reading.
     fn take_next(&mut self) -> Option<Result<Frame>> {
-        if let Some(r) = self.ready.pop_front() {
-            return Some(r);
-        }
-        if let Some(why) = &self.broken {
-            return Some(Err(Error::decode(why)));
-        }
-        if self.eof {
-            return Some(Err(Error::Eof));
-        }
-        None
+        self.reader.next_frame()
     }
 
     /// Reads what is available without blocking (the draining sender's step).
     /// A read error ends the receive side with that error queued.
     fn drain(&mut self, fd: BorrowedFd<'_>, max: u64) {
         if let Err(e) = self.read_once(fd, max, true) {
-            self.ready.push_back(Err(e));
-            self.eof = true;
+            self.reader.fail(e);
         }
     }
 
-    /// One read for the current stage; completes frames into `ready`.
+    /// One read for the frame being received; completes frames in the reader.
     fn read_once(&mut self, fd: BorrowedFd<'_>, max: u64, nonblocking: bool) -> Result<()> {
+        self.reader.set_max(max);
         let cmsg = self.socket.then_some(&mut self.cmsg);
-        let n = match &mut self.stage {
-            Stage::Header { buf, got, need } => {
-                let dst = &mut buf[*got..*need];
-                let Some(n) = read_slice(fd, cmsg, dst, &mut self.fds, nonblocking)? else {
-                    return Ok(());
-                };
-                *got += n;
-                n
-            }
-            Stage::Payload { buf, len } => {
-                // Grow with the bytes that arrive (doubling), not with the
-                // claim: a lying header costs at most twice what was sent.
-                let want = (*len - buf.len())
-                    .min(buf.len().max(PAYLOAD_FIRST))
-                    .min(PAYLOAD_STEP);
-                match read_append(fd, cmsg, buf, want, &mut self.fds, nonblocking)? {
-                    Some(n) => n,
-                    None => return Ok(()),
-                }
-            }
-            Stage::Skip { left } => {
-                let want = (*left).min(1 << 16) as usize;
-                let mut tmp = Vec::with_capacity(want);
-                let Some(n) = read_append(fd, cmsg, &mut tmp, want, &mut self.fds, nonblocking)?
-                else {
-                    return Ok(());
-                };
-                *left -= n as u64;
-                self.fds.clear();
-                n
-            }
-        };
-        if n == 0 {
-            if !self.at_frame_start() {
-                self.ready.push_back(Err(Error::decode(
-                    "truncated frame: the peer closed mid-message",
-                )));
-                self.stage = Stage::header();
-                self.fds.clear();
-            }
-            self.eof = true;
-            return Ok(());
-        }
-        self.advance(max);
+        self.reader
+            .read_with(|buf, want, fds| read_append(fd, cmsg, buf, want, fds, nonblocking))?;
         Ok(())
-    }
-
-    /// Moves to the next stage once the current one is complete.
-    fn advance(&mut self, max: u64) {
-        match &mut self.stage {
-            Stage::Header { buf, got, need } if *got == *need => {
-                let len = if *need == 4 {
-                    let short: [u8; 4] = buf[..4].try_into().expect("4 bytes");
-                    match framing::decode_short(short) {
-                        ShortHeader::Len(n) => n,
-                        ShortHeader::Long => {
-                            *need = 12;
-                            return;
-                        }
-                        ShortHeader::Invalid(n) => {
-                            let why = format!(
-                                "corrupt frame: negative length {n}; the stream cannot be \
-                                 read further, close the connection"
-                            );
-                            self.ready.push_back(Err(Error::decode(&why)));
-                            self.broken = Some(why);
-                            self.fds.clear();
-                            return;
-                        }
-                    }
-                } else {
-                    framing::decode_long(buf[4..12].try_into().expect("8 bytes"))
-                };
-                if len > max {
-                    self.ready
-                        .push_back(Err(Error::MessageTooLarge { len, max }));
-                    self.fds.clear();
-                    self.stage = if len == 0 {
-                        Stage::header()
-                    } else {
-                        Stage::Skip { left: len }
-                    };
-                } else if len == 0 {
-                    self.complete(Vec::new());
-                } else {
-                    let len = len as usize;
-                    self.stage = Stage::Payload {
-                        buf: Vec::with_capacity(len.min(PAYLOAD_FIRST)),
-                        len,
-                    };
-                }
-            }
-            Stage::Payload { buf, len } if buf.len() == *len => {
-                let bytes = std::mem::take(buf);
-                self.complete(bytes);
-            }
-            Stage::Skip { left: 0 } => self.stage = Stage::header(),
-            _ => {}
-        }
-    }
-
-    /// Queues a finished frame and starts the next.
-    fn complete(&mut self, bytes: Vec<u8>) {
-        let fds = std::mem::take(&mut self.fds);
-        self.ready.push_back(Ok(Frame { bytes, fds }));
-        self.stage = Stage::header();
     }
 }
 

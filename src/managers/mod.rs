@@ -66,7 +66,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::connection::{Address, Connection, Listener, authenticate_accepted};
 use crate::error::{Error, Result};
-use crate::platform::fd;
+use crate::platform::{fd, process};
 use crate::reduction::{self, CallOutcome, FnRef, Payload, PreparedCall};
 use crate::spawn::{self, Child, StartSpec};
 
@@ -198,7 +198,7 @@ impl Manager {
         let nonce = random_bytes()?;
         let name: String = nonce[..8].iter().map(|b| format!("{b:02x}")).collect();
         let address = Address::Abstract(format!("mp-manager-{}-{name}", std::process::id()));
-        Manager::start(address, crate::process::current_authkey()?)
+        Manager::start(address, spawn::current_authkey()?)
     }
 
     /// Starts a manager's server process listening on `address` with
@@ -287,11 +287,8 @@ impl Manager {
         let addr = match ready {
             Ok(Ready::Listening(addr)) => addr,
             other => {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(child.pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                crate::process::reap_blocking(child.pid);
+                process::kill(child.pid, process::Signal::SIGKILL);
+                process::reap_blocking(child.pid);
                 return Err(match other {
                     Ok(Ready::Failed(msg)) => Error::Io(std::io::Error::other(msg)),
                     Err(e @ Error::Spawn(_)) => e,
@@ -783,8 +780,7 @@ impl Drop for Manager {
 /// Waits for the server to exit, escalating to SIGTERM then SIGKILL, and
 /// reaps it; its exit code.
 fn stop_server(child: &Child) -> Option<i32> {
-    use nix::sys::signal::{Signal, kill};
-    let pid = nix::unistd::Pid::from_raw(child.pid as i32);
+    use process::Signal;
     let exited = |within: Duration| {
         fd::wait_for(
             child.pidfd.as_fd(),
@@ -793,12 +789,12 @@ fn stop_server(child: &Child) -> Option<i32> {
         )
     };
     if !exited(SHUTDOWN_TIMEOUT).unwrap_or(false) {
-        let _ = kill(pid, Signal::SIGTERM);
+        process::kill(child.pid, Signal::SIGTERM);
         if !exited(SHUTDOWN_TIMEOUT).unwrap_or(false) {
-            let _ = kill(pid, Signal::SIGKILL);
+            process::kill(child.pid, Signal::SIGKILL);
         }
     }
-    crate::process::reap_blocking(child.pid)
+    process::reap_blocking(child.pid)
 }
 
 // ---------------------------------------------------------------------------

@@ -24,10 +24,12 @@
 //!   iterator works, and dropping the [`IMapIterator`] stops the reading.
 //! * `terminate()` returns at once, even with thousands of tasks queued.
 
+pub(crate) mod child;
 mod gate;
-mod handler;
 mod result;
-pub(crate) mod worker;
+mod scheduler;
+mod submit;
+mod worker_io;
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -41,9 +43,9 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, Result};
 use crate::platform::fd;
 use crate::reduction::{self, FnRef};
-use handler::{InitSpec, Inner, Job, PoolState, Shared, Task, lock};
 use result::{ApplyJob, Callback, ErrorCallback, IMapJob, IMapShared, MapJob, Slot};
 pub use result::{AsyncResult, IMapIterator};
+use submit::{InitSpec, Inner, Job, PoolState, Shared, Task, lock};
 
 /// Chunks an `imap` may have read ahead of the consumer, per worker (at least
 /// [`READ_AHEAD_MIN`]): enough to keep every worker busy, little enough that
@@ -210,7 +212,7 @@ impl PoolBuilder {
             // their drop.
             workers.push(inner.start_worker()?);
         }
-        handler::spawn_handler(inner.clone(), workers)?;
+        scheduler::spawn_scheduler(inner.clone(), workers)?;
         Ok(Pool { inner })
     }
 }

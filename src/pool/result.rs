@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use super::handler::{Body, Inner, Job};
+use super::submit::{Body, Inner, Job};
 use crate::connection::deadline_after;
 use crate::error::{Error, Result};
 use crate::reduction;

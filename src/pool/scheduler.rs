@@ -1,5 +1,5 @@
-//! The parent side of a pool: one thread that does what CPython's three
-//! handler threads (worker, task and result handler) do.
+//! The pool's scheduler: one thread in the parent that does what CPython's
+//! three handler threads (worker, task and result handler) do.
 //!
 //! It owns the workers. One `poll` covers every worker's socket and pidfd and
 //! an eventfd that submitters write when the thread sleeps. Sockets are
@@ -22,47 +22,34 @@
 //! # Never hang, never lose a task
 //!
 //! A worker's death is seen on its pidfd. The task it was running (see
-//! `worker.rs` for how that is known exactly) fails with `Error::WorkerLost`;
+//! `child.rs` and `gate.rs` for how that is known exactly) fails with `Error::WorkerLost`;
 //! tasks sent to it but not started go back to the front of the queue; a
 //! replacement starts. A task overrunning its timeout gets its worker killed and
 //! fails with `Error::Timeout`. Every job that is dropped unanswered sets its
 //! result to an error on drop, so even a bug here ends in an error, not a hang.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::thread::{JoinHandle, ThreadId};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-
-use super::gate::{self, Gate};
-use super::worker::{self, Reply, Setup, WireFailure};
-use crate::connection::framing::{self, ShortHeader};
+use super::child::{self, Reply, WireFailure};
+use super::gate::{self};
+use super::submit::{Body, Inner, Job, PoolState, Task, lock};
+use super::worker_io::{InFlight, MAX_IN_FLIGHT, PREFETCH_MAX_TASK_TIME, Phase, Worker};
+use crate::connection::DEFAULT_MAX_MESSAGE_LEN;
+use crate::connection::reader::FrameReader;
 use crate::error::{Error, Result};
-use crate::platform::fd::{self, EventFd};
-use crate::reduction::{self, Encoded, FnRef, PreparedCall};
-use crate::spawn::{self, StartSpec};
+use crate::platform::fd;
+use crate::reduction::{self};
+use crate::spawn::{self};
 
-/// Tasks in flight per worker: the one running and, while its tasks are
-/// short, up to seven sent ahead (each claimed at the worker's [`Gate`] when
-/// it starts, so a death still fails exactly the running one).
-const MAX_IN_FLIGHT: usize = 8;
-/// Frames written per `sendmsg` at most.
-const WRITE_BATCH: usize = MAX_IN_FLIGHT;
-/// A worker gets a prefetched task only while its last task ran shorter than
-/// this: for short tasks the prefetch hides the round trip, for long ones it
-/// would only make a task wait behind another while a worker may be idle.
-const PREFETCH_MAX_TASK_TIME: Duration = Duration::from_millis(2);
 /// While a worker is idle and nothing is queued, tasks waiting behind one that
 /// has run this long on another worker are taken back and run by the idle one.
 const STEAL_AFTER: Duration = Duration::from_millis(2);
-/// How often the handler looks whether a task with a timeout has started when
-/// it was written but not yet claimed.
+/// How often the scheduler looks whether a task with a timeout has started
+/// when it was written but not yet claimed.
 const START_POLL: Duration = Duration::from_millis(5);
 /// Consecutive worker start-up failures after which the pool is broken.
 const MAX_START_FAILURES: u32 = 3;
@@ -71,664 +58,11 @@ const START_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// How long `close()` waits for idle workers to exit after their sockets are
 /// closed before it kills them.
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
-/// How long the handler waits for a worker it killed to die.
+/// How long the scheduler waits for a worker it killed to die.
 const KILL_WAIT: Duration = Duration::from_secs(5);
-/// Read buffer growth step.
-const READ_CHUNK: usize = 64 * 1024;
-
-/// A task's encoded result as it came back, borrowed from the read buffer.
-pub(crate) struct Body<'a> {
-    /// The encoded value.
-    pub(crate) bytes: &'a [u8],
-    /// The fds its handles carry.
-    pub(crate) fds: Vec<OwnedFd>,
-}
-
-/// One submitted call (`apply_async`, `map_async`, `imap`), type-erased so the
-/// handler can finish it. Callbacks run inside `complete`, on the handler thread.
-pub(crate) trait Job: Send {
-    /// Task `index` of this job finished; true once the job needs nothing more.
-    fn complete(&mut self, index: u64, outcome: Result<Body<'_>>) -> bool;
-    /// True once the job needs nothing more (checked on a tick).
-    fn finished(&self) -> bool {
-        false
-    }
-    /// True when nobody wants the results any more: queued tasks are dropped.
-    fn cancelled(&self) -> bool {
-        false
-    }
-}
-
-/// One unit of work for a worker.
-pub(crate) struct Task {
-    /// Unique in the pool; echoed by the worker.
-    pub(crate) id: u64,
-    /// The job it belongs to.
-    pub(crate) job: u64,
-    /// Its index in the job (the chunk number for map/imap).
-    pub(crate) index: u64,
-    /// The frame: encoded argument and [`worker::Call`] trailer.
-    pub(crate) frame: Vec<u8>,
-    /// The fds the argument's handles carry.
-    pub(crate) fds: Vec<OwnedFd>,
-    /// Kill the worker and fail the task if it runs longer.
-    pub(crate) timeout: Option<Duration>,
-    /// The function it runs (prefetch is only for a function known to be quick).
-    pub(crate) func: FnRef,
-    /// Failed before it was sent (its argument did not encode): the handler
-    /// answers it with this error instead of sending it.
-    pub(crate) failed: Option<Error>,
-}
-
-impl Task {
-    /// Builds a task calling `func` on the encoded `arg`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Encode`] if the trailer does not encode (it always does).
-    pub(crate) fn new(
-        id: u64,
-        job: u64,
-        index: u64,
-        func: FnRef,
-        arg: Encoded,
-        timeout: Option<Duration>,
-    ) -> Result<Task> {
-        let Encoded { mut bytes, fds } = arg;
-        worker::append_trailer(&mut bytes, &worker::Call { id, func }, 0)?;
-        Ok(Task {
-            id,
-            job,
-            index,
-            frame: bytes,
-            fds,
-            timeout,
-            func,
-            failed: None,
-        })
-    }
-
-    /// A task that already failed with `err`: it is answered, never sent.
-    pub(crate) fn failed(id: u64, job: u64, index: u64, func: FnRef, err: Error) -> Task {
-        Task {
-            id,
-            job,
-            index,
-            frame: Vec::new(),
-            fds: Vec::new(),
-            timeout: None,
-            func,
-            failed: Some(err),
-        }
-    }
-}
-
-/// The pool's life cycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PoolState {
-    /// Accepting work.
-    Run,
-    /// `close()`: finishing the work there is.
-    Close,
-    /// `terminate()`: stopping now.
-    Terminate,
-}
-
-/// What submitters and the handler share.
-pub(crate) struct Shared {
-    /// The life-cycle state.
-    pub(crate) state: PoolState,
-    /// The handler thread has exited: nothing will be served any more.
-    pub(crate) finished: bool,
-    /// Why the pool is broken, if it is.
-    pub(crate) broken: Option<Error>,
-    /// Tasks not yet taken by the handler.
-    pub(crate) queue: VecDeque<Task>,
-    /// Jobs not yet taken by the handler.
-    pub(crate) new_jobs: Vec<(u64, Box<dyn Job>)>,
-    /// Jobs whose `finished()` should be checked again.
-    pub(crate) ticks: Vec<u64>,
-    /// The handler may be blocked in `poll`: write the eventfd to wake it.
-    pub(crate) asleep: bool,
-    /// Workers alive (for `Debug` and tests of the pool size).
-    pub(crate) worker_pids: Vec<u32>,
-}
-
-/// The initializer and its encoded argument, kept for every worker start.
-pub(crate) struct InitSpec {
-    /// The initializer's trampoline.
-    pub(crate) func: FnRef,
-    /// Its encoded argument.
-    pub(crate) arg: Encoded,
-}
-
-/// The pool, shared by the `Pool` handle, the handler thread and feeders.
-pub(crate) struct Inner {
-    /// State shared with submitters.
-    pub(crate) shared: Mutex<Shared>,
-    /// Written to wake the handler.
-    pub(crate) wake: EventFd,
-    /// Task and job ids.
-    pub(crate) ids: AtomicU64,
-    /// The number of workers.
-    pub(crate) processes: usize,
-    /// `maxtasksperchild`.
-    pub(crate) maxtasks: Option<u64>,
-    /// The pool-wide task timeout.
-    pub(crate) task_timeout: Option<Duration>,
-    /// The initializer; dropped (with the fds its argument holds) once the
-    /// handler has exited.
-    pub(crate) init: Mutex<Option<InitSpec>>,
-    /// The handler thread, until joined.
-    pub(crate) thread: Mutex<Option<JoinHandle<()>>>,
-    /// The handler thread's id (callbacks run there).
-    pub(crate) thread_id: OnceLock<ThreadId>,
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Inner {
-    /// Hands a job and its tasks to the handler. `internal` submits (an `imap`
-    /// feeder) are accepted after `close()`, since their call was.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Closed`] after close (unless internal) or terminate, or once the
-    /// handler has exited; the broken pool's error when broken. The job and
-    /// tasks are dropped then (the job's result becomes that error).
-    pub(crate) fn submit(
-        &self,
-        job: Option<(u64, Box<dyn Job>)>,
-        tasks: Vec<Task>,
-        internal: bool,
-    ) -> Result<()> {
-        let mut s = lock(&self.shared);
-        if let Some(b) = &s.broken {
-            return Err(b.duplicate());
-        }
-        let open = match s.state {
-            PoolState::Run => true,
-            PoolState::Close => internal,
-            PoolState::Terminate => false,
-        };
-        if !open || s.finished {
-            return Err(Error::Closed);
-        }
-        if let Some(j) = job {
-            s.new_jobs.push(j);
-        }
-        s.queue.extend(tasks);
-        let wake = std::mem::replace(&mut s.asleep, false);
-        drop(s);
-        if wake {
-            self.wake_handler();
-        }
-        Ok(())
-    }
-
-    /// Asks the handler to look at job `id` again.
-    pub(crate) fn tick(&self, id: u64) {
-        let mut s = lock(&self.shared);
-        if s.finished {
-            return;
-        }
-        s.ticks.push(id);
-        let wake = std::mem::replace(&mut s.asleep, false);
-        drop(s);
-        if wake {
-            self.wake_handler();
-        }
-    }
-
-    /// Moves to `state` (never back to `Run`, never from `Terminate`).
-    pub(crate) fn set_state(&self, state: PoolState) {
-        let mut s = lock(&self.shared);
-        let next = match (s.state, state) {
-            (PoolState::Terminate, _) => PoolState::Terminate,
-            (_, PoolState::Terminate) => PoolState::Terminate,
-            (PoolState::Close, _) => PoolState::Close,
-            (PoolState::Run, st) => st,
-        };
-        s.state = next;
-        s.asleep = false;
-        drop(s);
-        self.wake_handler();
-    }
-
-    pub(crate) fn wake_handler(&self) {
-        // The counter cannot overflow from single increments in practice; a
-        // failed write (EAGAIN at the maximum) still leaves the fd readable.
-        let _ = self.wake.write(1);
-    }
-
-    /// A new id for a job or task.
-    pub(crate) fn next_id(&self) -> u64 {
-        self.ids.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Starts one worker (on any thread).
-    pub(crate) fn start_worker(&self) -> Result<Worker> {
-        let spec = lock(&self.init);
-        let (body, fds, init) = match &*spec {
-            Some(i) => {
-                let fds = i
-                    .arg
-                    .fds
-                    .iter()
-                    .map(|f| f.try_clone())
-                    .collect::<io::Result<Vec<_>>>()?;
-                (i.arg.bytes.clone(), fds, Some(i.func))
-            }
-            None => (reduction::encode(&())?.bytes, Vec::new(), None),
-        };
-        drop(spec);
-        let gate = Gate::create()?;
-        let mut fds = fds;
-        fds.push(gate.fd().try_clone_to_owned()?);
-        let mut bytes = body;
-        worker::append_trailer(
-            &mut bytes,
-            &Setup {
-                maxtasks: self.maxtasks,
-                init,
-            },
-            0,
-        )?;
-        let (identity, name) = spawn::next_child_identity("PoolWorker");
-        let child = spawn::start(StartSpec {
-            name: name.clone(),
-            identity,
-            daemon: true,
-            quiet_panics: true,
-            call: PreparedCall {
-                target: FnRef::internal(worker::worker_main),
-                payload: Ok(Encoded { bytes, fds }),
-            },
-        })?;
-        let mut w = Worker {
-            pid: child.pid,
-            name,
-            pidfd: child.pidfd,
-            sock: None,
-            gate,
-            next_seq: 0,
-            phase: Phase::Booting,
-            started_at: child.started_at,
-            inflight: VecDeque::new(),
-            sent: 0,
-            partial: 0,
-            tail: Vec::new(),
-            tail_sent: 0,
-            assigned: 0,
-            inbuf: Vec::new(),
-            start: 0,
-            filled: 0,
-            in_fds: VecDeque::new(),
-            eof: false,
-            write_broken: false,
-            exited: false,
-            reaped: false,
-            last_run: None,
-            last_func: None,
-            timed_out: None,
-        };
-        // Our own copy of the socket, non-blocking; the Connection (and its
-        // fd) is dropped here.
-        let sock = child
-            .conn
-            .with_fd(|fd| fd.try_clone_to_owned())
-            .map_err(|_| Error::Closed);
-        match sock.and_then(|r| r.map_err(Error::from)) {
-            Ok(s) => match fd::set_nonblocking(s.as_fd(), true) {
-                Ok(()) => w.sock = Some(s),
-                Err(e) => return Err(e.into()),
-            },
-            Err(e) => return Err(e),
-        }
-        Ok(w)
-    }
-}
-
-/// Where a worker stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Waiting for the bootstrap's `Started` report.
-    Booting,
-    /// Running its initializer.
-    Initializing,
-    /// Serving tasks.
-    Ready,
-}
-
-/// A task sent (or being sent) to a worker.
-struct InFlight {
-    /// The task; its frame and fds are freed once it has started.
-    task: Task,
-    /// Its number on this worker's [`Gate`].
-    seq: u32,
-    /// When it started running, once the gate showed it.
-    started_at: Option<Instant>,
-}
-
-/// A worker process, seen from the handler.
-pub(crate) struct Worker {
-    /// Its pid.
-    pid: u32,
-    /// `PoolWorker-N`.
-    name: String,
-    /// Readable once it exited.
-    pidfd: OwnedFd,
-    /// The socket (non-blocking); `None` once closed by `close()`.
-    sock: Option<OwnedFd>,
-    /// Which of its tasks started; where tasks sent ahead are taken back.
-    gate: Gate,
-    /// The seq of the last task given to it.
-    next_seq: u32,
-    /// Start-up progress.
-    phase: Phase,
-    /// When it was started.
-    started_at: Instant,
-    /// Tasks sent to it, oldest (running) first.
-    inflight: VecDeque<InFlight>,
-    /// How many of `inflight` are completely written.
-    sent: usize,
-    /// Bytes of `inflight[sent]` written (header included).
-    partial: usize,
-    /// The rest of a frame taken back half written: still to be written (the
-    /// stream must stay whole; the worker drops it, as its gate says).
-    tail: Vec<u8>,
-    /// Bytes of `tail` written.
-    tail_sent: usize,
-    /// Tasks given to it in all (for `maxtasksperchild`).
-    assigned: u64,
-    /// Read buffer: `inbuf[start..filled]` is unparsed.
-    inbuf: Vec<u8>,
-    /// Start of the unparsed bytes.
-    start: usize,
-    /// End of the received bytes.
-    filled: usize,
-    /// Fds received and not yet handed to a frame.
-    in_fds: VecDeque<OwnedFd>,
-    /// The socket reached end of file.
-    eof: bool,
-    /// A write failed (the worker is gone).
-    write_broken: bool,
-    /// The pidfd became readable.
-    exited: bool,
-    /// `waitpid` done.
-    reaped: bool,
-    /// How long its last task ran (as the worker measured it).
-    last_run: Option<Duration>,
-    /// The function its last task ran.
-    last_func: Option<FnRef>,
-    /// The task failed with `Timeout` when it was killed for overrunning.
-    timed_out: Option<u64>,
-}
-
-impl Worker {
-    fn kill(&self) {
-        if !self.exited {
-            let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
-        }
-    }
-
-    /// Reaps it (it has exited or was killed); its exit code.
-    fn reap(&mut self) -> Option<i32> {
-        if self.reaped {
-            return None;
-        }
-        self.reaped = true;
-        crate::process::reap_blocking(self.pid)
-    }
-
-    /// Still worth sending work to.
-    fn usable(&self) -> bool {
-        self.phase == Phase::Ready
-            && !self.exited
-            && !self.eof
-            && !self.write_broken
-            && self.sock.is_some()
-    }
-
-    fn unsent(&self) -> bool {
-        (self.sent < self.inflight.len() || self.tail_sent < self.tail.len()) && !self.write_broken
-    }
-
-    /// Records the start of the running task once the gate shows it, and frees
-    /// its argument (nothing will resend it). Returns when it started.
-    fn note_start(&mut self) -> Option<Instant> {
-        let f = self.inflight.front_mut()?;
-        if f.started_at.is_none() && self.sent > 0 && !gate::after(f.seq, self.gate.started()) {
-            f.started_at = Some(self.gate.started_at());
-            f.task.frame = Vec::new();
-            f.task.fds = Vec::new();
-        }
-        f.started_at
-    }
-
-    /// True while its running task is young enough for more to be sent ahead.
-    fn running_briefly(&self, now: Instant) -> bool {
-        self.inflight
-            .front()
-            .and_then(|f| f.started_at)
-            .is_none_or(|s| now.saturating_duration_since(s) < PREFETCH_MAX_TASK_TIME)
-    }
-
-    /// Takes back the tasks waiting behind its running one: revoked at the
-    /// gate if written (even half), dropped from the write queue if not. The
-    /// rest of a half-written frame moves to `tail`, still to be written.
-    /// Returns the tasks, oldest first.
-    fn take_back(&mut self) -> Vec<Task> {
-        let half = self.partial > 0 && self.tail.is_empty();
-        let last_written = if half {
-            Some(self.sent)
-        } else {
-            self.sent.checked_sub(1)
-        };
-        let started = match last_written {
-            Some(i) => self.gate.revoke(self.inflight[i].seq),
-            None => self.gate.started(),
-        };
-        let mut kept = VecDeque::with_capacity(2);
-        let mut taken = Vec::new();
-        let mut sent = 0;
-        for (i, f) in std::mem::take(&mut self.inflight).into_iter().enumerate() {
-            let written = i < self.sent;
-            let half_written = i == self.sent && self.partial > 0;
-            if half_written && !half {
-                // Cannot happen (a tail exists only after a take-back, and
-                // then nothing is half written); keep the stream whole anyway.
-                kept.push_back(f);
-                continue;
-            }
-            if written && !gate::after(f.seq, started) {
-                sent += 1;
-                kept.push_back(f);
-                continue;
-            }
-            if half_written {
-                let (h, hlen) = framing::encode_header(f.task.frame.len());
-                let mut whole = Vec::with_capacity(hlen + f.task.frame.len() - self.partial);
-                let skip = self.partial;
-                if skip < hlen {
-                    whole.extend_from_slice(&h[skip..hlen]);
-                    whole.extend_from_slice(&f.task.frame);
-                } else {
-                    whole.extend_from_slice(&f.task.frame[skip - hlen..]);
-                }
-                self.tail = whole;
-                self.tail_sent = 0;
-            }
-            taken.push(f.task);
-        }
-        self.inflight = kept;
-        self.sent = sent;
-        self.partial = 0;
-        self.assigned -= taken.len() as u64;
-        taken
-    }
-
-    /// Writes as much of the queued frames as the socket takes, several frames
-    /// per `sendmsg` (a frame's fds ride with its first byte, so a batch stops
-    /// before a second frame that carries fds).
-    fn flush(&mut self) {
-        if !self.flush_tail() {
-            return;
-        }
-        while self.sent < self.inflight.len() && !self.write_broken {
-            let Some(sock) = &self.sock else { return };
-            let end = (self.sent + WRITE_BATCH).min(self.inflight.len());
-            let mut headers = [([0u8; 12], 0usize); WRITE_BATCH];
-            let mut count = 0;
-            for (k, f) in self.inflight.range(self.sent..end).enumerate() {
-                if k > 0 && !f.task.fds.is_empty() {
-                    break;
-                }
-                headers[k] = framing::encode_header(f.task.frame.len());
-                count += 1;
-            }
-            let res = {
-                let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 * count);
-                let mut skip = self.partial;
-                for (k, (h, hlen)) in headers.iter().enumerate().take(count) {
-                    for part in [&h[..*hlen], &self.inflight[self.sent + k].task.frame[..]] {
-                        if skip >= part.len() {
-                            skip -= part.len();
-                        } else {
-                            slices.push(IoSlice::new(&part[skip..]));
-                            skip = 0;
-                        }
-                    }
-                }
-                let first = &self.inflight[self.sent].task;
-                let fds: Vec<_> = if self.partial == 0 {
-                    first.fds.iter().map(|f| f.as_fd()).collect()
-                } else {
-                    Vec::new()
-                };
-                fd::send_with_fds(sock.as_fd(), &slices, &fds)
-            };
-            match res {
-                Ok(mut n) => {
-                    for (_, hlen) in headers.iter().take(count) {
-                        let f = &mut self.inflight[self.sent];
-                        let left = hlen + f.task.frame.len() - self.partial;
-                        if n < left {
-                            self.partial += n;
-                            break;
-                        }
-                        n -= left;
-                        self.partial = 0;
-                        self.sent += 1;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => {
-                    // EPIPE / ECONNRESET: the worker is gone; its pidfd says how.
-                    self.write_broken = true;
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Writes what is left of a frame taken back half written; true once
-    /// nothing is left.
-    fn flush_tail(&mut self) -> bool {
-        while self.tail_sent < self.tail.len() && !self.write_broken {
-            let Some(sock) = &self.sock else { return false };
-            let rest = [IoSlice::new(&self.tail[self.tail_sent..])];
-            match fd::send_with_fds(sock.as_fd(), &rest, &[]) {
-                Ok(n) => self.tail_sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(_) => {
-                    self.write_broken = true;
-                    return false;
-                }
-            }
-        }
-        self.tail = Vec::new();
-        self.tail_sent = 0;
-        !self.write_broken
-    }
-
-    /// Reads what the socket has; false once it reached end of file.
-    fn fill(&mut self) -> bool {
-        loop {
-            if self.start == self.filled {
-                self.start = 0;
-                self.filled = 0;
-            }
-            if self.inbuf.len() - self.filled < READ_CHUNK / 4 {
-                if self.start > 0 {
-                    self.inbuf.copy_within(self.start..self.filled, 0);
-                    self.filled -= self.start;
-                    self.start = 0;
-                }
-                let want = (self.filled + READ_CHUNK).max(self.needed());
-                if self.inbuf.len() < want {
-                    self.inbuf.resize(want, 0);
-                }
-            }
-            let Some(sock) = &self.sock else { return false };
-            let mut fds = Vec::new();
-            let res = fd::recv_with_fds(sock.as_fd(), &mut self.inbuf[self.filled..], &mut fds);
-            self.in_fds.extend(fds);
-            match res {
-                Ok(0) => {
-                    self.eof = true;
-                    return false;
-                }
-                Ok(n) => self.filled += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(_) => {
-                    self.eof = true;
-                    return false;
-                }
-            }
-        }
-    }
-
-    /// The buffer size the frame being received needs.
-    fn needed(&self) -> usize {
-        match self.next_frame_len() {
-            Some((hlen, len)) => self.start + hlen + len,
-            None => 0,
-        }
-    }
-
-    /// Header and payload length of the next frame, once its header is in.
-    fn next_frame_len(&self) -> Option<(usize, usize)> {
-        let avail = &self.inbuf[self.start..self.filled];
-        if avail.len() < 4 {
-            return None;
-        }
-        match framing::decode_short(avail[..4].try_into().ok()?) {
-            ShortHeader::Len(n) => Some((4, n as usize)),
-            ShortHeader::Long if avail.len() >= 12 => Some((
-                12,
-                framing::decode_long(avail[4..12].try_into().ok()?) as usize,
-            )),
-            ShortHeader::Long => None,
-            // Corrupt: report a size that never completes; the caller kills.
-            ShortHeader::Invalid(_) => Some((4, usize::MAX / 2)),
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        if !self.reaped {
-            self.kill();
-            self.reap();
-        }
-    }
-}
 
 /// The handler thread's own state.
-struct Handler {
+struct Scheduler {
     /// Shared with the pool handle.
     inner: Arc<Inner>,
     /// The live workers.
@@ -756,8 +90,8 @@ struct Handler {
 /// # Errors
 ///
 /// [`Error::Io`] if the thread cannot be started (the workers are then killed).
-pub(crate) fn spawn_handler(inner: Arc<Inner>, workers: Vec<Worker>) -> Result<()> {
-    let mut h = Handler {
+pub(crate) fn spawn_scheduler(inner: Arc<Inner>, workers: Vec<Worker>) -> Result<()> {
+    let mut h = Scheduler {
         inner: inner.clone(),
         workers,
         pending: VecDeque::new(),
@@ -795,7 +129,7 @@ pub(crate) fn spawn_handler(inner: Arc<Inner>, workers: Vec<Worker>) -> Result<(
     Ok(())
 }
 
-impl Handler {
+impl Scheduler {
     fn run(&mut self) {
         loop {
             self.take_submissions();
@@ -864,14 +198,14 @@ impl Handler {
             && self
                 .workers
                 .iter()
-                .all(|w| w.inflight.is_empty() && (w.phase == Phase::Ready || w.exited))
+                .all(|w| w.inflight.is_empty() && (w.phase == Phase::Ready || w.exited()))
     }
 
     fn publish_pids(&self) {
         let pids = self
             .workers
             .iter()
-            .filter(|w| !w.exited)
+            .filter(|w| !w.exited())
             .map(|w| w.pid)
             .collect();
         lock(&self.inner.shared).worker_pids = pids;
@@ -974,7 +308,7 @@ impl Handler {
                 let w = &mut self.workers[wi];
                 w.next_seq = w.next_seq.wrapping_add(1);
                 let seq = w.next_seq;
-                worker::set_seq(&mut task.frame, seq);
+                child::set_seq(&mut task.frame, seq);
                 w.assigned += 1;
                 w.inflight.push_back(InFlight {
                     task,
@@ -1013,14 +347,14 @@ impl Handler {
         let mut d = self.retry_at.into_iter().chain(self.steal_at).min();
         let mut earliest = |t: Instant| d = Some(d.map_or(t, |x: Instant| x.min(t)));
         for w in &mut self.workers {
-            if w.phase == Phase::Booting && !w.exited {
+            if w.phase == Phase::Booting && !w.exited() {
                 earliest(w.started_at + spawn::start_timeout());
             }
             let started = w.note_start();
             if let Some(t) = w.inflight.front().and_then(|f| f.task.timeout) {
                 match started {
                     Some(s) => earliest(s + t),
-                    None if !w.exited => earliest(now + START_POLL),
+                    None if !w.exited() => earliest(now + START_POLL),
                     None => {}
                 }
             }
@@ -1044,7 +378,7 @@ impl Handler {
         let now = Instant::now();
         let mut taken = Vec::new();
         for w in &mut self.workers {
-            if w.inflight.len() < 2 || w.exited || w.write_broken {
+            if w.inflight.len() < 2 || w.exited() || w.write_broken {
                 continue;
             }
             // A start not yet seen is looked for again then (a claim wakes
@@ -1076,7 +410,7 @@ impl Handler {
                     fds.push((f.as_fd(), ev));
                     fds.len() - 1
                 });
-                let pid = if w.exited {
+                let pid = if w.exited() {
                     None
                 } else {
                     fds.push((w.pidfd.as_fd(), fd::READABLE));
@@ -1107,7 +441,7 @@ impl Handler {
             }
             if let Some(i) = pid {
                 if revents[i] != 0 {
-                    self.workers[wi].exited = true;
+                    self.workers[wi].mark_exited();
                 }
             }
         }
@@ -1123,29 +457,15 @@ impl Handler {
         }
     }
 
+    /// Handles the frames the reader completed, until a bad one.
     fn parse_frames(&mut self, wi: usize) {
-        let mut buf = std::mem::take(&mut self.workers[wi].inbuf);
-        loop {
-            let w = &mut self.workers[wi];
-            w.inbuf = buf;
-            let next = w.next_frame_len();
-            buf = std::mem::take(&mut w.inbuf);
-            let Some((hlen, len)) = next else { break };
-            let w = &mut self.workers[wi];
-            if len > buf.len() || w.start + hlen + len > w.filled {
-                if len >= usize::MAX / 4 {
-                    self.protocol_error(wi, "corrupt frame header");
-                }
-                break;
-            }
-            let range = w.start + hlen..w.start + hlen + len;
-            w.start += hlen + len;
-            if let Err(e) = self.handle_frame(wi, &buf[range]) {
+        while let Some(frame) = self.workers[wi].reader.pop() {
+            let handled = frame.and_then(|f| self.handle_frame(wi, &f.bytes));
+            if let Err(e) = handled {
                 self.protocol_error(wi, &e.to_string());
                 break;
             }
         }
-        self.workers[wi].inbuf = buf;
     }
 
     /// A worker broke the protocol: kill it (its death is handled as usual).
@@ -1157,7 +477,7 @@ impl Handler {
         );
         w.kill();
         w.eof = true;
-        w.start = w.filled;
+        w.reader = FrameReader::new(DEFAULT_MAX_MESSAGE_LEN);
     }
 
     fn take_fds(&mut self, wi: usize, bytes: &[u8]) -> Result<Vec<OwnedFd>> {
@@ -1182,7 +502,7 @@ impl Handler {
                 }
             };
         }
-        let (body_len, reply, _seq): (usize, Reply, u32) = worker::split_trailer(frame)?;
+        let (body_len, reply, _seq): (usize, Reply, u32) = child::split_trailer(frame)?;
         let body = &frame[..body_len];
         let fds = self.take_fds(wi, body)?;
         match reply {
@@ -1257,7 +577,7 @@ impl Handler {
         };
         for wi in 0..self.workers.len() {
             let w = &mut self.workers[wi];
-            if w.exited {
+            if w.exited() {
                 continue;
             }
             w.note_start();
@@ -1286,7 +606,7 @@ impl Handler {
                 if fd::wait_for(w.pidfd.as_fd(), fd::READABLE, Some(now + KILL_WAIT))
                     .unwrap_or(false)
                 {
-                    w.exited = true;
+                    w.mark_exited();
                 }
                 timed_out.push((f.task.job, f.task.index));
             }
@@ -1306,7 +626,7 @@ impl Handler {
         let mut lost = Vec::new();
         let mut wi = 0;
         while wi < self.workers.len() {
-            if !self.workers[wi].exited {
+            if !self.workers[wi].exited() {
                 wi += 1;
                 continue;
             }
@@ -1394,7 +714,7 @@ impl Handler {
         }
         let deadline = Instant::now() + CLOSE_GRACE;
         for w in &mut self.workers {
-            if !w.exited
+            if !w.exited()
                 && !fd::wait_for(w.pidfd.as_fd(), fd::READABLE, Some(deadline)).unwrap_or(false)
             {
                 w.kill();

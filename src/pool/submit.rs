@@ -1,0 +1,252 @@
+//! Submitting work to a pool: the task and job types, and the state the
+//! [`Pool`](super::Pool) handle, `imap` feeders and the scheduler thread
+//! share (the submit queue, the life-cycle state, the wake-up eventfd).
+//!
+//! The scheduler (`scheduler.rs`) takes submitted tasks and places them on
+//! workers; `worker_io.rs` is the parent side of one worker's socket;
+//! `child.rs` is the loop that runs in the worker process.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::thread::{JoinHandle, ThreadId};
+use std::time::Duration;
+
+use super::child::{self};
+use crate::error::{Error, Result};
+use crate::platform::fd::EventFd;
+use crate::reduction::{Encoded, FnRef};
+
+/// A task's encoded result as it came back, borrowed from the read buffer.
+pub(crate) struct Body<'a> {
+    /// The encoded value.
+    pub(crate) bytes: &'a [u8],
+    /// The fds its handles carry.
+    pub(crate) fds: Vec<OwnedFd>,
+}
+
+/// One submitted call (`apply_async`, `map_async`, `imap`), type-erased so the
+/// handler can finish it. Callbacks run inside `complete`, on the handler thread.
+pub(crate) trait Job: Send {
+    /// Task `index` of this job finished; true once the job needs nothing more.
+    fn complete(&mut self, index: u64, outcome: Result<Body<'_>>) -> bool;
+    /// True once the job needs nothing more (checked on a tick).
+    fn finished(&self) -> bool {
+        false
+    }
+    /// True when nobody wants the results any more: queued tasks are dropped.
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// One unit of work for a worker.
+pub(crate) struct Task {
+    /// Unique in the pool; echoed by the worker.
+    pub(crate) id: u64,
+    /// The job it belongs to.
+    pub(crate) job: u64,
+    /// Its index in the job (the chunk number for map/imap).
+    pub(crate) index: u64,
+    /// The frame: encoded argument and [`child::Call`] trailer.
+    pub(crate) frame: Vec<u8>,
+    /// The fds the argument's handles carry.
+    pub(crate) fds: Vec<OwnedFd>,
+    /// Kill the worker and fail the task if it runs longer.
+    pub(crate) timeout: Option<Duration>,
+    /// The function it runs (prefetch is only for a function known to be quick).
+    pub(crate) func: FnRef,
+    /// Failed before it was sent (its argument did not encode): the handler
+    /// answers it with this error instead of sending it.
+    pub(crate) failed: Option<Error>,
+}
+
+impl Task {
+    /// Builds a task calling `func` on the encoded `arg`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`] if the trailer does not encode (it always does).
+    pub(crate) fn new(
+        id: u64,
+        job: u64,
+        index: u64,
+        func: FnRef,
+        arg: Encoded,
+        timeout: Option<Duration>,
+    ) -> Result<Task> {
+        let Encoded { mut bytes, fds } = arg;
+        child::append_trailer(&mut bytes, &child::Call { id, func }, 0)?;
+        Ok(Task {
+            id,
+            job,
+            index,
+            frame: bytes,
+            fds,
+            timeout,
+            func,
+            failed: None,
+        })
+    }
+
+    /// A task that already failed with `err`: it is answered, never sent.
+    pub(crate) fn failed(id: u64, job: u64, index: u64, func: FnRef, err: Error) -> Task {
+        Task {
+            id,
+            job,
+            index,
+            frame: Vec::new(),
+            fds: Vec::new(),
+            timeout: None,
+            func,
+            failed: Some(err),
+        }
+    }
+}
+
+/// The pool's life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PoolState {
+    /// Accepting work.
+    Run,
+    /// `close()`: finishing the work there is.
+    Close,
+    /// `terminate()`: stopping now.
+    Terminate,
+}
+
+/// What submitters and the handler share.
+pub(crate) struct Shared {
+    /// The life-cycle state.
+    pub(crate) state: PoolState,
+    /// The handler thread has exited: nothing will be served any more.
+    pub(crate) finished: bool,
+    /// Why the pool is broken, if it is.
+    pub(crate) broken: Option<Error>,
+    /// Tasks not yet taken by the handler.
+    pub(crate) queue: VecDeque<Task>,
+    /// Jobs not yet taken by the handler.
+    pub(crate) new_jobs: Vec<(u64, Box<dyn Job>)>,
+    /// Jobs whose `finished()` should be checked again.
+    pub(crate) ticks: Vec<u64>,
+    /// The handler may be blocked in `poll`: write the eventfd to wake it.
+    pub(crate) asleep: bool,
+    /// Workers alive (for `Debug` and tests of the pool size).
+    pub(crate) worker_pids: Vec<u32>,
+}
+
+/// The initializer and its encoded argument, kept for every worker start.
+pub(crate) struct InitSpec {
+    /// The initializer's trampoline.
+    pub(crate) func: FnRef,
+    /// Its encoded argument.
+    pub(crate) arg: Encoded,
+}
+
+/// The pool, shared by the `Pool` handle, the handler thread and feeders.
+pub(crate) struct Inner {
+    /// State shared with submitters.
+    pub(crate) shared: Mutex<Shared>,
+    /// Written to wake the handler.
+    pub(crate) wake: EventFd,
+    /// Task and job ids.
+    pub(crate) ids: AtomicU64,
+    /// The number of workers.
+    pub(crate) processes: usize,
+    /// `maxtasksperchild`.
+    pub(crate) maxtasks: Option<u64>,
+    /// The pool-wide task timeout.
+    pub(crate) task_timeout: Option<Duration>,
+    /// The initializer; dropped (with the fds its argument holds) once the
+    /// handler has exited.
+    pub(crate) init: Mutex<Option<InitSpec>>,
+    /// The handler thread, until joined.
+    pub(crate) thread: Mutex<Option<JoinHandle<()>>>,
+    /// The handler thread's id (callbacks run there).
+    pub(crate) thread_id: OnceLock<ThreadId>,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inner {
+    /// Hands a job and its tasks to the handler. `internal` submits (an `imap`
+    /// feeder) are accepted after `close()`, since their call was.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after close (unless internal) or terminate, or once the
+    /// handler has exited; the broken pool's error when broken. The job and
+    /// tasks are dropped then (the job's result becomes that error).
+    pub(crate) fn submit(
+        &self,
+        job: Option<(u64, Box<dyn Job>)>,
+        tasks: Vec<Task>,
+        internal: bool,
+    ) -> Result<()> {
+        let mut s = lock(&self.shared);
+        if let Some(b) = &s.broken {
+            return Err(b.duplicate());
+        }
+        let open = match s.state {
+            PoolState::Run => true,
+            PoolState::Close => internal,
+            PoolState::Terminate => false,
+        };
+        if !open || s.finished {
+            return Err(Error::Closed);
+        }
+        if let Some(j) = job {
+            s.new_jobs.push(j);
+        }
+        s.queue.extend(tasks);
+        let wake = std::mem::replace(&mut s.asleep, false);
+        drop(s);
+        if wake {
+            self.wake_handler();
+        }
+        Ok(())
+    }
+
+    /// Asks the handler to look at job `id` again.
+    pub(crate) fn tick(&self, id: u64) {
+        let mut s = lock(&self.shared);
+        if s.finished {
+            return;
+        }
+        s.ticks.push(id);
+        let wake = std::mem::replace(&mut s.asleep, false);
+        drop(s);
+        if wake {
+            self.wake_handler();
+        }
+    }
+
+    /// Moves to `state` (never back to `Run`, never from `Terminate`).
+    pub(crate) fn set_state(&self, state: PoolState) {
+        let mut s = lock(&self.shared);
+        let next = match (s.state, state) {
+            (PoolState::Terminate, _) => PoolState::Terminate,
+            (_, PoolState::Terminate) => PoolState::Terminate,
+            (PoolState::Close, _) => PoolState::Close,
+            (PoolState::Run, st) => st,
+        };
+        s.state = next;
+        s.asleep = false;
+        drop(s);
+        self.wake_handler();
+    }
+
+    pub(crate) fn wake_handler(&self) {
+        // The counter cannot overflow from single increments in practice; a
+        // failed write (EAGAIN at the maximum) still leaves the fd readable.
+        let _ = self.wake.write(1);
+    }
+
+    /// A new id for a job or task.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+}

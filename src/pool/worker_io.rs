@@ -1,0 +1,446 @@
+//! The parent side of one pool worker: its process (pid, pidfd), its
+//! non-blocking socket with a write cursor over the tasks sent to it and a
+//! [`FrameReader`] over what it sends back, and its [`Gate`] (which of the
+//! tasks sent ahead has started). Starting a worker is here too
+//! (`Inner::start_worker`). The scheduler (`scheduler.rs`) decides what to
+//! send; this file only moves bytes and keeps the bookkeeping per worker.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use super::child::{self, Setup};
+use super::gate::{self, Gate};
+use super::submit::{Inner, Task, lock};
+use crate::connection::DEFAULT_MAX_MESSAGE_LEN;
+use crate::connection::framing;
+use crate::connection::reader::FrameReader;
+use crate::error::{Error, Result};
+use crate::platform::fd;
+use crate::platform::process as platform_process;
+use crate::reduction::{self, Encoded, FnRef, PreparedCall};
+use crate::spawn::{self, StartSpec};
+
+/// Tasks in flight per worker: the one running and, while its tasks are
+/// short, up to seven sent ahead (each claimed at the worker's [`Gate`] when
+/// it starts, so a death still fails exactly the running one).
+pub(super) const MAX_IN_FLIGHT: usize = 8;
+/// Frames written per `sendmsg` at most.
+const WRITE_BATCH: usize = MAX_IN_FLIGHT;
+/// A worker gets a prefetched task only while its last task ran shorter than
+/// this: for short tasks the prefetch hides the round trip, for long ones it
+/// would only make a task wait behind another while a worker may be idle.
+pub(super) const PREFETCH_MAX_TASK_TIME: Duration = Duration::from_millis(2);
+/// Bytes read from a worker's socket per `recvmsg` at most.
+const READ_CHUNK: usize = 64 * 1024;
+
+impl Inner {
+    /// Starts one worker (on any thread).
+    pub(crate) fn start_worker(&self) -> Result<Worker> {
+        let spec = lock(&self.init);
+        let (body, fds, init) = match &*spec {
+            Some(i) => {
+                let fds = i
+                    .arg
+                    .fds
+                    .iter()
+                    .map(|f| f.try_clone())
+                    .collect::<io::Result<Vec<_>>>()?;
+                (i.arg.bytes.clone(), fds, Some(i.func))
+            }
+            None => (reduction::encode(&())?.bytes, Vec::new(), None),
+        };
+        drop(spec);
+        let gate = Gate::create()?;
+        let mut fds = fds;
+        fds.push(gate.fd().try_clone_to_owned()?);
+        let mut bytes = body;
+        child::append_trailer(
+            &mut bytes,
+            &Setup {
+                maxtasks: self.maxtasks,
+                init,
+            },
+            0,
+        )?;
+        let (identity, name) = spawn::next_child_identity("PoolWorker");
+        let child = spawn::start(StartSpec {
+            name: name.clone(),
+            identity,
+            daemon: true,
+            quiet_panics: true,
+            call: PreparedCall {
+                target: FnRef::internal(child::worker_main),
+                payload: Ok(Encoded { bytes, fds }),
+            },
+        })?;
+        let mut w = Worker {
+            pid: child.pid,
+            name,
+            pidfd: child.pidfd,
+            sock: None,
+            gate,
+            next_seq: 0,
+            phase: Phase::Booting,
+            started_at: child.started_at,
+            inflight: VecDeque::new(),
+            sent: 0,
+            partial: 0,
+            tail: Vec::new(),
+            tail_sent: 0,
+            assigned: 0,
+            inbuf: Vec::new(),
+            reader: FrameReader::new(DEFAULT_MAX_MESSAGE_LEN),
+            in_fds: VecDeque::new(),
+            eof: false,
+            write_broken: false,
+            life: Life::Running,
+            last_run: None,
+            last_func: None,
+            timed_out: None,
+        };
+        // Our own copy of the socket, non-blocking; the Connection (and its
+        // fd) is dropped here.
+        let sock = child
+            .conn
+            .with_fd(|fd| fd.try_clone_to_owned())
+            .map_err(|_| Error::Closed);
+        match sock.and_then(|r| r.map_err(Error::from)) {
+            Ok(s) => match fd::set_nonblocking(s.as_fd(), true) {
+                Ok(()) => w.sock = Some(s),
+                Err(e) => return Err(e.into()),
+            },
+            Err(e) => return Err(e),
+        }
+        Ok(w)
+    }
+}
+
+/// Where a worker stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Waiting for the bootstrap's `Started` report.
+    Booting,
+    /// Running its initializer.
+    Initializing,
+    /// Serving tasks.
+    Ready,
+}
+
+/// A worker process's life, as the parent knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Life {
+    /// Not seen to exit.
+    Running,
+    /// Its pidfd became readable: it exited, not yet reaped.
+    Exited,
+    /// `waitpid` done: its pid may belong to another process now.
+    Reaped,
+}
+
+/// A task sent (or being sent) to a worker.
+pub(super) struct InFlight {
+    /// The task; its frame and fds are freed once it has started.
+    pub(super) task: Task,
+    /// Its number on this worker's [`Gate`].
+    pub(super) seq: u32,
+    /// When it started running, once the gate showed it.
+    pub(super) started_at: Option<Instant>,
+}
+
+/// A worker process, seen from the handler.
+pub(crate) struct Worker {
+    /// Its pid.
+    pub(super) pid: u32,
+    /// `PoolWorker-N`.
+    pub(super) name: String,
+    /// Readable once it exited.
+    pub(super) pidfd: OwnedFd,
+    /// The socket (non-blocking); `None` once closed by `close()`.
+    pub(super) sock: Option<OwnedFd>,
+    /// Which of its tasks started; where tasks sent ahead are taken back.
+    pub(super) gate: Gate,
+    /// The seq of the last task given to it.
+    pub(super) next_seq: u32,
+    /// Start-up progress.
+    pub(super) phase: Phase,
+    /// When it was started.
+    pub(super) started_at: Instant,
+    /// Tasks sent to it, oldest (running) first.
+    pub(super) inflight: VecDeque<InFlight>,
+    /// How many of `inflight` are completely written.
+    pub(super) sent: usize,
+    /// Bytes of `inflight[sent]` written (header included).
+    pub(super) partial: usize,
+    /// The rest of a frame taken back half written: still to be written (the
+    /// stream must stay whole; the worker drops it, as its gate says).
+    pub(super) tail: Vec<u8>,
+    /// Bytes of `tail` written.
+    pub(super) tail_sent: usize,
+    /// Tasks given to it in all (for `maxtasksperchild`).
+    pub(super) assigned: u64,
+    /// Where one `recvmsg` lands (`READ_CHUNK` bytes once the first read
+    /// came) before the reader takes the bytes.
+    pub(super) inbuf: Vec<u8>,
+    /// Its frames: the limit is checked at the header, and memory grows only
+    /// as bytes arrive, so a worker announcing 1 TiB costs nothing.
+    pub(super) reader: FrameReader,
+    /// Fds received and not yet handed to a frame (a read may span several
+    /// frames, so they are matched by the count each message declares).
+    pub(super) in_fds: VecDeque<OwnedFd>,
+    /// The socket reached end of file.
+    pub(super) eof: bool,
+    /// A write failed (the worker is gone).
+    pub(super) write_broken: bool,
+    /// Whether the process still runs (its socket has its own two flags
+    /// above: end of file and a failed write come in either order).
+    life: Life,
+    /// How long its last task ran (as the worker measured it).
+    pub(super) last_run: Option<Duration>,
+    /// The function its last task ran.
+    pub(super) last_func: Option<FnRef>,
+    /// The task failed with `Timeout` when it was killed for overrunning.
+    pub(super) timed_out: Option<u64>,
+}
+
+impl Worker {
+    /// SIGKILLs it, unless it is known to have exited (its pid may then be
+    /// reused).
+    pub(super) fn kill(&self) {
+        if self.life == Life::Running {
+            platform_process::kill(self.pid, platform_process::Signal::SIGKILL);
+        }
+    }
+
+    /// It has exited (its pidfd became readable), or was reaped.
+    pub(super) fn exited(&self) -> bool {
+        self.life != Life::Running
+    }
+
+    /// Its pidfd became readable.
+    pub(super) fn mark_exited(&mut self) {
+        if self.life == Life::Running {
+            self.life = Life::Exited;
+        }
+    }
+
+    /// Reaps it (it has exited or was killed); its exit code.
+    pub(super) fn reap(&mut self) -> Option<i32> {
+        if self.life == Life::Reaped {
+            return None;
+        }
+        self.life = Life::Reaped;
+        platform_process::reap_blocking(self.pid)
+    }
+
+    /// Still worth sending work to.
+    pub(super) fn usable(&self) -> bool {
+        self.phase == Phase::Ready
+            && !self.exited()
+            && !self.eof
+            && !self.write_broken
+            && self.sock.is_some()
+    }
+
+    pub(super) fn unsent(&self) -> bool {
+        (self.sent < self.inflight.len() || self.tail_sent < self.tail.len()) && !self.write_broken
+    }
+
+    /// Records the start of the running task once the gate shows it, and frees
+    /// its argument (nothing will resend it). Returns when it started.
+    pub(super) fn note_start(&mut self) -> Option<Instant> {
+        let f = self.inflight.front_mut()?;
+        if f.started_at.is_none() && self.sent > 0 && !gate::after(f.seq, self.gate.started()) {
+            f.started_at = Some(self.gate.started_at());
+            f.task.frame = Vec::new();
+            f.task.fds = Vec::new();
+        }
+        f.started_at
+    }
+
+    /// True while its running task is young enough for more to be sent ahead.
+    pub(super) fn running_briefly(&self, now: Instant) -> bool {
+        self.inflight
+            .front()
+            .and_then(|f| f.started_at)
+            .is_none_or(|s| now.saturating_duration_since(s) < PREFETCH_MAX_TASK_TIME)
+    }
+
+    /// Takes back the tasks waiting behind its running one: revoked at the
+    /// gate if written (even half), dropped from the write queue if not. The
+    /// rest of a half-written frame moves to `tail`, still to be written.
+    /// Returns the tasks, oldest first.
+    pub(super) fn take_back(&mut self) -> Vec<Task> {
+        let half = self.partial > 0 && self.tail.is_empty();
+        let last_written = if half {
+            Some(self.sent)
+        } else {
+            self.sent.checked_sub(1)
+        };
+        let started = match last_written {
+            Some(i) => self.gate.revoke(self.inflight[i].seq),
+            None => self.gate.started(),
+        };
+        let mut kept = VecDeque::with_capacity(2);
+        let mut taken = Vec::new();
+        let mut sent = 0;
+        for (i, f) in std::mem::take(&mut self.inflight).into_iter().enumerate() {
+            let written = i < self.sent;
+            let half_written = i == self.sent && self.partial > 0;
+            if half_written && !half {
+                // Cannot happen (a tail exists only after a take-back, and
+                // then nothing is half written); keep the stream whole anyway.
+                kept.push_back(f);
+                continue;
+            }
+            if written && !gate::after(f.seq, started) {
+                sent += 1;
+                kept.push_back(f);
+                continue;
+            }
+            if half_written {
+                let (h, hlen) = framing::encode_header(f.task.frame.len());
+                let mut whole = Vec::with_capacity(hlen + f.task.frame.len() - self.partial);
+                let skip = self.partial;
+                if skip < hlen {
+                    whole.extend_from_slice(&h[skip..hlen]);
+                    whole.extend_from_slice(&f.task.frame);
+                } else {
+                    whole.extend_from_slice(&f.task.frame[skip - hlen..]);
+                }
+                self.tail = whole;
+                self.tail_sent = 0;
+            }
+            taken.push(f.task);
+        }
+        self.inflight = kept;
+        self.sent = sent;
+        self.partial = 0;
+        self.assigned -= taken.len() as u64;
+        taken
+    }
+
+    /// Writes as much of the queued frames as the socket takes, several frames
+    /// per `sendmsg` (a frame's fds ride with its first byte, so a batch stops
+    /// before a second frame that carries fds).
+    pub(super) fn flush(&mut self) {
+        if !self.flush_tail() {
+            return;
+        }
+        while self.sent < self.inflight.len() && !self.write_broken {
+            let Some(sock) = &self.sock else { return };
+            let end = (self.sent + WRITE_BATCH).min(self.inflight.len());
+            let mut headers = [([0u8; 12], 0usize); WRITE_BATCH];
+            let mut count = 0;
+            for (k, f) in self.inflight.range(self.sent..end).enumerate() {
+                if k > 0 && !f.task.fds.is_empty() {
+                    break;
+                }
+                headers[k] = framing::encode_header(f.task.frame.len());
+                count += 1;
+            }
+            let res = {
+                let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 * count);
+                let mut skip = self.partial;
+                for (k, (h, hlen)) in headers.iter().enumerate().take(count) {
+                    for part in [&h[..*hlen], &self.inflight[self.sent + k].task.frame[..]] {
+                        if skip >= part.len() {
+                            skip -= part.len();
+                        } else {
+                            slices.push(IoSlice::new(&part[skip..]));
+                            skip = 0;
+                        }
+                    }
+                }
+                let first = &self.inflight[self.sent].task;
+                let fds: Vec<_> = if self.partial == 0 {
+                    first.fds.iter().map(|f| f.as_fd()).collect()
+                } else {
+                    Vec::new()
+                };
+                fd::send_with_fds(sock.as_fd(), &slices, &fds)
+            };
+            match res {
+                Ok(mut n) => {
+                    for (_, hlen) in headers.iter().take(count) {
+                        let f = &mut self.inflight[self.sent];
+                        let left = hlen + f.task.frame.len() - self.partial;
+                        if n < left {
+                            self.partial += n;
+                            break;
+                        }
+                        n -= left;
+                        self.partial = 0;
+                        self.sent += 1;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    // EPIPE / ECONNRESET: the worker is gone; its pidfd says how.
+                    self.write_broken = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes what is left of a frame taken back half written; true once
+    /// nothing is left.
+    pub(super) fn flush_tail(&mut self) -> bool {
+        while self.tail_sent < self.tail.len() && !self.write_broken {
+            let Some(sock) = &self.sock else { return false };
+            let rest = [IoSlice::new(&self.tail[self.tail_sent..])];
+            match fd::send_with_fds(sock.as_fd(), &rest, &[]) {
+                Ok(n) => self.tail_sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(_) => {
+                    self.write_broken = true;
+                    return false;
+                }
+            }
+        }
+        self.tail = Vec::new();
+        self.tail_sent = 0;
+        !self.write_broken
+    }
+
+    /// Reads what the socket has into the reader; false once it reached end
+    /// of file. Stops early at a frame error (the worker is then killed, so
+    /// a worker streaming garbage cannot keep the handler reading).
+    pub(super) fn fill(&mut self) -> bool {
+        if self.inbuf.len() < READ_CHUNK {
+            self.inbuf.resize(READ_CHUNK, 0);
+        }
+        while !self.reader.failed() {
+            let Some(sock) = &self.sock else { return false };
+            let mut fds = Vec::new();
+            let res = fd::recv_with_fds(sock.as_fd(), &mut self.inbuf, &mut fds);
+            self.in_fds.extend(fds);
+            match res {
+                Ok(0) => {
+                    // A frame cut short is no protocol error: the worker
+                    // died mid-write, and its pidfd tells how.
+                    self.eof = true;
+                    return false;
+                }
+                Ok(n) => self.reader.push(&self.inbuf[..n], Vec::new()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(_) => {
+                    self.eof = true;
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if self.life != Life::Reaped {
+            self.kill();
+            self.reap();
+        }
+    }
+}
