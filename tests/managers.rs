@@ -1819,3 +1819,79 @@ fn a_manager_pool_is_used_from_a_child_and_freed_with_its_last_proxy() {
     m.shutdown().unwrap();
     assert_eq!(m.exitcode(), Some(0));
 }
+
+/// The child of `a_refused_claim_keeps_the_process_references`: makes a dict,
+/// sends its proxy through a queue and exits before anyone reads it, so its
+/// unclaimed transit reference (and the dict) go with it.
+fn short_lived_sender(
+    (addr, key, q): (
+        mp::connection::Address,
+        Vec<u8>,
+        mp::Queue<mp::DictProxy<u8, u8>>,
+    ),
+) {
+    let m = mp::Manager::connect(addr, key).unwrap();
+    let d = m.dict::<u8, u8>().unwrap();
+    q.put(d).unwrap();
+}
+
+// A claim the server refuses (the object went with the child that sent its
+// proxy) is an error for that proxy alone: the process's session, and so
+// every other reference it holds, stays.
+#[test]
+fn a_refused_claim_keeps_the_process_references() {
+    let _s = serial();
+    let _leaks = LeakCheck::new();
+    let key = random_key();
+    let m = mp::Manager::serve(
+        mp::connection::Address::Abstract(format!("mp-test-claim-{}", std::process::id())),
+        &key,
+    )
+    .unwrap();
+    let mine = m.list_from([7, 8]).unwrap();
+    assert_eq!(m.number_of_objects().unwrap(), 1);
+    let q = mp::Queue::<mp::DictProxy<u8, u8>>::new().unwrap();
+    let mut p = mp::Process::new(short_lived_sender, (m.address(), key.clone(), q.clone()));
+    p.start().unwrap();
+    within(LONG, "join the sender", move || {
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+    });
+    // The sender's session ended with it: its dict is gone.
+    wait_for_objects(&m, 1);
+    let dead = q.get_timeout(LONG).unwrap();
+    assert!(dead.len().is_err(), "the dict went with its sender");
+    drop(dead);
+    // This process's own list is untouched, and still counted.
+    assert_eq!(mine.to_vec().unwrap(), vec![7, 8]);
+    assert_eq!(m.number_of_objects().unwrap(), 1);
+    let again = m.dict::<u8, u8>().unwrap();
+    assert_eq!(m.number_of_objects().unwrap(), 2);
+    drop(again);
+    drop(mine);
+    assert_eq!(m.number_of_objects().unwrap(), 0);
+    m.shutdown().unwrap();
+}
+
+// A proxy of a manager that was shut down, dropped after a new manager
+// serves at the same address with the same key, frees nothing of the new one
+// (the new server's sessions are numbered apart from the old one's).
+#[test]
+fn a_proxy_of_an_earlier_server_frees_nothing_of_the_next() {
+    let _s = serial();
+    let _leaks = LeakCheck::new();
+    let key = random_key();
+    let addr = mp::connection::Address::Abstract(format!("mp-test-restart-{}", std::process::id()));
+    let first = mp::Manager::serve(addr.clone(), &key).unwrap();
+    let old = first.dict::<u8, u8>().unwrap();
+    first.shutdown().unwrap();
+    let second = mp::Manager::serve(addr, &key).unwrap();
+    let new = second.dict::<u8, u8>().unwrap();
+    new.insert(1, 2).unwrap();
+    drop(old);
+    assert_eq!(second.number_of_objects().unwrap(), 1);
+    assert_eq!(new.get(&1).unwrap(), Some(2));
+    drop(new);
+    assert_eq!(second.number_of_objects().unwrap(), 0);
+    second.shutdown().unwrap();
+}

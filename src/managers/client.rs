@@ -154,10 +154,10 @@ impl ServerRef {
     fn ref_request(&self, req: &Request) -> Result<(Reply, u64)> {
         let s = self.session()?;
         let chan = s.chan.lock().unwrap_or_else(|e| e.into_inner());
-        let reply = exchange(&chan, req);
-        if reply.is_err() {
-            chan.close();
-        }
+        // Only a failed lifeline is closed: closing it ends the session and
+        // releases every reference of this process, which an error the
+        // server answered (an object freed meanwhile) must not do.
+        let reply = exchange_answer(&chan, req).inspect_err(|_| chan.close())?;
         Ok((reply?, s.id))
     }
 
@@ -307,7 +307,8 @@ pub(crate) fn decref(key: u64, id: ObjId, session: u64) {
         return;
     }
     let chan = s.chan.lock().unwrap_or_else(|e| e.into_inner());
-    if exchange(&chan, &Request::Decref(id)).is_err() {
+    // As in `ref_request`: an answered error leaves the lifeline open.
+    if exchange_answer(&chan, &Request::Decref(id)).is_err() {
         chan.close();
     }
 }
@@ -323,12 +324,20 @@ fn remember(key: u64, chan: &Arc<Channel>) {
 /// One request and its answer over `chan` (a lifeline or a fresh
 /// connection: nothing in the answer holds references).
 fn exchange(chan: &Channel, req: &Request) -> Result<Reply> {
+    exchange_answer(chan, req)?
+}
+
+/// [`exchange`], telling the two failures apart: the outer `Err` when the
+/// channel failed (unusable now: lost, or a corrupt answer), the inner one
+/// when the server answered with an error (the channel is fine).
+fn exchange_answer(chan: &Channel, req: &Request) -> Result<Result<Reply>> {
     let bytes = postcard::to_stdvec(req).map_err(Error::encode)?;
     chan.send(&bytes).map_err(lost)?;
-    chan.recv(true, |frame| postcard::from_bytes::<Response>(frame))
+    let answer = chan
+        .recv(true, |frame| postcard::from_bytes::<Response>(frame))
         .map_err(lost)?
-        .map_err(|e| Error::decode(format!("corrupt answer from the manager: {e}")))?
-        .map_err(|e| e.into_error())
+        .map_err(|e| Error::decode(format!("corrupt answer from the manager: {e}")))?;
+    Ok(answer.map_err(|e| e.into_error()))
 }
 
 /// Whether the manager at `addr` is gone: nothing accepts there, or what

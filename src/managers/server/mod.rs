@@ -141,11 +141,27 @@ fn freed(id: ObjId) -> WireError {
     ))
 }
 
+/// Where this server's session numbers start: random, so that a proxy of an
+/// earlier server at the same address (same manager key) never names a
+/// session of this one, and its drop sends this server no decref.
+fn first_session() -> u64 {
+    let mut bytes = [0u8; 8];
+    // Without randomness, a time-based start still differs between servers.
+    if crate::platform::spawn::random_bytes(&mut bytes).is_err() {
+        bytes = crate::platform::fd::monotonic_ns().to_le_bytes();
+    }
+    // Below 2^62, so counting up never wraps; never 0.
+    (u64::from_le_bytes(bytes) >> 2).max(1)
+}
+
 impl Server {
     /// An empty server.
     pub(crate) fn new() -> Arc<Server> {
         Arc::new(Server {
-            refs: Mutex::new(RefState::default()),
+            refs: Mutex::new(RefState {
+                last_session: first_session(),
+                ..RefState::default()
+            }),
             objects: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
