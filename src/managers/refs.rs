@@ -62,11 +62,25 @@ pub(crate) fn install_server(server: Arc<Server>) {
     let _ = SERVER.set(server);
 }
 
+/// Runs its closure when dropped: puts a thread-local context back even when
+/// the closure it wraps panics (a `Serialize` of the user's may), so that a
+/// later encoding on this thread does not run in a stale context.
+struct Restore<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for Restore<F> {
+    fn drop(&mut self) {
+        if let Some(restore) = self.0.take() {
+            restore();
+        }
+    }
+}
+
 /// Runs `f` (an encoding) collecting the proxies serialized in it.
 pub(crate) fn collecting<R>(f: impl FnOnce() -> R) -> (R, Vec<(u64, ObjId)>) {
     let saved = COLLECT.with(|c| c.borrow_mut().replace(Vec::new()));
+    let _restore = Restore(Some(move || COLLECT.with(|c| *c.borrow_mut() = saved)));
     let out = f();
-    let got = COLLECT.with(|c| std::mem::replace(&mut *c.borrow_mut(), saved));
+    let got = COLLECT.with(|c| c.borrow_mut().take());
     (out, got.unwrap_or_default())
 }
 
@@ -84,9 +98,8 @@ pub(crate) fn record(key: u64, id: ObjId) -> bool {
 /// Runs `f` (the encoding of a request to the manager with `key`).
 pub(crate) fn sending<R>(key: u64, f: impl FnOnce() -> R) -> R {
     let saved = DEST.with(|d| d.replace(Some(key)));
-    let out = f();
-    DEST.with(|d| d.set(saved));
-    out
+    let _restore = Restore(Some(move || DEST.with(|d| d.set(saved))));
+    f()
 }
 
 /// The references a blob lists on the wire: for a blob encoded here, its
@@ -110,9 +123,8 @@ pub(crate) fn refs_to_send(b: &Blob) -> Vec<ObjId> {
 /// server gave to `session`).
 pub(crate) fn receiving<R>(key: u64, session: u64, f: impl FnOnce() -> R) -> R {
     let saved = RECEIVING.with(|r| r.replace(Some((key, session))));
-    let out = f();
-    RECEIVING.with(|r| r.set(saved));
-    out
+    let _restore = Restore(Some(move || RECEIVING.with(|r| r.set(saved))));
+    f()
 }
 
 /// Who owns the references `refs` of a blob just received: this client's
@@ -150,12 +162,13 @@ pub(crate) fn adopting<R>(b: &Blob, f: impl FnOnce() -> R) -> R {
     };
     let refs = std::mem::take(&mut *pending.lock().unwrap_or_else(|e| e.into_inner()));
     let saved = ADOPT.with(|a| a.borrow_mut().replace((*key, *session, refs)));
-    let out = f();
-    let left = ADOPT.with(|a| std::mem::replace(&mut *a.borrow_mut(), saved));
-    if let Some((_, _, left)) = left {
-        *pending.lock().unwrap_or_else(|e| e.into_inner()) = left;
-    }
-    out
+    let _restore = Restore(Some(move || {
+        let left = ADOPT.with(|a| std::mem::replace(&mut *a.borrow_mut(), saved));
+        if let Some((_, _, left)) = left {
+            *pending.lock().unwrap_or_else(|e| e.into_inner()) = left;
+        }
+    }));
+    f()
 }
 
 /// A proxy of `id` at the manager with `key` being decoded: the session

@@ -141,6 +141,28 @@ fn freed(id: ObjId) -> WireError {
     ))
 }
 
+/// Calls `f` with every object id the values of an answer hold a reference
+/// to (the references `hand_over` gives the session).
+fn each_answer_ref(response: &Response, mut f: impl FnMut(ObjId)) {
+    let Ok(reply) = response else {
+        return;
+    };
+    let mut blob = |b: &Blob| b.ids().iter().for_each(|id| f(*id));
+    match reply {
+        Reply::Value(b) | Reply::Maybe(Some(b)) => blob(b),
+        Reply::Values(bs) => bs.iter().for_each(&mut blob),
+        Reply::Pairs(ps) => ps.iter().for_each(|(k, v)| {
+            blob(k);
+            blob(v);
+        }),
+        Reply::MaybePair(Some((k, v))) => {
+            blob(k);
+            blob(v);
+        }
+        _ => {}
+    }
+}
+
 /// Where this server's session numbers start: random, so that a proxy of an
 /// earlier server at the same address (same manager key) never names a
 /// session of this one, and its drop sends this server no decref.
@@ -182,6 +204,12 @@ impl Server {
         let mut refs = ConnRefs::default();
         let mut shutdown = false;
         while let Ok(request) = conn.recv(true, |frame| postcard::from_bytes::<Request>(frame)) {
+            // A call's answer gives the session references (`hand_over`).
+            let hands_over = matches!(
+                &request,
+                Ok(Request::Call(_, op))
+                    if !matches!(op, Op::PoolApplyAsync(..) | Op::PoolMapAsync(..))
+            );
             let (response, undo) = match request {
                 Ok(Request::Shutdown) => {
                     shutdown = true;
@@ -199,6 +227,9 @@ impl Server {
             };
             if !sent {
                 self.undo(undo, &response, &client);
+                if let (true, Some(session)) = (hands_over, refs.session) {
+                    self.take_back_answer(session, &response);
+                }
                 break;
             }
             if shutdown {
@@ -400,28 +431,18 @@ impl Server {
     /// Gives session `s` the references the values of an answer hold
     /// (dropping the answer then releases the values' own).
     fn hand_over(&self, s: u64, response: &Response) {
-        let Ok(reply) = response else {
-            return;
-        };
         // Alive: the blob holds each.
-        let give = |b: &Blob| {
-            for id in b.ids() {
-                let _ = self.give(s, *id, false);
-            }
-        };
-        match reply {
-            Reply::Value(b) | Reply::Maybe(Some(b)) => give(b),
-            Reply::Values(bs) => bs.iter().for_each(give),
-            Reply::Pairs(ps) => ps.iter().for_each(|(k, v)| {
-                give(k);
-                give(v);
-            }),
-            Reply::MaybePair(Some((k, v))) => {
-                give(k);
-                give(v);
-            }
-            _ => {}
-        }
+        each_answer_ref(response, |id| {
+            let _ = self.give(s, id, false);
+        });
+    }
+
+    /// Takes back what [`hand_over`](Self::hand_over) gave for an answer
+    /// that never reached the client.
+    fn take_back_answer(&self, s: u64, response: &Response) {
+        each_answer_ref(response, |id| {
+            let _ = self.take_back(s, id);
+        });
     }
 
     /// Releases the RLocks and Conditions a departed client held.
