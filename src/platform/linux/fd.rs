@@ -134,6 +134,29 @@ pub(crate) fn is_too_big(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMSGSIZE) | Some(libc::ENOBUFS))
 }
 
+/// The error of a message received without all its fds (`MSG_CTRUNC`: they
+/// did not fit, or the process is at its fd limit). The message itself was
+/// consumed.
+#[derive(Debug)]
+struct FdsTruncated;
+
+impl std::fmt::Display for FdsTruncated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "a message carried more file descriptors than could be received \
+             (too many, or this process is at its fd limit)",
+        )
+    }
+}
+
+impl std::error::Error for FdsTruncated {}
+
+/// True for the error of a message received without all its fds (the
+/// message was consumed: it is lost to the caller).
+pub(crate) fn is_fds_truncated(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<FdsTruncated>())
+}
+
 /// The error of a message too big for its socket (`EMSGSIZE`).
 pub(crate) fn too_big() -> io::Error {
     io::Error::from_raw_os_error(libc::EMSGSIZE)
@@ -241,9 +264,7 @@ fn recvmsg_fds(
             }
         }
         if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
-            return Err(io::Error::other(
-                "a message carried more file descriptors than fit",
-            ));
+            return Err(io::Error::other(FdsTruncated));
         }
         return Ok(Received {
             len: msg.bytes,
