@@ -1004,6 +1004,65 @@ fn an_item_with_handles_goes_when_one_slot_frees() {
     );
 }
 
+// A `get` at the fd limit takes an item carrying handles without them
+// (MSG_CTRUNC): the item is lost, and the error says so; its slot is given
+// back, so a bounded queue keeps its capacity.
+#[test]
+fn an_item_received_without_its_handles_is_lost_but_its_slot_freed() {
+    let _s = common::serial();
+    within(
+        SHORT,
+        "an_item_received_without_its_handles_is_lost_but_its_slot_freed",
+        || {
+            let leaks = LeakCheck::new();
+            let q = mp::Queue::<Mixed>::with_maxsize(1).unwrap();
+            let ready = mp::Event::new().unwrap();
+            let go = mp::Event::new().unwrap();
+            let mut child = mp::Process::new(
+                |(q, ready, go): (mp::Queue<Mixed>, mp::Event, mp::Event)| {
+                    ready.set();
+                    go.wait();
+                    // No fd free: the connection cannot be received.
+                    match q.get() {
+                        Err(mp::Error::Io(e)) if e.to_string().contains("queue item lost") => {}
+                        Err(e) => panic!("expected the item lost, got {e}"),
+                        Ok(_) => panic!("expected the item lost, got it"),
+                    }
+                    assert_eq!(q.qsize(), 0);
+                    q.put_nowait(Mixed::N(7)).unwrap();
+                },
+                (q.clone(), ready.clone(), go.clone()),
+            );
+            child.start().unwrap();
+            ready.wait();
+            let pid = child.pid().unwrap();
+            // Fds are allocated lowest first: a limit of the lowest free fd
+            // leaves the child none to receive into.
+            let open: BTreeSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .unwrap()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+                .collect();
+            let lowest_free = (0..).find(|n| !open.contains(n)).unwrap();
+            let limit = format!("--nofile={lowest_free}");
+            let status = std::process::Command::new("prlimit")
+                .args(["--pid", &pid.to_string(), &limit])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            let (a, b) = mp::pipe(true).unwrap();
+            q.put(Mixed::Conn(b)).unwrap();
+            go.set();
+            child.join().unwrap();
+            assert_eq!(child.exitcode(), Some(0));
+            assert!(matches!(q.get_nowait(), Ok(Mixed::N(7))));
+            assert!(q.empty());
+            drop((q, a, child, ready, go));
+            leaks.check();
+        },
+    );
+}
+
 /// True if a thread of this process named `name` is asleep in the kernel.
 fn thread_sleeps(name: &str) -> bool {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {

@@ -237,9 +237,10 @@ pub(crate) fn recv_flags_with(
 }
 
 /// The one `recvmsg` loop both receive functions share: retries on `EINTR`,
-/// takes ownership of every fd that arrived (appended to `fds`, so none
-/// leaks even when the call then fails), and fails when the fds did not all
-/// fit in `cmsg` (`MSG_CTRUNC`: the kernel closed the rest).
+/// takes ownership of every fd that arrived (appended to `fds`), and fails
+/// when the fds did not all fit (`MSG_CTRUNC`: too many for `cmsg`, or the
+/// process at its fd limit; the kernel closed the rest, and the message is
+/// consumed: [`is_fds_truncated`]).
 fn recvmsg_fds(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
@@ -253,6 +254,13 @@ fn recvmsg_fds(
             Err(Errno::EINTR) => continue,
             other => other?,
         };
+        // Before `cmsgs()`, which refuses a truncated control buffer with a
+        // bare ENOBUFS that would not say the message is gone. The fds the
+        // kernel did install before it ran out (none when the process is at
+        // its fd limit from the start) are not walked: nix gives no safe way.
+        if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+            return Err(io::Error::other(FdsTruncated));
+        }
         for c in msg.cmsgs()? {
             if let ControlMessageOwned::ScmRights(raw) = c {
                 for r in raw {
@@ -262,9 +270,6 @@ fn recvmsg_fds(
                     fds.push(unsafe { OwnedFd::from_raw_fd(r) });
                 }
             }
-        }
-        if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
-            return Err(io::Error::other(FdsTruncated));
         }
         return Ok(Received {
             len: msg.bytes,
