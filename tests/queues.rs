@@ -946,6 +946,137 @@ fn items_with_handles_wait_behind_a_spilled_backlog() {
     );
 }
 
+// An item with handles put into a socket that is nearly, not quite, full
+// goes through once a `get` makes room. (On a datagram socket POLLOUT fires
+// only with the buffer at most a quarter used, while a send succeeds below
+// full: a producer that waited for POLLOUT alone stayed blocked here.)
+#[test]
+fn an_item_with_handles_goes_when_one_slot_frees() {
+    const PRODUCER: &str = "handle-producer";
+    let _s = common::serial();
+    within(
+        SHORT,
+        "an_item_with_handles_goes_when_one_slot_frees",
+        || {
+            let leaks = LeakCheck::new();
+            let q = mp::Queue::<mp::Connection>::new().unwrap();
+            // Fill the socket with handles (they never spill to shared memory).
+            let mut kept = Vec::new();
+            loop {
+                let (a, b) = mp::pipe(true).unwrap();
+                match q.put_nowait(b) {
+                    Ok(()) => kept.push(a),
+                    Err(mp::Error::Full) => break,
+                    Err(e) => panic!("put_nowait: {e}"),
+                }
+                assert!(kept.len() < 100_000, "the socket never filled");
+            }
+            let n = kept.len();
+            let (a, b) = mp::pipe(true).unwrap();
+            kept.push(a);
+            let producer = {
+                let q = q.clone();
+                std::thread::Builder::new()
+                    .name(PRODUCER.into())
+                    .spawn(move || q.put(b))
+                    .unwrap()
+            };
+            // Once the producer sleeps (its put found no room), one item out:
+            // the socket is still far above a quarter used.
+            while !thread_sleeps(PRODUCER) {
+                std::thread::yield_now();
+            }
+            let first = q.get().unwrap();
+            producer.join().unwrap().unwrap();
+            // Every connection arrived, paired with its kept end, in order.
+            let mut got = vec![first];
+            for _ in 0..n {
+                got.push(q.get().unwrap());
+            }
+            assert!(q.empty());
+            for (i, (mine, theirs)) in kept.iter().zip(&got).enumerate() {
+                mine.send(&(i as u32)).unwrap();
+                assert_eq!(theirs.recv::<u32>().unwrap(), i as u32);
+            }
+            drop((q, kept, got));
+            leaks.check();
+        },
+    );
+}
+
+// A `get` at the fd limit takes an item carrying handles without them
+// (MSG_CTRUNC): the item is lost, and the error says so; its slot is given
+// back, so a bounded queue keeps its capacity.
+#[test]
+fn an_item_received_without_its_handles_is_lost_but_its_slot_freed() {
+    let _s = common::serial();
+    within(
+        SHORT,
+        "an_item_received_without_its_handles_is_lost_but_its_slot_freed",
+        || {
+            let leaks = LeakCheck::new();
+            let q = mp::Queue::<Mixed>::with_maxsize(1).unwrap();
+            let ready = mp::Event::new().unwrap();
+            let go = mp::Event::new().unwrap();
+            let mut child = mp::Process::new(
+                |(q, ready, go): (mp::Queue<Mixed>, mp::Event, mp::Event)| {
+                    ready.set();
+                    go.wait();
+                    // No fd free: the connection cannot be received.
+                    match q.get() {
+                        Err(mp::Error::Io(e)) if e.to_string().contains("queue item lost") => {}
+                        Err(e) => panic!("expected the item lost, got {e}"),
+                        Ok(_) => panic!("expected the item lost, got it"),
+                    }
+                    assert_eq!(q.qsize(), 0);
+                    q.put_nowait(Mixed::N(7)).unwrap();
+                },
+                (q.clone(), ready.clone(), go.clone()),
+            );
+            child.start().unwrap();
+            ready.wait();
+            let pid = child.pid().unwrap();
+            // Fds are allocated lowest first: a limit of the lowest free fd
+            // leaves the child none to receive into.
+            let open: BTreeSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .unwrap()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+                .collect();
+            let lowest_free = (0..).find(|n| !open.contains(n)).unwrap();
+            let limit = format!("--nofile={lowest_free}");
+            let status = std::process::Command::new("prlimit")
+                .args(["--pid", &pid.to_string(), &limit])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            let (a, b) = mp::pipe(true).unwrap();
+            q.put(Mixed::Conn(b)).unwrap();
+            go.set();
+            child.join().unwrap();
+            assert_eq!(child.exitcode(), Some(0));
+            assert!(matches!(q.get_nowait(), Ok(Mixed::N(7))));
+            assert!(q.empty());
+            drop((q, a, child, ready, go));
+            leaks.check();
+        },
+    );
+}
+
+/// True if a thread of this process named `name` is asleep in the kernel.
+fn thread_sleeps(name: &str) -> bool {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // "tid (comm) state ...": comm may hold spaces, so split at the last ')'.
+        stat.rsplit_once(')').is_some_and(|(head, tail)| {
+            head.ends_with(&format!("({name}")) && tail.trim_start().starts_with('S')
+        })
+    })
+}
+
 // ---------------------------------------------------------------------------
 // More processes, deaths, big items, handles
 

@@ -103,8 +103,8 @@ const MEMFD_NAME: &std::ffi::CStr = c"multiprocess-queue";
 /// consumer beside a waiting item until the next `put`.
 const GET_RECHECK_SLICE: Duration = Duration::from_millis(100);
 
-/// How long a `put` of an item with handles sleeps between looks at the
-/// spill log while it waits for the log to drain.
+/// How long a `put` of an item with handles waits between tries while the
+/// spill log drains or the socket is full (see `send_with_handles`).
 const HANDLES_WAIT_SLICE: Duration = Duration::from_millis(2);
 
 /// How long a `get` that finds the queue empty watches the shared item
@@ -179,6 +179,10 @@ enum Taken {
     Datagram(fd::Received),
     /// A record from the spill log.
     Record(Record),
+    /// An item taken but lost (received without its fds, or a corrupt spill
+    /// log dropped): its slot is given back like any other, then the `get`
+    /// gives this error.
+    Lost(Error),
 }
 
 impl Handles {
@@ -214,16 +218,24 @@ impl Handles {
     }
 
     /// Receives one datagram if one is there.
-    fn try_recv(
-        &self,
-        bufs: &mut RecvBufs,
-        fds: &mut Vec<OwnedFd>,
-    ) -> Result<Option<fd::Received>> {
-        let got = fd::recv_flags_with(self.rx.as_fd(), &mut bufs.data, &mut bufs.cmsg, fds, true)?;
-        if got.is_some() {
-            saturating_dec(self.word(layout::IN_SOCKET));
+    fn try_recv(&self, bufs: &mut RecvBufs, fds: &mut Vec<OwnedFd>) -> Result<Option<Taken>> {
+        let got = fd::recv_flags_with(self.rx.as_fd(), &mut bufs.data, &mut bufs.cmsg, fds, true);
+        match got {
+            Ok(None) => Ok(None),
+            Ok(Some(r)) => {
+                saturating_dec(self.word(layout::IN_SOCKET));
+                Ok(Some(Taken::Datagram(r)))
+            }
+            // The datagram was consumed without its fds: it is out of the
+            // socket, so counted out, and lost.
+            Err(e) if fd::is_fds_truncated(&e) => {
+                saturating_dec(self.word(layout::IN_SOCKET));
+                Ok(Some(Taken::Lost(Error::Io(std::io::Error::other(
+                    format!("queue item lost: {e}"),
+                )))))
+            }
+            Err(e) => Err(e.into()),
         }
-        Ok(got)
     }
 
     /// Announces a placed item: bumps `SEQ` and wakes sleeping `get`s.
@@ -449,7 +461,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     ///
     /// [`Error::Closed`] after `close()`, [`Error::Encode`] if the item does not
-    /// serialize (nothing is queued), [`Error::Io`].
+    /// serialize, [`Error::MessageTooLarge`] if it encodes to more than 4 GiB
+    /// (nothing is queued), [`Error::Io`].
     pub fn put(&self, item: T) -> Result<()> {
         self.put_deadline(&item, None)
     }
@@ -486,7 +499,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     ///
     /// [`Error::Closed`] after `close()`; [`Error::Decode`] for an item of
-    /// another type, or a corrupt one (the item is consumed); [`Error::Io`].
+    /// another type, or a corrupt one (the item is consumed); [`Error::Io`],
+    /// which says "queue item lost" when an item was taken but could not be
+    /// received whole (its handles did not fit: this process at its fd
+    /// limit). A lost or corrupt item counts as got (its slot is free).
     pub fn get(&self) -> Result<T> {
         self.get_deadline(None)
     }
@@ -597,6 +613,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         // Encode first: an item that cannot be encoded changes nothing
         // (CPython bpo-30414 left its size off by one).
         let enc = reduction::encode(item)?;
+        // A `get` refuses longer ones (a spill log record, or an out-of-band
+        // item): refuse it here, before it takes a slot or any memory.
+        check_item_len(enc.bytes.len(), DEFAULT_MAX_MESSAGE_LEN)?;
         // A large item with handles is copied into its memfd before a slot
         // is taken: a producer killed during that copy (milliseconds for a
         // big item) then holds no slot, so a bounded queue keeps its
@@ -775,6 +794,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                     reduction::decode(&bufs.data[start..start + len], Vec::new())
                 }
                 Taken::Record(Record::Owned(v)) => reduction::decode(&v, Vec::new()),
+                Taken::Lost(e) => Err(e),
             }
         })
     }
@@ -793,8 +813,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         // the syscall (the spill log's gets and an empty queue's spin).
         let in_socket = h.word(layout::IN_SOCKET);
         if in_socket.load(Ordering::Acquire) > 0 {
-            if let Some(r) = h.try_recv(bufs, fds)? {
-                return Ok(Some(Taken::Datagram(r)));
+            if let Some(t) = h.try_recv(bufs, fds)? {
+                return Ok(Some(t));
             }
         }
         let log = h.log();
@@ -809,12 +829,27 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         // record we are about to take was appended. Taking the log record
         // first would reorder that producer's items.
         if in_socket.load(Ordering::Acquire) > 0 {
-            if let Some(r) = h.try_recv(bufs, fds)? {
-                return Ok(Some(Taken::Datagram(r)));
+            if let Some(t) = h.try_recv(bufs, fds)? {
+                return Ok(Some(t));
             }
         }
-        Ok(log.take_locked(&held, &mut bufs.data)?.map(Taken::Record))
+        match log.take_locked(&held, &mut bufs.data) {
+            Ok(r) => Ok(r.map(Taken::Record)),
+            // The log was dropped: at least its first record is lost.
+            Err(e @ Error::Decode(_)) => Ok(Some(Taken::Lost(e))),
+            Err(e) => Err(e),
+        }
     }
+}
+
+/// `Ok` if an encoded item of `len` bytes is within `max` (what a `get`
+/// accepts), else [`Error::MessageTooLarge`].
+fn check_item_len(len: usize, max: u64) -> Result<()> {
+    let len = len as u64;
+    if len > max {
+        return Err(Error::MessageTooLarge { len, max });
+    }
+    Ok(())
 }
 
 /// Takes a free in-flight record of a bounded queue for `pid` (`None` when
@@ -917,15 +952,17 @@ fn send_with_handles(
         if deadline.is_some_and(|d| now >= d) {
             return Err(Error::Full);
         }
+        let until = deadline.map_or(now + HANDLES_WAIT_SLICE, |d| {
+            d.min(now + HANDLES_WAIT_SLICE)
+        });
         if h.log().is_empty() {
-            // POLLOUT on a datagram socket means "a quarter of the buffer is
-            // free"; the retry above tells the truth.
-            fd::wait_for(h.tx.as_fd(), fd::WRITABLE, deadline)?;
+            // POLLOUT on a datagram socket means "no more than a quarter of
+            // the buffer is used", while a send succeeds whenever the item
+            // fits: waiting for it alone could wait forever with room there.
+            // So in slices, and the retry above tells the truth.
+            fd::wait_for(h.tx.as_fd(), fd::WRITABLE, Some(until))?;
         } else {
             // Rare (handles put behind a spilled backlog): look again soon.
-            let until = deadline.map_or(now + HANDLES_WAIT_SLICE, |d| {
-                d.min(now + HANDLES_WAIT_SLICE)
-            });
             std::thread::sleep(until.saturating_duration_since(now));
         }
     }
@@ -1427,6 +1464,36 @@ mod tests {
         };
         assert!(matches!(other.get(), Err(Error::Decode(_))));
         assert_eq!(q.qsize(), 0);
+    }
+
+    #[test]
+    fn item_len_check_refuses_past_the_limit() {
+        check_item_len(10, 10).unwrap();
+        assert!(matches!(
+            check_item_len(11, 10),
+            Err(Error::MessageTooLarge { len: 11, max: 10 })
+        ));
+        // What `put` checks against: what a `get` accepts.
+        let too_long = DEFAULT_MAX_MESSAGE_LEN as usize + 1;
+        assert!(matches!(
+            check_item_len(too_long, DEFAULT_MAX_MESSAGE_LEN),
+            Err(Error::MessageTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn a_corrupt_spill_log_gives_its_slot_back() {
+        let q = Queue::<Vec<u8>>::with_maxsize(1).unwrap();
+        // Over INLINE_MAX: the item goes to the spill log.
+        q.put(vec![1; 2 * INLINE_MAX]).unwrap();
+        let h = q.handles().unwrap();
+        assert!(!h.log().is_empty());
+        // Its length header now claims more than the log holds.
+        shm::write_all_at(h.shm.fd(), spill::LOG_START, &[&[0xff; 9][..], &[0x01]]).unwrap();
+        assert!(matches!(q.get_nowait(), Err(Error::Decode(_))));
+        assert_eq!(q.qsize(), 0);
+        q.put_nowait(vec![2]).unwrap();
+        assert_eq!(q.get().unwrap(), vec![2]);
     }
 
     #[test]

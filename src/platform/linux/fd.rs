@@ -134,6 +134,29 @@ pub(crate) fn is_too_big(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMSGSIZE) | Some(libc::ENOBUFS))
 }
 
+/// The error of a message received without all its fds (`MSG_CTRUNC`: they
+/// did not fit, or the process is at its fd limit). The message itself was
+/// consumed.
+#[derive(Debug)]
+struct FdsTruncated;
+
+impl std::fmt::Display for FdsTruncated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "a message carried more file descriptors than could be received \
+             (too many, or this process is at its fd limit)",
+        )
+    }
+}
+
+impl std::error::Error for FdsTruncated {}
+
+/// True for the error of a message received without all its fds (the
+/// message was consumed: it is lost to the caller).
+pub(crate) fn is_fds_truncated(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<FdsTruncated>())
+}
+
 /// The error of a message too big for its socket (`EMSGSIZE`).
 pub(crate) fn too_big() -> io::Error {
     io::Error::from_raw_os_error(libc::EMSGSIZE)
@@ -214,9 +237,10 @@ pub(crate) fn recv_flags_with(
 }
 
 /// The one `recvmsg` loop both receive functions share: retries on `EINTR`,
-/// takes ownership of every fd that arrived (appended to `fds`, so none
-/// leaks even when the call then fails), and fails when the fds did not all
-/// fit in `cmsg` (`MSG_CTRUNC`: the kernel closed the rest).
+/// takes ownership of every fd that arrived (appended to `fds`), and fails
+/// when the fds did not all fit (`MSG_CTRUNC`: too many for `cmsg`, or the
+/// process at its fd limit; the kernel closed the rest, and the message is
+/// consumed: [`is_fds_truncated`]).
 fn recvmsg_fds(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
@@ -230,6 +254,13 @@ fn recvmsg_fds(
             Err(Errno::EINTR) => continue,
             other => other?,
         };
+        // Before `cmsgs()`, which refuses a truncated control buffer with a
+        // bare ENOBUFS that would not say the message is gone. The fds the
+        // kernel did install before it ran out (none when the process is at
+        // its fd limit from the start) are not walked: nix gives no safe way.
+        if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+            return Err(io::Error::other(FdsTruncated));
+        }
         for c in msg.cmsgs()? {
             if let ControlMessageOwned::ScmRights(raw) = c {
                 for r in raw {
@@ -239,11 +270,6 @@ fn recvmsg_fds(
                     fds.push(unsafe { OwnedFd::from_raw_fd(r) });
                 }
             }
-        }
-        if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
-            return Err(io::Error::other(
-                "a message carried more file descriptors than fit",
-            ));
         }
         return Ok(Received {
             len: msg.bytes,
