@@ -108,7 +108,7 @@ pub enum Error {
     /// A message declared a length above the connection's maximum; nothing was
     /// allocated for it.
     #[error(
-        "message of {len} bytes exceeds the maximum of {max} bytes; raise the limit with set_max_message_len()"
+        "message of {len} bytes exceeds the maximum of {max} bytes; send less at once (a Connection's limit is raised with set_max_message_len())"
     )]
     MessageTooLarge {
         /// The declared length.
