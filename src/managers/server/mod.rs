@@ -1064,17 +1064,21 @@ mod tests {
         lock(&s.objects).len()
     }
 
+    /// A new Event object in `s`.
+    fn create_event(s: &Server) -> Result<ObjId, WireError> {
+        s.create(Spec {
+            kind: Kind::Event,
+            tag: 1,
+            type_name: "E".into(),
+        })
+    }
+
     #[test]
     fn references_of_sessions_tokens_and_values() {
         let s = Server::new();
         let a = s.open_session();
         let b = s.open_session();
-        let id = s.create(Spec {
-            kind: Kind::Event,
-            tag: 1,
-            type_name: "E".into(),
-        });
-        let id = id.unwrap();
+        let id = create_event(&s).unwrap();
         s.give(a, id, true).unwrap();
         // A transit reference outlives the sender's own.
         let token = s.transit(a, id).unwrap();
@@ -1100,13 +1104,7 @@ mod tests {
     fn an_unclaimed_transit_reference_goes_with_its_sender() {
         let s = Server::new();
         let a = s.open_session();
-        let id = s
-            .create(Spec {
-                kind: Kind::Event,
-                tag: 1,
-                type_name: "E".into(),
-            })
-            .unwrap();
+        let id = create_event(&s).unwrap();
         s.give(a, id, true).unwrap();
         s.transit(a, id).unwrap();
         s.take_back(a, id).unwrap();
@@ -1114,13 +1112,7 @@ mod tests {
         s.end_session(a);
         assert_eq!(count(&s), 0);
         // A session that ended gets nothing: a new object goes at once.
-        let id = s
-            .create(Spec {
-                kind: Kind::Event,
-                tag: 1,
-                type_name: "E".into(),
-            })
-            .unwrap();
+        let id = create_event(&s).unwrap();
         assert!(matches!(s.give(a, id, true), Err(WireError::Closed)));
         assert_eq!(count(&s), 0);
     }
