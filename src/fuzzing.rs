@@ -463,10 +463,11 @@ pub fn manager_reply(data: &[u8]) -> Result<String> {
         .map_err(|e| Error::decode(format!("corrupt manager reply: {e}")))
 }
 
-/// The manager's buffered frame reader (its own, not `Connection`'s), fed
-/// through a socket, each frame then decoded as a request (selector bit 0
-/// clear, the server's side) or a reply (set, a proxy's side). Bit 1: receive
-/// with the spinning first wait (as a proxy does) or without.
+/// The manager channel's receive side (chunked socket reads into the crate's
+/// one `FrameReader`), fed through a socket, each frame then decoded as a
+/// request (selector bit 0 clear, the server's side) or a reply (set, a
+/// proxy's side). Bit 1: receive with the spinning first wait (as a proxy
+/// does) or without.
 ///
 /// Returns, per frame, the payload length or the error, until end of file or
 /// an error that ends the stream, at most `len / 4 + 4` of them.

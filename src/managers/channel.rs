@@ -1,7 +1,8 @@
 //! The manager's request/answer channel: CPython's framing (a 4-byte
-//! big-endian length, then the payload) over a connected socket, read through
-//! a buffer so that a small frame costs one `read`, and written with one
-//! `send` of header and payload together.
+//! big-endian length, then the payload) over a connected socket, read in
+//! chunks so that a small frame costs one `read`, parsed by the crate's one
+//! frame reader (`connection/reader.rs`), and written with one `send` of
+//! header and payload together.
 //!
 //! A waiting reader first polls for up to [`SPIN`] (yielding the CPU between
 //! polls) before it sleeps in `read`: a manager call is a ping-pong, and the
@@ -17,20 +18,14 @@
 use std::io::IoSlice;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::mailbox::Mailbox;
-use crate::connection::framing::{self, ShortHeader};
+use super::mailbox::{Mailbox, SPIN};
+use crate::connection::framing;
+use crate::connection::reader::{Frame, FrameReader};
 use crate::connection::{Connection, DEFAULT_MAX_MESSAGE_LEN};
 use crate::error::{Error, Result};
 use crate::platform::fd;
-
-/// How long a reader polls before it sleeps. Measured with the
-/// `manager_namespace_set_get_us` bench row: a round trip on an idle machine
-/// takes a few microseconds, so this covers it with room to spare, and a
-/// reader that gets no answer in time (a blocking call) costs only this much
-/// CPU before it sleeps.
-pub(crate) const SPIN: Duration = Duration::from_micros(50);
 
 /// A client's first frame asking for the shared-memory path; its one fd is
 /// the mailbox. (No request carries fds, so no request is mistaken for it.)
@@ -41,28 +36,32 @@ const UPGRADE_OK: &[u8] = b"\xffmailbox-ok\xff";
 /// fds or memory): the connection goes on over the socket.
 const UPGRADE_NO: &[u8] = b"\xffmailbox-no\xff";
 
-/// The first read's size; the buffer grows for larger frames.
+/// Most bytes one read takes from the socket (a small frame, or several,
+/// cost one read).
 const READ_CHUNK: usize = 64 * 1024;
 
-/// Bytes read and not yet handed out.
-struct RxBuf {
-    /// The buffer.
-    buf: Vec<u8>,
-    /// Start of unconsumed bytes.
-    start: usize,
-    /// End of the bytes read.
-    end: usize,
-    /// Fds that came with the bytes (only the upgrade frame carries one).
-    fds: Vec<OwnedFd>,
+/// The receive side: bytes read and not yet handed out, as frames.
+struct Rx {
+    /// The frame parser (the one of `connection/reader.rs`): it refuses a
+    /// length above the limit at the header and grows a payload's buffer
+    /// only as its bytes arrive.
+    reader: FrameReader,
+    /// Where one read lands before it goes to the reader.
+    chunk: Vec<u8>,
+    /// A frame shown to `recv_frame_if` and left for the next receive.
+    held: Option<Frame>,
+    /// The frame error already handed out, handed out again to every later
+    /// receive: after a corrupt, truncated or oversized frame the stream is
+    /// not read any further (an oversized frame's payload is not skipped).
+    failed: Option<Error>,
 }
-
 /// One end of a manager connection.
 pub(crate) struct Channel {
     /// The socket; `None` once closed. Calls clone the `Arc`, so a `close()`
     /// from another thread never closes an fd a call is using.
     fd: Mutex<Option<Arc<OwnedFd>>>,
-    /// The read buffer (one reader at a time).
-    rx: Mutex<RxBuf>,
+    /// The receive side (one reader at a time).
+    rx: Mutex<Rx>,
     /// The shared-memory path, once upgraded.
     mailbox: OnceLock<Mailbox>,
     /// The first frame has been looked at (only it may be an upgrade).
@@ -80,11 +79,11 @@ impl Channel {
         conn.close();
         Ok(Channel {
             fd: Mutex::new(Some(Arc::new(fd))),
-            rx: Mutex::new(RxBuf {
-                buf: vec![0; READ_CHUNK],
-                start: 0,
-                end: 0,
-                fds: Vec::new(),
+            rx: Mutex::new(Rx {
+                reader: FrameReader::new(DEFAULT_MAX_MESSAGE_LEN),
+                chunk: vec![0; READ_CHUNK],
+                held: None,
+                failed: None,
             }),
             mailbox: OnceLock::new(),
             first_seen: std::sync::atomic::AtomicBool::new(false),
@@ -240,8 +239,8 @@ impl Channel {
     }
 
     /// Waits for the next frame over the socket and shows it (with the fds
-    /// that came so far) to `f`; the frame is consumed only if `f` returns
-    /// `Some`.
+    /// that came with it) to `f`; the frame is consumed only if `f` returns
+    /// `Some`, else it is held for the next receive.
     fn recv_frame_if<R>(
         &self,
         spin: bool,
@@ -251,44 +250,29 @@ impl Channel {
         let mut rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
         let mut spin_until = spin.then(|| Instant::now() + SPIN);
         loop {
-            if let Some((hlen, len)) = parse_header(&rx.buf[rx.start..rx.end])? {
-                let frame_end = rx.start + hlen + len;
-                if frame_end <= rx.end {
-                    let RxBuf {
-                        buf, start, fds, ..
-                    } = &mut *rx;
-                    let out = f(&buf[*start + hlen..frame_end], fds);
-                    if out.is_some() {
-                        // Fds belong to the upgrade frame only; any other
-                        // sender's are closed here, not kept.
-                        rx.fds.clear();
-                        rx.start = frame_end;
-                        if rx.start == rx.end {
-                            rx.start = 0;
-                            rx.end = 0;
-                        }
+            if let Some(e) = &rx.failed {
+                return Err(e.duplicate());
+            }
+            if rx.held.is_none() {
+                match rx.reader.next_frame() {
+                    Some(Ok(frame)) => rx.held = Some(frame),
+                    // End of file stays end of file without being stored.
+                    Some(Err(Error::Eof)) => return Err(Error::Eof),
+                    Some(Err(e)) => {
+                        rx.failed = Some(e.duplicate());
+                        return Err(e);
                     }
-                    return Ok(out);
+                    None => {}
                 }
-                // Make room for the whole frame, growing (by doubling) as
-                // bytes arrive: a lying header costs no more than twice the
-                // bytes really sent (the new room is zero-filled, so touched).
-                let have = rx.end - rx.start;
-                let want = (hlen + len).min(have.saturating_mul(2)).max(READ_CHUNK);
-                if rx.start > 0 {
-                    let (s, e) = (rx.start, rx.end);
-                    rx.buf.copy_within(s..e, 0);
-                    rx.start = 0;
-                    rx.end = have;
+            }
+            if let Some(Frame { bytes, fds }) = &mut rx.held {
+                let out = f(bytes, fds);
+                if out.is_some() {
+                    // Fds belong to the upgrade frame only; any other
+                    // sender's are closed here, not kept.
+                    rx.held = None;
                 }
-                if rx.buf.len() < want {
-                    rx.buf.resize(want, 0);
-                }
-            } else if rx.start > 0 && rx.buf.len() - rx.end < 16 {
-                let (s, e) = (rx.start, rx.end);
-                rx.buf.copy_within(s..e, 0);
-                rx.end -= s;
-                rx.start = 0;
+                return Ok(out);
             }
             if let Some(until) = spin_until {
                 // Poll, yielding between polls, until data comes or time is up.
@@ -302,44 +286,14 @@ impl Channel {
                     std::thread::yield_now();
                 }
             }
-            let end = rx.end;
-            let RxBuf { buf, fds, .. } = &mut *rx;
-            let n = fd::recv_with_fds(fd.as_fd(), &mut buf[end..], fds)?;
-            if n == 0 {
-                return Err(if rx.start == rx.end {
-                    Error::Eof
-                } else {
-                    Error::decode("truncated frame: the peer closed mid-message")
-                });
+            let mut fds = Vec::new();
+            let Rx { reader, chunk, .. } = &mut *rx;
+            match fd::recv_with_fds(fd.as_fd(), chunk, &mut fds)? {
+                0 => reader.end_of_file(),
+                n => reader.push(&chunk[..n], fds),
             }
-            rx.end += n;
         }
     }
-}
-
-/// The header at the start of `bytes`: its length and the payload's, once
-/// complete.
-fn parse_header(bytes: &[u8]) -> Result<Option<(usize, usize)>> {
-    let Some(short) = bytes.get(..4) else {
-        return Ok(None);
-    };
-    let (hlen, len) = match framing::decode_short(short.try_into().expect("4 bytes")) {
-        ShortHeader::Len(n) => (4, n),
-        ShortHeader::Long => match bytes.get(4..12) {
-            Some(long) => (12, framing::decode_long(long.try_into().expect("8 bytes"))),
-            None => return Ok(None),
-        },
-        ShortHeader::Invalid(n) => {
-            return Err(Error::decode(format!("corrupt frame: negative length {n}")));
-        }
-    };
-    if len > DEFAULT_MAX_MESSAGE_LEN {
-        return Err(Error::MessageTooLarge {
-            len,
-            max: DEFAULT_MAX_MESSAGE_LEN,
-        });
-    }
-    Ok(Some((hlen, len as usize)))
 }
 
 #[cfg(test)]
@@ -370,6 +324,65 @@ mod tests {
         });
         drop(a);
         assert!(matches!(b.recv(false, |_| ()), Err(Error::Eof)));
+    }
+
+    /// A header declaring more than the limit is refused before a byte of
+    /// payload is kept, and the stream is read no further: every later
+    /// receive gets the same error, even after a good frame follows.
+    #[test]
+    fn a_lying_header_is_refused_and_ends_the_stream() {
+        let (ours, peer) = crate::platform::fd::socketpair_stream().unwrap();
+        let chan = Channel::from_connection(&Connection::from_fd(ours, true, true)).unwrap();
+        let mut bytes = framed(b"fine");
+        bytes.extend_from_slice(&(-1i32).to_be_bytes());
+        bytes.extend_from_slice(&(1u64 << 40).to_be_bytes());
+        bytes.extend_from_slice(&[0; 1000]);
+        bytes.extend(framed(b"after"));
+        fd::write(peer.as_fd(), &bytes).unwrap();
+        assert_eq!(chan.recv(false, <[u8]>::to_vec).unwrap(), b"fine");
+        for _ in 0..2 {
+            let r = chan.recv(false, <[u8]>::to_vec);
+            assert!(
+                matches!(r, Err(Error::MessageTooLarge { len, max }) if len == 1 << 40 && max == DEFAULT_MAX_MESSAGE_LEN),
+                "{r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_negative_length_is_a_decode_error_every_time() {
+        let (ours, peer) = crate::platform::fd::socketpair_stream().unwrap();
+        let chan = Channel::from_connection(&Connection::from_fd(ours, true, true)).unwrap();
+        fd::write(peer.as_fd(), &(-7i32).to_be_bytes()).unwrap();
+        for _ in 0..2 {
+            let r = chan.recv(true, |_| ());
+            assert!(
+                matches!(&r, Err(Error::Decode(m)) if m.contains("negative length -7")),
+                "{r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_frame_cut_short_is_truncated_then_stays_an_error() {
+        let (ours, peer) = crate::platform::fd::socketpair_stream().unwrap();
+        let chan = Channel::from_connection(&Connection::from_fd(ours, true, true)).unwrap();
+        fd::write(peer.as_fd(), &framed(b"whole message")[..8]).unwrap();
+        drop(peer);
+        for _ in 0..2 {
+            let r = chan.recv(false, |_| ());
+            assert!(
+                matches!(&r, Err(Error::Decode(m)) if m.starts_with("truncated")),
+                "{r:?}"
+            );
+        }
+    }
+
+    fn framed(payload: &[u8]) -> Vec<u8> {
+        let (h, n) = framing::encode_header(payload.len());
+        let mut v = h[..n].to_vec();
+        v.extend_from_slice(payload);
+        v
     }
 
     #[test]
