@@ -278,7 +278,9 @@ impl ServerRef {
         let (conn, session) = self.connection(key)?;
         let response = conn.send(&bytes).and_then(|()| {
             conn.recv(true, |frame| {
-                refs::receiving(key, session, || postcard::from_bytes::<Response>(frame))
+                refs::receiving(key, session, decref, || {
+                    postcard::from_bytes::<Response>(frame)
+                })
             })
         });
         let response = match response {

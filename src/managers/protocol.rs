@@ -16,8 +16,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::error::{Error, Result};
 use crate::reduction::{self, FnRef};
 
-/// A server-side object's number.
-pub(crate) type ObjId = u64;
+pub(crate) use super::refs::ObjId;
+use super::refs::{BlobRefs, RefOwner};
 
 /// An encoded value (a `reduction` envelope), serialized as one byte string,
 /// then the ids of the objects of the manager it travels to or from that the
@@ -30,40 +30,6 @@ pub(crate) struct Blob {
     /// The proxies inside, for the few values that hold any (boxed, so a
     /// plain value costs one pointer more).
     pub(crate) refs: Option<Box<BlobRefs>>,
-}
-
-/// The proxies inside a [`Blob`].
-#[derive(Default)]
-pub(crate) struct BlobRefs {
-    /// Objects of the manager this blob was received from that the value
-    /// holds proxies to; owned as `owner` says.
-    pub(crate) ids: Vec<ObjId>,
-    /// Proxies inside a blob encoded here: (server key, id). Only those of
-    /// the manager a request goes to are sent, as `ids`.
-    pub(crate) embedded: Vec<(u64, ObjId)>,
-    /// Who owns the references in `ids`.
-    pub(crate) owner: RefOwner,
-}
-
-/// Who owns the references a [`Blob`] lists.
-#[derive(Default)]
-pub(crate) enum RefOwner {
-    /// Nobody: the list is only information.
-    #[default]
-    Nobody,
-    /// The blob itself, in the server process: released when it is dropped.
-    Server,
-    /// This client process's session with the manager the blob came from:
-    /// the references no decoded proxy adopted (`pending`) are released on
-    /// drop.
-    Client {
-        /// The manager's key.
-        key: u64,
-        /// The session holding the references.
-        session: u64,
-        /// The references not adopted yet.
-        pending: std::sync::Mutex<Vec<ObjId>>,
-    },
 }
 
 impl Blob {
@@ -145,7 +111,7 @@ impl Serialize for Blob {
         use serde::ser::SerializeTuple;
         let mut t = s.serialize_tuple(2)?;
         t.serialize_element(&Bytes(&self.bytes))?;
-        t.serialize_element(&super::refs::refs_to_send(self))?;
+        t.serialize_element(&super::refs::refs_to_send(self.refs.as_deref()))?;
         t.end()
     }
 }
@@ -250,7 +216,9 @@ impl Blob {
     ///
     /// [`Error::Decode`] when it holds another type or is corrupt.
     pub(crate) fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        super::refs::adopting(self, || reduction::decode(&self.bytes, Vec::new()))
+        super::refs::adopting(self.refs.as_deref(), || {
+            reduction::decode(&self.bytes, Vec::new())
+        })
     }
 }
 

@@ -20,7 +20,7 @@
 //!   ends.
 //! * **stored values**: a proxy serialized into a value a manager stores (a
 //!   dict value, a list item, a queue item, a namespace attribute) is listed
-//!   beside the value's bytes ([`Blob`]); while the server keeps the value,
+//!   beside the value's bytes ([`Blob`](super::protocol::Blob)); while the server keeps the value,
 //!   the value holds one reference to each such object. Reading the value
 //!   hands the reader's session references of its own, which the proxies
 //!   decoded from it adopt.
@@ -32,33 +32,93 @@
 //! `Decref` over the lifeline; the object is freed when its count reaches 0.
 //!
 //! This module holds the thread-local contexts that carry references through
-//! serde, which knows nothing of managers.
+//! serde, which knows nothing of managers. It sits below the protocol, the
+//! client and the server: what it must ask of them (the server's counts, a
+//! client session's `Decref`) it reaches through [`ServerRefs`] and
+//! [`ClientDecref`], which they hand it.
 
 use std::cell::{Cell, RefCell};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use super::protocol::{Blob, ObjId, RefOwner};
-use super::server::Server;
+/// A server-side object's number.
+pub(crate) type ObjId = u64;
+
+/// The proxies inside a blob (`protocol::Blob`).
+#[derive(Default)]
+pub(crate) struct BlobRefs {
+    /// Objects of the manager this blob was received from that the value
+    /// holds proxies to; owned as `owner` says.
+    pub(crate) ids: Vec<ObjId>,
+    /// Proxies inside a blob encoded here: (server key, id). Only those of
+    /// the manager a request goes to are sent, as `ids`.
+    pub(crate) embedded: Vec<(u64, ObjId)>,
+    /// Who owns the references in `ids`.
+    pub(crate) owner: RefOwner,
+}
+
+/// Who owns the references a blob lists.
+#[derive(Default)]
+pub(crate) enum RefOwner {
+    /// Nobody: the list is only information.
+    #[default]
+    Nobody,
+    /// The blob itself, in the server process: released when it is dropped.
+    Server,
+    /// This client process's session with the manager the blob came from:
+    /// the references no decoded proxy adopted (`pending`) are released on
+    /// drop.
+    Client {
+        /// The manager's key.
+        key: u64,
+        /// The session holding the references.
+        session: u64,
+        /// The references not adopted yet.
+        pending: Mutex<Vec<ObjId>>,
+        /// How to release one of them.
+        decref: ClientDecref,
+    },
+}
+
+/// Drops one reference of a client session: `(manager key, id, session)`
+/// (the client's `decref`, handed over with each answer it decodes).
+pub(crate) type ClientDecref = fn(u64, ObjId, u64);
+
+/// The server's reference counts, as the blobs of the server process use them.
+pub(crate) trait ServerRefs: Send + Sync {
+    /// One reference more to each of `ids` that is alive; those.
+    fn incref_alive(&self, ids: &[ObjId]) -> Vec<ObjId>;
+    /// One reference less to `id`.
+    fn decref(&self, id: ObjId);
+}
+
+/// An answer being decoded: its manager, the session the server gave the
+/// references in it to, and how to release them.
+#[derive(Clone, Copy)]
+struct Receiving {
+    key: u64,
+    session: u64,
+    decref: ClientDecref,
+}
 
 thread_local! {
-    /// While a [`Blob`] is encoded: the proxies serialized into it.
+    /// While a blob is encoded: the proxies serialized into it.
     static COLLECT: RefCell<Option<Vec<(u64, ObjId)>>> = const { RefCell::new(None) };
     /// While a request is encoded: the key of the manager it goes to.
     static DEST: Cell<Option<u64>> = const { Cell::new(None) };
     /// While an answer is decoded: the manager it comes from, and the
     /// session the server gave the references in it to.
-    static RECEIVING: Cell<Option<(u64, u64)>> = const { Cell::new(None) };
+    static RECEIVING: Cell<Option<Receiving>> = const { Cell::new(None) };
     /// While a received blob is decoded: its manager's key, the session, and
     /// the references not adopted yet.
     static ADOPT: RefCell<Option<(u64, u64, Vec<ObjId>)>> = const { RefCell::new(None) };
 }
 
 /// The server of this process, in a manager's server process.
-static SERVER: OnceLock<Arc<Server>> = OnceLock::new();
+static SERVER: OnceLock<Arc<dyn ServerRefs>> = OnceLock::new();
 
 /// Makes `server` the owner of the references that blobs received in this
 /// process list (called once, in the server process).
-pub(crate) fn install_server(server: Arc<Server>) {
+pub(crate) fn install_server(server: Arc<dyn ServerRefs>) {
     let _ = SERVER.set(server);
 }
 
@@ -104,8 +164,8 @@ pub(crate) fn sending<R>(key: u64, f: impl FnOnce() -> R) -> R {
 
 /// The references a blob lists on the wire: for a blob encoded here, its
 /// proxies of the manager the request goes to; otherwise its list.
-pub(crate) fn refs_to_send(b: &Blob) -> Vec<ObjId> {
-    let Some(r) = &b.refs else {
+pub(crate) fn refs_to_send(refs: Option<&BlobRefs>) -> Vec<ObjId> {
+    let Some(r) = refs else {
         return Vec::new();
     };
     match DEST.with(Cell::get) {
@@ -119,10 +179,21 @@ pub(crate) fn refs_to_send(b: &Blob) -> Vec<ObjId> {
     }
 }
 
-/// Runs `f` (the decoding of an answer from `server`, whose references the
-/// server gave to `session`).
-pub(crate) fn receiving<R>(key: u64, session: u64, f: impl FnOnce() -> R) -> R {
-    let saved = RECEIVING.with(|r| r.replace(Some((key, session))));
+/// Runs `f` (the decoding of an answer from the manager with `key`, whose
+/// references the server gave to `session`; `decref` releases one).
+pub(crate) fn receiving<R>(
+    key: u64,
+    session: u64,
+    decref: ClientDecref,
+    f: impl FnOnce() -> R,
+) -> R {
+    let saved = RECEIVING.with(|r| {
+        r.replace(Some(Receiving {
+            key,
+            session,
+            decref,
+        }))
+    });
     let _restore = Restore(Some(move || RECEIVING.with(|r| r.set(saved))));
     f()
 }
@@ -131,13 +202,19 @@ pub(crate) fn receiving<R>(key: u64, session: u64, f: impl FnOnce() -> R) -> R {
 /// session (an answer), the server (a request, in the server process), or
 /// nobody. Returns the list the blob keeps and its owner.
 pub(crate) fn take_received(refs: Vec<ObjId>) -> (Vec<ObjId>, RefOwner) {
-    if let Some((key, session)) = RECEIVING.with(Cell::get) {
+    if let Some(Receiving {
+        key,
+        session,
+        decref,
+    }) = RECEIVING.with(Cell::get)
+    {
         return (
             Vec::new(),
             RefOwner::Client {
                 key,
                 session,
-                pending: std::sync::Mutex::new(refs),
+                pending: Mutex::new(refs),
+                decref,
             },
         );
     }
@@ -149,14 +226,15 @@ pub(crate) fn take_received(refs: Vec<ObjId>) -> (Vec<ObjId>, RefOwner) {
     }
 }
 
-/// Runs `f` (the decoding of `b`): the proxies decoded adopt the references
-/// the blob brought.
-pub(crate) fn adopting<R>(b: &Blob, f: impl FnOnce() -> R) -> R {
+/// Runs `f` (the decoding of a blob with `refs`): the proxies decoded adopt
+/// the references the blob brought.
+pub(crate) fn adopting<R>(refs: Option<&BlobRefs>, f: impl FnOnce() -> R) -> R {
     let Some(RefOwner::Client {
         key,
         session,
         pending,
-    }) = b.refs.as_ref().map(|r| &r.owner)
+        ..
+    }) = refs.map(|r| &r.owner)
     else {
         return f();
     };
@@ -208,9 +286,10 @@ pub(crate) fn release_blob(owner: RefOwner, refs: &[ObjId]) {
             key,
             session,
             pending,
+            decref,
         } => {
             for id in pending.into_inner().unwrap_or_else(|e| e.into_inner()) {
-                super::client::decref(key, id, session);
+                decref(key, id, session);
             }
         }
     }

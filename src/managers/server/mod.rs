@@ -4,7 +4,7 @@
 //! connection), `handle_request`. Every method is one atomic operation under the
 //! object's own mutex. A blocking method (lock acquire, queue get, event wait,
 //! condition wait, barrier wait, queue join) blocks only the thread serving that
-//! client, waking every [`PEER_CHECK`] to see whether the client is still there.
+//! client, waking every [`PEER_CHECK`](serving::PEER_CHECK) to see whether the client is still there.
 //!
 //! # A client that goes away
 //!
@@ -30,30 +30,18 @@ use crate::reduction::{self, CallOutcome, Encoded};
 
 mod objects;
 mod pool;
+mod serving;
 
 use super::channel::Channel;
 use super::custom;
 use super::protocol::{Blob, Kind, ObjId, Op, Reply, Request, Response, Spec, WireError};
+use super::refs::ServerRefs;
+use serving::{Client, lock};
 
 use objects::{
     BarrierState, Dict, LockObj, LockState, Object, QueueState, SemObj, barrier_op, dict_op,
-    event_op, list_op, lock, lock_op, namespace_op, queue_op, sem_op, wrong_kind,
+    event_op, list_op, lock_op, namespace_op, queue_op, sem_op, wrong_kind,
 };
-
-/// A connection being served.
-pub(crate) struct Client<'a> {
-    /// Its number (lock ownership).
-    id: u64,
-    /// The connection, to see whether the peer has gone while we block.
-    conn: Option<&'a Channel>,
-}
-
-impl Client<'_> {
-    /// False once the peer closed its end.
-    fn alive(&self) -> bool {
-        self.conn.is_none_or(|c| !c.peer_closed())
-    }
-}
 
 /// A registered object: the proxy type's tag and name, and the object.
 struct Entry {
@@ -818,6 +806,17 @@ impl Server {
             (obj, op) => Err(wrong_kind(obj, &op)),
         };
         (result, Undo::None)
+    }
+}
+
+/// The blobs of the server process hold their references through this.
+impl ServerRefs for Server {
+    fn incref_alive(&self, ids: &[ObjId]) -> Vec<ObjId> {
+        Server::incref_alive(self, ids)
+    }
+
+    fn decref(&self, id: ObjId) {
+        Server::decref(self, id);
     }
 }
 

@@ -4,20 +4,11 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::Client;
+use super::serving::{Client, PEER_CHECK, lock};
 use crate::managers::custom::ErasedObject;
 use crate::managers::protocol::{Blob, Op, Reply, Response, WireError, py_index, py_slice};
-
-/// How often a thread blocked for a client checks that the client is still there.
-pub(super) const PEER_CHECK: Duration = Duration::from_millis(50);
-
-/// Locks a mutex, ignoring poisoning (a user method's panic is caught inside the
-/// lock, so poisoning only follows a bug of ours; the state is still usable).
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Why a blocking wait ended.
 pub(super) enum Waited<G> {

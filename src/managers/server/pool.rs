@@ -5,8 +5,7 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::Client;
-use super::objects::{PEER_CHECK, lock};
+use super::serving::{Client, PEER_CHECK, lock};
 use crate::managers::pool::{RawResult, RawTask, run_task};
 use crate::managers::protocol::{Blob, Op, Reply, Response, WireError};
 use crate::pool::{AsyncResult, Pool};
