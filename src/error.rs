@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// `Result<T, multiprocess::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -118,6 +120,63 @@ pub enum Error {
     },
 }
 
+/// A panic in another process, attributed to that process: the fields of
+/// [`Error::Remote`] in the one form that crosses a process boundary (serde).
+/// A manager's answer and a manager pool's result carry it; the pool parent
+/// and a `Process` attribute a caught panic (`reduction::PanicInfo`, which
+/// does not know its process) with [`PanicInfo::into_remote`].
+///
+/// One conversion each way: `Error::from(remote)` and [`RemoteError::of`].
+///
+/// [`PanicInfo::into_remote`]: crate::reduction::PanicInfo::into_remote
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RemoteError {
+    /// The name of the process that panicked.
+    pub(crate) process: String,
+    /// Its pid.
+    pub(crate) pid: u32,
+    /// The panic message.
+    pub(crate) message: String,
+    /// `file:line:column` of the panic, when known.
+    pub(crate) location: Option<String>,
+    /// The backtrace, when captured.
+    pub(crate) backtrace: Option<String>,
+}
+
+impl RemoteError {
+    /// The remote error `e` is, if it is an [`Error::Remote`] (a copy).
+    pub(crate) fn of(e: &Error) -> Option<RemoteError> {
+        match e {
+            Error::Remote {
+                process,
+                pid,
+                message,
+                location,
+                backtrace,
+            } => Some(RemoteError {
+                process: process.clone(),
+                pid: *pid,
+                message: message.clone(),
+                location: location.clone(),
+                backtrace: backtrace.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl From<RemoteError> for Error {
+    fn from(r: RemoteError) -> Error {
+        Error::Remote {
+            process: r.process,
+            pid: r.pid,
+            message: r.message,
+            location: r.location,
+            backtrace: r.backtrace,
+        }
+    }
+}
+
 struct RemoteDisplay<'a> {
     process: &'a str,
     pid: u32,
@@ -209,19 +268,10 @@ impl Error {
                 pid: *pid,
                 exitcode: *exitcode,
             },
-            Error::Remote {
-                process,
-                pid,
-                message,
-                location,
-                backtrace,
-            } => Error::Remote {
-                process: process.clone(),
-                pid: *pid,
-                message: message.clone(),
-                location: location.clone(),
-                backtrace: backtrace.clone(),
-            },
+            // Through its wire form (the fallback is never taken).
+            Error::Remote { .. } => {
+                RemoteError::of(self).map_or_else(|| Error::Value(self.to_string()), Error::from)
+            }
             Error::Io(io) => Error::Io(std::io::Error::new(io.kind(), io.to_string())),
         }
     }
@@ -279,6 +329,28 @@ mod tests {
             e.to_string(),
             "Process-1 (pid 42) panicked: boom at src/main.rs:3:5"
         );
+    }
+
+    #[test]
+    fn a_remote_error_crosses_a_boundary_and_back() {
+        let r = RemoteError {
+            process: "PoolWorker-2".into(),
+            pid: 42,
+            message: "boom".into(),
+            location: Some("src/main.rs:3:5".into()),
+            backtrace: Some("0: main".into()),
+        };
+        let bytes = postcard::to_stdvec(&r).unwrap();
+        let back: RemoteError = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, r);
+        let e = Error::from(back);
+        assert_eq!(
+            e.to_string(),
+            "PoolWorker-2 (pid 42) panicked: boom at src/main.rs:3:5\nremote backtrace:\n0: main"
+        );
+        assert_eq!(RemoteError::of(&e), Some(r.clone()));
+        assert_eq!(RemoteError::of(&e.duplicate()), Some(r));
+        assert_eq!(RemoteError::of(&Error::Timeout), None);
     }
 
     #[test]

@@ -19,9 +19,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-#[allow(unused_imports)] // doc links
-use crate::error::Error;
 use crate::error::Result;
+#[allow(unused_imports)] // doc links
+use crate::error::{Error, RemoteError};
 use crate::reduction::{CallOutcome, Encoded, FnRef};
 
 use super::protocol::{Blob, Kind, Op, Wait};
@@ -45,18 +45,7 @@ pub(crate) enum RawResult {
     /// The argument did not decode, or the result did not encode.
     Failed(String),
     /// The function panicked, in this worker.
-    Panicked {
-        /// The worker's name.
-        process: String,
-        /// Its pid.
-        pid: u32,
-        /// The panic message.
-        message: String,
-        /// Where.
-        location: Option<String>,
-        /// The backtrace, when captured.
-        backtrace: Option<String>,
-    },
+    Panicked(RemoteError),
 }
 
 /// Runs a [`RawTask`] in a pool worker of the manager.
@@ -67,13 +56,9 @@ pub(crate) fn run_task(t: RawTask) -> RawResult {
     };
     match t.func.call(payload) {
         Ok(CallOutcome::Returned(enc)) => RawResult::Returned(enc.bytes),
-        Ok(CallOutcome::Panicked(p)) => RawResult::Panicked {
-            process: crate::spawn::current_name().to_string(),
-            pid: std::process::id(),
-            message: p.message,
-            location: p.location,
-            backtrace: p.backtrace,
-        },
+        Ok(CallOutcome::Panicked(p)) => RawResult::Panicked(
+            p.into_remote(crate::spawn::current_name().to_string(), std::process::id()),
+        ),
         Ok(CallOutcome::Failed(e)) | Err(e) => RawResult::Failed(e.to_string()),
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, RemoteError, Result};
 use crate::reduction::{self, FnRef};
 
 pub(crate) use super::refs::ObjId;
@@ -581,19 +581,9 @@ pub(crate) enum WireError {
     BrokenBarrier,
     /// [`Error::Closed`]: the server is shutting down.
     Closed,
-    /// [`Error::Remote`]: a user method panicked in the server.
-    Remote {
-        /// The server process's name.
-        process: String,
-        /// Its pid.
-        pid: u32,
-        /// The panic message.
-        message: String,
-        /// Where.
-        location: Option<String>,
-        /// The backtrace, when captured.
-        backtrace: Option<String>,
-    },
+    /// [`Error::Remote`]: a user method panicked in the server, or a task in
+    /// a worker of the manager's pool.
+    Remote(RemoteError),
     /// [`Error::WorkerLost`]: a worker of a manager's pool died in a task.
     WorkerLost {
         /// Its pid.
@@ -615,44 +605,22 @@ impl WireError {
             WireError::Decode(m) => Error::Decode(m),
             WireError::BrokenBarrier => Error::BrokenBarrier,
             WireError::Closed => Error::Closed,
-            WireError::Remote {
-                process,
-                pid,
-                message,
-                location,
-                backtrace,
-            } => Error::Remote {
-                process,
-                pid,
-                message,
-                location,
-                backtrace,
-            },
+            WireError::Remote(r) => r.into(),
             WireError::WorkerLost { pid, exitcode } => Error::WorkerLost { pid, exitcode },
         }
     }
 
     /// The wire form of an error of a pool task or call in the server.
     pub(crate) fn from_error(e: Error) -> WireError {
+        if let Some(r) = RemoteError::of(&e) {
+            return WireError::Remote(r);
+        }
         match e {
             Error::Timeout => WireError::Timeout,
             Error::Closed => WireError::Closed,
             Error::Value(m) => WireError::Value(m),
             Error::Decode(m) => WireError::Decode(m),
             Error::WorkerLost { pid, exitcode } => WireError::WorkerLost { pid, exitcode },
-            Error::Remote {
-                process,
-                pid,
-                message,
-                location,
-                backtrace,
-            } => WireError::Remote {
-                process,
-                pid,
-                message,
-                location,
-                backtrace,
-            },
             other => WireError::Value(other.to_string()),
         }
     }

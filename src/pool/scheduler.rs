@@ -40,7 +40,7 @@ use super::submit::{Body, Inner, Job, PoolState, Task, lock};
 use super::worker_io::{InFlight, MAX_IN_FLIGHT, PREFETCH_MAX_TASK_TIME, Phase, Worker};
 use crate::connection::DEFAULT_MAX_MESSAGE_LEN;
 use crate::connection::reader::FrameReader;
-use crate::error::{Error, Result};
+use crate::error::{Error, RemoteError, Result};
 use crate::platform::fd;
 use crate::reduction::{self};
 use crate::spawn::{self};
@@ -516,21 +516,13 @@ impl Scheduler {
                     Ok(f) => f.into_error(&w.name, w.pid),
                     Err(e) => e,
                 };
-                let e = match e {
-                    Error::Remote {
-                        process,
-                        pid,
-                        message,
-                        location,
-                        backtrace,
-                    } => Error::Remote {
-                        process,
-                        pid,
-                        message: format!("the pool initializer panicked: {message}"),
-                        location,
-                        backtrace,
-                    },
-                    other => other,
+                let e = match RemoteError::of(&e) {
+                    Some(r) => RemoteError {
+                        message: format!("the pool initializer panicked: {}", r.message),
+                        ..r
+                    }
+                    .into(),
+                    None => e,
                 };
                 self.set_broken(e);
             }

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::codec::{Encoded, Payload, decode, encode, fnv1a, map_encoded};
-use crate::error::{Error, Result};
+use crate::error::{Error, RemoteError, Result};
 
 /// Compile-time check that a target captures nothing.
 struct AssertZeroSized<F>(PhantomData<F>);
@@ -70,15 +70,21 @@ pub(crate) struct PanicInfo {
 }
 
 impl PanicInfo {
-    /// The parent-side error for this panic in process `process` with `pid`.
-    pub(crate) fn into_error(self, process: String, pid: u32) -> Error {
-        Error::Remote {
+    /// This panic, attributed to process `process` with `pid`: the one place
+    /// a caught panic becomes a remote error.
+    pub(crate) fn into_remote(self, process: String, pid: u32) -> RemoteError {
+        RemoteError {
             process,
             pid,
             message: self.message,
             location: self.location,
             backtrace: self.backtrace,
         }
+    }
+
+    /// The parent-side error for this panic in process `process` with `pid`.
+    pub(crate) fn into_error(self, process: String, pid: u32) -> Error {
+        self.into_remote(process, pid).into()
     }
 }
 

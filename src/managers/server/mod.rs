@@ -606,13 +606,7 @@ impl Server {
     }
 
     fn remote(&self, p: reduction::PanicInfo) -> WireError {
-        WireError::Remote {
-            process: self.process.clone(),
-            pid: std::process::id(),
-            message: p.message,
-            location: p.location,
-            backtrace: p.backtrace,
-        }
+        WireError::Remote(p.into_remote(self.process.clone(), std::process::id()))
     }
 
     fn lookup(&self, name: &str, tag: u64, type_name: &str) -> Result<ObjId, WireError> {

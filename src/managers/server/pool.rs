@@ -66,19 +66,7 @@ fn outcome(r: RawResult) -> Result<Blob, WireError> {
     match r {
         RawResult::Returned(bytes) => Ok(Blob::plain(bytes)),
         RawResult::Failed(m) => Err(WireError::Decode(m)),
-        RawResult::Panicked {
-            process,
-            pid,
-            message,
-            location,
-            backtrace,
-        } => Err(WireError::Remote {
-            process,
-            pid,
-            message,
-            location,
-            backtrace,
-        }),
+        RawResult::Panicked(r) => Err(WireError::Remote(r)),
     }
 }
 
