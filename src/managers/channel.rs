@@ -55,6 +55,7 @@ struct Rx {
     /// not read any further (an oversized frame's payload is not skipped).
     failed: Option<Error>,
 }
+
 /// One end of a manager connection.
 pub(crate) struct Channel {
     /// The socket; `None` once closed. Calls clone the `Arc`, so a `close()`
