@@ -1252,3 +1252,54 @@ fn a_blocked_acquire_fails_when_the_server_dies() {
         },
     );
 }
+
+// ---------------------------------------------------------------------------
+// The authkey: `Option<&[u8]>` everywhere (a manager also takes a bare key)
+
+/// `Some(key)` and `None` work for `Listener`/`Client` and `Manager` alike;
+/// a manager's `None` is this process's authkey (Python's `authkey=None`).
+#[test]
+fn authkey_has_one_spelling() {
+    use mp::connection::{Address, Client, Listener};
+    let _s = serial();
+    let _leaks = LeakCheck::new();
+    within(SHORT, "authkey_has_one_spelling", || {
+        let key = b"contract-key".to_vec();
+        let name = Address::Abstract(format!("contract-authkey-{}", std::process::id()));
+        let l = Listener::bind(name.clone(), Some(key.as_slice())).unwrap();
+        let t = std::thread::spawn(move || l.accept().map(drop));
+        Client::connect(name, Some(&key[..])).unwrap().close();
+        t.join().unwrap().unwrap();
+
+        let served = mp::Manager::serve(
+            Address::Abstract(format!("contract-manager-{}", std::process::id())),
+            Some(key.as_slice()),
+        )
+        .unwrap();
+        for client in [
+            mp::Manager::connect(served.address(), Some(key.as_slice())),
+            mp::Manager::connect(served.address(), &key),
+            mp::Manager::connect(served.address(), b"contract-key"),
+        ] {
+            client.unwrap().shutdown().unwrap();
+        }
+        assert!(matches!(
+            mp::Manager::connect(served.address(), Some(b"wrong".as_slice())),
+            Err(mp::Error::Authentication(_))
+        ));
+        assert!(matches!(
+            mp::Manager::connect(served.address(), None),
+            Err(mp::Error::Authentication(_))
+        ));
+        served.shutdown().unwrap();
+
+        let own = mp::Manager::new().unwrap();
+        let client = mp::Manager::connect(own.address(), None).unwrap();
+        let ev = client.event().unwrap();
+        ev.set().unwrap();
+        assert!(ev.is_set().unwrap());
+        drop(ev);
+        client.shutdown().unwrap();
+        own.shutdown().unwrap();
+    });
+}
