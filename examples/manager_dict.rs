@@ -34,7 +34,7 @@ fn worker(
     for n in numbers {
         d.insert(n, u64::from(n) * u64::from(n)).expect("insert");
         // A read-modify-write needs the lock: get and set are two operations.
-        let _guard = lock.lock();
+        let _guard = lock.lock().expect("lock");
         count.set(count.get().expect("get") + 1).expect("set");
     }
 }

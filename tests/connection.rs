@@ -83,7 +83,7 @@ fn echo_round_trips() {
 
         // Closing our end ends the echo loop; the child exits.
         conn.close();
-        assert!(conn.closed());
+        assert!(conn.is_closed());
         assert!(matches!(conn.recv_bytes(), Err(mp::Error::Closed)));
         assert!(matches!(conn.send_bytes(b"x"), Err(mp::Error::Closed)));
         p.join().unwrap();

@@ -48,7 +48,7 @@ fn victim_client((q, rlock, lock, d, log, plan): ClientArg) {
     for i in 0u32.. {
         match i % 3 {
             0 => {
-                rlock.acquire();
+                rlock.acquire().unwrap();
                 log.set(RLOCK, 1);
                 d.insert(i, i).unwrap();
                 log.set(RLOCK, 0);
@@ -56,7 +56,7 @@ fn victim_client((q, rlock, lock, d, log, plan): ClientArg) {
             }
             1 => {
                 log.set(LOCK, 1);
-                lock.acquire();
+                lock.acquire().unwrap();
                 d.insert(i, i).unwrap();
                 lock.release().unwrap();
                 log.set(LOCK, 0);

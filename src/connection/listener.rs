@@ -14,6 +14,7 @@
 //! Framing and the authkey handshake are CPython's own, so either side may be a
 //! Python program (see docs/porting.md, "Talking to Python").
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -29,6 +30,96 @@ use serde::{Deserialize, Serialize};
 use super::{Connection, DEFAULT_MAX_MESSAGE_LEN, auth, deadline_after};
 use crate::error::{Error, Result};
 use crate::platform::fd;
+
+/// The `authkey` argument of [`Manager::serve`](crate::Manager::serve) and
+/// [`Manager::connect`](crate::Manager::connect).
+///
+/// The one spelling of an authkey in this crate is `Option<&[u8]>` (Python's
+/// `authkey=None` or a key), as [`Listener::bind`] and [`Client::connect`]
+/// take it; `AuthKey` converts from it, so a manager takes the same
+/// `Some(key)` / `None`. It also converts from a key itself (`&[u8]`,
+/// `b"literal"`, `&Vec<u8>`, `Vec<u8>`, `&str`, `String`), which the
+/// manager's calls accepted before. What no key means is Python's: a
+/// `Listener` or `Client` without one skips the handshake; a `Manager`
+/// without one uses [`current_process().authkey()`](crate::ProcessInfo::authkey).
+///
+/// # Examples
+///
+/// ```
+/// use multiprocess::connection::AuthKey;
+/// assert_eq!(AuthKey::from(None).key(), None);
+/// assert_eq!(AuthKey::from(Some(b"k".as_slice())).key(), Some(b"k".as_slice()));
+/// assert_eq!(AuthKey::from(b"k").key(), Some(b"k".as_slice()));
+/// assert_eq!(AuthKey::from(vec![1u8]).key(), Some([1u8].as_slice()));
+/// assert_eq!(format!("{:?}", AuthKey::from(b"secret")), "AuthKey(Some(..))");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthKey<'a>(Option<Cow<'a, [u8]>>);
+
+/// Says whether there is a key, never what it is.
+impl fmt::Debug for AuthKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(_) => f.write_str("AuthKey(Some(..))"),
+            None => f.write_str("AuthKey(None)"),
+        }
+    }
+}
+
+impl AuthKey<'_> {
+    /// The key, or `None` when none was given.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.0.as_deref()
+    }
+}
+
+impl<'a> From<Option<&'a [u8]>> for AuthKey<'a> {
+    fn from(key: Option<&'a [u8]>) -> Self {
+        AuthKey(key.map(Cow::Borrowed))
+    }
+}
+
+impl<'a> From<&'a [u8]> for AuthKey<'a> {
+    fn from(key: &'a [u8]) -> Self {
+        AuthKey(Some(Cow::Borrowed(key)))
+    }
+}
+
+impl<'a, const N: usize> From<&'a [u8; N]> for AuthKey<'a> {
+    fn from(key: &'a [u8; N]) -> Self {
+        AuthKey(Some(Cow::Borrowed(key.as_slice())))
+    }
+}
+
+impl<'a> From<&'a Vec<u8>> for AuthKey<'a> {
+    fn from(key: &'a Vec<u8>) -> Self {
+        AuthKey(Some(Cow::Borrowed(key.as_slice())))
+    }
+}
+
+impl From<Vec<u8>> for AuthKey<'_> {
+    fn from(key: Vec<u8>) -> Self {
+        AuthKey(Some(Cow::Owned(key)))
+    }
+}
+
+impl<'a> From<&'a str> for AuthKey<'a> {
+    fn from(key: &'a str) -> Self {
+        AuthKey(Some(Cow::Borrowed(key.as_bytes())))
+    }
+}
+
+impl<'a> From<&'a String> for AuthKey<'a> {
+    fn from(key: &'a String) -> Self {
+        AuthKey(Some(Cow::Borrowed(key.as_bytes())))
+    }
+}
+
+impl From<String> for AuthKey<'_> {
+    fn from(key: String) -> Self {
+        AuthKey(Some(Cow::Owned(key.into_bytes())))
+    }
+}
 
 /// Where a [`Listener`] listens and a [`Client`] connects.
 ///

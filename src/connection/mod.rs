@@ -21,7 +21,7 @@ pub(crate) mod pickle;
 pub(crate) mod reader;
 
 pub(crate) use listener::authenticate_accepted;
-pub use listener::{Address, Client, Listener};
+pub use listener::{Address, AuthKey, Client, Listener};
 
 use std::fmt;
 use std::io::IoSlice;
@@ -333,7 +333,19 @@ impl Connection {
     }
 
     /// True after [`close`](Connection::close).
-    pub fn closed(&self) -> bool {
+    ///
+    /// Python: `Connection.closed` (named `is_closed` as on the queues and
+    /// the listener).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, _b) = multiprocess::pipe(true)?;
+    /// a.close();
+    /// assert!(a.is_closed());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::Acquire)
     }
 
@@ -861,7 +873,7 @@ impl fmt::Debug for Connection {
             .field("fd", &fd)
             .field("readable", &self.inner.readable)
             .field("writable", &self.inner.writable)
-            .field("closed", &self.closed())
+            .field("closed", &self.is_closed())
             .finish()
     }
 }

@@ -64,7 +64,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::connection::{Address, Connection, Listener, authenticate_accepted};
+use crate::connection::{Address, AuthKey, Connection, Listener, authenticate_accepted};
 use crate::error::{Error, Result};
 use crate::platform::{fd, process};
 use crate::reduction::{self, CallOutcome, FnRef, Payload, PreparedCall};
@@ -204,6 +204,9 @@ impl Manager {
     /// Starts a manager's server process listening on `address` with
     /// `authkey`, so that other programs can [`connect`](Manager::connect) to
     /// it. A TCP port 0 picks a free port: see [`address`](Manager::address).
+    /// `authkey` is an [`AuthKey`]: a key (`b"secret"`, `&[u8]`, `Vec<u8>`) or
+    /// `None` for this process's own ([`ProcessInfo::authkey`](crate::ProcessInfo::authkey)),
+    /// as Python's `authkey=None`.
     ///
     /// The server is a daemon child of this process: it exits when this
     /// manager shuts down or is dropped, or when this process dies.
@@ -231,12 +234,16 @@ impl Manager {
     ///     server.shutdown()
     /// }
     /// ```
-    pub fn serve(address: impl Into<Address>, authkey: impl AsRef<[u8]>) -> Result<Manager> {
-        Manager::start(address.into(), authkey.as_ref().to_vec())
+    pub fn serve<'k>(
+        address: impl Into<Address>,
+        authkey: impl Into<AuthKey<'k>>,
+    ) -> Result<Manager> {
+        Manager::start(address.into(), manager_authkey(authkey.into())?)
     }
 
     /// A client of the manager served at `address` (by [`serve`](Manager::serve)
-    /// in another process or program). It starts nothing: its
+    /// in another process or program), proving `authkey` (an [`AuthKey`] as in
+    /// [`serve`](Manager::serve); `None`: this process's own). It starts nothing: its
     /// [`shutdown`](Manager::shutdown) and drop only close this process's
     /// connections (but the one that holds its references: the proxies it
     /// still has keep working, and their objects stay alive until they are
@@ -250,8 +257,12 @@ impl Manager {
     ///
     /// [`Error::Io`] when nothing listens there, [`Error::Authentication`] when
     /// the authkey is wrong.
-    pub fn connect(address: impl Into<Address>, authkey: impl AsRef<[u8]>) -> Result<Manager> {
-        let server = Arc::new(ServerRef::new(address.into(), authkey.as_ref().to_vec()));
+    pub fn connect<'k>(
+        address: impl Into<Address>,
+        authkey: impl Into<AuthKey<'k>>,
+    ) -> Result<Manager> {
+        let authkey = manager_authkey(authkey.into())?;
+        let server = Arc::new(ServerRef::new(address.into(), authkey));
         server.connect_now()?;
         Ok(Manager {
             server,
@@ -692,7 +703,7 @@ impl Manager {
     /// # Errors
     ///
     /// [`Error::Value`] for 0 parties, [`Error::Closed`], [`Error::Io`].
-    pub fn barrier(&self, parties: u32) -> Result<BarrierProxy> {
+    pub fn barrier(&self, parties: usize) -> Result<BarrierProxy> {
         self.make(parties)
     }
 
@@ -752,7 +763,10 @@ impl Manager {
     /// # Errors
     ///
     /// [`Error::Value`] for 0 processes, [`Error::Closed`], [`Error::Io`].
-    pub fn pool(&self, processes: u32) -> Result<PoolProxy> {
+    pub fn pool(&self, processes: usize) -> Result<PoolProxy> {
+        // A `usize` as in [`Pool::new`](crate::Pool::new); the wire carries a u32.
+        let processes = u32::try_from(processes)
+            .map_err(|_| Error::value(format!("a pool of {processes} processes is too large")))?;
         self.make(processes)
     }
 
@@ -768,6 +782,15 @@ impl Manager {
     /// [`Error::Io`].
     pub fn create<T: SharedObject>(&self, init: T::Init) -> Result<ObjectProxy<T>> {
         self.make(init)
+    }
+}
+
+/// The key a manager uses: the one given, or (Python's `authkey=None`) this
+/// process's own.
+fn manager_authkey(authkey: AuthKey<'_>) -> Result<Vec<u8>> {
+    match authkey.key() {
+        Some(key) => Ok(key.to_vec()),
+        None => spawn::current_authkey(),
     }
 }
 

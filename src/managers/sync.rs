@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-#[allow(unused_imports)] // doc links
 use crate::error::Error;
 use crate::error::Result;
 
@@ -31,29 +30,14 @@ macro_rules! acquirer_methods {
             ///
             #[doc = concat!("Python: `", $py, ".acquire()`.")]
             ///
-            /// # Panics
-            ///
-            /// When the manager cannot be reached (shut down or died): this
-            /// signature returns `()`, like the local type's. Use
-            /// [`acquire_checked`](Self::acquire_checked) to get the error.
-            pub fn acquire(&self) {
-                if let Err(e) = self.acquire_checked() {
-                    panic!(
-                        "{}::acquire failed: {e}; use acquire_checked() to handle this error",
-                        stringify!($name)
-                    );
-                }
-            }
-
-            /// Blocks until acquired; an error instead of a panic when the
-            /// manager cannot be reached.
-            ///
-            #[doc = concat!("Python: `", $py, ".acquire()`.")]
+            /// The local type's `acquire` returns `()`; this one is a round
+            /// trip to the manager, so it says when that failed rather than
+            /// panic or claim a lock it does not hold.
             ///
             /// # Errors
             ///
             /// [`Error::Closed`] when the manager has shut down or died, [`Error::Io`].
-            pub fn acquire_checked(&self) -> Result<()> {
+            pub fn acquire(&self) -> Result<()> {
                 self.handle.flag(Op::Acquire(Wait::Forever)).map(|_| ())
             }
 
@@ -93,16 +77,17 @@ macro_rules! acquirer_methods {
             }
 
             /// Acquires it and returns a guard that releases it on drop (Python's
-            /// `with lock:`).
+            /// `with lock:`). A failed release on drop is ignored: the manager
+            /// is gone, and its objects with it.
             ///
-            /// # Panics
+            /// # Errors
             ///
-            /// As [`acquire`](Self::acquire). A failed release on drop is ignored.
-            pub fn lock(&self) -> ProxyGuard<'_> {
-                self.acquire();
-                ProxyGuard {
+            /// As [`acquire`](Self::acquire): no guard when the lock was not taken.
+            pub fn lock(&self) -> Result<ProxyGuard<'_>> {
+                self.acquire()?;
+                Ok(ProxyGuard {
                     handle: &self.handle,
-                }
+                })
             }
         }
     };
@@ -169,12 +154,12 @@ macro_rules! simple_proxy {
 ///     mp::init();
 ///     let m = mp::Manager::new()?;
 ///     let lk = m.lock()?;
-///     lk.acquire();
+///     lk.acquire()?;
 ///     assert!(!lk.try_acquire()?);
 ///     lk.release()?;
 ///     assert!(matches!(lk.release(), Err(mp::Error::Value(_))));
 ///     {
-///         let _g = lk.lock();
+///         let _g = lk.lock()?;
 ///     }
 ///     assert!(lk.try_acquire()?);
 ///     m.shutdown()
@@ -204,8 +189,8 @@ acquirer_methods!(LockProxy, "Lock");
 ///     mp::init();
 ///     let m = mp::Manager::new()?;
 ///     let r = m.rlock()?;
-///     r.acquire();
-///     r.acquire();
+///     r.acquire()?;
+///     r.acquire()?;
 ///     r.release()?;
 ///     r.release()?;
 ///     assert!(matches!(r.release(), Err(mp::Error::Value(_))));
@@ -235,7 +220,7 @@ acquirer_methods!(RLockProxy, "RLock");
 ///     mp::init();
 ///     let m = mp::Manager::new()?;
 ///     let s = m.semaphore(2)?;
-///     s.acquire();
+///     s.acquire()?;
 ///     assert_eq!(s.get_value()?, 1);
 ///     s.release()?;
 ///     s.release()?; // a plain Semaphore may go above its start
@@ -277,7 +262,7 @@ impl SemaphoreProxy {
 ///     mp::init();
 ///     let m = mp::Manager::new()?;
 ///     let s = m.bounded_semaphore(1)?;
-///     s.acquire();
+///     s.acquire()?;
 ///     s.release()?;
 ///     assert!(matches!(s.release(), Err(mp::Error::Value(_))));
 ///     m.shutdown()
@@ -320,7 +305,7 @@ impl BoundedSemaphoreProxy {
 ///     mp::init();
 ///     let m = mp::Manager::new()?;
 ///     let c = m.condition()?;
-///     c.acquire();
+///     c.acquire()?;
 ///     assert!(!c.wait_timeout(Duration::from_millis(10))?); // nobody notifies
 ///     c.notify_all()?;
 ///     c.release()?;
@@ -338,15 +323,17 @@ acquirer_methods!(ConditionProxy, "Condition");
 
 impl ConditionProxy {
     /// Releases the lock, waits until notified, and takes the lock back.
+    /// Returns `Ok(true)` (it cannot time out), as the local
+    /// [`Condition::wait`](crate::Condition::wait) does.
     ///
-    /// Python: `Condition.wait()`.
+    /// Python: `Condition.wait()` (which returns `True`).
     ///
     /// # Errors
     ///
     /// [`Error::Value`] when this thread does not hold the lock,
     /// [`Error::Closed`] when the manager has shut down or died, [`Error::Io`].
-    pub fn wait(&self) -> Result<()> {
-        self.handle.flag(Op::CondWait(Wait::Forever)).map(|_| ())
+    pub fn wait(&self) -> Result<bool> {
+        self.handle.flag(Op::CondWait(Wait::Forever))
     }
 
     /// Like [`wait`](Self::wait) for at most `timeout`; true if notified (the
@@ -362,18 +349,19 @@ impl ConditionProxy {
     }
 
     /// Waits until `predicate()` holds, checking it first and after each
-    /// wake-up (the lock is held while it runs).
+    /// wake-up (the lock is held while it runs); returns its last value
+    /// (always true here).
     ///
     /// Python: `Condition.wait_for(predicate)`.
     ///
     /// # Errors
     ///
     /// As [`wait`](Self::wait).
-    pub fn wait_for(&self, mut predicate: impl FnMut() -> bool) -> Result<()> {
+    pub fn wait_for(&self, mut predicate: impl FnMut() -> bool) -> Result<bool> {
         while !predicate() {
             self.wait()?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Like [`wait_for`](Self::wait_for) for at most `timeout`; the predicate's
@@ -553,7 +541,28 @@ pub struct BarrierProxy {
     /// The server and the object's id.
     handle: Handle,
 }
-simple_proxy!(BarrierProxy, u32, Kind::Barrier);
+proxy_boilerplate!(BarrierProxy);
+impl Sealed for BarrierProxy {
+    /// The number of parties, a `usize` as in [`Barrier::new`](crate::Barrier::new).
+    type Init = usize;
+    fn kind(parties: &usize) -> Result<Kind> {
+        // The wire carries a u32; more parties than that could never meet.
+        let parties = u32::try_from(*parties).map_err(|_| {
+            Error::value(format!(
+                "a barrier of {parties} parties is too large (at most {})",
+                u32::MAX
+            ))
+        })?;
+        Ok(Kind::Barrier(parties))
+    }
+    fn from_handle(handle: Handle) -> Self {
+        BarrierProxy { handle }
+    }
+    fn handle(&self) -> &Handle {
+        &self.handle
+    }
+}
+impl Managed for BarrierProxy {}
 
 impl BarrierProxy {
     /// Waits until all parties have called `wait`; returns this party's arrival
@@ -627,14 +636,15 @@ impl BarrierProxy {
         Ok(self.handle.count(Op::BarrierNWaiting)? as usize)
     }
 
-    /// Whether the barrier is broken.
+    /// Whether the barrier is broken (named as the local
+    /// [`Barrier::is_broken`](crate::Barrier::is_broken)).
     ///
     /// Python: `Barrier.broken`.
     ///
     /// # Errors
     ///
     /// [`Error::Closed`], [`Error::Io`].
-    pub fn broken(&self) -> Result<bool> {
+    pub fn is_broken(&self) -> Result<bool> {
         self.handle.flag(Op::BarrierBroken)
     }
 }

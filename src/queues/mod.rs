@@ -1233,6 +1233,33 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         self.queue.close()
     }
 
+    /// [`Queue::maxsize`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = multiprocess::JoinableQueue::<u8>::with_maxsize(3)?;
+    /// assert_eq!(q.maxsize(), 3);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn maxsize(&self) -> usize {
+        self.queue.maxsize()
+    }
+
+    /// [`Queue::is_closed`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = multiprocess::JoinableQueue::<u8>::new()?;
+    /// q.close();
+    /// assert!(q.is_closed());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.queue.is_closed()
+    }
+
     /// Marks one item got from the queue as done; when the last unfinished item
     /// is done, every `join` returns.
     ///

@@ -292,12 +292,14 @@ impl Condition {
     ///
     /// # Errors
     ///
-    /// [`Error::Value`] when the calling thread does not hold the lock.
+    /// [`Error::Value`] when it must wait and the calling thread does not hold
+    /// the lock (a predicate already true returns at once, as in CPython).
     ///
     /// # Examples
     ///
     /// ```
     /// let c = multiprocess::Condition::new()?;
+    /// assert!(matches!(c.wait_for(|| false), Err(multiprocess::Error::Value(_))));
     /// let _g = c.lock();
     /// assert!(c.wait_for(|| true)?);
     /// # Ok::<(), multiprocess::Error>(())
@@ -313,7 +315,7 @@ impl Condition {
     ///
     /// # Errors
     ///
-    /// [`Error::Value`] when the calling thread does not hold the lock.
+    /// As [`wait_for`](Condition::wait_for).
     ///
     /// # Examples
     ///
@@ -337,11 +339,8 @@ impl Condition {
         mut predicate: impl FnMut() -> bool,
         deadline: Option<Instant>,
     ) -> Result<bool> {
-        if !self.lock.raw.is_mine() {
-            return Err(Error::value(
-                "must acquire() condition before using wait_for(); take it with lock() or acquire()",
-            ));
-        }
+        // As CPython: a predicate already true returns at once; only a wait
+        // needs the lock (and says so when it is not held).
         loop {
             if predicate() {
                 return Ok(true);
@@ -390,7 +389,9 @@ impl Condition {
     /// c.notify_n(3)?;
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
-    pub fn notify_n(&self, n: u32) -> Result<()> {
+    pub fn notify_n(&self, n: usize) -> Result<()> {
+        // The shared counters are u32: more than u32::MAX waiters cannot exist.
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
         if !self.lock.raw.is_mine() {
             return Err(Error::value(
                 "cannot notify on un-acquired lock; take the condition's lock first",
@@ -424,7 +425,7 @@ impl Condition {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn notify_all(&self) -> Result<()> {
-        self.notify_n(u32::MAX)
+        self.notify_n(usize::MAX)
     }
 }
 
