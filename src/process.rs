@@ -11,6 +11,7 @@
 //! | `current_process().authkey` | [`ProcessInfo::authkey`], [`ProcessInfo::set_authkey`] |
 //! | `current_process()`, `parent_process()`, `active_children()`, `cpu_count()` | same names |
 
+use crate::util::Unpoison;
 use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::Termination;
@@ -56,7 +57,7 @@ struct Shared {
 impl Shared {
     /// Reaps the child if it has exited, without blocking.
     fn try_reap(&self) -> Exit {
-        let mut exit = self.exit.lock().unwrap_or_else(|e| e.into_inner());
+        let mut exit = self.exit.lock().unpoison();
         if *exit == Exit::Running {
             if let Some(code) = reap(self.pid, false) {
                 *exit = Exit::Code(code);
@@ -75,7 +76,7 @@ impl Shared {
     /// Sends `sig` unless the child has been reaped; true if sent.
     fn signal(&self, sig: Signal) -> bool {
         // Under the exit lock, so the pid cannot be reaped (and reused) meanwhile.
-        let exit = self.exit.lock().unwrap_or_else(|e| e.into_inner());
+        let exit = self.exit.lock().unpoison();
         if *exit != Exit::Running {
             return false;
         }
@@ -110,7 +111,7 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
 });
 
 fn registry() -> std::sync::MutexGuard<'static, Registry> {
-    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+    REGISTRY.lock().unpoison()
 }
 
 impl Registry {

@@ -24,6 +24,7 @@
 //! The socket stays open for the child's life. Its hang-up tells the child that
 //! the parent died (`parent_process().is_alive()`); a daemon child then exits.
 
+use crate::util::Unpoison;
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
@@ -148,7 +149,7 @@ static AUTHKEY: Mutex<Option<Vec<u8>>> = Mutex::new(None);
 /// This process's authkey: 32 random bytes in the main process (CPython's
 /// `os.urandom(32)`), the parent's in a child.
 pub(crate) fn current_authkey() -> Result<Vec<u8>> {
-    let mut key = AUTHKEY.lock().unwrap_or_else(|e| e.into_inner());
+    let mut key = AUTHKEY.lock().unpoison();
     if let Some(k) = key.as_ref() {
         return Ok(k.clone());
     }
@@ -160,7 +161,7 @@ pub(crate) fn current_authkey() -> Result<Vec<u8>> {
 
 /// Sets this process's authkey (a child: its parent's, from the bootstrap).
 pub(crate) fn inherit_authkey(key: Vec<u8>) {
-    *AUTHKEY.lock().unwrap_or_else(|e| e.into_inner()) = Some(key);
+    *AUTHKEY.lock().unpoison() = Some(key);
 }
 
 /// Call this first in `main`. In a child process it runs the child's work and
@@ -285,20 +286,20 @@ static EXECUTABLE: OnceLock<std::sync::Mutex<Option<std::path::PathBuf>>> = Once
 /// ```
 pub fn set_executable(path: impl Into<std::path::PathBuf>) {
     let cell = EXECUTABLE.get_or_init(Default::default);
-    *cell.lock().unwrap_or_else(|e| e.into_inner()) = Some(path.into());
+    *cell.lock().unpoison() = Some(path.into());
 }
 
 /// Undoes [`set_executable`]: children run `/proc/self/exe` again.
 pub fn reset_executable() {
     if let Some(cell) = EXECUTABLE.get() {
-        *cell.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *cell.lock().unpoison() = None;
     }
 }
 
 fn executable() -> std::path::PathBuf {
     EXECUTABLE
         .get()
-        .and_then(|c| c.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        .and_then(|c| c.lock().unpoison().clone())
         .unwrap_or_else(|| "/proc/self/exe".into())
 }
 

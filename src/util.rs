@@ -10,3 +10,21 @@ use std::time::{Duration, Instant};
 pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout)
 }
+
+/// Takes the guard out of a lock result whether or not the lock is poisoned.
+///
+/// A panic while a crate mutex is held happens only inside code that keeps
+/// the protected state consistent at every step (user callbacks run outside
+/// the crate's locks), so a poisoned lock still guards usable state, and a
+/// parent must never panic because some other thread did. One spelling for
+/// `Mutex::lock`, `Condvar::wait` and `Condvar::wait_timeout` results alike.
+pub(crate) trait Unpoison<G> {
+    /// The guard (or the guard and the wait result), poisoned or not.
+    fn unpoison(self) -> G;
+}
+
+impl<G> Unpoison<G> for std::sync::LockResult<G> {
+    fn unpoison(self) -> G {
+        self.unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

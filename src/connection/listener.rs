@@ -14,6 +14,7 @@
 //! Framing and the authkey handshake are CPython's own, so either side may be a
 //! Python program (see docs/porting.md, "Talking to Python").
 
+use crate::util::Unpoison;
 use std::borrow::Cow;
 use std::fmt;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -414,7 +415,7 @@ impl Listener {
             let socket = self.socket()?;
             match socket.accept() {
                 Ok((stream, peer)) => {
-                    *self.last_accepted.lock().unwrap_or_else(|e| e.into_inner()) = peer;
+                    *self.last_accepted.lock().unpoison() = peer;
                     let conn = Connection::from_fd(stream, true, true);
                     conn.set_max_message_len(self.max_len.load(Ordering::Relaxed));
                     return Ok(conn);
@@ -437,7 +438,7 @@ impl Listener {
 
     /// The socket for one call, or `Closed`.
     fn socket(&self) -> Result<Arc<Socket>> {
-        let guard = self.socket.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = self.socket.lock().unpoison();
         guard.clone().ok_or(Error::Closed)
     }
 
@@ -460,10 +461,7 @@ impl Listener {
     ///
     /// Python: `Listener.last_accepted`.
     pub fn last_accepted(&self) -> Option<Address> {
-        self.last_accepted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.last_accepted.lock().unpoison().clone()
     }
 
     /// Sets the largest message the connections accepted from now on take
@@ -481,13 +479,13 @@ impl Listener {
     /// Python: `Listener.close()`.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let socket = self.socket.lock().unpoison().take();
         if let Some(socket) = socket {
             // Wakes threads polling it in `accept`; they drop the last `Arc`.
             // An error here (already shut down) leaves nothing to wake.
             let _ = fd::shutdown(socket.as_fd());
         }
-        if let Some(path) = self.unlink.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(path) = self.unlink.lock().unpoison().take() {
             // Already removed by someone else is fine.
             let _ = std::fs::remove_file(path);
         }

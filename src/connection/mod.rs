@@ -23,6 +23,7 @@ pub(crate) mod reader;
 pub(crate) use listener::authenticate_accepted;
 pub use listener::{Address, AuthKey, Client, Listener};
 
+use crate::util::Unpoison;
 use std::fmt;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -116,7 +117,7 @@ impl Connection {
 
     /// The fd for one call, or `Closed`.
     fn fd(&self) -> Result<Arc<OwnedFd>> {
-        let guard = self.inner.fd.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = self.inner.fd.lock().unpoison();
         guard.clone().ok_or(Error::Closed)
     }
 
@@ -323,12 +324,7 @@ impl Connection {
     /// Python: `Connection.close()`.
     pub fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
-        let fd = self
-            .inner
-            .fd
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let fd = self.inner.fd.lock().unpoison().take();
         drop(fd);
     }
 
@@ -408,11 +404,7 @@ impl Connection {
         let fd = self.fd()?;
         let fd = fd.as_fd();
         let (header, hlen) = framing::encode_header(payload.len());
-        let _w = self
-            .inner
-            .write_lock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let _w = self.inner.write_lock.lock().unpoison();
         if !self.inner.socket {
             return self.write_frame_to_pipe(fd, &header[..hlen], payload);
         }
@@ -482,7 +474,7 @@ impl Connection {
         self.check_readable()?;
         let fd = self.fd()?;
         let fd = fd.as_fd();
-        let mut st = self.inner.recv.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.inner.recv.lock().unpoison();
         let max = self.inner.max_len.load(Ordering::Relaxed);
         loop {
             if let Some(done) = st.take_next() {

@@ -15,6 +15,7 @@
 //! [`UPGRADE_OK`], and from then on the socket only wakes sleepers and tells
 //! of a dead peer.
 
+use crate::util::Unpoison;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -125,16 +126,12 @@ impl Channel {
     }
 
     fn fd(&self) -> Result<Arc<OwnedFd>> {
-        self.fd
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or(Error::Closed)
+        self.fd.lock().unpoison().clone().ok_or(Error::Closed)
     }
 
     /// Closes this end (the fd closes when no call uses it any more).
     pub(crate) fn close(&self) {
-        let fd = self.fd.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let fd = self.fd.lock().unpoison().take();
         if let Some(fd) = &fd {
             // Wakes a thread of ours blocked reading it.
             let _ = fd::shutdown(fd.as_fd());
@@ -143,7 +140,7 @@ impl Channel {
 
     /// True after [`close`](Channel::close).
     pub(crate) fn is_closed(&self) -> bool {
-        self.fd.lock().unwrap_or_else(|e| e.into_inner()).is_none()
+        self.fd.lock().unpoison().is_none()
     }
 
     /// True when the peer has closed its end (checked without waiting).
@@ -248,7 +245,7 @@ impl Channel {
         f: impl FnOnce(&[u8], &mut Vec<OwnedFd>) -> Option<R>,
     ) -> Result<Option<R>> {
         let fd = self.fd()?;
-        let mut rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rx = self.rx.lock().unpoison();
         let mut spin_until = spin.then(|| Instant::now() + SPIN);
         loop {
             if let Some(e) = &rx.failed {

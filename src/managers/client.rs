@@ -10,6 +10,7 @@
 //!
 //! [`Manager`]: super::Manager
 
+use crate::util::Unpoison;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
@@ -92,10 +93,10 @@ static SESSIONS: Mutex<Option<HashMap<u64, Arc<Session>>>> = Mutex::new(None);
 fn current_session(key: u64) -> Option<Arc<Session>> {
     SESSIONS
         .lock()
-        .unwrap_or_else(|e| e.into_inner())
+        .unpoison()
         .as_ref()?
         .get(&key)
-        .filter(|s| !s.chan.lock().unwrap_or_else(|e| e.into_inner()).is_closed())
+        .filter(|s| !s.chan.lock().unpoison().is_closed())
         .cloned()
 }
 
@@ -132,11 +133,11 @@ impl ServerRef {
             Reply::Id(id) => id,
             other => return Err(unexpected(other)),
         };
-        let mut sessions = SESSIONS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sessions = SESSIONS.lock().unpoison();
         let sessions = sessions.get_or_insert_with(HashMap::new);
         // Another thread may have opened one meanwhile: keep the first.
         if let Some(s) = sessions.get(&key) {
-            if !s.chan.lock().unwrap_or_else(|e| e.into_inner()).is_closed() {
+            if !s.chan.lock().unpoison().is_closed() {
                 chan.close();
                 return Ok(s.clone());
             }
@@ -153,7 +154,7 @@ impl ServerRef {
     /// the session.
     fn ref_request(&self, req: &Request) -> Result<(Reply, u64)> {
         let s = self.session()?;
-        let chan = s.chan.lock().unwrap_or_else(|e| e.into_inner());
+        let chan = s.chan.lock().unpoison();
         // Only a failed lifeline is closed: closing it ends the session and
         // releases every reference of this process, which an error the
         // server answered (an object freed meanwhile) must not do.
@@ -308,7 +309,7 @@ pub(crate) fn decref(key: u64, id: ObjId, session: u64) {
     if s.id != session {
         return;
     }
-    let chan = s.chan.lock().unwrap_or_else(|e| e.into_inner());
+    let chan = s.chan.lock().unpoison();
     // As in `ref_request`: an answered error leaves the lifeline open.
     if exchange_answer(&chan, &Request::Decref(id)).is_err() {
         chan.close();
@@ -318,7 +319,7 @@ pub(crate) fn decref(key: u64, id: ObjId, session: u64) {
 /// Registers `chan` as a connection of this process to the server `key`, so
 /// that a shutdown closes it.
 fn remember(key: u64, chan: &Arc<Channel>) {
-    let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut open = OPEN.lock().unpoison();
     open.retain(|(_, w)| w.strong_count() > 0);
     open.push((key, Arc::downgrade(chan)));
 }
@@ -385,15 +386,15 @@ fn is_gone(e: &std::io::Error) -> bool {
 /// lifeline stays open, so this process's objects stay alive.
 pub(crate) fn forget_server(key: u64, keep_session: bool) {
     let lifeline = if keep_session {
-        current_session(key).map(|s| s.chan.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        current_session(key).map(|s| s.chan.lock().unpoison().clone())
     } else {
-        if let Some(sessions) = SESSIONS.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        if let Some(sessions) = SESSIONS.lock().unpoison().as_mut() {
             sessions.remove(&key);
         }
         None
     };
     let conns: Vec<Arc<Channel>> = {
-        let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = OPEN.lock().unpoison();
         let found = open
             .iter()
             .filter(|(k, _)| *k == key)

@@ -17,6 +17,7 @@
 //! CPython's managers send every call over a socket (or pipe), two system
 //! calls and a wake-up per direction.
 
+use crate::util::Unpoison;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
@@ -264,7 +265,7 @@ impl Mailbox {
                 .ok()
                 .filter(|&n| n <= ROOM)
                 .ok_or_else(|| Error::decode("manager mailbox: a corrupt length"))?;
-            let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+            let mut inbox = self.inbox.lock().unpoison();
             inbox.resize(len, 0);
             self.region.copy_out(self.rx + HEADER, &mut inbox);
             state.store(EMPTY, Ordering::Release);

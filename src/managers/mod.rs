@@ -56,6 +56,7 @@ mod refs;
 mod server;
 mod sync;
 
+use crate::util::Unpoison;
 use std::fmt;
 use std::io::Read;
 use std::os::fd::AsFd;
@@ -340,7 +341,7 @@ impl Manager {
     ///
     /// Python: `manager._process.exitcode`.
     pub fn exitcode(&self) -> Option<i32> {
-        *self.exitcode.lock().unwrap_or_else(|e| e.into_inner())
+        *self.exitcode.lock().unpoison()
     }
 
     /// Stops the server (for a manager that started it) and closes this
@@ -359,11 +360,7 @@ impl Manager {
     ///
     /// None so far; the `Result` leaves room for a failure to stop the server.
     pub fn shutdown(&self) -> Result<()> {
-        let child = self
-            .process
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let child = self.process.lock().unpoison().take();
         let key = self.server.key();
         let Some(child) = child else {
             client::forget_server(key, true);
@@ -373,7 +370,7 @@ impl Manager {
         let _ = self.server.request(&Request::Shutdown);
         client::forget_server(key, false);
         let code = stop_server(&child);
-        *self.exitcode.lock().unwrap_or_else(|e| e.into_inner()) = code;
+        *self.exitcode.lock().unpoison() = code;
         Ok(())
     }
 

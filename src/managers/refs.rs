@@ -37,6 +37,7 @@
 //! client session's `Decref`) it reaches through [`ServerRefs`] and
 //! [`ClientDecref`], which they hand it.
 
+use crate::util::Unpoison;
 use std::cell::{Cell, RefCell};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -238,12 +239,12 @@ pub(crate) fn adopting<R>(refs: Option<&BlobRefs>, f: impl FnOnce() -> R) -> R {
     else {
         return f();
     };
-    let refs = std::mem::take(&mut *pending.lock().unwrap_or_else(|e| e.into_inner()));
+    let refs = std::mem::take(&mut *pending.lock().unpoison());
     let saved = ADOPT.with(|a| a.borrow_mut().replace((*key, *session, refs)));
     let _restore = Restore(Some(move || {
         let left = ADOPT.with(|a| std::mem::replace(&mut *a.borrow_mut(), saved));
         if let Some((_, _, left)) = left {
-            *pending.lock().unwrap_or_else(|e| e.into_inner()) = left;
+            *pending.lock().unpoison() = left;
         }
     }));
     f()
@@ -288,7 +289,7 @@ pub(crate) fn release_blob(owner: RefOwner, refs: &[ObjId]) {
             pending,
             decref,
         } => {
-            for id in pending.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            for id in pending.into_inner().unpoison() {
                 decref(key, id, session);
             }
         }

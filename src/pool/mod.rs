@@ -31,6 +31,7 @@ mod scheduler;
 mod submit;
 mod worker_io;
 
+use crate::util::Unpoison;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::AtomicU64;
@@ -1263,7 +1264,7 @@ impl<R> Feeder<R> {
             {
                 let mut s = self.shared.lock();
                 while !s.dropped && !s.abandoned && s.submitted - s.consumed >= self.read_ahead {
-                    s = self.shared.cond.wait(s).unwrap_or_else(|e| e.into_inner());
+                    s = self.shared.cond.wait(s).unpoison();
                 }
                 if s.dropped || s.abandoned {
                     break;

@@ -3,6 +3,7 @@
 //! `IMapUnorderedIterator`), and the jobs that fill them on the pool's handler
 //! thread.
 
+use crate::util::Unpoison;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::marker::PhantomData;
@@ -18,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::reduction;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock().unpoison()
 }
 
 /// Runs a user callback on the handler thread; a panic in it is reported by the
@@ -75,17 +76,13 @@ impl<R> Slot<R> {
         let mut s = lock(&self.state);
         while matches!(*s, SlotState::Pending) {
             match deadline {
-                None => s = self.cond.wait(s).unwrap_or_else(|e| e.into_inner()),
+                None => s = self.cond.wait(s).unpoison(),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         return None;
                     }
-                    s = self
-                        .cond
-                        .wait_timeout(s, d - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
+                    s = self.cond.wait_timeout(s, d - now).unpoison().0;
                 }
             }
         }
@@ -662,17 +659,13 @@ impl<R> IMapIterator<R> {
                 return Some(Err(Error::Closed));
             }
             s = match deadline {
-                None => self.shared.cond.wait(s).unwrap_or_else(|e| e.into_inner()),
+                None => self.shared.cond.wait(s).unpoison(),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         return Some(Err(Error::Timeout));
                     }
-                    self.shared
-                        .cond
-                        .wait_timeout(s, d - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
+                    self.shared.cond.wait_timeout(s, d - now).unpoison().0
                 }
             };
         }

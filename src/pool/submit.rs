@@ -6,6 +6,7 @@
 //! workers; `worker_io.rs` is the parent side of one worker's socket;
 //! `child.rs` is the loop that runs in the worker process.
 
+use crate::util::Unpoison;
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -168,7 +169,7 @@ pub(crate) struct Inner {
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock().unpoison()
 }
 
 impl Inner {

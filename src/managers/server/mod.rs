@@ -22,6 +22,7 @@
 //!   and may be released by another process (CPython's `test_lock` releases in
 //!   the parent a lock taken by a child that has exited), as in Python.
 
+use crate::util::Unpoison;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -36,7 +37,7 @@ use super::channel::Channel;
 use super::custom;
 use super::protocol::{Blob, Kind, ObjId, Op, Reply, Request, Response, Spec, WireError};
 use super::refs::ServerRefs;
-use serving::{Client, lock};
+use serving::Client;
 
 use objects::{
     BarrierState, Dict, LockObj, LockState, Object, QueueState, SemObj, barrier_op, dict_op,
@@ -246,7 +247,7 @@ impl Server {
 
     /// Opens a session; its number.
     fn open_session(&self) -> u64 {
-        let mut r = lock(&self.refs);
+        let mut r = self.refs.lock().unpoison();
         r.last_session += 1;
         let s = r.last_session;
         r.sessions.insert(s, HashMap::new());
@@ -258,7 +259,7 @@ impl Server {
     fn end_session(&self, s: u64) {
         let mut dead = Vec::new();
         {
-            let mut r = lock(&self.refs);
+            let mut r = self.refs.lock().unpoison();
             let mut ids: Vec<ObjId> = Vec::new();
             if let Some(held) = r.sessions.remove(&s) {
                 for (id, n) in held {
@@ -292,7 +293,7 @@ impl Server {
         *n -= 1;
         if *n == 0 {
             r.counts.remove(&id);
-            if let Some(e) = lock(&self.objects).remove(&id) {
+            if let Some(e) = self.objects.lock().unpoison().remove(&id) {
                 dead.push(e);
             }
         }
@@ -302,13 +303,13 @@ impl Server {
     /// was dropped); frees the object at zero.
     pub(crate) fn decref(&self, id: ObjId) {
         let mut dead = Vec::new();
-        self.decref_locked(&mut lock(&self.refs), id, &mut dead);
+        self.decref_locked(&mut self.refs.lock().unpoison(), id, &mut dead);
         drop(dead);
     }
 
     /// One reference more to each of `ids` that is alive; those.
     pub(crate) fn incref_alive(&self, ids: &[ObjId]) -> Vec<ObjId> {
-        let mut r = lock(&self.refs);
+        let mut r = self.refs.lock().unpoison();
         ids.iter()
             .copied()
             .filter(|id| match r.counts.get_mut(id) {
@@ -326,7 +327,7 @@ impl Server {
     fn give(&self, s: u64, id: ObjId, fresh: bool) -> Result<(), WireError> {
         let mut dead = Vec::new();
         let out = {
-            let mut r = lock(&self.refs);
+            let mut r = self.refs.lock().unpoison();
             if fresh {
                 r.counts.insert(id, 0);
             }
@@ -334,7 +335,7 @@ impl Server {
                 // The client's process is gone: nobody will use it.
                 if fresh {
                     r.counts.remove(&id);
-                    if let Some(e) = lock(&self.objects).remove(&id) {
+                    if let Some(e) = self.objects.lock().unpoison().remove(&id) {
                         dead.push(e);
                     }
                 }
@@ -362,7 +363,7 @@ impl Server {
     fn take_back(&self, s: u64, id: ObjId) -> Result<(), WireError> {
         let mut dead = Vec::new();
         let out = {
-            let mut r = lock(&self.refs);
+            let mut r = self.refs.lock().unpoison();
             let held = r.sessions.get_mut(&s).and_then(|m| {
                 let n = m.get_mut(&id)?;
                 *n -= 1;
@@ -387,7 +388,7 @@ impl Server {
 
     /// A transit reference to `id` from session `s`: its token.
     fn transit(&self, s: u64, id: ObjId) -> Result<u64, WireError> {
-        let mut r = lock(&self.refs);
+        let mut r = self.refs.lock().unpoison();
         match r.counts.get_mut(&id) {
             Some(n) => *n += 1,
             None => return Err(freed(id)),
@@ -402,7 +403,7 @@ impl Server {
     /// already: the same bytes decoded twice) takes a new reference.
     fn claim(&self, s: u64, token: u64, id: ObjId) -> Result<(), WireError> {
         {
-            let mut r = lock(&self.refs);
+            let mut r = self.refs.lock().unpoison();
             if r.sessions.contains_key(&s) && r.transit.get(&token).is_some_and(|t| t.1 == id) {
                 r.transit.remove(&token);
                 *r.sessions
@@ -440,7 +441,7 @@ impl Server {
                 continue;
             };
             if let Object::Lock(l) = &*obj {
-                let mut st = lock(&l.state);
+                let mut st = l.state.lock().unpoison();
                 if st.owner == Some(client.id) {
                     st.owner = None;
                     st.count = 0;
@@ -456,7 +457,7 @@ impl Server {
             Undo::None => {}
             Undo::Release(obj) => match &*obj {
                 Object::Lock(l) => {
-                    let mut st = lock(&l.state);
+                    let mut st = l.state.lock().unpoison();
                     if st.owner == Some(client.id) || !l.recursive {
                         st.count = st.count.saturating_sub(1);
                         if st.count == 0 {
@@ -466,7 +467,7 @@ impl Server {
                     }
                 }
                 Object::Semaphore(s) => {
-                    *lock(&s.value) += 1;
+                    *s.value.lock().unpoison() += 1;
                     s.cv.notify_all();
                 }
                 _ => {}
@@ -474,7 +475,7 @@ impl Server {
             Undo::Requeue(obj) => {
                 if let (Object::Queue { state, cv, .. }, Ok(Reply::Value(item))) = (&*obj, response)
                 {
-                    lock(state).items.push_front(item.clone());
+                    state.lock().unpoison().items.push_front(item.clone());
                     cv.notify_all();
                 }
             }
@@ -483,12 +484,17 @@ impl Server {
 
     fn object(&self, id: ObjId) -> Result<Arc<Object>, WireError> {
         if id != 0 && id < self.next_id.load(Ordering::Relaxed) {
-            return lock(&self.objects)
+            return self
+                .objects
+                .lock()
+                .unpoison()
                 .get(&id)
                 .map(|e| e.object.clone())
                 .ok_or_else(|| freed(id));
         }
-        lock(&self.objects)
+        self.objects
+            .lock()
+            .unpoison()
             .get(&id)
             .map(|e| e.object.clone())
             .ok_or_else(|| {
@@ -590,7 +596,7 @@ impl Server {
             type_name,
             object: Arc::new(object),
         };
-        lock(&self.objects).insert(id, entry);
+        self.objects.lock().unpoison().insert(id, entry);
         id
     }
 
@@ -610,11 +616,14 @@ impl Server {
     }
 
     fn lookup(&self, name: &str, tag: u64, type_name: &str) -> Result<ObjId, WireError> {
-        let id = lock(&self.names)
+        let id = self
+            .names
+            .lock()
+            .unpoison()
             .get(name)
             .copied()
             .ok_or_else(|| WireError::Key(format!("no shared object is registered as {name:?}")))?;
-        let objects = lock(&self.objects);
+        let objects = self.objects.lock().unpoison();
         let entry = objects
             .get(&id)
             .ok_or_else(|| WireError::Key(name.to_string()))?;
@@ -644,7 +653,7 @@ impl Server {
                 let s = refs.session(self);
                 // One lock over lookup-or-create, so two processes asking for the
                 // same name get the same object.
-                let mut names = lock(&self.names);
+                let mut names = self.names.lock().unpoison();
                 let found = match names.get(&name).copied() {
                     Some(_) => {
                         drop(names);
@@ -653,7 +662,7 @@ impl Server {
                     }
                     None => self.create(spec).map(|id| {
                         // The name holds one reference, for the server's life.
-                        lock(&self.refs).counts.insert(id, 1);
+                        self.refs.lock().unpoison().counts.insert(id, 1);
                         names.insert(name, id);
                         (id, true)
                     }),
@@ -670,7 +679,9 @@ impl Server {
                 self.lookup(&name, tag, &type_name)
                     .and_then(|id| self.give(s, id, false).map(|()| Reply::Id(id)))
             }
-            Request::NumberOfObjects => Ok(Reply::Count(lock(&self.objects).len() as u64)),
+            Request::NumberOfObjects => {
+                Ok(Reply::Count(self.objects.lock().unpoison().len() as u64))
+            }
             Request::Shutdown => Ok(Reply::Unit),
             Request::OpenSession => {
                 if let Some(old) = refs.owned.take() {
@@ -682,7 +693,7 @@ impl Server {
                 Ok(Reply::Id(s))
             }
             Request::Attach(s) => {
-                if lock(&self.refs).sessions.contains_key(&s) {
+                if self.refs.lock().unpoison().sessions.contains_key(&s) {
                     refs.session = Some(s);
                     Ok(Reply::Unit)
                 } else {
@@ -729,7 +740,7 @@ impl Server {
         if self.incref_alive(&[id]).is_empty() {
             return Err(freed(id));
         }
-        let old = lock(&self.names).insert(name, id);
+        let old = self.names.lock().unpoison().insert(name, id);
         if let Some(old) = old {
             self.decref(old);
         }
@@ -748,9 +759,9 @@ impl Server {
             (Object::Namespace(ns), op) => namespace_op(ns, op),
             (Object::Dict(d), op) => dict_op(d, op),
             (Object::List { items, fixed }, op) => list_op(items, *fixed, op),
-            (Object::Value(v), Op::ValueGet) => Ok(Reply::Value(lock(v).clone())),
+            (Object::Value(v), Op::ValueGet) => Ok(Reply::Value(v.lock().unpoison().clone())),
             (Object::Value(v), Op::ValueSet(x)) => {
-                *lock(v) = x;
+                *v.lock().unpoison() = x;
                 Ok(Reply::Unit)
             }
             (Object::Lock(l), op) => {
@@ -790,7 +801,7 @@ impl Server {
             (Object::Pool(p), op) => pool::pool_op(p, op, client),
             (Object::PoolResult(r), op) => pool::result_op(r, op, client),
             (Object::Custom(o), Op::Custom(call)) => {
-                let mut o = lock(o);
+                let mut o = o.lock().unpoison();
                 match reduction::catch(|| o.dispatch(&call)) {
                     Ok(Ok(bytes)) => Ok(Reply::Value(bytes)),
                     Ok(Err(e)) => Err(WireError::Decode(e.to_string())),
@@ -1054,7 +1065,7 @@ mod tests {
     }
 
     fn count(s: &Server) -> usize {
-        lock(&s.objects).len()
+        s.objects.lock().unpoison().len()
     }
 
     /// A new Event object in `s`.

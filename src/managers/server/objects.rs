@@ -2,11 +2,12 @@
 //! `list`, `Namespace`, `Value`, and the `threading`/`queue` types the server
 //! holds, each behind its own mutex, so every operation is atomic.
 
+use crate::util::Unpoison;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
-use super::serving::{Client, PEER_CHECK, lock};
+use super::serving::{Client, PEER_CHECK};
 use crate::managers::custom::ErasedObject;
 use crate::managers::protocol::{Blob, Op, Reply, Response, WireError, py_index, py_slice};
 
@@ -38,9 +39,7 @@ pub(super) fn wait_until<'m, S>(
             Some(d) => (d - now).min(PEER_CHECK),
             None => PEER_CHECK,
         };
-        let (g, res) = cv
-            .wait_timeout(guard, slice)
-            .unwrap_or_else(|e| e.into_inner());
+        let (g, res) = cv.wait_timeout(guard, slice).unpoison();
         guard = g;
         if res.timed_out() && !client.alive() {
             return Waited::Gone;
@@ -221,7 +220,7 @@ pub(super) fn wrong_kind(obj: &Object, op: &Op) -> WireError {
 }
 
 pub(super) fn namespace_op(ns: &Mutex<HashMap<String, (String, Blob)>>, op: Op) -> Response {
-    let mut ns = lock(ns);
+    let mut ns = ns.lock().unpoison();
     match op {
         Op::NsSet(name, type_name, value) => {
             ns.insert(name, (type_name, value));
@@ -260,7 +259,7 @@ pub(super) fn namespace_op(ns: &Mutex<HashMap<String, (String, Blob)>>, op: Op) 
 }
 
 pub(super) fn dict_op(d: &Mutex<Dict>, op: Op) -> Response {
-    let mut d = lock(d);
+    let mut d = d.lock().unpoison();
     Ok(match op {
         Op::DictInsert(k, v) => Reply::Maybe(d.insert(k, v)),
         Op::DictGet(k) => Reply::Maybe(d.get(&k).cloned()),
@@ -301,7 +300,7 @@ fn out_of_range(i: i64, len: usize) -> WireError {
 }
 
 pub(super) fn list_op(items: &Mutex<Vec<Blob>>, fixed: bool, op: Op) -> Response {
-    let mut l = lock(items);
+    let mut l = items.lock().unpoison();
     let resizes = matches!(
         op,
         Op::ListPush(_)
@@ -400,7 +399,7 @@ pub(super) fn list_op(items: &Mutex<Vec<Blob>>, fixed: bool, op: Op) -> Response
 }
 
 pub(super) fn lock_op(l: &LockObj, op: Op, client: &Client<'_>) -> Response {
-    let st = lock(&l.state);
+    let st = l.state.lock().unpoison();
     match op {
         Op::Acquire(wait) => {
             let mut st = st;
@@ -458,7 +457,7 @@ pub(super) fn lock_op(l: &LockObj, op: Op, client: &Client<'_>) -> Response {
                     (st, false)
                 }
                 Waited::Gone => {
-                    let mut st = lock(&l.state);
+                    let mut st = l.state.lock().unpoison();
                     st.waiting.retain(|t| *t != ticket);
                     st.notified.remove(&ticket);
                     return Err(WireError::Closed);
@@ -498,7 +497,7 @@ pub(super) fn lock_op(l: &LockObj, op: Op, client: &Client<'_>) -> Response {
 }
 
 pub(super) fn sem_op(s: &SemObj, op: Op, client: &Client<'_>) -> Response {
-    let v = lock(&s.value);
+    let v = s.value.lock().unpoison();
     match op {
         Op::Acquire(wait) => match wait_until(&s.cv, v, wait.deadline(), client, |v| *v > 0) {
             Waited::Ready(mut v) => {
@@ -527,7 +526,7 @@ pub(super) fn sem_op(s: &SemObj, op: Op, client: &Client<'_>) -> Response {
 }
 
 pub(super) fn event_op(flag: &Mutex<bool>, cv: &Condvar, op: Op, client: &Client<'_>) -> Response {
-    let mut f = lock(flag);
+    let mut f = flag.lock().unpoison();
     match op {
         Op::EventSet => {
             *f = true;
@@ -556,7 +555,7 @@ pub(super) fn barrier_op(
     op: Op,
     client: &Client<'_>,
 ) -> Response {
-    let mut s = lock(st);
+    let mut s = st.lock().unpoison();
     match op {
         Op::BarrierWait(wait) => {
             if s.broken {
@@ -577,7 +576,7 @@ pub(super) fn barrier_op(
             let mut s = match outcome {
                 Waited::Ready(s) => s,
                 Waited::TimedOut(s) => s,
-                Waited::Gone => lock(st),
+                Waited::Gone => st.lock().unpoison(),
             };
             if s.generation != generation {
                 // Passed (perhaps just before a reset or abort).
@@ -622,7 +621,7 @@ pub(super) fn queue_op(
     op: Op,
     client: &Client<'_>,
 ) -> Response {
-    let q = lock(state);
+    let q = state.lock().unpoison();
     match op {
         Op::QueuePut(item, wait) => {
             let room = |q: &mut QueueState| q.maxsize == 0 || q.items.len() < q.maxsize;

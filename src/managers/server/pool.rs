@@ -2,10 +2,11 @@
 //! process, fed [`RawTask`]s, and the results of its async calls, kept as
 //! objects of their own.
 
+use crate::util::Unpoison;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::serving::{Client, PEER_CHECK, lock};
+use super::serving::{Client, PEER_CHECK};
 use crate::managers::pool::{RawResult, RawTask, run_task};
 use crate::managers::protocol::{Blob, Op, Reply, Response, WireError};
 use crate::pool::{AsyncResult, Pool};
@@ -93,7 +94,7 @@ fn wait(pending: &Pending, deadline: Option<Instant>, client: &Client<'_>) -> Re
 
 /// The values of a ready result (taken from the pool the first time).
 fn values(r: &ResultObj) -> Result<Vec<Blob>, WireError> {
-    let mut done = lock(&r.done);
+    let mut done = r.done.lock().unpoison();
     if let Some(v) = &*done {
         return v.clone();
     }
@@ -217,10 +218,10 @@ pub(crate) fn result_op(r: &ResultObj, op: Op, client: &Client<'_>) -> Response 
         },
         Op::ResultWait(w) => wait(&r.pending, w.deadline(), client),
         Op::ResultReady => Ok(Reply::Bool(
-            lock(&r.done).is_some() || r.pending.wait_timeout(Default::default()),
+            r.done.lock().unpoison().is_some() || r.pending.wait_timeout(Default::default()),
         )),
         Op::ResultSuccessful => {
-            if lock(&r.done).is_none() && !r.pending.wait_timeout(Default::default()) {
+            if r.done.lock().unpoison().is_none() && !r.pending.wait_timeout(Default::default()) {
                 return Err(WireError::Value(
                     "the result is not ready; wait() for it first".into(),
                 ));

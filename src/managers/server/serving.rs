@@ -1,9 +1,8 @@
 //! What every object's operation gets to know about the client it serves,
 //! below the objects and the server that dispatches to them: the client
-//! itself (its number, whether it is still there), how often a blocked call
-//! looks for it, and the server's mutex helper.
+//! itself (its number, whether it is still there), and how often a blocked call
+//! looks for it.
 
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::managers::channel::Channel;
@@ -25,9 +24,3 @@ impl Client<'_> {
 
 /// How often a thread blocked for a client checks that the client is still there.
 pub(super) const PEER_CHECK: Duration = Duration::from_millis(50);
-
-/// Locks a mutex, ignoring poisoning (a user method's panic is caught inside the
-/// lock, so poisoning only follows a bug of ours; the state is still usable).
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
