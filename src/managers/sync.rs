@@ -87,6 +87,7 @@ macro_rules! acquirer_methods {
                 self.acquire()?;
                 Ok(ProxyGuard {
                     handle: &self.handle,
+                    _not_send: PhantomData,
                 })
             }
         }
@@ -96,9 +97,16 @@ macro_rules! acquirer_methods {
 /// Releases a manager lock, semaphore or condition on drop.
 ///
 /// Python: the end of a `with lock:` block.
+///
+/// Not `Send`, as std's `MutexGuard` is not: an `RLock` is owned by the
+/// thread that took it, so a release from another thread would be refused
+/// and the lock stay held.
+#[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ProxyGuard<'a> {
     /// The object to release.
     handle: &'a Handle,
+    /// Keeps the guard on the thread that took the lock.
+    _not_send: PhantomData<*const ()>,
 }
 
 impl fmt::Debug for ProxyGuard<'_> {

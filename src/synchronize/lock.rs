@@ -676,6 +676,7 @@ impl RLock {
         RLockGuard {
             lock: self,
             acquired,
+            _not_send: std::marker::PhantomData,
         }
     }
 
@@ -746,12 +747,17 @@ impl<'de> Deserialize<'de> for RLock {
 
 /// Holds an [`RLock`] once; releases that level when dropped. Made by
 /// [`RLock::lock`].
+///
+/// Not `Send`: the level belongs to the thread that took it, and a release
+/// from another thread would be refused, leaving the lock held for good.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct RLockGuard<'a> {
     /// The lock held.
     lock: &'a RLock,
     /// How it was taken.
     acquired: Acquired,
+    /// Keeps the guard on the thread that took the lock.
+    _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl RLockGuard<'_> {
