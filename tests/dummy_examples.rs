@@ -35,7 +35,9 @@ fn manifest_dir() -> PathBuf {
 /// Our target directory: `CARGO_TARGET_TMPDIR` is `<target>/tmp`.
 fn target_dir() -> PathBuf {
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    tmp.parent().expect("CARGO_TARGET_TMPDIR has a parent").to_path_buf()
+    tmp.parent()
+        .expect("CARGO_TARGET_TMPDIR has a parent")
+        .to_path_buf()
 }
 
 /// The examples to run: name -> source with its `use` line rewritten.
@@ -132,7 +134,8 @@ fn expected_lines(example: &str) -> Vec<String> {
         "groupby_apply" => &[
             "output:",
             "data process of 1: finished@",
-            "{'FL001': {'intercept': ", "'FL024': {'intercept': 11.5",
+            "{'FL001': {'intercept': ",
+            "'FL024': {'intercept': 11.5",
         ],
         "imap_progress" => &[],
         "manager_dict" => &["40 squares, count = 40"],
@@ -141,7 +144,11 @@ fn expected_lines(example: &str) -> Vec<String> {
             "rows: 10000, first: Row { a: 0, b: 10000, c: 5000 }",
             "namespace.data still has C == 0 everywhere",
         ],
-        "pipe_progress" => &["output:", "data process of 1: finished@", "40 groups fitted"],
+        "pipe_progress" => &[
+            "output:",
+            "data process of 1: finished@",
+            "40 groups fitted",
+        ],
         "process_basics" => &["Square: 100", "Cube: 1000", "Done!"],
         "python_interop" => &["rust: python client authenticated", "rust: done, "],
         "queue_pipeline" => &["100 results, sum of squares = 328350"],
@@ -175,7 +182,10 @@ fn check_output(example: &str, out: &Output) {
     }
     match example {
         "imap_progress" => {
-            let got: Vec<u64> = stdout.lines().filter_map(|l| l.trim().parse().ok()).collect();
+            let got: Vec<u64> = stdout
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect();
             let want: Vec<u64> = (0..40).map(imap_progress_func).collect();
             assert_eq!(got, want, "imap_progress: results in order");
         }
@@ -197,9 +207,11 @@ fn every_example_runs_against_dummy() {
     assert!(examples.len() >= 12, "found only {:?}", examples.keys());
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dummy-examples");
     let manifest = write_project(&dir, &examples);
-    within(std::time::Duration::from_secs(600), "cargo build of the examples", move || {
-        cargo_build(&manifest)
-    });
+    within(
+        std::time::Duration::from_secs(600),
+        "cargo build of the examples",
+        move || cargo_build(&manifest),
+    );
     for name in examples.keys() {
         let out = run(name);
         check_output(name, &out);

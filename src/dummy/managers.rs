@@ -183,7 +183,10 @@ impl Manager {
         &self,
         items: impl IntoIterator<Item = T>,
     ) -> Result<ListProxy<T>> {
-        let items = items.into_iter().map(|x| encode(&x)).collect::<Result<_>>()?;
+        let items = items
+            .into_iter()
+            .map(|x| encode(&x))
+            .collect::<Result<_>>()?;
         self.made(ListProxy {
             list: List::new(&self.alive, items, false),
             _type: PhantomData,
@@ -433,7 +436,9 @@ impl Namespace {
         self.alive.check()?;
         match lock(&self.attrs).remove(name) {
             Some(_) => Ok(()),
-            None => Err(Error::Key(format!("the namespace has no attribute {name:?}"))),
+            None => Err(Error::Key(format!(
+                "the namespace has no attribute {name:?}"
+            ))),
         }
     }
 
@@ -495,7 +500,10 @@ impl Dict {
     }
 
     fn get(&self, k: &[u8]) -> Option<&Vec<u8>> {
-        self.index.get(k).and_then(|s| self.entries.get(s)).map(|e| &e.1)
+        self.index
+            .get(k)
+            .and_then(|s| self.entries.get(s))
+            .map(|e| &e.1)
     }
 
     fn remove(&mut self, k: &[u8]) -> Option<Vec<u8>> {
@@ -744,10 +752,16 @@ impl List {
         }
     }
 
-    fn with<R>(&self, resizes: Option<&str>, f: impl FnOnce(&mut Vec<Vec<u8>>) -> Result<R>) -> Result<R> {
+    fn with<R>(
+        &self,
+        resizes: Option<&str>,
+        f: impl FnOnce(&mut Vec<Vec<u8>>) -> Result<R>,
+    ) -> Result<R> {
         self.alive.check()?;
         if let (true, Some(op)) = (self.fixed, resizes) {
-            return Err(Error::value(format!("{op}: a manager Array has a fixed length")));
+            return Err(Error::value(format!(
+                "{op}: a manager Array has a fixed length"
+            )));
         }
         f(&mut lock(&self.items))
     }
@@ -908,7 +922,10 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     ///
     /// [`Error::Encode`], [`Error::Closed`].
     pub fn extend(&self, items: impl IntoIterator<Item = T>) -> Result<()> {
-        let items: Vec<Vec<u8>> = items.into_iter().map(|x| encode(&x)).collect::<Result<_>>()?;
+        let items: Vec<Vec<u8>> = items
+            .into_iter()
+            .map(|x| encode(&x))
+            .collect::<Result<_>>()?;
         self.list.with(Some("extend"), |l| {
             l.extend(items);
             Ok(())
@@ -979,13 +996,14 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     /// [`Error::Value`] if none is, [`Error::Closed`].
     pub fn remove(&self, x: &T) -> Result<()> {
         let x = encode(x)?;
-        self.list.with(Some("remove"), |l| match l.iter().position(|y| *y == x) {
-            Some(at) => {
-                l.remove(at);
-                Ok(())
-            }
-            None => Err(Error::value("list.remove(x): x not in list")),
-        })
+        self.list
+            .with(Some("remove"), |l| match l.iter().position(|y| *y == x) {
+                Some(at) => {
+                    l.remove(at);
+                    Ok(())
+                }
+                None => Err(Error::value("list.remove(x): x not in list")),
+            })
     }
 
     /// The index of the first item equal to `x`.
@@ -1009,7 +1027,8 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     /// [`Error::Encode`], [`Error::Closed`].
     pub fn count(&self, x: &T) -> Result<usize> {
         let x = encode(x)?;
-        self.list.with(None, |l| Ok(l.iter().filter(|y| **y == x).count()))
+        self.list
+            .with(None, |l| Ok(l.iter().filter(|y| **y == x).count()))
     }
 
     /// Reverses the list in place.

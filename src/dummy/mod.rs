@@ -63,9 +63,7 @@ pub use managers::{
     RLockProxy, SemaphoreProxy, ValueProxy,
 };
 pub use pool::{AsyncResult, IMapIterator, Pool, PoolBuilder};
-pub use process::{
-    Process, ProcessInfo, active_children, current_process, parent_process,
-};
+pub use process::{Process, ProcessInfo, active_children, current_process, parent_process};
 pub use queues::{JoinableQueue, Queue, SimpleQueue};
 pub use semaphore::{BoundedSemaphore, Semaphore};
 pub use sharedctypes::{Array, ArrayGuard, Value, ValueGuard};
@@ -106,8 +104,7 @@ fn install_panic_hook() {
         let capture = std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
         std::panic::set_hook(Box::new(move |info| {
             let location = info.location().map(|l| l.to_string());
-            let backtrace =
-                capture.then(|| std::backtrace::Backtrace::force_capture().to_string());
+            let backtrace = capture.then(|| std::backtrace::Backtrace::force_capture().to_string());
             crate::reduction::record_panic(location, backtrace);
             if !QUIET.with(Cell::get) {
                 previous(info);
@@ -148,7 +145,10 @@ fn wait_until<'a, T>(
                 if left.is_zero() {
                     return (g, false);
                 }
-                g = cv.wait_timeout(g, left).unwrap_or_else(|e| e.into_inner()).0;
+                g = cv
+                    .wait_timeout(g, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
             }
         }
     }

@@ -143,7 +143,9 @@ impl<T: Copy> Drop for ValueGuard<'_, T> {
 
 impl<T: Copy + fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ValueGuard").field("value", &self.cur).finish()
+        f.debug_struct("ValueGuard")
+            .field("value", &self.cur)
+            .finish()
     }
 }
 
@@ -270,7 +272,9 @@ impl<T: Copy> Array<T> {
 
 impl<T: Copy + fmt::Debug> fmt::Debug for Array<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Array").field("items", &self.to_vec()).finish()
+        f.debug_struct("Array")
+            .field("items", &self.to_vec())
+            .finish()
     }
 }
 
