@@ -23,7 +23,10 @@ use multiprocess::dummy as th;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-const SECTIONS: &[(&str, fn() -> Result<()>)] = &[
+/// A section of the guide: its subcommand and the function that runs it.
+type Section = (&'static str, fn() -> Result<()>);
+
+const SECTIONS: &[Section] = &[
     ("global", global),
     ("crash", crash),
     ("memory", memory),

@@ -380,7 +380,7 @@ impl Drop for Manager {
 #[derive(Clone)]
 pub struct Namespace {
     alive: Alive,
-    attrs: Arc<Mutex<HashMap<String, (&'static str, Vec<u8>)>>>,
+    attrs: Arc<Mutex<Attrs>>,
 }
 
 impl Namespace {
@@ -454,6 +454,9 @@ impl Namespace {
         Ok(names)
     }
 }
+
+/// A namespace's attributes: name -> (the type set, the encoded value).
+type Attrs = HashMap<String, (&'static str, Vec<u8>)>;
 
 /// True if a value set as `stored` reads back as `wanted`: the same type, or
 /// a borrowed form and its owned one (`str`/`String`, `[T]`/`Vec<T>`).

@@ -340,7 +340,7 @@ impl Process {
 
     /// A [`ProcessInfo`] for this thread once started.
     pub fn info(&self) -> Option<ProcessInfo> {
-        self.shared.as_ref().map(|s| ProcessInfo::thread(s))
+        self.shared.as_ref().map(ProcessInfo::thread)
     }
 }
 
