@@ -1017,3 +1017,72 @@ fn no_fd_or_child_left_behind() {
     }
     leaks.check();
 }
+
+#[test]
+fn manager_named_lookup_publish_create_and_pool() {
+    struct Counter(i64);
+    impl mp::SharedObject for Counter {
+        type Init = i64;
+        type Call = i64;
+        type Reply = i64;
+        fn new(start: i64) -> Self {
+            Counter(start)
+        }
+        fn call(&mut self, add: i64) -> i64 {
+            if add < 0 {
+                panic!("negative");
+            }
+            self.0 += add;
+            self.0
+        }
+    }
+    let m = mp::Manager::new().unwrap();
+    let c = m.create::<Counter>(10).unwrap();
+    let c2 = c.clone();
+    let pool = m.pool(2).unwrap();
+    let got = pool
+        .map(move |x: i64| c2.call(x).unwrap(), vec![1, 1, 1])
+        .unwrap();
+    assert_eq!(got.len(), 3);
+    assert_eq!(c.call(0).unwrap(), 13);
+    assert!(matches!(c.call(-1), Err(mp::Error::Remote { message, .. }) if message == "negative"));
+    assert_eq!(c.call(1).unwrap(), 14);
+    let r = pool.apply_async(|x: u8| x * 2, 4).unwrap();
+    assert_eq!(r.get().unwrap(), 8);
+    assert!(r.successful().unwrap());
+
+    let a = m.named::<mp::DictProxy<String, u8>>("d", ()).unwrap();
+    a.insert("k".into(), 1).unwrap();
+    let b: mp::DictProxy<String, u8> = m.lookup("d").unwrap();
+    assert_eq!(b.get(&"k".into()).unwrap(), Some(1));
+    assert!(matches!(
+        m.lookup::<mp::LockProxy>("d"),
+        Err(mp::Error::Value(_))
+    ));
+    assert!(matches!(
+        m.lookup::<mp::LockProxy>("none"),
+        Err(mp::Error::Key(_))
+    ));
+    m.publish("c", &c).unwrap();
+    assert_eq!(
+        m.lookup::<mp::ObjectProxy<Counter>>("c")
+            .unwrap()
+            .call(0)
+            .unwrap(),
+        14
+    );
+    let other = mp::Manager::new().unwrap();
+    let foreign = other.event().unwrap();
+    assert!(matches!(m.publish("e", &foreign), Err(mp::Error::Value(_))));
+    let ns = m.namespace_named("ns").unwrap();
+    ns.set("x", &1u8).unwrap();
+    assert_eq!(m.namespace_named("ns").unwrap().get::<u8>("x").unwrap(), 1);
+    pool.close().unwrap();
+    pool.join().unwrap();
+    m.shutdown().unwrap();
+    assert!(matches!(c.call(1), Err(mp::Error::Closed)));
+    assert!(matches!(
+        m.lookup::<mp::LockProxy>("d"),
+        Err(mp::Error::Closed)
+    ));
+}

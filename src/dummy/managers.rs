@@ -7,6 +7,7 @@
 //! encoded, as the server keeps it), and after [`Manager::shutdown`] every
 //! proxy gives [`Error::Closed`].
 
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::marker::PhantomData;
@@ -19,8 +20,10 @@ use serde::de::DeserializeOwned;
 
 use super::lock;
 use super::{
-    Barrier, BoundedSemaphore, Condition, Event, JoinableQueue, Lock, Queue, RLock, Semaphore,
+    AsyncResult, Barrier, BoundedSemaphore, Condition, Event, JoinableQueue, Lock, Pool, Queue,
+    RLock, Semaphore, run_caught,
 };
+use crate::SharedObject;
 use crate::error::{Error, Result};
 
 fn encode<T: Serialize + ?Sized>(x: &T) -> Result<Vec<u8>> {
@@ -32,10 +35,27 @@ fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
 }
 
 /// What every proxy of one manager shares: whether it is still running.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Alive {
     running: Arc<AtomicBool>,
     objects: Arc<AtomicUsize>,
+    /// The names of `named`/`publish`: a clone of the proxy, type-erased.
+    names: Arc<Mutex<HashMap<String, Named>>>,
+}
+
+/// A named proxy: the proxy (a clone) and its type's name, for errors.
+struct Named {
+    proxy: Box<dyn Any + Send + Sync>,
+    type_name: &'static str,
+}
+
+impl fmt::Debug for Alive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Manager")
+            .field("running", &self.running.load(Ordering::Relaxed))
+            .field("objects", &self.objects.load(Ordering::Relaxed))
+            .finish()
+    }
 }
 
 impl Alive {
@@ -83,6 +103,7 @@ impl Manager {
             alive: Alive {
                 running: Arc::new(AtomicBool::new(true)),
                 objects: Arc::default(),
+                names: Arc::default(),
             },
         })
     }
@@ -350,6 +371,541 @@ impl Manager {
         })
     }
 }
+
+impl Manager {
+    /// The object registered as `name`, created from `init` if there is none
+    /// (one lock over both, so two threads asking get the same object).
+    ///
+    /// Python: a typeid registered on a manager class, shared by name.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] when `name` holds another type, [`Error::Closed`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiprocess::dummy as mp;
+    /// let m = mp::Manager::new()?;
+    /// let a = m.named::<mp::EventProxy>("ready", ())?;
+    /// let b = m.named::<mp::EventProxy>("ready", ())?;
+    /// a.set()?;
+    /// assert!(b.is_set()?);
+    /// assert!(matches!(m.lookup::<mp::LockProxy>("ready"), Err(mp::Error::Value(_))));
+    /// assert!(matches!(m.lookup::<mp::LockProxy>("nope"), Err(mp::Error::Key(_))));
+    /// # Ok::<(), mp::Error>(())
+    /// ```
+    pub fn named<P: Managed>(&self, name: &str, init: P::Init) -> Result<P> {
+        self.alive.check()?;
+        let mut names = lock(&self.alive.names);
+        if let Some(found) = names.get(name) {
+            return downcast(name, found);
+        }
+        let proxy = P::create(self, init)?;
+        names.insert(
+            name.to_string(),
+            Named {
+                proxy: Box::new(proxy.clone()),
+                type_name: std::any::type_name::<P>(),
+            },
+        );
+        Ok(proxy)
+    }
+
+    /// The object registered as `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Key`] when none is, [`Error::Value`] when it is another
+    /// type, [`Error::Closed`].
+    pub fn lookup<P: Managed>(&self, name: &str) -> Result<P> {
+        self.alive.check()?;
+        let names = lock(&self.alive.names);
+        let found = names
+            .get(name)
+            .ok_or_else(|| Error::Key(format!("no shared object is registered as {name:?}")))?;
+        downcast(name, found)
+    }
+
+    /// Registers an existing proxy's object as `name` (replacing any).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] for a proxy of another manager, [`Error::Closed`].
+    pub fn publish<P: Managed>(&self, name: &str, proxy: &P) -> Result<()> {
+        self.alive.check()?;
+        if !Arc::ptr_eq(&proxy.alive().running, &self.alive.running) {
+            return Err(Error::value("the proxy belongs to another manager"));
+        }
+        lock(&self.alive.names).insert(
+            name.to_string(),
+            Named {
+                proxy: Box::new(proxy.clone()),
+                type_name: std::any::type_name::<P>(),
+            },
+        );
+        Ok(())
+    }
+
+    /// The [`Namespace`] registered as `name`, created if there is none.
+    ///
+    /// # Errors
+    ///
+    /// As [`named`](Manager::named).
+    pub fn namespace_named(&self, name: &str) -> Result<Namespace> {
+        self.named(name, ())
+    }
+
+    /// A new object of a type of yours, used through an [`ObjectProxy`]:
+    /// each call runs under the object's lock. The same
+    /// [`SharedObject`] impl serves `multiprocess::Manager::create`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`] when `T::new` panicked, [`Error::Closed`].
+    pub fn create<T: SharedObject>(&self, init: T::Init) -> Result<ObjectProxy<T>> {
+        let obj = run_caught("SharedObject::new", move || T::new(init))?;
+        self.made(ObjectProxy {
+            alive: self.alive.clone(),
+            obj: Arc::new(Mutex::new(obj)),
+        })
+    }
+
+    /// A pool of `processes` worker threads, used through a [`PoolProxy`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] for 0 workers, [`Error::Closed`].
+    pub fn pool(&self, processes: u32) -> Result<PoolProxy> {
+        let pool = Pool::new(processes as usize)?;
+        self.made(PoolProxy {
+            alive: self.alive.clone(),
+            pool: Arc::new(pool),
+        })
+    }
+}
+
+fn downcast<P: Managed>(name: &str, found: &Named) -> Result<P> {
+    found.proxy.downcast_ref::<P>().cloned().ok_or_else(|| {
+        Error::value(format!(
+            "the shared object {name:?} is a {}, not a {}",
+            found.type_name,
+            std::any::type_name::<P>()
+        ))
+    })
+}
+
+mod sealed {
+    /// Keeps [`Managed`](super::Managed) implemented by this module's proxies only.
+    pub trait Sealed {}
+}
+
+/// A proxy type whose object a dummy [`Manager`] can create, name and look
+/// up ([`Manager::named`], [`Manager::lookup`], [`Manager::publish`]).
+///
+/// `Init` is what creating one takes, as for [`crate::Managed`]: `()` for
+/// [`Namespace`], [`DictProxy`], [`ListProxy`], the locks, [`ConditionProxy`]
+/// and [`EventProxy`]; the initial value for [`ValueProxy`]; the items for
+/// [`ArrayProxy`]; the count for the semaphores; the parties for
+/// [`BarrierProxy`]; the maxsize (0: unbounded) for the queues; the worker
+/// count for [`PoolProxy`]; `T::Init` for an [`ObjectProxy<T>`].
+///
+/// This trait is sealed.
+#[allow(private_bounds)]
+pub trait Managed: sealed::Sealed + Clone + Send + Sync + 'static {
+    /// What creating the object takes.
+    type Init;
+    /// Creates the object in `manager`.
+    #[doc(hidden)]
+    fn create(manager: &Manager, init: Self::Init) -> Result<Self>;
+    /// The manager state the proxy belongs to.
+    #[doc(hidden)]
+    #[allow(private_interfaces)]
+    fn alive(&self) -> &Alive;
+}
+
+macro_rules! managed {
+    ($ty:ty, $init:ty, |$m:ident, $i:ident| $make:expr $(, $($bound:tt)*)?) => {
+        impl $(<$($bound)*>)? sealed::Sealed for $ty {}
+        impl $(<$($bound)*>)? Managed for $ty {
+            type Init = $init;
+            fn create($m: &Manager, $i: $init) -> Result<Self> {
+                $make
+            }
+            #[allow(private_interfaces)]
+            fn alive(&self) -> &Alive {
+                managed!(@alive self, $ty)
+            }
+        }
+    };
+    (@alive $s:ident, $ty:ty) => { $s.alive_ref() };
+}
+
+macro_rules! alive_ref {
+    ($ty:ident $(<$($t:ident),*>)?, $($path:tt)*) => {
+        impl $(<$($t),*>)? $ty $(<$($t),*>)? {
+            fn alive_ref(&self) -> &Alive {
+                &self.$($path)*
+            }
+        }
+    };
+}
+
+alive_ref!(Namespace, alive);
+alive_ref!(DictProxy<K, V>, alive);
+alive_ref!(ListProxy<T>, list.alive);
+alive_ref!(ValueProxy<T>, alive);
+alive_ref!(ArrayProxy<T>, list.alive);
+alive_ref!(LockProxy, alive);
+alive_ref!(RLockProxy, alive);
+alive_ref!(SemaphoreProxy, alive);
+alive_ref!(BoundedSemaphoreProxy, alive);
+alive_ref!(ConditionProxy, alive);
+alive_ref!(EventProxy, alive);
+alive_ref!(BarrierProxy, alive);
+alive_ref!(QueueProxy<T>, alive);
+alive_ref!(JoinableQueueProxy<T>, alive);
+alive_ref!(PoolProxy, alive);
+
+managed!(Namespace, (), |m, _i| m.namespace());
+managed!(DictProxy<K, V>, (), |m, _i| m.dict(), K: Serialize + Send + 'static, V: Serialize + Send + 'static);
+managed!(ListProxy<T>, (), |m, _i| m.list(), T: Serialize + Send + 'static);
+managed!(ValueProxy<T>, T, |m, i| m.value(i), T: Serialize + Send + 'static);
+managed!(ArrayProxy<T>, Vec<T>, |m, i| m.array(i), T: Serialize + Send + 'static);
+managed!(LockProxy, (), |m, _i| m.lock());
+managed!(RLockProxy, (), |m, _i| m.rlock());
+managed!(SemaphoreProxy, u32, |m, i| m.semaphore(i));
+managed!(BoundedSemaphoreProxy, u32, |m, i| m.bounded_semaphore(i));
+managed!(ConditionProxy, (), |m, _i| m.condition());
+managed!(EventProxy, (), |m, _i| m.event());
+managed!(BarrierProxy, u32, |m, i| m.barrier(i));
+managed!(QueueProxy<T>, usize, |m, i| m.queue_with_maxsize(i), T: Serialize + Send + 'static);
+managed!(JoinableQueueProxy<T>, usize, |m, i| m.joinable_queue_with_maxsize(i), T: Serialize + Send + 'static);
+managed!(PoolProxy, u32, |m, i| m.pool(i));
+
+impl<T: SharedObject> sealed::Sealed for ObjectProxy<T> {}
+impl<T: SharedObject> Managed for ObjectProxy<T> {
+    type Init = T::Init;
+    fn create(manager: &Manager, init: T::Init) -> Result<Self> {
+        manager.create(init)
+    }
+    #[allow(private_interfaces)]
+    fn alive(&self) -> &Alive {
+        &self.alive
+    }
+}
+
+// ---------------------------------------------------------------------------
+// ObjectProxy
+
+/// A [`SharedObject`] of yours held by a dummy [`Manager`]; each call runs
+/// under the object's lock.
+///
+/// Python: the `AutoProxy` that `manager.Foo()` returns.
+///
+/// # Examples
+///
+/// ```
+/// use multiprocess::dummy as mp;
+/// struct Counter(i64);
+/// impl mp::SharedObject for Counter {
+///     type Init = i64;
+///     type Call = i64;
+///     type Reply = i64;
+///     fn new(start: i64) -> Self { Counter(start) }
+///     fn call(&mut self, add: i64) -> i64 { self.0 += add; self.0 }
+/// }
+/// let m = mp::Manager::new()?;
+/// let c = m.create::<Counter>(10)?;
+/// assert_eq!(c.call(5)?, 15);
+/// # Ok::<(), mp::Error>(())
+/// ```
+pub struct ObjectProxy<T: SharedObject> {
+    alive: Alive,
+    obj: Arc<Mutex<T>>,
+}
+
+impl<T: SharedObject> ObjectProxy<T> {
+    /// Runs `call` on the object, under its lock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`] when the call panicked (the object stays, in
+    /// whatever state the panic left it), [`Error::Closed`].
+    pub fn call(&self, call: T::Call) -> Result<T::Reply> {
+        self.alive.check()?;
+        let mut obj = lock(&self.obj);
+        run_caught("SharedObject::call", || obj.call(call))
+    }
+}
+
+impl<T: SharedObject> Clone for ObjectProxy<T> {
+    fn clone(&self) -> Self {
+        ObjectProxy {
+            alive: self.alive.clone(),
+            obj: self.obj.clone(),
+        }
+    }
+}
+
+impl<T: SharedObject> fmt::Debug for ObjectProxy<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObjectProxy")
+            .field("type", &std::any::type_name::<T>())
+            .finish_non_exhaustive()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// PoolProxy
+
+/// A pool of worker threads held by a dummy [`Manager`]. As the thread
+/// [`Pool`]: functions may capture, arguments and results need only be `Send`.
+///
+/// Python: `manager.Pool(n)`.
+///
+/// # Examples
+///
+/// ```
+/// use multiprocess::dummy as mp;
+/// let m = mp::Manager::new()?;
+/// let pool = m.pool(2)?;
+/// assert_eq!(pool.map(|x: u32| x * x, 1..=3)?, [1, 4, 9]);
+/// assert_eq!(pool.apply_async(|x: u32| x + 1, 1)?.get()?, 2);
+/// pool.close()?;
+/// pool.join()?;
+/// # Ok::<(), mp::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct PoolProxy {
+    alive: Alive,
+    pool: Arc<Pool>,
+}
+
+impl fmt::Debug for PoolProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolProxy")
+            .field("pool", &self.pool)
+            .finish()
+    }
+}
+
+impl PoolProxy {
+    /// Runs `f(arg)` on a worker and waits.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::apply`], and [`Error::Closed`] after the manager's shutdown.
+    pub fn apply<F, A, R>(&self, f: F, arg: A) -> Result<R>
+    where
+        F: Fn(A) -> R + Send + Sync + 'static,
+        A: Send + 'static,
+        R: Send + 'static,
+    {
+        self.alive.check()?;
+        self.pool.apply(f, arg)
+    }
+
+    /// Submits `f(arg)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::apply_async`].
+    pub fn apply_async<F, A, R>(&self, f: F, arg: A) -> Result<PoolResultProxy<R>>
+    where
+        F: Fn(A) -> R + Send + Sync + 'static,
+        A: Send + 'static,
+        R: Send + 'static,
+    {
+        self.alive.check()?;
+        Ok(PoolResultProxy {
+            alive: self.alive.clone(),
+            result: Arc::new(self.pool.apply_async(f, arg)?),
+        })
+    }
+
+    /// Applies `f` to every item.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::map`].
+    pub fn map<F, A, R>(&self, f: F, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
+    where
+        F: Fn(A) -> R + Send + Sync + 'static,
+        A: Send + 'static,
+        R: Send + 'static,
+    {
+        self.alive.check()?;
+        self.pool.map(f, items)
+    }
+
+    /// [`map`](PoolProxy::map) without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::map_async`].
+    pub fn map_async<F, A, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<PoolMapResultProxy<R>>
+    where
+        F: Fn(A) -> R + Send + Sync + 'static,
+        A: Send + 'static,
+        R: Send + 'static,
+    {
+        self.alive.check()?;
+        Ok(PoolMapResultProxy {
+            alive: self.alive.clone(),
+            result: Arc::new(self.pool.map_async(f, items)?),
+        })
+    }
+
+    /// [`map`](PoolProxy::map) with tuple arguments.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::map`].
+    pub fn starmap<F, A, R>(&self, f: F, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
+    where
+        F: Fn(A) -> R + Send + Sync + 'static,
+        A: Send + 'static,
+        R: Send + 'static,
+    {
+        self.map(f, items)
+    }
+
+    /// Accepts no more work.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after the manager's shutdown.
+    pub fn close(&self) -> Result<()> {
+        self.alive.check()?;
+        self.pool.close();
+        Ok(())
+    }
+
+    /// Stops now (see [`Pool::terminate`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after the manager's shutdown.
+    pub fn terminate(&self) -> Result<()> {
+        self.alive.check()?;
+        self.pool.terminate();
+        Ok(())
+    }
+
+    /// Waits for the workers (see [`Pool::join`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::join`], [`Error::Closed`].
+    pub fn join(&self) -> Result<()> {
+        self.alive.check()?;
+        self.pool.join()
+    }
+}
+
+macro_rules! result_proxy {
+    ($(#[$doc:meta])* $name:ident, $out:ty) => {
+        $(#[$doc])*
+        pub struct $name<R> {
+            alive: Alive,
+            result: Arc<AsyncResult<$out>>,
+        }
+
+        impl<R> Clone for $name<R> {
+            fn clone(&self) -> Self {
+                $name {
+                    alive: self.alive.clone(),
+                    result: self.result.clone(),
+                }
+            }
+        }
+
+        impl<R> fmt::Debug for $name<R> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($name)).field("result", &self.result).finish()
+            }
+        }
+
+        impl<R> $name<R> {
+            /// Waits until ready.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Closed`] after the manager's shutdown.
+            pub fn wait(&self) -> Result<()> {
+                self.alive.check()?;
+                self.result.wait();
+                Ok(())
+            }
+
+            /// Waits at most `timeout`; true if ready.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Closed`].
+            pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
+                self.alive.check()?;
+                Ok(self.result.wait_timeout(timeout))
+            }
+
+            /// True once ready.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Closed`].
+            pub fn ready(&self) -> Result<bool> {
+                self.alive.check()?;
+                Ok(self.result.ready())
+            }
+
+            /// Whether the call succeeded.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Value`] if not ready, [`Error::Closed`].
+            pub fn successful(&self) -> Result<bool> {
+                self.alive.check()?;
+                self.result.successful()
+            }
+
+            /// Waits for the result and takes it.
+            ///
+            /// # Errors
+            ///
+            /// As [`AsyncResult::get`], [`Error::Closed`].
+            pub fn get(&self) -> Result<$out> {
+                self.alive.check()?;
+                self.result.get()
+            }
+
+            /// [`get`](Self::get), waiting at most `timeout`.
+            ///
+            /// # Errors
+            ///
+            /// As [`AsyncResult::get_timeout`], [`Error::Closed`].
+            pub fn get_timeout(&self, timeout: Duration) -> Result<$out> {
+                self.alive.check()?;
+                self.result.get_timeout(timeout)
+            }
+        }
+    };
+}
+
+result_proxy!(
+    /// The result of [`PoolProxy::apply_async`].
+    PoolResultProxy,
+    R
+);
+result_proxy!(
+    /// The result of [`PoolProxy::map_async`].
+    PoolMapResultProxy,
+    Vec<R>
+);
 
 impl Drop for Manager {
     fn drop(&mut self) {

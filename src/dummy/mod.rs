@@ -59,8 +59,9 @@ pub use event::Event;
 pub use lock::{Lock, LockGuard, RLock, RLockGuard};
 pub use managers::{
     ArrayProxy, BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, DictProxy, EventProxy,
-    JoinableQueueProxy, ListProxy, LockProxy, Manager, Namespace, ProxyGuard, QueueProxy,
-    RLockProxy, SemaphoreProxy, ValueProxy,
+    JoinableQueueProxy, ListProxy, LockProxy, Managed, Manager, Namespace, ObjectProxy,
+    PoolMapResultProxy, PoolProxy, PoolResultProxy, ProxyGuard, QueueProxy, RLockProxy,
+    SemaphoreProxy, ValueProxy,
 };
 pub use pool::{AsyncResult, IMapIterator, Pool, PoolBuilder};
 pub use process::{Process, ProcessInfo, active_children, current_process, parent_process};
@@ -70,8 +71,8 @@ pub use sharedctypes::{Array, ArrayGuard, Value, ValueGuard};
 
 // The same in both worlds: errors, start-up, and what is not about workers.
 pub use crate::{
-    Acquired, Connection, Error, Result, Scalar, connection, cpu_count, init, pipe, reduction,
-    reset_executable, set_executable, set_start_timeout,
+    Acquired, Connection, Error, Result, Scalar, SharedObject, connection, cpu_count, init, pipe,
+    reduction, reset_executable, set_executable, set_start_timeout, test_support,
 };
 
 use std::cell::Cell;
