@@ -1086,3 +1086,50 @@ fn manager_named_lookup_publish_create_and_pool() {
         Err(mp::Error::Closed)
     ));
 }
+
+#[test]
+fn join_from_a_callback_is_refused() {
+    let pool = Arc::new(mp::Pool::new(1).unwrap());
+    let p2 = pool.clone();
+    let seen = Arc::new(Mutex::new(None));
+    let s = seen.clone();
+    pool.close();
+    // Closed: no new work; so use a second pool whose callback joins the first.
+    let other = mp::Pool::new(1).unwrap();
+    let r = other
+        .apply_async_with(
+            |x: u8| x,
+            1,
+            move |_: &u8| *s.lock().unwrap() = Some(p2.join().is_ok()),
+            |_: &mp::Error| (),
+        )
+        .unwrap();
+    r.get().unwrap();
+    // Another pool's worker may join this pool.
+    assert_eq!(*seen.lock().unwrap(), Some(true));
+    let other = Arc::new(other);
+    let o2 = other.clone();
+    let own = Arc::new(Mutex::new(None));
+    let s = own.clone();
+    let gate = mp::Event::new().unwrap();
+    let g = gate.clone();
+    let r = other
+        .apply_async_with(
+            move |x: u8| {
+                g.wait();
+                x
+            },
+            1,
+            move |_: &u8| *s.lock().unwrap() = Some(matches!(o2.join(), Err(mp::Error::Value(_)))),
+            |_: &mp::Error| (),
+        )
+        .unwrap();
+    other.close();
+    gate.set();
+    within(SHORT, "a callback that joins its own pool", move || {
+        r.get().unwrap()
+    });
+    // Its own worker may not: it would wait for itself.
+    assert_eq!(*own.lock().unwrap(), Some(true));
+    other.join().unwrap();
+}

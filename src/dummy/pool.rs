@@ -105,6 +105,7 @@ fn start_worker(inner: &Arc<Inner>) -> Result<()> {
 /// its queue is empty) or terminates, or this worker is retired.
 fn worker(inner: &Arc<Inner>) {
     QUIET.with(|q| q.set(true));
+    MY_POOL.with(|p| p.set(Arc::as_ptr(inner) as usize));
     if let Some(init) = &inner.init {
         let name = super::current_process().name().to_string();
         if let Err(e) = run_caught(&name, || init()) {
@@ -146,6 +147,12 @@ fn worker(inner: &Arc<Inner>) {
     g.workers -= 1;
     drop(g);
     inner.exited.notify_all();
+}
+
+thread_local! {
+    /// On a worker thread: the address of its pool's `Inner` (an identity
+    /// only, never dereferenced), so that `join()` from it is refused.
+    static MY_POOL: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Runs one task, with a watchdog thread when it has a time limit.
@@ -558,7 +565,8 @@ impl PoolBuilder {
 
     /// A task may run at most `timeout`; past it `get()` gives
     /// [`Error::Timeout`] and a fresh worker takes the busy one's place (the
-    /// busy thread cannot be killed: it is retired when its task returns).
+    /// busy thread cannot be killed: it is retired when its task returns, and
+    /// [`Pool::join`] waits for that).
     pub fn task_timeout(mut self, timeout: Duration) -> Self {
         self.task_timeout = Some(timeout);
         self
@@ -1198,7 +1206,8 @@ impl Pool {
     /// # Errors
     ///
     /// [`Error::Value`] while the pool is still running (call `close()` or
-    /// `terminate()` first), or when called from one of its own workers.
+    /// `terminate()` first), or when called from one of its own workers or
+    /// callbacks (it would wait for itself).
     pub fn join(&self) -> Result<()> {
         let s = lock(&self.inner.state);
         if s.mode == Mode::Run {
@@ -1206,11 +1215,7 @@ impl Pool {
                 "pool is still running; call close() or terminate() before join()",
             ));
         }
-        if std::thread::current()
-            .name()
-            .is_some_and(|n| n.starts_with("ThreadPoolWorker-"))
-            && s.workers > 0
-        {
+        if MY_POOL.with(|p| p.get()) == Arc::as_ptr(&self.inner) as usize {
             return Err(Error::value(
                 "join() called from a pool worker or callback would wait for itself",
             ));
