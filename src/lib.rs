@@ -146,6 +146,7 @@ crate::test_support!();
 #[path = "fuzzing.rs"]
 pub mod __fuzz;
 pub mod connection;
+pub mod dummy;
 mod error;
 mod managers;
 #[allow(unsafe_code)]
@@ -160,6 +161,7 @@ mod synchronize;
 mod util;
 
 pub use connection::{Connection, pipe};
+pub use dummy::Pool as ThreadPool;
 pub use error::{Error, Result};
 pub use managers::{
     ArrayProxy, BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, DictProxy, EventProxy,

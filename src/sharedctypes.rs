@@ -207,7 +207,7 @@ fn rust_name(code: char) -> &'static str {
 }
 
 /// Checks that `typecode` is one of CPython's and names the layout of `T`.
-fn check_typecode<T: Scalar>(typecode: char) -> Result<()> {
+pub(crate) fn check_typecode<T: Scalar>(typecode: char) -> Result<()> {
     let Some((_, ctype, size, types)) = TYPECODES.iter().find(|t| t.0 == typecode) else {
         // CPython: TypeError('this type has no size') from ctypes.sizeof(code).
         return Err(Error::value(format!(

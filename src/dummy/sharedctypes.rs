@@ -1,0 +1,356 @@
+//! `Value` and `Array`: a value or an array behind a lock, as the process
+//! versions, but in this process's memory (threads share it anyway; these
+//! types exist so that a program written for processes runs unchanged).
+//!
+//! Python's dummy `Value` is a plain object without a lock; ours keeps the
+//! lock, so `*v.lock() += 1` stays correct when run either way.
+
+use std::cell::OnceCell;
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex};
+
+use super::lock;
+use super::lock::{RLock, RLockGuard};
+use crate::error::Result;
+use crate::sharedctypes::check_typecode;
+use crate::{Acquired, Scalar};
+
+/// A value shared between threads, with its own lock.
+///
+/// Python: `multiprocessing.dummy.Value` (a `Value` with `get_lock()`).
+///
+/// # Examples
+///
+/// ```
+/// use multiprocess::dummy as mp;
+/// let v = mp::Value::new(0i64)?;
+/// *v.lock() += 5;
+/// v.set(v.get() * 2);
+/// assert_eq!(v.get(), 10);
+/// # Ok::<(), mp::Error>(())
+/// ```
+pub struct Value<T> {
+    data: Arc<Mutex<T>>,
+    lock: RLock,
+}
+
+impl<T> Clone for Value<T> {
+    fn clone(&self) -> Self {
+        Value {
+            data: self.data.clone(),
+            lock: self.lock.clone(),
+        }
+    }
+}
+
+impl<T: Copy> Value<T> {
+    /// A value holding `x`. Any `Copy` type will do (threads need no shared
+    /// memory layout).
+    ///
+    /// # Errors
+    ///
+    /// None in practice (the `Result` keeps the process version's signature).
+    pub fn new(x: T) -> Result<Value<T>> {
+        Ok(Value {
+            data: Arc::new(Mutex::new(x)),
+            lock: RLock::new()?,
+        })
+    }
+
+    /// [`new`](Value::new), checking a CPython typecode against `T`.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Value`] for an unknown typecode or one of another size,
+    /// as the process version.
+    pub fn with_typecode(typecode: char, x: T) -> Result<Value<T>>
+    where
+        T: Scalar,
+    {
+        check_typecode::<T>(typecode)?;
+        Value::new(x)
+    }
+
+    /// The current value (without the lock).
+    pub fn get(&self) -> T {
+        *lock(&self.data)
+    }
+
+    /// Stores `x`, holding the value's lock.
+    pub fn set(&self, x: T) {
+        let _g = self.lock.lock();
+        *lock(&self.data) = x;
+    }
+
+    /// Takes the lock; the guard reads and writes the value, written back
+    /// when dropped (`with v.get_lock(): v.value += 1`).
+    pub fn lock(&self) -> ValueGuard<'_, T> {
+        let guard = self.lock.lock();
+        let cur = self.get();
+        ValueGuard {
+            value: self,
+            cur,
+            guard,
+        }
+    }
+
+    /// The value's lock.
+    pub fn get_lock(&self) -> RLock {
+        self.lock.clone()
+    }
+}
+
+impl<T: Copy + fmt::Debug> fmt::Debug for Value<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Value").field("value", &self.get()).finish()
+    }
+}
+
+/// A [`Value`]'s lock held, with the value to read and write.
+pub struct ValueGuard<'a, T: Copy> {
+    value: &'a Value<T>,
+    cur: T,
+    guard: RLockGuard<'a>,
+}
+
+impl<T: Copy> ValueGuard<'_, T> {
+    /// How the lock was taken.
+    pub fn acquired(&self) -> Acquired {
+        self.guard.acquired()
+    }
+}
+
+impl<T: Copy> Deref for ValueGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.cur
+    }
+}
+
+impl<T: Copy> DerefMut for ValueGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.cur
+    }
+}
+
+impl<T: Copy> Drop for ValueGuard<'_, T> {
+    fn drop(&mut self) {
+        // Still under the lock: the field `guard` is dropped after this.
+        *lock(&self.value.data) = self.cur;
+    }
+}
+
+impl<T: Copy + fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ValueGuard")
+            .field("value", &self.cur)
+            .finish()
+    }
+}
+
+/// A fixed-length array shared between threads, with its own lock.
+///
+/// Python: `multiprocessing.dummy.Array`.
+///
+/// # Examples
+///
+/// ```
+/// use multiprocess::dummy as mp;
+/// let a = mp::Array::from_slice(&[1u32, 2, 3])?;
+/// a.set(0, 10);
+/// a.lock().iter_mut().for_each(|x| *x *= 2);
+/// assert_eq!(a.to_vec(), [20, 4, 6]);
+/// # Ok::<(), mp::Error>(())
+/// ```
+pub struct Array<T> {
+    data: Arc<Mutex<Vec<T>>>,
+    lock: RLock,
+}
+
+impl<T> Clone for Array<T> {
+    fn clone(&self) -> Self {
+        Array {
+            data: self.data.clone(),
+            lock: self.lock.clone(),
+        }
+    }
+}
+
+impl<T: Copy + Default> Array<T> {
+    /// `len` elements, all `T::default()` (zero).
+    ///
+    /// # Errors
+    ///
+    /// None in practice.
+    pub fn new(len: usize) -> Result<Array<T>> {
+        Array::from_vec(vec![T::default(); len])
+    }
+
+    /// [`new`](Array::new), checking a CPython typecode against `T`.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Value`] as [`Value::with_typecode`].
+    pub fn with_typecode(typecode: char, len: usize) -> Result<Array<T>>
+    where
+        T: Scalar,
+    {
+        check_typecode::<T>(typecode)?;
+        Array::new(len)
+    }
+}
+
+impl<T: Copy> Array<T> {
+    fn from_vec(v: Vec<T>) -> Result<Array<T>> {
+        Ok(Array {
+            data: Arc::new(Mutex::new(v)),
+            lock: RLock::new()?,
+        })
+    }
+
+    /// An array holding a copy of `items`.
+    ///
+    /// # Errors
+    ///
+    /// None in practice.
+    pub fn from_slice(items: &[T]) -> Result<Array<T>> {
+        Array::from_vec(items.to_vec())
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        lock(&self.data).len()
+    }
+
+    /// True for an empty array.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Element `i` (without the lock).
+    ///
+    /// # Panics
+    ///
+    /// When `i >= len()` (Python: `IndexError`).
+    pub fn get(&self, i: usize) -> T {
+        lock(&self.data)[i]
+    }
+
+    /// Stores `x` at `i`, holding the array's lock.
+    ///
+    /// # Panics
+    ///
+    /// When `i >= len()`.
+    pub fn set(&self, i: usize, x: T) {
+        let _g = self.lock.lock();
+        lock(&self.data)[i] = x;
+    }
+
+    /// A copy of all elements.
+    pub fn to_vec(&self) -> Vec<T> {
+        lock(&self.data).clone()
+    }
+
+    /// Takes the lock; the guard reads and writes elements (a slice copy is
+    /// made on first slice use and written back when dropped).
+    pub fn lock(&self) -> ArrayGuard<'_, T> {
+        let guard = self.lock.lock();
+        ArrayGuard {
+            array: self,
+            copy: OnceCell::new(),
+            dirty: false,
+            guard,
+        }
+    }
+
+    /// The array's lock.
+    pub fn get_lock(&self) -> RLock {
+        self.lock.clone()
+    }
+}
+
+impl<T: Copy + fmt::Debug> fmt::Debug for Array<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Array")
+            .field("items", &self.to_vec())
+            .finish()
+    }
+}
+
+/// An [`Array`]'s lock held, with its elements to read and write.
+pub struct ArrayGuard<'a, T: Copy> {
+    array: &'a Array<T>,
+    copy: OnceCell<Vec<T>>,
+    dirty: bool,
+    guard: RLockGuard<'a>,
+}
+
+impl<T: Copy> ArrayGuard<'_, T> {
+    /// Element `i`.
+    ///
+    /// # Panics
+    ///
+    /// When `i >= len()`.
+    pub fn get(&self, i: usize) -> T {
+        match self.copy.get() {
+            Some(c) => c[i],
+            None => self.array.get(i),
+        }
+    }
+
+    /// Stores `x` at `i`.
+    ///
+    /// # Panics
+    ///
+    /// When `i >= len()`.
+    pub fn set(&mut self, i: usize, x: T) {
+        match self.copy.get_mut() {
+            Some(c) => {
+                c[i] = x;
+                self.dirty = true;
+            }
+            None => lock(&self.array.data)[i] = x,
+        }
+    }
+
+    /// How the lock was taken.
+    pub fn acquired(&self) -> Acquired {
+        self.guard.acquired()
+    }
+}
+
+impl<T: Copy> Deref for ArrayGuard<'_, T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        self.copy.get_or_init(|| self.array.to_vec())
+    }
+}
+
+impl<T: Copy> DerefMut for ArrayGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        let array = self.array;
+        self.dirty = true;
+        self.copy.get_or_init(|| array.to_vec());
+        match self.copy.get_mut() {
+            Some(c) => c,
+            None => unreachable!("the copy was just made"),
+        }
+    }
+}
+
+impl<T: Copy> Drop for ArrayGuard<'_, T> {
+    fn drop(&mut self) {
+        if let (true, Some(c)) = (self.dirty, self.copy.take()) {
+            *lock(&self.array.data) = c;
+        }
+    }
+}
+
+impl<T: Copy + fmt::Debug> fmt::Debug for ArrayGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArrayGuard")
+            .field("copied", &self.copy.get().is_some())
+            .finish()
+    }
+}
