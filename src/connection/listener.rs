@@ -122,24 +122,6 @@ impl From<String> for AuthKey<'_> {
     }
 }
 
-impl<'a, const N: usize> From<Option<&'a [u8; N]>> for AuthKey<'a> {
-    fn from(key: Option<&'a [u8; N]>) -> Self {
-        AuthKey(key.map(|k| Cow::Borrowed(k.as_slice())))
-    }
-}
-
-impl<'a> From<Option<&'a Vec<u8>>> for AuthKey<'a> {
-    fn from(key: Option<&'a Vec<u8>>) -> Self {
-        AuthKey(key.map(|k| Cow::Borrowed(k.as_slice())))
-    }
-}
-
-impl From<Option<Vec<u8>>> for AuthKey<'_> {
-    fn from(key: Option<Vec<u8>>) -> Self {
-        AuthKey(key.map(Cow::Owned))
-    }
-}
-
 impl<const N: usize> From<[u8; N]> for AuthKey<'_> {
     fn from(key: [u8; N]) -> Self {
         AuthKey(Some(Cow::Owned(key.to_vec())))
