@@ -126,6 +126,7 @@
 //! | `multiprocessing.queues` | [`Queue`], [`JoinableQueue`], [`SimpleQueue`] |
 //! | `multiprocessing.synchronize` | [`Lock`], [`RLock`], [`Semaphore`], [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`] |
 //! | `multiprocessing.sharedctypes` | [`Value`], [`Array`] |
+//! | `multiprocessing.shared_memory` | [`shared_memory::SharedMemory`], [`shared_memory::ShareableList`], [`SharedMemoryManager`] |
 //! | `multiprocessing.managers` | [`Manager`], [`Namespace`], [`DictProxy`], [`ListProxy`], [`ValueProxy`], [`LockProxy`], [`QueueProxy`], [`EventProxy`], [`SharedObject`], ... |
 //! | `multiprocessing.spawn` | [`init`], [`set_executable`], [`test_support!`] |
 
@@ -154,6 +155,7 @@ mod pool;
 mod process;
 mod queues;
 pub mod reduction;
+pub mod shared_memory;
 mod sharedctypes;
 mod spawn;
 mod synchronize;
@@ -172,6 +174,7 @@ pub use process::{
     Process, ProcessInfo, active_children, cpu_count, current_process, parent_process,
 };
 pub use queues::{JoinableQueue, Queue, SimpleQueue};
+pub use shared_memory::SharedMemoryManager;
 pub use sharedctypes::{Array, ArrayGuard, Scalar, Value, ValueGuard};
 pub use spawn::{init, reset_executable, set_executable, set_start_timeout};
 pub use synchronize::{
