@@ -125,7 +125,7 @@
 //! | `multiprocessing.reduction` | [`reduction::send_handle`], [`reduction::recv_handle`] |
 //! | `multiprocessing.queues` | [`Queue`], [`JoinableQueue`], [`SimpleQueue`] |
 //! | `multiprocessing.synchronize` | [`Lock`], [`RLock`], [`Semaphore`], [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`] |
-//! | `multiprocessing.sharedctypes` | [`Value`], [`Array`] |
+//! | `multiprocessing.sharedctypes` | [`Value`], [`Array`], [`RawValue`], [`RawArray`] |
 //! | `multiprocessing.shared_memory` | [`shared_memory::SharedMemory`], [`shared_memory::ShareableList`], [`SharedMemoryManager`] |
 //! | `multiprocessing.managers` | [`Manager`], [`Namespace`], [`DictProxy`], [`ListProxy`], [`ValueProxy`], [`LockProxy`], [`QueueProxy`], [`EventProxy`], [`SharedObject`], ... |
 //! | `multiprocessing.spawn` | [`init`], [`set_executable`], [`test_support!`] |
@@ -175,7 +175,7 @@ pub use process::{
 };
 pub use queues::{JoinableQueue, Queue, SimpleQueue};
 pub use shared_memory::SharedMemoryManager;
-pub use sharedctypes::{Array, ArrayGuard, Scalar, Value, ValueGuard};
+pub use sharedctypes::{Array, ArrayGuard, RawArray, RawValue, Scalar, Value, ValueGuard};
 pub use spawn::{init, reset_executable, set_executable, set_start_timeout};
 pub use synchronize::{
     Acquired, Barrier, BarrierBuilder, BoundedSemaphore, Condition, Event, Lock, LockGuard, RLock,

@@ -12,7 +12,7 @@
 //! | `resource_tracker.unregister(shm._name, "shared_memory")` | [`SharedMemory::untrack`] |
 //! | `ShareableList([1, 2.0, "a", b"b", None, True])` | [`ShareableList::new`]`(&[1.into(), 2.0.into(), "a".into(), ...])` |
 //! | `ShareableList(name=name)` | [`ShareableList::attach`] |
-//! | `SharedMemoryManager` | [`SharedMemoryManager`](crate::SharedMemoryManager) |
+//! | `SharedMemoryManager` | [`SharedMemoryManager`] |
 //!
 //! A block made by [`SharedMemory::create`] is unlinked when the program
 //! ends, even if all its processes are killed, unless handed off; a block
