@@ -287,7 +287,6 @@ fn test_shared_memory_cleaned_after_process_termination() {
     let tracked = value_of(&lines, "tracked");
     let handed = value_of(&lines, "handed")[0].clone();
     assert_eq!(tracked.len(), 3);
-    assert!(tracked.iter().chain([&handed]).all(|n| exists(n)));
     wait_gone(&tracked, Duration::from_secs(2));
     assert!(exists(&handed));
     SharedMemory::attach(&handed).unwrap().unlink().unwrap();
@@ -336,9 +335,10 @@ fn unprivileged_program_is_cleaned_up() {
     wait_gone(&value_of(&lines, "tracked"), Duration::from_secs(2));
 }
 
-/// Runs the helper program with `args` until it prints `ready`; with `kill`,
-/// SIGKILLs every process it lists (`pid` lines) and reaps it; otherwise
-/// waits for it to exit 0. Returns its lines.
+/// Runs the helper program with `args` until it prints `ready`; then with
+/// `kill`, checks that the blocks it lists exist and SIGKILLs every process it
+/// lists (`pid` lines) and reaps it; otherwise waits for it to exit 0.
+/// Returns its lines.
 fn run_program(args: &[&str], kill: bool) -> Vec<String> {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     within(LONG, "the helper program", move || {
@@ -357,6 +357,18 @@ fn run_program(args: &[&str], kill: bool) -> Vec<String> {
             lines.push(line);
         }
         assert!(!lines.is_empty(), "the program printed nothing");
+        // (A program that is not killed may already be gone.)
+        if kill {
+            for name in value_of(&lines, "tracked")
+                .iter()
+                .chain(&value_of(&lines, "handed"))
+            {
+                assert!(
+                    exists(name),
+                    "{name} is not in /dev/shm while the program runs"
+                );
+            }
+        }
         if kill {
             let mut pids: Vec<i32> = value_of(&lines, "pid")
                 .iter()
