@@ -14,10 +14,13 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use multiprocess as mp;
 use mp::shared_memory::{Item, ShareableList, SharedMemory};
+use multiprocess as mp;
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/shared_memory_python.py");
+const SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/examples/shared_memory_python.py"
+);
 
 fn main() -> anyhow::Result<()> {
     mp::init();
@@ -35,7 +38,11 @@ fn rust_creates_python_sums() -> anyhow::Result<()> {
         *x = (i % 1000) as f64;
     }
     let total: f64 = shm.view::<f64>()?.iter().sum();
-    println!("rust sum:   {total:.1} ({} bytes in {})", shm.size(), shm.name());
+    println!(
+        "rust sum:   {total:.1} ({} bytes in {})",
+        shm.size(),
+        shm.name()
+    );
     let out = Command::new("python3")
         .args([SCRIPT, "sum", shm.name()])
         .output()?;
@@ -63,7 +70,11 @@ fn python_creates_rust_edits() -> anyhow::Result<()> {
     let mut lines = BufReader::new(py.stdout.take().expect("piped")).lines();
     let name = lines.next().transpose()?.unwrap_or_default();
     let mut list = ShareableList::attach(&name)?;
-    println!("rust reads: {:?} (format {})", list.to_vec()?, list.format()?);
+    println!(
+        "rust reads: {:?} (format {})",
+        list.to_vec()?,
+        list.format()?
+    );
     list.set(0, Item::Int(-1))?;
     list.set(3, "from rust".into())?; // fits the 16-byte slot
     list.set(5, Item::Float(0.5))?;

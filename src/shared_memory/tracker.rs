@@ -28,6 +28,7 @@ use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::platform::{env, fd, named_shm, process, spawn as os_spawn};
 
@@ -41,6 +42,10 @@ const REGISTER: u8 = b'R';
 /// Unregister a name.
 const UNREGISTER: u8 = b'U';
 
+/// Set by [`on_init`]: this process ran `init()`, so this binary run again
+/// goes to the tracker before anything else.
+static INIT_RAN: AtomicBool = AtomicBool::new(false);
+
 /// This process's write end of the tracker's pipe, once it has one.
 static PIPE: Mutex<Option<OwnedFd>> = Mutex::new(None);
 
@@ -51,6 +56,7 @@ fn pipe_lock() -> std::sync::MutexGuard<'static, Option<OwnedFd>> {
 /// Called first by `init()`: runs the tracker when this process is one
 /// (never returns then), or adopts the pipe a parent passed down.
 pub(crate) fn on_init() {
+    INIT_RAN.store(true, Ordering::Release);
     if let Some(var) = std::env::var_os(RUN_VAR) {
         env::remove_var(RUN_VAR);
         run(var)
@@ -90,7 +96,7 @@ pub(crate) fn register(path: &str) -> crate::Result<()> {
         match send(w, &msg) {
             Ok(()) => return Ok(()),
             // The tracker died (someone killed it): start another.
-            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
             Err(e) => return Err(e.into()),
         }
     }
@@ -132,7 +138,14 @@ fn send(w: &OwnedFd, msg: &[u8]) -> io::Result<()> {
 fn start() -> crate::Result<OwnedFd> {
     // The tracker is this binary run again: only safe when its `init()` runs
     // first (it does if ours did).
-    crate::spawn::check_initialized()?;
+    if !INIT_RAN.load(Ordering::Acquire) {
+        return Err(crate::Error::Spawn(
+            "mp::init() was not called; make it the first line of main (in test binaries, \
+             put multiprocess::test_support!() at the top of the file): a tracked shared \
+             memory block needs it to start its tracker"
+                .into(),
+        ));
+    }
     let (r, w) = fd::pipe()?;
     let exe = std::path::Path::new("/proc/self/exe");
     let pid = os_spawn::spawn_child(os_spawn::SpawnSpec {
