@@ -38,6 +38,8 @@ mod pool;
 mod process;
 #[path = "vs_python/queues.rs"]
 mod queues;
+#[path = "vs_python/shm.rs"]
+mod shm;
 #[path = "vs_python/sync.rs"]
 mod sync;
 
@@ -110,6 +112,7 @@ fn all_workloads() -> Vec<Workload> {
     all.extend_from_slice(queues::WORKLOADS);
     all.extend_from_slice(sync::WORKLOADS);
     all.extend_from_slice(managers::WORKLOADS);
+    all.extend_from_slice(shm::WORKLOADS);
     all.extend_from_slice(baseline::WORKLOADS);
     all
 }

@@ -125,7 +125,8 @@
 //! | `multiprocessing.reduction` | [`reduction::send_handle`], [`reduction::recv_handle`] |
 //! | `multiprocessing.queues` | [`Queue`], [`JoinableQueue`], [`SimpleQueue`] |
 //! | `multiprocessing.synchronize` | [`Lock`], [`RLock`], [`Semaphore`], [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`] |
-//! | `multiprocessing.sharedctypes` | [`Value`], [`Array`] |
+//! | `multiprocessing.sharedctypes` | [`Value`], [`Array`], [`RawValue`], [`RawArray`] |
+//! | `multiprocessing.shared_memory` | [`shared_memory::SharedMemory`], [`shared_memory::ShareableList`], [`SharedMemoryManager`] |
 //! | `multiprocessing.managers` | [`Manager`], [`Namespace`], [`DictProxy`], [`ListProxy`], [`ValueProxy`], [`LockProxy`], [`QueueProxy`], [`EventProxy`], [`SharedObject`], ... |
 //! | `multiprocessing.spawn` | [`init`], [`set_executable`], [`test_support!`] |
 
@@ -155,6 +156,7 @@ mod pool;
 mod process;
 mod queues;
 pub mod reduction;
+pub mod shared_memory;
 mod sharedctypes;
 mod spawn;
 mod synchronize;
@@ -174,7 +176,8 @@ pub use process::{
     Process, ProcessInfo, active_children, cpu_count, current_process, parent_process,
 };
 pub use queues::{JoinableQueue, Queue, SimpleQueue};
-pub use sharedctypes::{Array, ArrayGuard, Scalar, Value, ValueGuard};
+pub use shared_memory::SharedMemoryManager;
+pub use sharedctypes::{Array, ArrayGuard, RawArray, RawValue, Scalar, Value, ValueGuard};
 pub use spawn::{init, reset_executable, set_executable, set_start_timeout};
 pub use synchronize::{
     Acquired, Barrier, BarrierBuilder, BoundedSemaphore, Condition, Event, Lock, LockGuard, RLock,

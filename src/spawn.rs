@@ -188,6 +188,9 @@ pub fn init() {
     if INITIALIZED.swap(true, Ordering::AcqRel) {
         return;
     }
+    // The shared-memory tracker runs here (and never returns), or this child
+    // adopts its parent's tracker pipe.
+    crate::shared_memory::tracker::on_init();
     let Some(var) = std::env::var_os(CHILD_FD_VAR) else {
         return;
     };
@@ -321,13 +324,20 @@ pub(crate) fn start(spec: StartSpec) -> Result<Child> {
         .next()
         .unwrap_or_else(|| OsString::from("multiprocess-child"));
     let exe = executable();
+    // The shared-memory tracker's pipe, when this process has one: the child
+    // is part of the same program (see `shared_memory::tracker`).
+    let tracker = crate::shared_memory::tracker::inheritable();
     let pid = os_spawn::spawn_child(os_spawn::SpawnSpec {
         exe: &exe,
         arg0,
         args: args.collect(),
         fd_var: CHILD_FD_VAR,
         channel: theirs.as_fd(),
+        extra: tracker
+            .as_ref()
+            .map(|fd| (fd.as_fd(), crate::shared_memory::tracker::FD_VAR)),
     })?;
+    drop(tracker);
     drop(theirs);
     let pidfd = fd::pidfd_open(pid)?;
     let child = Child {

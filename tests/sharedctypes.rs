@@ -2,9 +2,10 @@
 //!
 //! Ported from cpython: Lib/test/_test_multiprocessing.py (3.11, PSF licence):
 //! _TestValue, _TestArray, _TestSharedCTypes, processes only. Changes: typecodes
-//! become Rust types, `get_lock()` contexts become guards, `lock=False`/`RawValue`
-//! are not ported (every Value has its lock); the locked-counter race, the
-//! 64 MiB array and the dead-holder test are ours.
+//! become Rust types, `get_lock()` contexts become guards, `lock=False` and
+//! `RawValue`/`RawArray` are the `RawValue`/`RawArray` types; the locked-counter
+//! race, the 64 MiB array, the dead-holder test and the typecode table checked
+//! against the local python3 are ours.
 
 multiprocess::test_support!();
 mod common;
@@ -396,4 +397,143 @@ fn a_wchar_array_crosses_processes() {
         a.clone(),
     ));
     assert_eq!(a.to_vec().into_iter().collect::<String>(), "héé€");
+}
+
+/// The sizes a typecode is accepted with, over every size of Rust scalar.
+fn accepted_sizes(code: char) -> Vec<usize> {
+    let tries = [
+        (1, mp::Value::with_typecode(code, 0u8).is_ok()),
+        (1, mp::Value::with_typecode(code, 0i8).is_ok()),
+        (2, mp::Value::with_typecode(code, 0u16).is_ok()),
+        (2, mp::Value::with_typecode(code, 0i16).is_ok()),
+        (4, mp::Value::with_typecode(code, 0u32).is_ok()),
+        (4, mp::Value::with_typecode(code, 0i32).is_ok()),
+        (4, mp::Value::with_typecode(code, 0f32).is_ok()),
+        (4, mp::Value::with_typecode(code, 'a').is_ok()),
+        (8, mp::Value::with_typecode(code, 0u64).is_ok()),
+        (8, mp::Value::with_typecode(code, 0i64).is_ok()),
+        (8, mp::Value::with_typecode(code, 0f64).is_ok()),
+        (1, mp::Value::with_typecode(code, false).is_ok()),
+    ];
+    let mut sizes: Vec<usize> = tries.iter().filter(|t| t.1).map(|t| t.0).collect();
+    sizes.dedup();
+    sizes
+}
+
+// The typecode table checked against the local python3: the same codes, each
+// with ctypes.sizeof of its type, every other code refused with CPython's
+// message.
+#[test]
+fn typecodes_match_the_local_python3() {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import ctypes\n\
+             from multiprocessing.sharedctypes import typecode_to_type as t\n\
+             print(' '.join('%s:%d' % (k, ctypes.sizeof(v)) for k, v in sorted(t.items())))\n\
+             try:\n    __import__('multiprocessing').RawValue('n', 0)\n\
+             except TypeError as e:\n    print(e)",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("python3 must be on PATH");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    let table: Vec<(char, usize)> = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .map(|kv| {
+            let (k, v) = kv.split_once(':').unwrap();
+            (k.chars().next().unwrap(), v.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(table.len(), 14);
+    let message = lines.next().unwrap();
+    for code in (0u8..128).map(char::from).filter(|c| c.is_ascii_graphic()) {
+        match table.iter().find(|t| t.0 == code) {
+            Some(&(_, size)) => assert_eq!(accepted_sizes(code), [size], "{code:?}"),
+            None => {
+                assert!(accepted_sizes(code).is_empty(), "{code:?}");
+                let e = mp::RawArray::<u8>::with_typecode(code, 1).unwrap_err();
+                assert!(
+                    matches!(&e, mp::Error::Value(m) if m.starts_with(message)),
+                    "{code:?}: {e}"
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// RawValue, RawArray, lock=False, get_obj
+
+// CPython: _TestValue.test_rawvalue (test_value with raw=True)
+#[test]
+fn raw_values_written_by_a_child_are_seen() {
+    let _s = serial();
+    let i = mp::RawValue::new(25i32).unwrap();
+    let d = mp::Value::<f64>::new_unlocked(3.625).unwrap();
+    let c = mp::RawValue::with_typecode('c', b'x').unwrap();
+    joined_ok(start(
+        |(i, d, c): (mp::RawValue<i32>, mp::RawValue<f64>, mp::RawValue<u8>)| {
+            assert_eq!((i.get(), d.get(), c.get()), (25, 3.625, b'x'));
+            i.set(30);
+            d.set(-4.25);
+            c.set(b'y');
+        },
+        (i.clone(), d.clone(), c.clone()),
+    ));
+    assert_eq!((i.get(), d.get(), c.get()), (30, -4.25, b'y'));
+}
+
+// CPython: _TestArray.test_rawarray (test_array with raw=True)
+#[test]
+fn raw_array_prefix_sum_in_a_child() {
+    let _s = serial();
+    let seq = [681i32, -1, 0, 5, 10, 11, 22];
+    let a = mp::RawArray::from_slice(&seq).unwrap();
+    let b = mp::Array::<i32>::new_unlocked(seq.len()).unwrap();
+    assert_eq!(b.to_vec(), [0; 7]);
+    joined_ok(start(
+        |(a, b): (mp::RawArray<i32>, mp::RawArray<i32>)| {
+            for i in 1..a.len() {
+                a.set(i, a.get(i) + a.get(i - 1));
+                b.set(i, 1);
+            }
+        },
+        (a.clone(), b.clone()),
+    ));
+    let mut want = seq;
+    for i in 1..want.len() {
+        want[i] += want[i - 1];
+    }
+    assert_eq!(a.to_vec(), want);
+    assert_eq!(b.to_vec(), [0, 1, 1, 1, 1, 1, 1]);
+    assert_eq!(mp::RawArray::<u8>::new(0).unwrap().len(), 0);
+}
+
+// CPython: _TestValue.test_getobj_getlock and _TestArray.test_getobj_getlock_obj
+// (a lock=False object has no get_lock: here RawValue/RawArray have none)
+#[test]
+fn get_obj_reaches_the_same_memory_without_the_lock() {
+    let _s = serial();
+    let v = mp::Value::new(5i64).unwrap();
+    let raw = v.get_obj();
+    raw.set(6);
+    assert_eq!(v.get(), 6);
+    // The raw object does not wait for the lock (that is the point).
+    let g = v.lock();
+    raw.set(7);
+    drop(g);
+    assert_eq!(v.get(), 7);
+    let a = mp::Array::from_slice(&[1u16, 2, 3]).unwrap();
+    let ra = a.get_obj();
+    assert_eq!(ra.len(), 3);
+    ra.set(2, 30);
+    assert_eq!(a.to_vec(), [1, 2, 30]);
+    // A raw view sent to a child is the same memory too.
+    joined_ok(start(|ra: mp::RawArray<u16>| ra.set(0, 10), ra));
+    assert_eq!(a.get(0), 10);
 }

@@ -47,6 +47,8 @@ COUNTS = {
     "manager_namespace_set_get_us": 2_000,  # set+get pairs
     "manager_dict_ops_per_s": 10_000,  # ops (half sets, half gets)
     "cpu_speedup_2proc": 8,  # CPU-bound tasks
+    "shm_attach_us": 20_000,  # attach + close of a 1 MiB block
+    "shared_array_sum_gb_per_s": 256,  # MiB of float64 summed by a worker
 }
 
 QUICK_COUNTS = {"cpu_speedup_2proc": 8}  # fewer steps per task instead
@@ -399,6 +401,78 @@ def cpu_speedup_2proc(ctx, n, quick):
     return t_serial / t_pool
 
 
+def shm_attach_us(ctx, n, quick):
+    from multiprocessing import shared_memory
+
+    shm = shared_memory.SharedMemory(create=True, size=MIB)
+    shm.buf[0] = 7
+
+    def once():
+        other = shared_memory.SharedMemory(shm.name)
+        check(other.buf[0] == 7, "attached to another block")
+        other.close()
+
+    once()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(n):
+        once()
+    us = (time.perf_counter() - t0) * 1e6 / n
+    shm.close()
+    shm.unlink()
+    return us
+
+
+SUM_PASSES = 4
+
+
+def _array_sum(buf):
+    try:
+        import numpy as np
+
+        arr = np.ndarray((len(buf) // 8,), dtype=np.float64, buffer=buf)
+        return lambda: float(arr.sum())
+    except ImportError:
+        view = buf.cast("d")
+        return lambda: sum(view)
+
+
+def shm_sum_worker(name, conn):
+    from multiprocessing import shared_memory
+
+    shm = shared_memory.SharedMemory(name)
+    total = _array_sum(shm.buf)
+    expected = total()  # untimed pass
+    t0 = time.perf_counter()
+    for _ in range(SUM_PASSES):
+        check(total() == expected, "sum changed between passes")
+    gbps = shm.size * SUM_PASSES / (time.perf_counter() - t0) / 1e9
+    conn.send((gbps, expected))
+    del total
+    shm.close()
+
+
+def shared_array_sum_gb_per_s(ctx, n, quick):
+    from array import array
+    from multiprocessing import shared_memory
+
+    size = n * MIB
+    shm = shared_memory.SharedMemory(create=True, size=size)
+    pattern = array("d", range(1000)).tobytes()
+    shm.buf[:size] = (pattern * (size // len(pattern) + 1))[:size]
+    count = size // 8
+    want = float(sum(range(1000)) * (count // 1000) + sum(range(count % 1000)))
+    ours, theirs = ctx.Pipe()
+    p = ctx.Process(target=shm_sum_worker, args=(shm.name, theirs))
+    p.start()
+    gbps, got = ours.recv()
+    p.join()
+    check(p.exitcode == 0, "sum worker: exit code %r" % p.exitcode)
+    check(got == want, "shared sum %r != %r" % (got, want))
+    shm.close()
+    shm.unlink()
+    return gbps
+
+
 WORKLOADS = {
     f.__name__: f
     for f in [
@@ -418,6 +492,8 @@ WORKLOADS = {
         manager_namespace_set_get_us,
         manager_dict_ops_per_s,
         cpu_speedup_2proc,
+        shm_attach_us,
+        shared_array_sum_gb_per_s,
     ]
 }
 assert set(WORKLOADS) == set(COUNTS)

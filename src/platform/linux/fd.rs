@@ -45,10 +45,15 @@ pub(crate) fn socketpair_seqpacket() -> io::Result<(OwnedFd, OwnedFd)> {
     )?)
 }
 
-/// A pipe: `(read end, write end)` (tests use it as a non-socket fd).
-#[cfg(test)]
+/// A close-on-exec pipe: `(read end, write end)` (the shared-memory
+/// tracker's channel; tests use it as a non-socket fd).
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+}
+
+/// True when `fd` is a pipe (or FIFO).
+pub(crate) fn is_pipe(fd: BorrowedFd<'_>) -> bool {
+    nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO)
 }
 
 /// A wake-up counter: [`EventFd::write`] adds, [`EventFd::read`] takes the

@@ -3,6 +3,7 @@
 pub(crate) mod env;
 pub(crate) mod fd;
 pub(crate) mod futex;
+pub(crate) mod named_shm;
 pub(crate) mod process;
 pub(crate) mod shm;
 pub(crate) mod spawn;

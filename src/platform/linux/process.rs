@@ -67,6 +67,59 @@ pub(crate) fn gettid() -> u32 {
     nix::unistd::gettid().as_raw() as u32
 }
 
+/// Detaches this process from its parent, as a daemon does: forks, the
+/// parent `_exit(0)`s at once (its spawner reaps it), and the child, now an
+/// orphan adopted by init (or the nearest subreaper), starts its own session
+/// so that a terminal's Ctrl-C or hang-up does not reach it. Returns in the
+/// child only.
+///
+/// Call it only while this process has a single thread (from `init()`,
+/// before anything starts one): the child of a `fork` has just the calling
+/// thread.
+///
+/// # Errors
+///
+/// `EAGAIN`/`ENOMEM` from fork (the caller then runs undetached).
+pub(crate) fn detach() -> std::io::Result<()> {
+    // SAFETY:
+    // - called only while the process has one thread (see above), so the
+    //   child inherits no lock held by another thread; the parent branch
+    //   calls only `_exit`, which is async-signal-safe.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { .. } => {
+            // SAFETY: `_exit` ends the process at once; nothing of ours needs
+            // to run (no buffered output was written yet).
+            unsafe { libc::_exit(0) }
+        }
+        nix::unistd::ForkResult::Child => {
+            let _ = nix::unistd::setsid();
+            Ok(())
+        }
+    }
+}
+
+/// Ignores `SIGINT`, `SIGTERM` and `SIGHUP`, as CPython's resource tracker
+/// does for the first two: a process whose job is to clean up after the
+/// others when they are interrupted must not be interrupted with them.
+pub(crate) fn ignore_interrupts() {
+    use nix::sys::signal::{SigHandler, signal};
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: SIG_IGN installs no handler code.
+        let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+    }
+}
+
+/// Points stdout at `/dev/null`.
+///
+/// # Errors
+///
+/// Those of opening `/dev/null` or `dup2`.
+pub(crate) fn stdout_to_dev_null() -> std::io::Result<()> {
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    nix::unistd::dup2_stdout(null)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,9 @@ pub(crate) struct SpawnSpec<'a> {
     pub(crate) fd_var: &'a str,
     /// The child's end of the channel; inherited under its own number.
     pub(crate) channel: BorrowedFd<'a>,
+    /// One more fd to inherit under its own number, and the variable that
+    /// names it (the shared-memory tracker's pipe).
+    pub(crate) extra: Option<(BorrowedFd<'a>, &'a str)>,
 }
 
 fn cstring(s: &OsStr) -> io::Result<CString> {
@@ -64,7 +67,7 @@ pub(crate) fn spawn_child(spec: SpawnSpec<'_>) -> io::Result<u32> {
     }
     let mut envp = Vec::new();
     for (k, v) in std::env::vars_os() {
-        if k != spec.fd_var {
+        if k != spec.fd_var && spec.extra.is_none_or(|(_, var)| k != var) {
             let mut kv = k.into_vec();
             kv.push(b'=');
             kv.extend_from_slice(v.as_bytes());
@@ -72,11 +75,17 @@ pub(crate) fn spawn_child(spec: SpawnSpec<'_>) -> io::Result<u32> {
         }
     }
     envp.push(cstring(OsStr::new(&format!("{}={raw}", spec.fd_var)))?);
+    if let Some((fd, var)) = spec.extra {
+        envp.push(cstring(OsStr::new(&format!("{var}={}", fd.as_raw_fd())))?);
+    }
     let argv_p = pointers(&argv);
     let envp_p = pointers(&envp);
     let mut actions = FileActions::new()?;
     actions.open_dev_null_as_stdin()?;
     actions.inherit(raw)?;
+    if let Some((fd, _)) = spec.extra {
+        actions.inherit(fd.as_raw_fd())?;
+    }
     let mut attr = SpawnAttr::new()?;
     attr.reset_signals()?;
     let mut pid: libc::pid_t = 0;

@@ -13,6 +13,9 @@
 //! | typecodes `c u b B h H i I l L q Q f d` | `u8 char i8 u8 i16 u16 i32 u32 i64 u64 i64 u64 f32 f64` ([`Scalar`]) |
 //! | `Value('l', x)` / `Array('l', n)`, the code checked | [`Value::with_typecode`]`('l', x)` / [`Array::with_typecode`]`('l', n)` |
 //! | `ctypes.c_bool`, `c_ssize_t`, `c_size_t` (no typecode) | `bool`, `isize`, `usize` |
+//! | `RawValue('d', x)`, `Value('d', x, lock=False)` | [`RawValue::new`]`(x)`, [`Value::new_unlocked`]`(x)` |
+//! | `RawArray('d', n)`, `Array('d', n, lock=False)` | [`RawArray::new`]`(n)`, [`Array::new_unlocked`]`(n)` |
+//! | `v.get_obj()`, `a.get_obj()` | [`Value::get_obj`], [`Array::get_obj`] |
 //!
 //! # How the memory is reached
 //!
@@ -47,6 +50,9 @@ use crate::platform::shm::ShmRegion;
 use crate::synchronize::lock::RawRLock;
 use crate::synchronize::region::{self, HEADER, Kind};
 use crate::synchronize::{Acquired, RLock};
+
+mod raw;
+pub use raw::{RawArray, RawValue};
 
 /// Where the element type's code is stored (`u32`).
 const TYPECODE: usize = HEADER + RawRLock::SIZE;
