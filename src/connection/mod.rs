@@ -19,7 +19,7 @@ pub(crate) mod framing;
 mod listener;
 pub(crate) mod pickle;
 pub(crate) mod reader;
-mod spin;
+pub(crate) mod spin;
 
 pub(crate) use listener::authenticate_accepted;
 pub use listener::{Address, Client, Listener};

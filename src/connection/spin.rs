@@ -159,6 +159,25 @@ impl Spin {
         }
     }
 
+    /// For a waiter that spins on something other than an fd (a queue's
+    /// shared counter): this wait's budget, `None` for no spin. Each call
+    /// counts as one wait; report how it went with [`end`](Spin::end).
+    pub(crate) fn begin(&self) -> Option<Duration> {
+        self.budget()
+    }
+
+    /// Reports a spin begun with [`begin`](Spin::begin): whether it found
+    /// what it waited for, the budget it had, and whether the caller's
+    /// deadline cut it short.
+    pub(crate) fn end(&self, found: bool, budget: Duration, cut_short: bool) {
+        let outcome = match (found, cut_short) {
+            (true, _) => Outcome::Found,
+            (false, false) => Outcome::Missed(budget),
+            (false, true) => Outcome::CutShort,
+        };
+        self.learn(outcome, cpu_contended());
+    }
+
     /// This wait's budget, or `None` for no spin.
     fn budget(&self) -> Option<Duration> {
         if !self.enabled {
