@@ -557,3 +557,85 @@ fn wait_on_a_listener_with_a_pending_connection() {
         leaks.check();
     });
 }
+
+// ---------------------------------------------------------------------------
+// Spinning before sleeping (a peer on this machine): nothing lost, nothing
+// reordered, timeouts unchanged.
+
+/// Echoes `x + 1` for every `Some((x, work))` until `None`; before the
+/// answer it computes for `work` rounds, so some answers come at once (the
+/// waiting side's spin finds them) and some late (its spin gives up, it
+/// sleeps, then rests and probes).
+fn slow_or_quick_echo(conn: mp::Connection) {
+    while let Some((x, work)) = conn.recv::<Option<(u64, u64)>>().unwrap() {
+        let mut acc = x;
+        for i in 0..work {
+            acc = std::hint::black_box(acc.wrapping_mul(6364136223846793005).wrapping_add(i));
+        }
+        std::hint::black_box(acc);
+        conn.send(&(x + 1)).unwrap();
+    }
+}
+
+#[test]
+fn ping_pong_quick_and_slow_answers_all_arrive_in_order() {
+    let _s = common::serial();
+    within(SHORT, "ping_pong_quick_and_slow", || {
+        let leaks = LeakCheck::new();
+        let (a, b) = mp::pipe(true).unwrap();
+        let mut p = mp::Process::new(slow_or_quick_echo, b);
+        p.start().unwrap();
+        for i in 0..2000u64 {
+            // Runs of quick answers, then runs of late ones (a fraction of a ms).
+            let work: u64 = if (i / 250) % 2 == 1 { 50_000 } else { 0 };
+            a.send(&Some((i, work))).unwrap();
+            assert_eq!(a.recv::<u64>().unwrap(), i + 1);
+        }
+        // A reply that waits in the socket before the receive starts.
+        a.send(&Some((7u64, 0u64))).unwrap();
+        assert!(a.poll_timeout(SHORT).unwrap());
+        assert_eq!(a.recv::<u64>().unwrap(), 8);
+        a.send(&None::<(u64, u64)>).unwrap();
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+        assert!(matches!(a.recv::<u64>(), Err(mp::Error::Eof)));
+        drop((p, a));
+        leaks.check();
+    });
+}
+
+#[test]
+fn timeouts_are_kept_while_spinning() {
+    let _s = common::serial();
+    within(SHORT, "timeouts_are_kept_while_spinning", || {
+        let (a, b) = mp::pipe(true).unwrap();
+        // A live peer that says nothing until told to.
+        let mut p = mp::Process::new(
+            |c: mp::Connection| {
+                let n: u32 = c.recv().unwrap();
+                c.send(&(n * 2)).unwrap();
+            },
+            b,
+        );
+        p.start().unwrap();
+        for t in [1, 5, 50] {
+            let start = Instant::now();
+            assert!(matches!(
+                a.recv_timeout::<u32>(ms(t)),
+                Err(mp::Error::Timeout)
+            ));
+            assert!(start.elapsed() >= ms(t));
+            let start = Instant::now();
+            assert!(!a.poll_timeout(ms(t)).unwrap());
+            assert!(start.elapsed() >= ms(t));
+        }
+        // poll() does not wait at all.
+        assert!(!a.poll().unwrap());
+        a.send(&21u32).unwrap();
+        assert_eq!(a.recv_timeout::<u32>(SHORT).unwrap(), 42);
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+        assert!(a.poll_timeout(ms(1)).unwrap());
+        assert!(matches!(a.recv_timeout::<u32>(ms(1)), Err(mp::Error::Eof)));
+    });
+}

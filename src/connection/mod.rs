@@ -19,6 +19,7 @@ pub(crate) mod framing;
 mod listener;
 pub(crate) mod pickle;
 pub(crate) mod reader;
+pub(crate) mod spin;
 
 pub(crate) use listener::authenticate_accepted;
 pub use listener::{Address, AuthKey, Client, Listener};
@@ -39,6 +40,7 @@ use crate::platform::fd;
 use crate::reduction;
 pub(crate) use reader::Frame;
 use reader::FrameReader;
+use spin::Spin;
 
 /// The default ceiling on one message's declared length: larger frames are
 /// refused before anything is allocated for them.
@@ -95,12 +97,18 @@ struct Inner {
     recv: Mutex<RecvState>,
     /// Largest declared length accepted.
     max_len: AtomicU64,
+    /// Whether (and how long) a receive looks before it sleeps: only when
+    /// the peer is on this machine (see `spin.rs`).
+    spin: Spin,
 }
 
 impl Connection {
     /// Wraps a connected socket or a pipe end.
     pub(crate) fn from_fd(fd: OwnedFd, readable: bool, writable: bool) -> Connection {
         let socket = fd::is_socket(fd.as_fd());
+        // A Unix socket's peer is a process on this machine: worth spinning
+        // for. A TCP peer may be anywhere, and a pipe is CPython's business.
+        let local = socket && fd::is_unix_socket(fd.as_fd());
         Connection {
             inner: Arc::new(Inner {
                 fd: Mutex::new(Some(Arc::new(fd))),
@@ -111,6 +119,7 @@ impl Connection {
                 write_lock: Mutex::new(()),
                 recv: Mutex::new(RecvState::new(socket)),
                 max_len: AtomicU64::new(DEFAULT_MAX_MESSAGE_LEN),
+                spin: Spin::new(local),
             }),
         }
     }
@@ -304,6 +313,10 @@ impl Connection {
         if self.buffered() {
             return Ok(true);
         }
+        // `poll()` passes a deadline of now: no spin then.
+        if self.inner.spin.until_readable(fd.as_fd(), deadline)? {
+            return Ok(true);
+        }
         Ok(fd::wait_for(fd.as_fd(), fd::READABLE, deadline)?)
     }
 
@@ -476,14 +489,22 @@ impl Connection {
         let fd = fd.as_fd();
         let mut st = self.inner.recv.lock().unpoison();
         let max = self.inner.max_len.load(Ordering::Relaxed);
+        let mut spun = false;
         loop {
             if let Some(done) = st.take_next() {
                 return done;
             }
+            // Look before sleeping, once per call, for the frame's start: a
+            // peer on this machine often answers sooner than a sleeper wakes.
+            let mut ready = false;
+            if !spun && st.at_frame_start() {
+                spun = true;
+                ready = self.inner.spin.until_readable(fd, deadline)?;
+            }
             // The deadline bounds the wait for a frame to start; once its first
             // bytes are in, the rest is read without one (as CPython does).
             let waiting_for_start = deadline.is_some() && st.at_frame_start();
-            if waiting_for_start && !fd::wait_for(fd, fd::READABLE, deadline)? {
+            if waiting_for_start && !ready && !fd::wait_for(fd, fd::READABLE, deadline)? {
                 return Err(Error::Timeout);
             }
             // Non-blocking after a poll: another process sharing this end may
@@ -1092,6 +1113,18 @@ mod tests {
         assert_eq!(d.recv::<u8>().unwrap(), 1);
         assert_eq!(d.recv::<u8>().unwrap(), 2);
         assert_eq!(t.join().unwrap(), big.len());
+    }
+
+    #[test]
+    fn only_a_unix_socket_spins() {
+        let (a, _b) = pipe(true).unwrap();
+        assert_eq!(a.inner.spin.enabled(), spin::machine_may_spin());
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let tcp = Connection::from_fd(OwnedFd::from(s), true, true);
+        assert!(!tcp.inner.spin.enabled());
+        let (r, _w) = fd::pipe().unwrap();
+        assert!(!Connection::from_fd(r, true, false).inner.spin.enabled());
     }
 
     #[test]

@@ -71,6 +71,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::connection::spin::Spin;
 use crate::connection::{DEFAULT_MAX_MESSAGE_LEN, deadline_after};
 use crate::error::{Error, Result};
 use crate::platform::fd;
@@ -278,6 +279,10 @@ struct Inner {
     maxsize: u32,
     /// Count unfinished tasks (JoinableQueue).
     joinable: bool,
+    /// How long this process's `get`s watch the counter before they sleep:
+    /// [`SPIN_FOR`] at most, less after misses, none while the CPUs are
+    /// contended (the `Connection`'s policy, `connection/spin.rs`).
+    spin: Spin,
 }
 
 /// A FIFO queue between processes: any number of producers and consumers,
@@ -445,6 +450,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 closed: AtomicBool::new(false),
                 maxsize,
                 joinable,
+                spin: Spin::new(true),
             }),
             _items: PhantomData,
         }
@@ -753,8 +759,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let h = self.handles()?;
         let seq = h.word(layout::SEQ);
         let waiters = h.word(layout::GET_WAITERS);
-        let start = Instant::now();
-        let spin_until = deadline.map_or(start + SPIN_FOR, |d| d.min(start + SPIN_FOR));
+        let mut spin = SpinPhase::NotYet;
         RECV_BUFS.with(|bufs| {
             let mut bufs = bufs.borrow_mut();
             let mut fds = Vec::new();
@@ -771,8 +776,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 }
                 // Briefly, watch the counter without sleeping: a reply that
                 // comes within SPIN_FOR then costs no sleep and wake-up.
-                if now < spin_until {
-                    spin_while_unchanged(seq, seen, spin_until);
+                if let SpinPhase::NotYet = spin {
+                    spin = SpinPhase::begin(&self.inner.spin, now, deadline);
+                }
+                if spin.watch(&self.inner.spin, seq, seen, now) {
                     continue;
                 }
                 // Several consumers may wake for one item: the losers find
@@ -863,20 +870,84 @@ fn claim_in_flight(h: &Handles, pid: u32) -> Option<&AtomicU32> {
         })
 }
 
+/// Where one `get` stands with its spin.
+#[derive(Clone, Copy)]
+enum SpinPhase {
+    /// Not needed yet (the first look may find an item).
+    NotYet,
+    /// Watching the counter until `until`.
+    Spinning {
+        /// When the spin ends.
+        until: Instant,
+        /// The budget it was given.
+        budget: Duration,
+        /// The caller's deadline comes before the budget's end.
+        cut_short: bool,
+        /// Its outcome has been reported to the policy.
+        reported: bool,
+    },
+    /// Over, or not allowed: sleep.
+    Over,
+}
+
+impl SpinPhase {
+    /// Starts this `get`'s spin, if the policy allows one now.
+    fn begin(policy: &Spin, now: Instant, deadline: Option<Instant>) -> SpinPhase {
+        match policy.begin().map(|b| b.min(SPIN_FOR)) {
+            Some(budget) => {
+                let full = now + budget;
+                SpinPhase::Spinning {
+                    until: deadline.map_or(full, |d| d.min(full)),
+                    budget,
+                    cut_short: deadline.is_some_and(|d| d < full),
+                    reported: false,
+                }
+            }
+            None => SpinPhase::Over,
+        }
+    }
+
+    /// Spins while the spin lasts: true to look again (the counter moved, or
+    /// may have), false to sleep. Reports the outcome to `policy` once.
+    fn watch(&mut self, policy: &Spin, seq: &AtomicU32, seen: u32, now: Instant) -> bool {
+        let SpinPhase::Spinning {
+            until,
+            budget,
+            cut_short,
+            ref mut reported,
+        } = *self
+        else {
+            return false;
+        };
+        if now >= until {
+            if !*reported {
+                policy.end(false, budget, cut_short);
+            }
+            *self = SpinPhase::Over;
+            return false;
+        }
+        if spin_while_unchanged(seq, seen, until) && !*reported {
+            *reported = true;
+            policy.end(true, budget, cut_short);
+        }
+        true
+    }
+}
+
 /// Watches `seq` while it still reads `seen` (no item placed since), until
-/// `until`. Only a hint: the next look decides.
+/// `until`; true if it changed. Only a hint: the next look decides.
 #[inline]
-fn spin_while_unchanged(seq: &AtomicU32, seen: u32, until: Instant) {
+fn spin_while_unchanged(seq: &AtomicU32, seen: u32, until: Instant) -> bool {
     loop {
         for _ in 0..64 {
             // Relaxed: the value only decides how long to spin.
             if seq.load(Ordering::Relaxed) != seen {
-                return;
+                return true;
             }
             std::hint::spin_loop();
         }
         if Instant::now() >= until {
-            return;
+            return false;
         }
     }
 }
@@ -1445,6 +1516,29 @@ impl<'de, T: Serialize + DeserializeOwned> Deserialize<'de> for SimpleQueue<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_get_spin_ends_at_its_deadline_and_sees_a_new_item() {
+        let seq = AtomicU32::new(5);
+        let policy = Spin::new(true);
+        let now = Instant::now();
+        // A deadline of now: no time to spin, so sleep (or give up) at once.
+        let mut phase = SpinPhase::begin(&policy, now, Some(now));
+        assert!(!phase.watch(&policy, &seq, 5, Instant::now()));
+        assert!(matches!(phase, SpinPhase::Over));
+        // Without a deadline: a moved counter is seen (look again); an
+        // unmoved one is watched until the spin ends, then sleep.
+        let mut phase = SpinPhase::begin(&policy, Instant::now(), None);
+        if let SpinPhase::Spinning { budget, .. } = phase {
+            assert!(budget <= SPIN_FOR);
+            seq.store(6, Ordering::Relaxed);
+            assert!(phase.watch(&policy, &seq, 5, Instant::now()));
+            let t0 = Instant::now();
+            while phase.watch(&policy, &seq, 6, Instant::now()) {}
+            assert!(t0.elapsed() <= SPIN_FOR + Duration::from_secs(5));
+        }
+        assert!(!phase.watch(&policy, &seq, 6, Instant::now()));
+    }
 
     #[test]
     fn items_round_trip_in_order() {

@@ -380,6 +380,50 @@ pub(crate) fn poll(
     }
 }
 
+/// `fd`'s returned events among `events`, looked at without waiting (a
+/// zero-timeout `poll` of one fd, allocating nothing: the spinning receive
+/// calls it in a loop).
+pub(crate) fn poll_now(fd: BorrowedFd<'_>, events: i16) -> io::Result<i16> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    loop {
+        // SAFETY:
+        // - `pfd` is one valid, writable pollfd on our stack for the whole
+        //   call, and its fd is borrowed for the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if n >= 0 {
+            return Ok(pfd.revents);
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
+}
+
+/// How many times the calling thread has been switched out involuntarily
+/// (preempted while runnable: `getrusage(RUSAGE_THREAD)`'s `ru_nivcsw`); 0
+/// if it cannot be read. A rise means another task wanted this CPU: the
+/// spinning receive (`connection/spin.rs`) then stops spinning.
+pub(crate) fn involuntary_switches() -> u64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY:
+    // - `usage` is a writable rusage on our stack for the whole call; the
+    //   kernel fills it and touches nothing else.
+    let r = unsafe { libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr()) };
+    if r != 0 {
+        return 0;
+    }
+    // SAFETY:
+    // - zero-initialised and then filled by a successful getrusage: every
+    //   field is a plain integer.
+    let usage = unsafe { usage.assume_init() };
+    u64::try_from(usage.ru_nivcsw).unwrap_or(0)
+}
+
 /// Waits until `fd` has one of `events` or the deadline passes; true if it has.
 pub(crate) fn wait_for(
     fd: BorrowedFd<'_>,
@@ -482,6 +526,18 @@ mod tests {
         let ready = wait_for(a.as_fd(), READABLE, Some(start + Duration::from_millis(30))).unwrap();
         assert!(!ready);
         assert!(start.elapsed() >= Duration::from_millis(30));
+    }
+
+    #[test]
+    fn poll_now_sees_data_and_hang_up_without_waiting() {
+        let (a, b) = socketpair_stream().unwrap();
+        assert_eq!(poll_now(a.as_fd(), READABLE).unwrap(), 0);
+        assert_eq!(write(b.as_fd(), b"x").unwrap(), 1);
+        assert_eq!(poll_now(a.as_fd(), READABLE).unwrap() & READABLE, READABLE);
+        let mut one = [0u8; 1];
+        assert_eq!(read(a.as_fd(), &mut one).unwrap(), 1);
+        drop(b);
+        assert_ne!(poll_now(a.as_fd(), READABLE).unwrap(), 0);
     }
 
     #[test]

@@ -1,0 +1,367 @@
+//! Spinning before sleeping, for a [`Connection`](super::Connection) whose
+//! peer is a process on this machine (a Unix socket).
+//!
+//! A message between two processes that both sleep in `recvmsg` costs a
+//! cross-core wake-up per hop: on a virtual machine about 50 µs, most of a
+//! ping-pong's round trip. So a receive that finds nothing first looks at the
+//! socket for a short while (a zero-timeout `poll` in a loop) before it
+//! sleeps. The look is `poll`, not a non-blocking `recvmsg`: a spinning
+//! `recvmsg` takes the socket lock the sender needs (measured 3x slower in
+//! the manager's channel, `managers/channel.rs`).
+//!
+//! Bounded and adaptive. A spin lasts at most [`SPIN_MAX`]. One that finds
+//! nothing halves the next one's budget, down to none below [`SPIN_MIN`]
+//! (so a peer that answers slowly, a worker computing for a second, costs a
+//! handful of short spins and then none); one that finds a message restores
+//! the full budget. A connection that has stopped spinning spins in full
+//! again on every [`PROBE_EVERY`]th wait, to notice a peer turned quick.
+//!
+//! Contention stops it at once. A spinning thread looks busy to the
+//! scheduler: when another task wants the CPU, the spinner (or its peer,
+//! spinning in turn) is made to wait a whole time slice while its message
+//! sits there, where a thread asleep in `recvmsg` would have been woken at
+//! once; measured, the ping-pong got 2x slower than not spinning at all on a
+//! machine with 1.5 of its 2 cores taken by others. So after each spin the
+//! thread's count of involuntary context switches is read (one `getrusage`);
+//! if it rose, it rests, and probes ever more rarely (the interval doubles
+//! up to [`PROBE_MAX`]) while the contention lasts. For the same reason the
+//! spin never yields: `sched_yield` hands the CPU to a busy process for its
+//! whole slice.
+//!
+//! Never on a machine with one CPU to run on (`cpu_count() == 1`: one CPU,
+//! an affinity mask of one, or a cgroup quota below two): there the peer
+//! needs this very CPU to answer.
+
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::platform::fd;
+
+/// The longest spin: well above a round trip when both sides are awake (a
+/// few µs), and about one cross-core wake-up, so a spin that fails costs no
+/// more than the sleep it tried to avoid. The queue and the manager spin as
+/// long.
+pub(crate) const SPIN_MAX: Duration = Duration::from_micros(50);
+
+/// A budget below this is no spin at all (two or three looks).
+pub(crate) const SPIN_MIN: Duration = Duration::from_micros(4);
+
+/// A connection that stopped spinning spins in full on every this-many-th
+/// wait (at most `SPIN_MAX / PROBE_EVERY`, about 3 µs, per wait on average).
+pub(crate) const PROBE_EVERY: u32 = 16;
+
+/// The rarest probing, under lasting contention: a machine that turns idle
+/// again is noticed within this many waits.
+pub(crate) const PROBE_MAX: u32 = 1024;
+
+/// Whether this process has more than one CPU to run on, asked once (std's
+/// `available_parallelism`: the affinity mask, capped by a cgroup quota).
+pub(crate) fn machine_may_spin() -> bool {
+    static MAY: OnceLock<bool> = OnceLock::new();
+    *MAY.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+}
+
+/// How one spin went.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    /// The socket became readable.
+    Found,
+    /// The whole budget (this long) passed without a message.
+    Missed(Duration),
+    /// The caller's deadline came first.
+    CutShort,
+}
+
+/// One connection's spin policy (see the module doc). Shared by the threads
+/// receiving on the connection: the budget is only a hint, so relaxed
+/// atomics do.
+#[derive(Debug)]
+pub(crate) struct Spin {
+    /// Spinning is possible at all: a local peer, and more than one CPU.
+    enabled: bool,
+    /// The next spin's budget in nanoseconds; 0 when resting.
+    budget_ns: AtomicU32,
+    /// Waits since resting began (a probe spins when it reaches `interval`).
+    rested: AtomicU32,
+    /// While resting, spin on every this-many-th wait: [`PROBE_EVERY`],
+    /// doubled by each rest for contention up to [`PROBE_MAX`].
+    interval: AtomicU32,
+}
+
+impl Spin {
+    /// The policy for a connection: spinning when `local` (a Unix socket)
+    /// and the machine allows it, starting with the full budget.
+    pub(crate) fn new(local: bool) -> Spin {
+        Spin {
+            enabled: local && machine_may_spin(),
+            budget_ns: AtomicU32::new(nanos(SPIN_MAX)),
+            rested: AtomicU32::new(0),
+            interval: AtomicU32::new(PROBE_EVERY),
+        }
+    }
+
+    /// Whether this connection spins at all.
+    #[cfg(test)]
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Looks at `fd` until it is readable (data, end of file or an error),
+    /// the budget is spent, or `deadline` passes; true if it is readable.
+    /// False at once when spinning is off or resting.
+    ///
+    /// # Errors
+    ///
+    /// `poll`'s error (a bad fd).
+    pub(crate) fn until_readable(
+        &self,
+        fd: BorrowedFd<'_>,
+        deadline: Option<Instant>,
+    ) -> io::Result<bool> {
+        let Some(budget) = self.budget() else {
+            return Ok(false);
+        };
+        let start = Instant::now();
+        let full = start + budget;
+        let until = deadline.map_or(full, |d| d.min(full));
+        let ready = loop {
+            if fd::poll_now(fd, fd::READABLE)? != 0 {
+                break true;
+            }
+            if Instant::now() >= until {
+                break false;
+            }
+            std::hint::spin_loop();
+        };
+        let outcome = if ready {
+            Outcome::Found
+        } else if until == full {
+            Outcome::Missed(budget)
+        } else {
+            Outcome::CutShort
+        };
+        self.learn(outcome, cpu_contended());
+        Ok(ready)
+    }
+
+    /// Sets the next budget from how a spin went, and whether this thread
+    /// was preempted since its last spin.
+    fn learn(&self, outcome: Outcome, contended: bool) {
+        match outcome {
+            _ if contended => self.rest(),
+            Outcome::Found => self.found(),
+            Outcome::Missed(spent) => self.missed(spent),
+            // Cut short by the caller's deadline: says nothing of the peer.
+            Outcome::CutShort => {}
+        }
+    }
+
+    /// For a waiter that spins on something other than an fd (a queue's
+    /// shared counter): this wait's budget, `None` for no spin. Each call
+    /// counts as one wait; report how it went with [`end`](Spin::end).
+    pub(crate) fn begin(&self) -> Option<Duration> {
+        self.budget()
+    }
+
+    /// Reports a spin begun with [`begin`](Spin::begin): whether it found
+    /// what it waited for, the budget it had, and whether the caller's
+    /// deadline cut it short.
+    pub(crate) fn end(&self, found: bool, budget: Duration, cut_short: bool) {
+        let outcome = match (found, cut_short) {
+            (true, _) => Outcome::Found,
+            (false, false) => Outcome::Missed(budget),
+            (false, true) => Outcome::CutShort,
+        };
+        self.learn(outcome, cpu_contended());
+    }
+
+    /// This wait's budget, or `None` for no spin.
+    fn budget(&self) -> Option<Duration> {
+        if !self.enabled {
+            return None;
+        }
+        let ns = self.budget_ns.load(Ordering::Relaxed);
+        if ns != 0 {
+            return Some(Duration::from_nanos(u64::from(ns)));
+        }
+        let rested = self.rested.fetch_add(1, Ordering::Relaxed) + 1;
+        if rested < self.interval.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.rested.store(0, Ordering::Relaxed);
+        Some(SPIN_MAX)
+    }
+
+    /// A spin found a message: the peer answers quickly; spin in full.
+    fn found(&self) {
+        self.budget_ns.store(nanos(SPIN_MAX), Ordering::Relaxed);
+        self.rested.store(0, Ordering::Relaxed);
+        self.interval.store(PROBE_EVERY, Ordering::Relaxed);
+    }
+
+    /// Another task wanted this CPU: spinning makes this thread look busy to
+    /// the scheduler, which then lets the other run for a whole time slice
+    /// while a message waits (a sleeper would be woken at once). Rest.
+    /// The longer the contention lasts, the rarer the probes.
+    fn rest(&self) {
+        self.budget_ns.store(0, Ordering::Relaxed);
+        self.rested.store(0, Ordering::Relaxed);
+        let longer = self
+            .interval
+            .load(Ordering::Relaxed)
+            .saturating_mul(2)
+            .min(PROBE_MAX);
+        self.interval.store(longer, Ordering::Relaxed);
+    }
+
+    /// A spin of `spent` found nothing: halve the budget, or rest.
+    fn missed(&self, spent: Duration) {
+        let half = spent / 2;
+        let next = if half < SPIN_MIN { 0 } else { nanos(half) };
+        self.budget_ns.store(next, Ordering::Relaxed);
+    }
+
+    /// The budget in nanoseconds, for tests.
+    #[cfg(test)]
+    fn budget_now(&self) -> u32 {
+        self.budget_ns.load(Ordering::Relaxed)
+    }
+}
+
+/// Whether this thread was preempted since its last spin ended (the
+/// kernel's count of involuntary context switches rose): the CPUs are
+/// contended, and spinning would hurt (see [`Spin::rest`]). The first call
+/// on a thread only takes the count.
+fn cpu_contended() -> bool {
+    thread_local! {
+        static SEEN: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+    }
+    let now = fd::involuntary_switches();
+    SEEN.with(|seen| seen.replace(Some(now)))
+        .is_some_and(|before| now != before)
+}
+
+/// `d` in nanoseconds (the budgets are far below 4 s).
+fn nanos(d: Duration) -> u32 {
+    u32::try_from(d.as_nanos()).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    /// A spin policy that is on whatever the machine (the rules, not the
+    /// machine, are under test here).
+    fn on() -> Spin {
+        Spin {
+            enabled: true,
+            ..Spin::new(true)
+        }
+    }
+
+    /// How many of the next `waits` waits would spin.
+    fn spins_in(s: &Spin, waits: u32) -> u32 {
+        (0..waits).filter(|_| s.budget().is_some()).count() as u32
+    }
+
+    #[test]
+    fn a_waiting_message_or_end_of_file_is_seen_at_once() {
+        let (a, b) = fd::socketpair_stream().unwrap();
+        fd::write(b.as_fd(), b"x").unwrap();
+        assert!(on().until_readable(a.as_fd(), None).unwrap());
+        let (a, b) = fd::socketpair_stream().unwrap();
+        drop(b);
+        assert!(on().until_readable(a.as_fd(), None).unwrap());
+    }
+
+    #[test]
+    fn a_spin_that_finds_nothing_lasts_its_budget_and_no_more_than_the_deadline() {
+        let (a, _b) = fd::socketpair_stream().unwrap();
+        let s = on();
+        let t0 = Instant::now();
+        assert!(!s.until_readable(a.as_fd(), None).unwrap());
+        assert!(t0.elapsed() >= SPIN_MAX);
+        let s = on();
+        let t0 = Instant::now();
+        assert!(!s.until_readable(a.as_fd(), Some(t0)).unwrap());
+        assert!(!s.until_readable(a.as_fd(), Some(t0 - SPIN_MAX)).unwrap());
+    }
+
+    #[test]
+    fn misses_halve_the_budget_then_rest_then_probe() {
+        let s = on();
+        let full = nanos(SPIN_MAX);
+        let mut budgets = vec![s.budget_now()];
+        while let Some(b) = s.budget().filter(|_| budgets.len() < 10) {
+            s.learn(Outcome::Missed(b), false);
+            budgets.push(s.budget_now());
+        }
+        assert_eq!(budgets, [full, full / 2, full / 4, full / 8, 0]);
+        // Resting: a full spin every PROBE_EVERY-th wait only.
+        assert_eq!(spins_in(&s, PROBE_EVERY * 3), 3);
+        // A message found restores the full budget.
+        s.learn(Outcome::Found, false);
+        assert_eq!(s.budget_now(), full);
+        assert_eq!(spins_in(&s, 4), 4);
+    }
+
+    #[test]
+    fn contention_rests_at_once_and_probes_ever_more_rarely() {
+        let s = on();
+        s.learn(Outcome::Found, true);
+        assert_eq!(s.budget_now(), 0);
+        assert_eq!(spins_in(&s, PROBE_EVERY * 2), 1);
+        s.learn(Outcome::Missed(SPIN_MAX), true);
+        assert_eq!(spins_in(&s, PROBE_EVERY * 4), 1);
+        for _ in 0..20 {
+            s.learn(Outcome::Found, true);
+        }
+        assert_eq!(spins_in(&s, PROBE_MAX), 1);
+        // A quiet spin that finds its message ends the rest.
+        s.learn(Outcome::Found, false);
+        assert_eq!(spins_in(&s, 4), 4);
+    }
+
+    #[test]
+    fn a_spin_cut_short_by_a_deadline_teaches_nothing() {
+        let s = on();
+        s.learn(Outcome::CutShort, false);
+        assert_eq!(s.budget_now(), nanos(SPIN_MAX));
+    }
+
+    /// The child half of `one_cpu_means_no_spin`.
+    const ONE_CPU_CHILD: &str = "MP_TEST_SPIN_ONE_CPU_CHILD";
+
+    #[test]
+    fn one_cpu_means_no_spin() {
+        if std::env::var_os(ONE_CPU_CHILD).is_some() {
+            assert!(!machine_may_spin());
+            assert!(!Spin::new(true).enabled());
+            return;
+        }
+        // This test binary again, confined to one CPU by its affinity mask.
+        let out = std::process::Command::new("taskset")
+            .args(["-c", "0"])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", "connection::spin::tests::one_cpu_means_no_spin"])
+            .env(ONE_CPU_CHILD, "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("1 passed"), "{text}");
+    }
+
+    #[test]
+    fn off_means_no_look_at_all() {
+        let (a, b) = fd::socketpair_stream().unwrap();
+        fd::write(b.as_fd(), b"x").unwrap();
+        let s = Spin::new(false);
+        assert!(!s.enabled());
+        assert!(!s.until_readable(a.as_fd(), None).unwrap());
+    }
+}
