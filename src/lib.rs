@@ -147,6 +147,7 @@ crate::test_support!();
 pub mod __fuzz;
 pub mod connection;
 mod error;
+pub mod futures;
 mod managers;
 #[allow(unsafe_code)]
 mod platform;
