@@ -19,8 +19,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{LONG, LeakCheck, ms, within};
-use multiprocess as mp;
 use mp::futures::{MapOptions, ProcessPoolExecutor, ReturnWhen, as_completed, wait};
+use multiprocess as mp;
 
 /// Runs a test body with the leak check, one test at a time, under a guard.
 fn run(name: &str, body: impl FnOnce() + Send + 'static) {
@@ -185,7 +185,9 @@ fn test_killed_child() {
     // future fails with WorkerLost; the executor replaces the worker.
     run("test_killed_child", || {
         let ex = ProcessPoolExecutor::new(2).unwrap();
-        let f = ex.submit(|code: i32| -> i32 { std::process::exit(code) }, 1).unwrap();
+        let f = ex
+            .submit(|code: i32| -> i32 { std::process::exit(code) }, 1)
+            .unwrap();
         match f.result() {
             Err(mp::Error::WorkerLost { exitcode, .. }) => assert_eq!(exitcode, Some(1)),
             other => panic!("expected WorkerLost, got {other:?}"),
@@ -230,7 +232,11 @@ fn test_map_buffersize() {
         ));
         for buffersize in [1, 2, 16] {
             let got: Vec<u64> = ex
-                .map_with(|x: u64| x * 3, 0u64.., MapOptions::new().buffersize(buffersize))
+                .map_with(
+                    |x: u64| x * 3,
+                    0u64..,
+                    MapOptions::new().buffersize(buffersize),
+                )
                 .unwrap()
                 .take(50)
                 .collect::<mp::Result<_>>()
@@ -276,7 +282,9 @@ fn test_max_tasks_per_child() {
         let p2 = ex.submit(pid, ()).unwrap().result().unwrap();
         assert_ne!(p1, p2, "the worker was replaced after three tasks");
         assert!(matches!(
-            ProcessPoolExecutor::builder().max_tasks_per_child(0).build(),
+            ProcessPoolExecutor::builder()
+                .max_tasks_per_child(0)
+                .build(),
             Err(mp::Error::Value(_))
         ));
     });
@@ -391,7 +399,10 @@ fn test_cancel_futures_wait_false() {
         let queued: Vec<_> = (0..5).map(|i| ex.submit(mul, (i, 1)).unwrap()).collect();
         let t0 = Instant::now();
         ex.shutdown(false, true);
-        assert!(t0.elapsed() < ms(5_000), "shutdown(wait=false) returned at once");
+        assert!(
+            t0.elapsed() < ms(5_000),
+            "shutdown(wait=false) returned at once"
+        );
         assert!(queued.iter().all(|f| f.cancelled()));
         release.send(&9u8).unwrap();
         assert_eq!(busy.result().unwrap(), 9);
@@ -810,12 +821,9 @@ fn await_under_tokio_while_a_worker_is_killed() {
                 )
                 .unwrap();
             };
-            let (_, lost, rest) = futures_util::future::join3(
-                killer,
-                doomed,
-                futures_util::future::join_all(others),
-            )
-            .await;
+            let (_, lost, rest) =
+                futures_util::future::join3(killer, doomed, futures_util::future::join_all(others))
+                    .await;
             (lost, rest)
         });
         match lost {
@@ -835,8 +843,12 @@ fn await_under_tokio_while_a_worker_is_killed() {
 fn await_async_result_under_tokio() {
     run("await_async_result", || {
         let pool = mp::Pool::new(2).unwrap();
-        let rs: Vec<_> = (0..50).map(|i| pool.apply_async(mul, (i, 3)).unwrap()).collect();
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rs: Vec<_> = (0..50)
+            .map(|i| pool.apply_async(mul, (i, 3)).unwrap())
+            .collect();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let got = rt.block_on(futures_util::future::join_all(rs));
         let got: Vec<i64> = got.into_iter().collect::<mp::Result<_>>().unwrap();
         assert_eq!(got, (0..50).map(|i| i * 3).collect::<Vec<_>>());

@@ -136,9 +136,7 @@ pub fn wait<'a, R: Send + 'static>(
     let deadline = timeout.and_then(deadline_after);
     let met = |fs: &[&Future<R>]| match return_when {
         ReturnWhen::FirstCompleted => fs.iter().any(|f| f.done()),
-        ReturnWhen::FirstException => {
-            fs.iter().any(|f| f.failed()) || fs.iter().all(|f| f.done())
-        }
+        ReturnWhen::FirstException => fs.iter().any(|f| f.failed()) || fs.iter().all(|f| f.done()),
         ReturnWhen::AllCompleted => fs.iter().all(|f| f.done()),
     };
     if !met(&fs) {

@@ -45,8 +45,8 @@ use crate::error::{Error, Result};
 use crate::platform::fd;
 use crate::reduction::{self, FnRef};
 pub(crate) use result::{ApplyJob, Slot};
-use result::{Callback, ErrorCallback, IMapJob, IMapShared, MapJob};
 pub use result::{AsyncResult, IMapIterator};
+use result::{Callback, ErrorCallback, IMapJob, IMapShared, MapJob};
 pub(crate) use submit::{Body, Inner, Job};
 use submit::{InitSpec, PoolState, Shared, Task, lock};
 
@@ -407,7 +407,14 @@ impl Pool {
         drop(arg);
         let job_id = self.inner.next_id();
         let id = self.inner.next_id();
-        let task = Task::new(id, job_id, 0, func, enc, timeout.or(self.inner.task_timeout))?;
+        let task = Task::new(
+            id,
+            job_id,
+            0,
+            func,
+            enc,
+            timeout.or(self.inner.task_timeout),
+        )?;
         self.inner.submit(Some((job_id, job)), vec![task], false)?;
         Ok(id)
     }

@@ -56,10 +56,9 @@ pub(crate) struct Slot<R> {
 pub(crate) type Hook = Box<dyn FnOnce() + Send + 'static>;
 
 /// Who is told when a [`Slot`] is set (std `Future`s and `mp::futures`).
+/// Always locked inside the slot's state lock.
 #[derive(Default)]
 struct Notify {
-    /// The outcome is set: a new waker or hook is served at once.
-    fired: bool,
     /// Wakers of tasks awaiting the slot.
     wakers: Vec<Waker>,
     /// Completion hooks, in registration order.
@@ -83,13 +82,14 @@ impl<R> Slot<R> {
             return false;
         }
         *s = SlotState::Ready(result);
-        drop(s);
-        self.cond.notify_all();
+        // Taken under the state lock: a hook or waker added after this sees
+        // the outcome set and runs at once (see `on_set`, `register`).
         let (wakers, hooks) = {
             let mut n = lock(&self.notify);
-            n.fired = true;
             (std::mem::take(&mut n.wakers), std::mem::take(&mut n.hooks))
         };
+        drop(s);
+        self.cond.notify_all();
         wakers.into_iter().for_each(Waker::wake);
         for h in hooks {
             run_callback(h);
@@ -103,21 +103,23 @@ impl<R> Slot<R> {
 
     /// Runs `hook` once the outcome is set: now (on this thread) if it is.
     pub(crate) fn on_set(&self, hook: Hook) {
-        let mut n = lock(&self.notify);
-        if n.fired {
-            drop(n);
-            run_callback(hook);
+        let s = lock(&self.state);
+        if matches!(*s, SlotState::Pending) {
+            lock(&self.notify).hooks.push(hook);
         } else {
-            n.hooks.push(hook);
+            drop(s);
+            run_callback(hook);
         }
     }
 
-    /// Registers `waker` unless the outcome is set; false if it is (poll again).
+    /// Registers `waker` while the outcome is not set; false if it is (poll
+    /// again).
     fn register(&self, waker: &Waker) -> bool {
-        let mut n = lock(&self.notify);
-        if n.fired {
+        let s = lock(&self.state);
+        if !matches!(*s, SlotState::Pending) {
             return false;
         }
+        let mut n = lock(&self.notify);
         n.wakers.retain(|w| !w.will_wake(waker));
         n.wakers.push(waker.clone());
         true
@@ -151,12 +153,7 @@ impl<R> Slot<R> {
                 return Poll::Ready(r);
             }
             if self.register(cx.waker()) {
-                // Set between the look and the registration: the waker was
-                // registered before `fired`, so `set` wakes it; look again
-                // anyway to answer without a round trip.
-                if let Some(r) = self.try_take() {
-                    return Poll::Ready(r);
-                }
+                // Registered while pending: `set` will wake it.
                 return Poll::Pending;
             }
         }
