@@ -19,8 +19,8 @@
 //!             print('%r page is %d bytes' % (url, len(data)))
 //! ```
 
-use multiprocess as mp;
 use mp::futures::{ProcessPoolExecutor, as_completed};
+use multiprocess as mp;
 
 /// The "pages": a name and a size of work. The last one fails, as a bad URL
 /// does in the docs' example.

@@ -16,8 +16,8 @@
 
 use std::time::{Duration, Instant};
 
-use multiprocess as mp;
 use mp::futures::ProcessPoolExecutor;
+use multiprocess as mp;
 
 /// A few milliseconds of CPU work: an LCG run `n % 50 + 50` thousand steps.
 fn work(n: u64) -> u64 {

@@ -5,8 +5,8 @@
 use std::time::Instant;
 
 use anyhow::{Result, ensure};
-use multiprocess as mp;
 use mp::futures::{MapOptions, ProcessPoolExecutor};
+use multiprocess as mp;
 
 use crate::{Better, Cfg, Side, Workload};
 

@@ -67,6 +67,16 @@ pub(crate) fn gettid() -> u32 {
     nix::unistd::gettid().as_raw() as u32
 }
 
+/// The resident set size of process `pid` in bytes, from the `VmRSS:` line
+/// of `/proc/PID/status` (in kB there). `None` when the process is gone or
+/// the file is unreadable.
+pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,14 +105,4 @@ mod tests {
         // std's handle must not wait again (it would get ECHILD); drop it.
         drop(sleeper);
     }
-}
-
-/// The resident set size of process `pid` in bytes, from the `VmRSS:` line
-/// of `/proc/PID/status` (in kB there). `None` when the process is gone or
-/// the file is unreadable.
-pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
