@@ -30,6 +30,8 @@ use serde_json::{Value, json};
 mod baseline;
 #[path = "vs_python/chart.rs"]
 mod chart;
+#[path = "vs_python/futures.rs"]
+mod futures;
 #[path = "vs_python/managers.rs"]
 mod managers;
 #[path = "vs_python/pool.rs"]
@@ -109,6 +111,7 @@ fn all_workloads() -> Vec<Workload> {
     let mut all = Vec::new();
     all.extend_from_slice(process::WORKLOADS);
     all.extend_from_slice(pool::WORKLOADS);
+    all.extend_from_slice(futures::WORKLOADS);
     all.extend_from_slice(queues::WORKLOADS);
     all.extend_from_slice(sync::WORKLOADS);
     all.extend_from_slice(managers::WORKLOADS);

@@ -82,6 +82,10 @@ pub enum Error {
     /// Python: `ValueError("Pool not running")`, `OSError("handle is closed")`.
     #[error("the pool, queue, connection or manager is closed; create a new one to go on")]
     Closed,
+    /// The future was cancelled before it ran (or while it ran, by
+    /// `cancel_running`). Python: `concurrent.futures.CancelledError`.
+    #[error("the future was cancelled")]
+    Cancelled,
     /// The authkey handshake failed. Python: `AuthenticationError`.
     #[error("authentication failed: {0}")]
     Authentication(String),
@@ -252,6 +256,7 @@ impl Error {
             Error::Full => Error::Full,
             Error::Eof => Error::Eof,
             Error::Closed => Error::Closed,
+            Error::Cancelled => Error::Cancelled,
             Error::BrokenBarrier => Error::BrokenBarrier,
             Error::Value(m) => Error::Value(m.clone()),
             Error::Key(m) => Error::Key(m.clone()),

@@ -121,6 +121,7 @@
 //! |---|---|
 //! | `multiprocessing.process` | [`Process`], [`current_process`], [`parent_process`], [`active_children`], [`cpu_count`] |
 //! | `multiprocessing.pool` | [`Pool`], [`PoolBuilder`], [`AsyncResult`], [`IMapIterator`] |
+//! | `concurrent.futures` (`ProcessPoolExecutor`) | [`futures::ProcessPoolExecutor`], [`futures::Future`], [`futures::as_completed`], [`futures::wait`] |
 //! | `multiprocessing.connection` | [`Connection`], [`pipe`], [`connection::wait`] |
 //! | `multiprocessing.reduction` | [`reduction::send_handle`], [`reduction::recv_handle`] |
 //! | `multiprocessing.queues` | [`Queue`], [`JoinableQueue`], [`SimpleQueue`] |
@@ -149,6 +150,7 @@ pub mod __fuzz;
 pub mod connection;
 pub mod dummy;
 mod error;
+pub mod futures;
 mod managers;
 #[allow(unsafe_code)]
 mod platform;

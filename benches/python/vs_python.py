@@ -25,6 +25,7 @@ import multiprocessing as mp
 import platform
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 # Full-mode counts; --quick divides each by 10 (at least 1), except where
 # QUICK_COUNTS says otherwise. Keep in step with
@@ -37,6 +38,8 @@ COUNTS = {
     "pool_map_chunksize1_tasks_per_s": 20_000,  # items
     "pool_imap_tasks_per_s": 50_000,  # items
     "pool_apply_roundtrip_us": 2_000,  # applies
+    "executor_submit_roundtrip_us": 2_000,  # submit().result() calls
+    "executor_map_tasks_per_s": 20_000,  # items, chunksize 1
     "queue_pingpong_us": 10_000,  # round trips
     "queue_throughput_msgs_per_s": 200_000,  # messages
     "pipe_pingpong_us": 20_000,  # round trips
@@ -216,6 +219,31 @@ def pool_apply_roundtrip_us(ctx, n, quick):
         pool.close()
         pool.join()
     return dt * 1e6 / n
+
+
+def executor_submit_roundtrip_us(ctx, n, quick):
+    with ProcessPoolExecutor(2, mp_context=ctx) as ex:
+        for _ in range(50):  # warm-up
+            ex.submit(noop).result()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            ex.submit(noop).result()
+        dt = time.perf_counter() - t0
+    return dt * 1e6 / n
+
+
+def executor_map_tasks_per_s(ctx, n, quick):
+    with ProcessPoolExecutor(2, mp_context=ctx) as ex:
+        check(ex.submit(square, 3).result() == 9, "executor warm-up")
+        check(sum(ex.map(square, range(1000))) == 332_833_500, "executor warm-up map")
+        t0 = time.perf_counter()
+        got = 0
+        for r in ex.map(square, range(n), chunksize=1):
+            got += r
+        dt = time.perf_counter() - t0
+    want = (n - 1) * n * (2 * n - 1) // 6
+    check(got == want, "executor map checksum %d != %d" % (got, want))
+    return n / dt
 
 
 def queue_pingpong_us(ctx, n, quick):
@@ -482,6 +510,8 @@ WORKLOADS = {
         pool_map_chunksize1_tasks_per_s,
         pool_imap_tasks_per_s,
         pool_apply_roundtrip_us,
+        executor_submit_roundtrip_us,
+        executor_map_tasks_per_s,
         queue_pingpong_us,
         queue_throughput_msgs_per_s,
         pipe_pingpong_us,

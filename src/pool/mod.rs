@@ -44,9 +44,11 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, Result};
 use crate::platform::fd;
 use crate::reduction::{self, FnRef};
-use result::{ApplyJob, Callback, ErrorCallback, IMapJob, IMapShared, MapJob, Slot};
+pub(crate) use result::{ApplyJob, Slot};
 pub use result::{AsyncResult, IMapIterator};
-use submit::{InitSpec, Inner, Job, PoolState, Shared, Task, lock};
+use result::{Callback, ErrorCallback, IMapJob, IMapShared, MapJob};
+pub(crate) use submit::{Body, Inner, Job};
+use submit::{InitSpec, PoolState, Shared, Task, lock};
 
 /// Chunks an `imap` may have read ahead of the consumer, per worker (at least
 /// [`READ_AHEAD_MIN`]): enough to keep every worker busy, little enough that
@@ -98,6 +100,8 @@ pub struct PoolBuilder {
     maxtasks: Option<usize>,
     /// The pool-wide task timeout.
     task_timeout: Option<Duration>,
+    /// `max_memory_per_child`, in bytes.
+    max_memory: Option<u64>,
 }
 
 impl fmt::Debug for PoolBuilder {
@@ -107,6 +111,7 @@ impl fmt::Debug for PoolBuilder {
             .field("initializer", &self.init.is_some())
             .field("maxtasksperchild", &self.maxtasks)
             .field("task_timeout", &self.task_timeout)
+            .field("max_memory_per_child", &self.max_memory)
             .finish()
     }
 }
@@ -160,6 +165,28 @@ impl PoolBuilder {
         self
     }
 
+    /// Replaces a worker after a task that leaves its resident memory (RSS)
+    /// above `bytes`: it gets no more work, exits once idle, and a fresh
+    /// worker takes its place (a leak in the task code is bounded this way).
+    ///
+    /// Beyond Python (loky's and billiard's `max_memory_per_child`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiprocess as mp;
+    /// fn main() -> mp::Result<()> {
+    ///     mp::init();
+    ///     let pool = mp::Pool::builder().processes(1).max_memory_per_child(1 << 30).build()?;
+    ///     assert_eq!(pool.apply(|x: u8| x, 3)?, 3);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn max_memory_per_child(mut self, bytes: u64) -> Self {
+        self.max_memory = Some(bytes);
+        self
+    }
+
     /// Starts the workers and the pool's handler thread.
     ///
     /// Returns once the workers are started (not yet initialized); tasks
@@ -197,12 +224,14 @@ impl PoolBuilder {
                 ticks: Vec::new(),
                 asleep: false,
                 worker_pids: Vec::new(),
+                kill_tasks: Vec::new(),
             }),
             wake,
             ids: AtomicU64::new(1),
             processes,
             maxtasks: self.maxtasks.map(|n| n as u64),
             task_timeout: self.task_timeout,
+            max_memory: self.max_memory,
             init: Mutex::new(init),
             thread: Mutex::new(None),
             thread_id: OnceLock::new(),
@@ -299,6 +328,7 @@ impl Pool {
             init: None,
             maxtasks: None,
             task_timeout: None,
+            max_memory: None,
         }
     }
 
@@ -355,6 +385,43 @@ impl Pool {
         let j: Box<dyn Job> = Box::new(ApplyJob::new(slot.clone(), callback, error_callback));
         self.inner.submit(Some((job, j)), vec![task], false)?;
         Ok(AsyncResult::new(slot))
+    }
+
+    /// `mp::futures`: submits `f(arg)` as one task that `job` finishes, with
+    /// `timeout` (else the pool's task timeout). Returns the task's id.
+    pub(crate) fn submit_job<F, A, R>(
+        &self,
+        f: F,
+        arg: A,
+        job: Box<dyn Job>,
+        timeout: Option<Duration>,
+    ) -> Result<u64>
+    where
+        F: Fn(A) -> R,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.check_open()?;
+        let func = FnRef::returning(f);
+        let enc = reduction::encode(&arg)?;
+        drop(arg);
+        let job_id = self.inner.next_id();
+        let id = self.inner.next_id();
+        let task = Task::new(
+            id,
+            job_id,
+            0,
+            func,
+            enc,
+            timeout.or(self.inner.task_timeout),
+        )?;
+        self.inner.submit(Some((job_id, job)), vec![task], false)?;
+        Ok(id)
+    }
+
+    /// The pool's shared state, weakly (a future must not keep a pool alive).
+    pub(crate) fn downgrade(&self) -> Weak<Inner> {
+        Arc::downgrade(&self.inner)
     }
 
     /// Runs `f(arg)` in a worker and waits for the result.
@@ -979,12 +1046,16 @@ impl Pool {
         self.map_async_with_chunksize(f, items, chunksize)
     }
 
-    fn submit_imap<F, A, R, I>(
+    /// `imap`/`imap_unordered`; `read_ahead` chunks at most submitted and not
+    /// yet consumed (`None`: the pool's default; also `mp::futures`' `map`
+    /// with a `buffersize`).
+    pub(crate) fn submit_imap<F, A, R, I>(
         &self,
         f: F,
         items: I,
         chunksize: usize,
         ordered: bool,
+        read_ahead: Option<usize>,
     ) -> Result<IMapIterator<R>>
     where
         F: Fn(A) -> R,
@@ -1008,7 +1079,10 @@ impl Pool {
             job,
             func,
             chunksize,
-            read_ahead: (READ_AHEAD_PER_WORKER * self.inner.processes).max(READ_AHEAD_MIN) as u64,
+            read_ahead: read_ahead.map_or_else(
+                || (READ_AHEAD_PER_WORKER * self.inner.processes).max(READ_AHEAD_MIN),
+                |n| n.max(1),
+            ) as u64,
             timeout: self.inner.task_timeout,
         };
         let iter = items.into_iter();
@@ -1061,7 +1135,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'static,
     {
-        self.submit_imap(f, items, 1, true)
+        self.submit_imap(f, items, 1, true, None)
     }
 
     /// [`imap`](Self::imap) with `chunksize` items per task.
@@ -1084,7 +1158,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'static,
     {
-        self.submit_imap(f, items, chunksize, true)
+        self.submit_imap(f, items, chunksize, true, None)
     }
 
     /// [`imap`](Self::imap) with the results in completion order.
@@ -1116,7 +1190,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'static,
     {
-        self.submit_imap(f, items, 1, false)
+        self.submit_imap(f, items, 1, false, None)
     }
 
     /// [`imap_unordered`](Self::imap_unordered) with `chunksize` items per task.
@@ -1139,7 +1213,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'static,
     {
-        self.submit_imap(f, items, chunksize, false)
+        self.submit_imap(f, items, chunksize, false, None)
     }
 
     /// Accepts no more work; the workers exit once all submitted work is done.

@@ -9,6 +9,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -47,6 +48,21 @@ pub(crate) struct Slot<R> {
     state: Mutex<SlotState<R>>,
     /// Signalled once the outcome is set.
     cond: Condvar,
+    /// Async wakers and completion hooks, run once the outcome is set.
+    notify: Mutex<Notify>,
+}
+
+/// A one-shot hook run (on the thread that sets the outcome) once a slot is set.
+pub(crate) type Hook = Box<dyn FnOnce() + Send + 'static>;
+
+/// Who is told when a [`Slot`] is set (std `Future`s and `mp::futures`).
+/// Always locked inside the slot's state lock.
+#[derive(Default)]
+struct Notify {
+    /// Wakers of tasks awaiting the slot.
+    wakers: Vec<Waker>,
+    /// Completion hooks, in registration order.
+    hooks: Vec<Hook>,
 }
 
 impl<R> Slot<R> {
@@ -54,21 +70,101 @@ impl<R> Slot<R> {
         Arc::new(Slot {
             state: Mutex::new(SlotState::Pending),
             cond: Condvar::new(),
+            notify: Mutex::new(Notify::default()),
         })
     }
 
-    /// Sets the outcome (once; later calls are ignored) and wakes the waiters.
-    pub(crate) fn set(&self, result: Result<R>) {
+    /// Sets the outcome (once; later calls are ignored) and wakes the waiters:
+    /// threads, async tasks, then the hooks in order. True if this call set it.
+    pub(crate) fn set(&self, result: Result<R>) -> bool {
         let mut s = lock(&self.state);
+        if !matches!(*s, SlotState::Pending) {
+            return false;
+        }
+        *s = SlotState::Ready(result);
+        // Taken under the state lock: a hook or waker added after this sees
+        // the outcome set and runs at once (see `on_set`, `register`).
+        let (wakers, hooks) = {
+            let mut n = lock(&self.notify);
+            (std::mem::take(&mut n.wakers), std::mem::take(&mut n.hooks))
+        };
+        drop(s);
+        self.cond.notify_all();
+        wakers.into_iter().for_each(Waker::wake);
+        for h in hooks {
+            run_callback(h);
+        }
+        true
+    }
+
+    pub(crate) fn is_pending(&self) -> bool {
+        matches!(*lock(&self.state), SlotState::Pending)
+    }
+
+    /// Runs `hook` once the outcome is set: now (on this thread) if it is.
+    pub(crate) fn on_set(&self, hook: Hook) {
+        let s = lock(&self.state);
         if matches!(*s, SlotState::Pending) {
-            *s = SlotState::Ready(result);
+            lock(&self.notify).hooks.push(hook);
+        } else {
             drop(s);
-            self.cond.notify_all();
+            run_callback(hook);
         }
     }
 
-    fn is_pending(&self) -> bool {
-        matches!(*lock(&self.state), SlotState::Pending)
+    /// Registers `waker` while the outcome is not set; false if it is (poll
+    /// again).
+    fn register(&self, waker: &Waker) -> bool {
+        let s = lock(&self.state);
+        if !matches!(*s, SlotState::Pending) {
+            return false;
+        }
+        let mut n = lock(&self.notify);
+        n.wakers.retain(|w| !w.will_wake(waker));
+        n.wakers.push(waker.clone());
+        true
+    }
+
+    /// The outcome without waiting: `None` while pending; else as
+    /// [`AsyncResult::get`] (the value moves out, an error is copied).
+    pub(crate) fn try_take(&self) -> Option<Result<R>> {
+        let mut s = lock(&self.state);
+        match std::mem::replace(&mut *s, SlotState::Taken) {
+            SlotState::Pending => {
+                *s = SlotState::Pending;
+                None
+            }
+            other => Some(take_outcome(&mut s, other)),
+        }
+    }
+
+    /// A copy of the error, if the outcome is an error (`None` while pending).
+    pub(crate) fn error(&self) -> Option<Error> {
+        match &*lock(&self.state) {
+            SlotState::Ready(Err(e)) => Some(e.duplicate()),
+            _ => None,
+        }
+    }
+
+    /// `std::future::Future::poll` for anything backed by this slot.
+    pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Result<R>> {
+        loop {
+            if let Some(r) = self.try_take() {
+                return Poll::Ready(r);
+            }
+            if self.register(cx.waker()) {
+                // Registered while pending: `set` will wake it.
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Waits until set or `deadline` and takes the outcome (see
+    /// [`AsyncResult::get`]); [`Error::Timeout`] at the deadline.
+    pub(crate) fn take_deadline(&self, deadline: Option<Instant>) -> Result<R> {
+        let mut s = self.wait_deadline(deadline).ok_or(Error::Timeout)?;
+        let state = std::mem::replace(&mut *s, SlotState::Taken);
+        take_outcome(&mut s, state)
     }
 
     /// Waits until set or `deadline`; the guard, or `None` on timeout.
@@ -87,6 +183,23 @@ impl<R> Slot<R> {
             }
         }
         Some(s)
+    }
+}
+
+/// Hands out a set outcome taken from the slot (which now holds `Taken`): the
+/// value moves out; an error is put back and a copy handed out.
+fn take_outcome<R>(s: &mut SlotState<R>, state: SlotState<R>) -> Result<R> {
+    match state {
+        SlotState::Ready(Ok(v)) => Ok(v),
+        SlotState::Ready(Err(e)) => {
+            let copy = e.duplicate();
+            *s = SlotState::Ready(Err(e));
+            Err(copy)
+        }
+        SlotState::Taken => Err(Error::value(
+            "the result was already taken by an earlier get()",
+        )),
+        SlotState::Pending => unreachable!("take_outcome is called only once the slot is set"),
     }
 }
 
@@ -183,19 +296,7 @@ impl<R> AsyncResult<R> {
     }
 
     fn get_deadline(&self, deadline: Option<Instant>) -> Result<R> {
-        let mut s = self.slot.wait_deadline(deadline).ok_or(Error::Timeout)?;
-        match std::mem::replace(&mut *s, SlotState::Taken) {
-            SlotState::Ready(Ok(v)) => Ok(v),
-            SlotState::Ready(Err(e)) => {
-                let copy = e.duplicate();
-                *s = SlotState::Ready(Err(e));
-                Err(copy)
-            }
-            SlotState::Taken => Err(Error::value(
-                "the result was already taken by an earlier get()",
-            )),
-            SlotState::Pending => unreachable!("wait_deadline returns only once the slot is set"),
-        }
+        self.slot.take_deadline(deadline)
     }
 
     /// Waits until the result is ready.
@@ -233,6 +334,49 @@ impl<R> AsyncResult<R> {
             SlotState::Ready(r) => Ok(r.is_ok()),
             SlotState::Taken => Ok(true),
         }
+    }
+}
+
+/// Awaiting an `AsyncResult` gives what [`get`](AsyncResult::get) gives,
+/// without blocking a thread: the pool's handler thread wakes the task. Works
+/// under any async runtime (the crate depends on none).
+///
+/// # Examples
+///
+/// ```
+/// use multiprocess as mp;
+/// use std::future::Future;
+/// use std::sync::Arc;
+/// use std::task::{Context, Poll, Wake, Waker};
+/// fn main() -> mp::Result<()> {
+///     mp::init();
+///     let pool = mp::Pool::new(1)?;
+///     let r = pool.apply_async(|x: u32| x + 1, 41)?;
+///     // Any executor drives it; a minimal one (park until woken):
+///     struct Unpark(std::thread::Thread);
+///     impl Wake for Unpark {
+///         fn wake(self: Arc<Self>) {
+///             self.0.unpark()
+///         }
+///     }
+///     let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+///     let mut cx = Context::from_waker(&waker);
+///     let mut r = std::pin::pin!(r);
+///     let v = loop {
+///         match r.as_mut().poll(&mut cx) {
+///             Poll::Ready(v) => break v?,
+///             Poll::Pending => std::thread::park(),
+///         }
+///     };
+///     assert_eq!(v, 42);
+///     Ok(())
+/// }
+/// ```
+impl<R> std::future::Future for AsyncResult<R> {
+    type Output = Result<R>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<R>> {
+        self.slot.poll_take(cx)
     }
 }
 

@@ -182,8 +182,12 @@ impl Scheduler {
         }
         self.pending.extend(s.queue.drain(..));
         let ticks = std::mem::take(&mut s.ticks);
+        let kills = std::mem::take(&mut s.kill_tasks);
         s.asleep = true;
         drop(s);
+        for id in kills {
+            self.kill_task(id);
+        }
         for id in ticks {
             if self.jobs.get(&id).is_some_and(|j| j.finished()) {
                 self.jobs.remove(&id);
@@ -331,7 +335,7 @@ impl Scheduler {
                 self.finish(t.job, t.index, Err(e));
                 continue;
             }
-            if self.jobs.get(&t.job).is_some_and(|j| j.cancelled()) {
+            if self.jobs.get(&t.job).is_some_and(|j| !j.claim()) {
                 self.finish(t.job, t.index, Err(Error::Closed));
                 continue;
             }
@@ -549,6 +553,7 @@ impl Scheduler {
                     })
                 };
                 self.finish(f.task.job, f.task.index, outcome);
+                self.check_memory(wi);
             }
         }
         Ok(())
@@ -737,5 +742,53 @@ impl Scheduler {
             self.finish(t.job, t.index, Err(err.duplicate()));
         }
         self.jobs.clear();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Hooks for `mp::futures` (kept apart so they can be re-applied to a new
+// scheduler): kill the worker running a task, retire a worker by memory.
+
+impl Scheduler {
+    /// `cancel_running`: kills the worker whose running task is `id`. Nothing
+    /// when the task is queued, waiting behind another on a worker, or done.
+    /// The death is handled as any other (the task's answer is `WorkerLost`,
+    /// the tasks behind it go back to the queue, a replacement starts).
+    fn kill_task(&mut self, id: u64) {
+        for w in &mut self.workers {
+            if w.exited() || w.sent == 0 {
+                continue;
+            }
+            if w.inflight.front().is_some_and(|f| f.task.id == id) {
+                w.kill();
+                return;
+            }
+        }
+    }
+
+    /// `max_memory_per_child`: after a task on worker `wi`, if its resident
+    /// memory is above the limit it gets no more work; once it has nothing in
+    /// flight it is hung up on (it exits at end of file) and replaced.
+    fn check_memory(&mut self, wi: usize) {
+        let Some(limit) = self.inner.max_memory else {
+            return;
+        };
+        let w = &mut self.workers[wi];
+        if !w.write_broken {
+            let over = crate::platform::process::rss_bytes(w.pid).is_some_and(|rss| rss > limit);
+            if !over {
+                return;
+            }
+            // Tasks waiting behind the running one go to other workers.
+            let taken = w.take_back();
+            w.write_broken = true;
+            for t in taken.into_iter().rev() {
+                self.pending.push_front(t);
+            }
+        }
+        let w = &mut self.workers[wi];
+        if w.inflight.is_empty() && !w.exited() {
+            w.sock = None;
+        }
     }
 }

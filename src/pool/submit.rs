@@ -40,6 +40,12 @@ pub(crate) trait Job: Send {
     fn cancelled(&self) -> bool {
         false
     }
+    /// A task of this job is about to go to a worker: false drops it instead
+    /// (answered with `Error::Closed`). A futures job marks its future running
+    /// here, unless it was cancelled first.
+    fn claim(&self) -> bool {
+        !self.cancelled()
+    }
 }
 
 /// One unit of work for a worker.
@@ -135,6 +141,9 @@ pub(crate) struct Shared {
     pub(crate) asleep: bool,
     /// Workers alive (for `Debug` and tests of the pool size).
     pub(crate) worker_pids: Vec<u32>,
+    /// Tasks whose worker is to be killed if it is running them
+    /// (`mp::futures::Future::cancel_running`).
+    pub(crate) kill_tasks: Vec<u64>,
 }
 
 /// The initializer and its encoded argument, kept for every worker start.
@@ -159,6 +168,8 @@ pub(crate) struct Inner {
     pub(crate) maxtasks: Option<u64>,
     /// The pool-wide task timeout.
     pub(crate) task_timeout: Option<Duration>,
+    /// Retire a worker whose resident memory is above this after a task.
+    pub(crate) max_memory: Option<u64>,
     /// The initializer; dropped (with the fds its argument holds) once the
     /// handler has exited.
     pub(crate) init: Mutex<Option<InitSpec>>,
@@ -244,6 +255,22 @@ impl Inner {
         // The counter cannot overflow from single increments in practice; a
         // failed write (EAGAIN at the maximum) still leaves the fd readable.
         let _ = self.wake.write(1);
+    }
+
+    /// Asks the handler to kill the worker running task `id` (if one is; a
+    /// task not started is left alone). The task's answer is whatever the
+    /// worker's death gives it; the worker is replaced.
+    pub(crate) fn kill_task(&self, id: u64) {
+        let mut s = lock(&self.shared);
+        if s.finished {
+            return;
+        }
+        s.kill_tasks.push(id);
+        let wake = std::mem::replace(&mut s.asleep, false);
+        drop(s);
+        if wake {
+            self.wake_handler();
+        }
     }
 
     /// A new id for a job or task.

@@ -120,6 +120,16 @@ pub(crate) fn stdout_to_dev_null() -> std::io::Result<()> {
     Ok(())
 }
 
+/// The resident set size of process `pid` in bytes, from the `VmRSS:` line
+/// of `/proc/PID/status` (in kB there). `None` when the process is gone or
+/// the file is unreadable.
+pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
