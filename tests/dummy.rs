@@ -853,7 +853,7 @@ fn test_manager_proxies() {
     assert_eq!(m.exitcode(), Some(0));
     assert!(matches!(d.len(), Err(mp::Error::Closed)));
     assert!(matches!(q.get_nowait(), Err(mp::Error::Closed)));
-    assert!(matches!(lock.acquire_checked(), Err(mp::Error::Closed)));
+    assert!(matches!(lock.acquire(), Err(mp::Error::Closed)));
 }
 
 // ---------------------------------------------------------------------------

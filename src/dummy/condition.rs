@@ -169,19 +169,24 @@ impl Condition {
         mut predicate: impl FnMut() -> bool,
         deadline: Option<Instant>,
     ) -> Result<bool> {
+        // Python's `wait_for` tests the predicate before anything else: true
+        // at once is no wait, so no lock is needed (as the process Condition).
+        if predicate() {
+            return Ok(true);
+        }
         if !self.lock.is_owned() {
             return Err(Error::value(
                 "must acquire() condition before using wait_for(); take it with lock() or acquire()",
             ));
         }
         loop {
-            if predicate() {
-                return Ok(true);
-            }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(false);
             }
             self.wait_deadline(deadline)?;
+            if predicate() {
+                return Ok(true);
+            }
         }
     }
 
@@ -199,7 +204,7 @@ impl Condition {
     /// # Errors
     ///
     /// As [`notify`](Condition::notify).
-    pub fn notify_n(&self, n: u32) -> Result<()> {
+    pub fn notify_n(&self, n: usize) -> Result<()> {
         if !self.lock.is_owned() {
             return Err(Error::value(
                 "cannot notify on un-acquired lock; take the condition's lock first",
@@ -220,7 +225,7 @@ impl Condition {
     ///
     /// As [`notify`](Condition::notify).
     pub fn notify_all(&self) -> Result<()> {
-        self.notify_n(u32::MAX)
+        self.notify_n(usize::MAX)
     }
 }
 

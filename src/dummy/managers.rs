@@ -317,10 +317,10 @@ impl Manager {
     /// # Errors
     ///
     /// [`Error::Value`] for 0 parties, [`Error::Closed`].
-    pub fn barrier(&self, parties: u32) -> Result<BarrierProxy> {
+    pub fn barrier(&self, parties: usize) -> Result<BarrierProxy> {
         self.made(BarrierProxy {
             alive: self.alive.clone(),
-            inner: Barrier::new(parties as usize)?,
+            inner: Barrier::new(parties)?,
         })
     }
 
@@ -476,8 +476,8 @@ impl Manager {
     /// # Errors
     ///
     /// [`Error::Value`] for 0 workers, [`Error::Closed`].
-    pub fn pool(&self, processes: u32) -> Result<PoolProxy> {
-        let pool = Pool::new(processes as usize)?;
+    pub fn pool(&self, processes: usize) -> Result<PoolProxy> {
+        let pool = Pool::new(processes)?;
         self.made(PoolProxy {
             alive: self.alive.clone(),
             pool: Arc::new(pool),
@@ -578,10 +578,11 @@ managed!(SemaphoreProxy, u32, |m, i| m.semaphore(i));
 managed!(BoundedSemaphoreProxy, u32, |m, i| m.bounded_semaphore(i));
 managed!(ConditionProxy, (), |m, _i| m.condition());
 managed!(EventProxy, (), |m, _i| m.event());
-managed!(BarrierProxy, u32, |m, i| m.barrier(i));
+managed!(BarrierProxy, usize, |m, i| m.barrier(i));
 managed!(QueueProxy<T>, usize, |m, i| m.queue_with_maxsize(i), T: Serialize + Send + 'static);
 managed!(JoinableQueueProxy<T>, usize, |m, i| m.joinable_queue_with_maxsize(i), T: Serialize + Send + 'static);
-managed!(PoolProxy, u32, |m, i| m.pool(i));
+// A `u32`, as the process `PoolProxy`'s (whose wire carries one).
+managed!(PoolProxy, u32, |m, i| m.pool(i as usize));
 
 impl<T: SharedObject> sealed::Sealed for ObjectProxy<T> {}
 impl<T: SharedObject> Managed for ObjectProxy<T> {
@@ -1769,9 +1770,18 @@ impl<T: Serialize + DeserializeOwned> ArrayProxy<T> {
 // Synchronization proxies
 
 /// Holds a proxy's lock until dropped.
+///
+/// Python: the end of a `with lock:` block.
+///
+/// Not `Send`, as the process `ProxyGuard` is not: an `RLock` is owned by
+/// the thread that took it, so a release from another thread would be
+/// refused and the lock stay held.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ProxyGuard<'a> {
+    /// The object to release.
     object: &'a dyn Release,
+    /// Keeps the guard on the thread that took the lock.
+    _not_send: PhantomData<*const ()>,
 }
 
 /// What a [`ProxyGuard`] releases.
@@ -1813,25 +1823,13 @@ macro_rules! acquirer_methods {
         impl $name {
             /// Blocks until acquired.
             ///
-            /// # Panics
-            ///
-            /// After the manager's `shutdown()` (use
-            /// [`acquire_checked`](Self::acquire_checked) to handle it).
-            pub fn acquire(&self) {
-                if let Err(e) = self.acquire_checked() {
-                    panic!(
-                        "{}::acquire failed: {e}; use acquire_checked() to handle this error",
-                        stringify!($name)
-                    );
-                }
-            }
-
-            /// Blocks until acquired.
+            /// The local type's `acquire` returns `()`; this one mirrors the
+            /// process proxy's, which is a round trip that can fail.
             ///
             /// # Errors
             ///
             /// [`Error::Closed`] after the manager's `shutdown()`.
-            pub fn acquire_checked(&self) -> Result<()> {
+            pub fn acquire(&self) -> Result<()> {
                 self.alive.check()?;
                 self.inner.acquire();
                 Ok(())
@@ -1867,10 +1865,18 @@ macro_rules! acquirer_methods {
                 self.inner.release()
             }
 
-            /// Acquires until the guard is dropped.
-            pub fn lock(&self) -> ProxyGuard<'_> {
-                self.acquire();
-                ProxyGuard { object: self }
+            /// Acquires it and returns a guard that releases it on drop
+            /// (Python's `with lock:`).
+            ///
+            /// # Errors
+            ///
+            /// As [`acquire`](Self::acquire): no guard when the lock was not taken.
+            pub fn lock(&self) -> Result<ProxyGuard<'_>> {
+                self.acquire()?;
+                Ok(ProxyGuard {
+                    object: self,
+                    _not_send: PhantomData,
+                })
             }
         }
 
@@ -1892,7 +1898,7 @@ sync_proxy!(
     /// use multiprocess::dummy as mp;
     /// let m = mp::Manager::new()?;
     /// let l = m.lock()?;
-    /// let g = l.lock();
+    /// let g = l.lock()?;
     /// assert!(!l.try_acquire()?);
     /// drop(g);
     /// assert!(l.try_acquire()?);
@@ -1956,14 +1962,15 @@ sync_proxy!(
 acquirer_methods!(ConditionProxy);
 
 impl ConditionProxy {
-    /// Releases the lock, waits for a notify, takes the lock back.
+    /// Releases the lock, waits for a notify, takes the lock back; always
+    /// true (Python's `wait()` without a timeout).
     ///
     /// # Errors
     ///
     /// [`Error::Value`] unless this thread holds the lock, [`Error::Closed`].
-    pub fn wait(&self) -> Result<()> {
+    pub fn wait(&self) -> Result<bool> {
         self.alive.check()?;
-        self.inner.wait().map(drop)
+        self.inner.wait()
     }
 
     /// [`wait`](ConditionProxy::wait) for at most `timeout`; false on timeout.
@@ -1976,14 +1983,15 @@ impl ConditionProxy {
         self.inner.wait_timeout(timeout)
     }
 
-    /// Waits until `predicate()` holds.
+    /// Waits until `predicate()` holds; always true (the predicate's last
+    /// value, as Python's `wait_for` returns).
     ///
     /// # Errors
     ///
     /// As [`wait`](ConditionProxy::wait).
-    pub fn wait_for(&self, predicate: impl FnMut() -> bool) -> Result<()> {
+    pub fn wait_for(&self, predicate: impl FnMut() -> bool) -> Result<bool> {
         self.alive.check()?;
-        self.inner.wait_for(predicate).map(drop)
+        self.inner.wait_for(predicate)
     }
 
     /// [`wait_for`](ConditionProxy::wait_for) for at most `timeout`; the
@@ -2018,7 +2026,7 @@ impl ConditionProxy {
     /// As [`notify`](ConditionProxy::notify).
     pub fn notify_n(&self, n: usize) -> Result<()> {
         self.alive.check()?;
-        self.inner.notify_n(u32::try_from(n).unwrap_or(u32::MAX))
+        self.inner.notify_n(n)
     }
 
     /// Wakes every waiter.
@@ -2167,7 +2175,7 @@ impl BarrierProxy {
     /// # Errors
     ///
     /// [`Error::Closed`].
-    pub fn broken(&self) -> Result<bool> {
+    pub fn is_broken(&self) -> Result<bool> {
         self.alive.check()?;
         Ok(self.inner.is_broken())
     }
