@@ -1416,6 +1416,50 @@ fn proxies_give_closed_when_the_manager_is_gone() {
     );
 }
 
+/// The dummy manager's proxies give `Err(Closed)` after `shutdown` too, as
+/// the process proxies above (its objects live on in this process, but the
+/// proxies keep the manager's meaning), and `lock()` gives no guard.
+#[test]
+fn dummy_proxies_give_closed_when_the_manager_is_gone() {
+    let _s = serial();
+    let _leaks = LeakCheck::new();
+    within(
+        SHORT,
+        "dummy_proxies_give_closed_when_the_manager_is_gone",
+        || {
+            let m = mp::dummy::Manager::new().unwrap();
+            let lock = m.lock().unwrap();
+            let rlock = m.rlock().unwrap();
+            let sem = m.semaphore(1).unwrap();
+            let bsem = m.bounded_semaphore(1).unwrap();
+            let cond = m.condition().unwrap();
+            let event = m.event().unwrap();
+            let barrier = m.barrier(2).unwrap();
+            let q = m.queue::<u32>().unwrap();
+            let jq = m.joinable_queue::<u32>().unwrap();
+            let v = m.value(1i64).unwrap();
+            let held = cond.lock().unwrap();
+            m.shutdown().unwrap();
+            drop(held);
+            let closed = |r: mp::Result<()>| matches!(r, Err(mp::Error::Closed));
+            assert!(closed(lock.acquire()));
+            assert!(lock.lock().is_err_and(|e| matches!(e, mp::Error::Closed)));
+            assert!(closed(rlock.acquire()));
+            assert!(closed(sem.acquire()));
+            assert!(closed(bsem.acquire()));
+            assert!(closed(cond.acquire()));
+            assert!(closed(cond.wait().map(drop)));
+            assert!(closed(cond.wait_for(|| true).map(drop)));
+            assert!(closed(event.wait()));
+            assert!(closed(barrier.wait().map(drop)));
+            assert!(closed(barrier.is_broken().map(drop)));
+            assert!(closed(q.get().map(drop)));
+            assert!(closed(jq.join()));
+            assert!(closed(v.get().map(drop)));
+        },
+    );
+}
+
 /// A guard held while its manager shuts down is dropped quietly: the lock
 /// went with the manager.
 #[test]

@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use super::super::{lock, run_caught};
 use super::Alive;
+#[cfg(doc)]
+use super::Manager;
 use crate::SharedObject;
 #[cfg(doc)]
 use crate::error::Error;

@@ -8,6 +8,8 @@ use std::time::Duration;
 use super::super::{AsyncResult, Pool};
 use super::Alive;
 #[cfg(doc)]
+use super::Manager;
+#[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
 
