@@ -142,10 +142,12 @@ impl Condition {
     }
 
     /// Waits until `predicate()` holds; checked first, then after each wake.
+    /// A predicate true at once returns `true` without waiting, so without
+    /// the lock (Python's `wait_for`, and the process `Condition`).
     ///
     /// # Errors
     ///
-    /// As [`wait`](Condition::wait).
+    /// As [`wait`](Condition::wait), when it has to wait.
     pub fn wait_for(&self, predicate: impl FnMut() -> bool) -> Result<bool> {
         self.wait_for_deadline(predicate, None)
     }
