@@ -15,10 +15,11 @@
 //!   implementation. The `Ret` trait maps `T` and `mp::Result<T>` to one
 //!   shape, so a scenario is written once.
 //!
-//! A third implementation (e.g. thread-backed `mp::dummy` types) plugs in by
-//! adding its types to the `exact` lists of `same_signatures!`, a `Kit` and a
-//! `Spawn` impl (a thread instead of a process), and one `contract_tests!`
-//! line.
+//! The thread-backed `mp::dummy` types are the third and fourth
+//! implementations: its local types sit in the `exact` lists, its manager's
+//! proxies in the `wrapped` ones, so drift between `mp` and `mp::dummy` fails
+//! to compile; its kits ([`Threads`], [`ThreadManaged`]) start the other party
+//! as a `mp::dummy::Process` (a thread), and run every scenario too.
 //!
 //! Scenarios follow CPython's Lib/test/_test_multiprocessing.py (3.11.7, PSF
 //! licence) `_TestLock`, `_TestSemaphore`, `_TestEvent`, `_TestCondition`,
@@ -73,9 +74,12 @@ macro_rules! same_signatures {
 }
 
 same_signatures! {
-    exact: [mp::Lock, mp::RLock, mp::Semaphore, mp::BoundedSemaphore, mp::Condition],
+    exact: [mp::Lock, mp::RLock, mp::Semaphore, mp::BoundedSemaphore, mp::Condition,
+        mp::dummy::Lock, mp::dummy::RLock, mp::dummy::Semaphore, mp::dummy::BoundedSemaphore,
+        mp::dummy::Condition],
     wrapped: [mp::LockProxy, mp::RLockProxy, mp::SemaphoreProxy, mp::BoundedSemaphoreProxy,
-        mp::ConditionProxy],
+        mp::ConditionProxy, mp::dummy::LockProxy, mp::dummy::RLockProxy,
+        mp::dummy::SemaphoreProxy, mp::dummy::BoundedSemaphoreProxy, mp::dummy::ConditionProxy],
     {
         plain {
             acquire() -> ();
@@ -89,8 +93,9 @@ same_signatures! {
 }
 
 same_signatures! {
-    exact: [mp::Semaphore, mp::BoundedSemaphore],
-    wrapped: [mp::SemaphoreProxy, mp::BoundedSemaphoreProxy],
+    exact: [mp::Semaphore, mp::BoundedSemaphore, mp::dummy::Semaphore, mp::dummy::BoundedSemaphore],
+    wrapped: [mp::SemaphoreProxy, mp::BoundedSemaphoreProxy, mp::dummy::SemaphoreProxy,
+        mp::dummy::BoundedSemaphoreProxy],
     {
         plain { get_value() -> u32; }
         fallible {}
@@ -98,8 +103,8 @@ same_signatures! {
 }
 
 same_signatures! {
-    exact: [mp::Condition],
-    wrapped: [mp::ConditionProxy],
+    exact: [mp::Condition, mp::dummy::Condition],
+    wrapped: [mp::ConditionProxy, mp::dummy::ConditionProxy],
     {
         plain {}
         fallible {
@@ -115,8 +120,8 @@ same_signatures! {
 }
 
 same_signatures! {
-    exact: [mp::Event],
-    wrapped: [mp::EventProxy],
+    exact: [mp::Event, mp::dummy::Event],
+    wrapped: [mp::EventProxy, mp::dummy::EventProxy],
     {
         plain {
             set() -> ();
@@ -130,8 +135,8 @@ same_signatures! {
 }
 
 same_signatures! {
-    exact: [mp::Barrier],
-    wrapped: [mp::BarrierProxy],
+    exact: [mp::Barrier, mp::dummy::Barrier],
+    wrapped: [mp::BarrierProxy, mp::dummy::BarrierProxy],
     {
         plain {
             abort() -> ();
@@ -148,8 +153,10 @@ same_signatures! {
 }
 
 same_signatures! {
-    exact: [mp::Queue<String>, mp::JoinableQueue<String>],
-    wrapped: [mp::QueueProxy<String>, mp::JoinableQueueProxy<String>],
+    exact: [mp::Queue<String>, mp::JoinableQueue<String>, mp::dummy::Queue<String>,
+        mp::dummy::JoinableQueue<String>],
+    wrapped: [mp::QueueProxy<String>, mp::JoinableQueueProxy<String>,
+        mp::dummy::QueueProxy<String>, mp::dummy::JoinableQueueProxy<String>],
     {
         plain {
             qsize() -> usize;
@@ -168,7 +175,8 @@ same_signatures! {
 }
 
 same_signatures! {
-    exact: [mp::Queue<String>, mp::JoinableQueue<String>],
+    exact: [mp::Queue<String>, mp::JoinableQueue<String>, mp::dummy::Queue<String>,
+        mp::dummy::JoinableQueue<String>],
     wrapped: [],
     {
         plain {
@@ -181,8 +189,8 @@ same_signatures! {
 }
 
 same_signatures! {
-    exact: [mp::JoinableQueue<String>],
-    wrapped: [mp::JoinableQueueProxy<String>],
+    exact: [mp::JoinableQueue<String>, mp::dummy::JoinableQueue<String>],
+    wrapped: [mp::JoinableQueueProxy<String>, mp::dummy::JoinableQueueProxy<String>],
     {
         plain {
             join() -> ();
@@ -195,8 +203,8 @@ same_signatures! {
 }
 
 same_signatures! {
-    exact: [mp::Value<i64>],
-    wrapped: [mp::ValueProxy<i64>],
+    exact: [mp::Value<i64>, mp::dummy::Value<i64>],
+    wrapped: [mp::ValueProxy<i64>, mp::dummy::ValueProxy<i64>],
     {
         plain {
             get() -> i64;
@@ -207,8 +215,8 @@ same_signatures! {
 }
 
 same_signatures! {
-    exact: [mp::Array<f64>],
-    wrapped: [mp::ArrayProxy<f64>],
+    exact: [mp::Array<f64>, mp::dummy::Array<f64>],
+    wrapped: [mp::ArrayProxy<f64>, mp::dummy::ArrayProxy<f64>],
     {
         plain {
             len() -> usize;
@@ -248,6 +256,33 @@ const _: () = {
     let _: fn(&mp::Manager, usize) -> mp::Result<mp::PoolProxy> = mp::Manager::pool;
 };
 
+// The same factories in `mp::dummy`: the same argument types as in `mp`.
+const _: () = {
+    use mp::dummy as d;
+    let _: fn() -> mp::Result<d::Lock> = d::Lock::new;
+    let _: fn(&d::Manager) -> mp::Result<d::LockProxy> = d::Manager::lock;
+    let _: fn() -> mp::Result<d::RLock> = d::RLock::new;
+    let _: fn(&d::Manager) -> mp::Result<d::RLockProxy> = d::Manager::rlock;
+    let _: fn(u32) -> mp::Result<d::Semaphore> = d::Semaphore::new;
+    let _: fn(&d::Manager, u32) -> mp::Result<d::SemaphoreProxy> = d::Manager::semaphore;
+    let _: fn(u32) -> mp::Result<d::BoundedSemaphore> = d::BoundedSemaphore::new;
+    let _: fn(&d::Manager, u32) -> mp::Result<d::BoundedSemaphoreProxy> =
+        d::Manager::bounded_semaphore;
+    let _: fn() -> mp::Result<d::Event> = d::Event::new;
+    let _: fn(&d::Manager) -> mp::Result<d::EventProxy> = d::Manager::event;
+    let _: fn() -> mp::Result<d::Condition> = d::Condition::new;
+    let _: fn(&d::Manager) -> mp::Result<d::ConditionProxy> = d::Manager::condition;
+    let _: fn(usize) -> mp::Result<d::Barrier> = d::Barrier::new;
+    let _: fn(&d::Manager, usize) -> mp::Result<d::BarrierProxy> = d::Manager::barrier;
+    let _: fn(usize) -> mp::Result<d::Queue<u8>> = d::Queue::with_maxsize;
+    let _: fn(&d::Manager, usize) -> mp::Result<d::QueueProxy<u8>> = d::Manager::queue_with_maxsize;
+    let _: fn(usize) -> mp::Result<d::JoinableQueue<u8>> = d::JoinableQueue::with_maxsize;
+    let _: fn(&d::Manager, usize) -> mp::Result<d::JoinableQueueProxy<u8>> =
+        d::Manager::joinable_queue_with_maxsize;
+    let _: fn(usize) -> mp::Result<d::Pool> = d::Pool::new;
+    let _: fn(&d::Manager, usize) -> mp::Result<d::PoolProxy> = d::Manager::pool;
+};
+
 // The guards: `with lock:` is `lock()` on both; the proxy's is a `Result`.
 const _: () = {
     let _: for<'a> fn(&'a mp::Lock) -> mp::LockGuard<'a> = mp::Lock::lock;
@@ -257,6 +292,14 @@ const _: () = {
     let _: for<'a> fn(&'a mp::Condition) -> mp::RLockGuard<'a> = mp::Condition::lock;
     let _: for<'a> fn(&'a mp::ConditionProxy) -> mp::Result<mp::ProxyGuard<'a>> =
         mp::ConditionProxy::lock;
+    use mp::dummy as d;
+    let _: for<'a> fn(&'a d::Lock) -> d::LockGuard<'a> = d::Lock::lock;
+    let _: for<'a> fn(&'a d::LockProxy) -> mp::Result<d::ProxyGuard<'a>> = d::LockProxy::lock;
+    let _: for<'a> fn(&'a d::RLock) -> d::RLockGuard<'a> = d::RLock::lock;
+    let _: for<'a> fn(&'a d::RLockProxy) -> mp::Result<d::ProxyGuard<'a>> = d::RLockProxy::lock;
+    let _: for<'a> fn(&'a d::Condition) -> d::RLockGuard<'a> = d::Condition::lock;
+    let _: for<'a> fn(&'a d::ConditionProxy) -> mp::Result<d::ProxyGuard<'a>> =
+        d::ConditionProxy::lock;
 };
 
 // ---------------------------------------------------------------------------
@@ -299,6 +342,20 @@ impl<'a> Ret for mp::LockGuard<'a> {
 
 impl<'a> Ret for mp::RLockGuard<'a> {
     type Out = mp::RLockGuard<'a>;
+    fn ret(self) -> mp::Result<Self> {
+        Ok(self)
+    }
+}
+
+impl<'a> Ret for mp::dummy::LockGuard<'a> {
+    type Out = mp::dummy::LockGuard<'a>;
+    fn ret(self) -> mp::Result<Self> {
+        Ok(self)
+    }
+}
+
+impl<'a> Ret for mp::dummy::RLockGuard<'a> {
+    type Out = mp::dummy::RLockGuard<'a>;
     fn ret(self) -> mp::Result<Self> {
         Ok(self)
     }
@@ -559,6 +616,23 @@ implementation! {
     value: mp::ValueProxy<i64>, array: mp::ArrayProxy<f64>,
 }
 
+implementation! {
+    lock: mp::dummy::Lock, rlock: mp::dummy::RLock,
+    semaphores: [mp::dummy::Semaphore, mp::dummy::BoundedSemaphore],
+    condition: mp::dummy::Condition, event: mp::dummy::Event, barrier: mp::dummy::Barrier,
+    queue: mp::dummy::Queue<u32>, joinable: mp::dummy::JoinableQueue<u32>,
+    value: mp::dummy::Value<i64>, array: mp::dummy::Array<f64>,
+}
+
+implementation! {
+    lock: mp::dummy::LockProxy, rlock: mp::dummy::RLockProxy,
+    semaphores: [mp::dummy::SemaphoreProxy, mp::dummy::BoundedSemaphoreProxy],
+    condition: mp::dummy::ConditionProxy, event: mp::dummy::EventProxy,
+    barrier: mp::dummy::BarrierProxy, queue: mp::dummy::QueueProxy<u32>,
+    joinable: mp::dummy::JoinableQueueProxy<u32>, value: mp::dummy::ValueProxy<i64>,
+    array: mp::dummy::ArrayProxy<f64>,
+}
+
 // ---------------------------------------------------------------------------
 // Kits: one implementation's factories, and how it starts the other party
 
@@ -739,6 +813,145 @@ impl Kit for Managed {
 impl<A: Serialize + DeserializeOwned + Send + 'static> Spawn<A> for Managed {
     fn spawn<F: Fn(A) + Copy + Send + 'static>(&self, f: F, arg: A) -> Party {
         spawn_process(f, arg)
+    }
+}
+
+/// `Spawn` for the thread-backed kits: the other party is a
+/// `mp::dummy::Process`, a thread of this process.
+fn spawn_thread<A, F>(f: F, arg: A) -> Party
+where
+    A: Send + 'static,
+    F: Fn(A) + Copy + Send + 'static,
+{
+    let mut p = mp::dummy::Process::new(f, arg);
+    p.start().expect("start the other party");
+    Party(Box::new(move || {
+        p.join().map_err(|e| e.to_string())?;
+        match p.exitcode() {
+            Some(0) => Ok(()),
+            code => Err(format!(
+                "the thread exited with {code:?}: {:?}",
+                p.panic_error()
+            )),
+        }
+    }))
+}
+
+/// `mp::dummy`'s own types: one process's memory, shared by threads.
+struct Threads;
+
+impl Kit for Threads {
+    type Lock = mp::dummy::Lock;
+    type RLock = mp::dummy::RLock;
+    type Semaphore = mp::dummy::Semaphore;
+    type BoundedSemaphore = mp::dummy::BoundedSemaphore;
+    type Event = mp::dummy::Event;
+    type Condition = mp::dummy::Condition;
+    type Barrier = mp::dummy::Barrier;
+    type Queue = mp::dummy::Queue<u32>;
+    type JoinableQueue = mp::dummy::JoinableQueue<u32>;
+    type Value = mp::dummy::Value<i64>;
+    type Array = mp::dummy::Array<f64>;
+    fn lock(&self) -> mp::Result<mp::dummy::Lock> {
+        mp::dummy::Lock::new()
+    }
+    fn rlock(&self) -> mp::Result<mp::dummy::RLock> {
+        mp::dummy::RLock::new()
+    }
+    fn semaphore(&self, value: u32) -> mp::Result<mp::dummy::Semaphore> {
+        mp::dummy::Semaphore::new(value)
+    }
+    fn bounded_semaphore(&self, value: u32) -> mp::Result<mp::dummy::BoundedSemaphore> {
+        mp::dummy::BoundedSemaphore::new(value)
+    }
+    fn event(&self) -> mp::Result<mp::dummy::Event> {
+        mp::dummy::Event::new()
+    }
+    fn condition(&self) -> mp::Result<mp::dummy::Condition> {
+        mp::dummy::Condition::new()
+    }
+    fn barrier(&self, parties: usize) -> mp::Result<mp::dummy::Barrier> {
+        mp::dummy::Barrier::new(parties)
+    }
+    fn queue(&self, maxsize: usize) -> mp::Result<mp::dummy::Queue<u32>> {
+        mp::dummy::Queue::with_maxsize(maxsize)
+    }
+    fn joinable_queue(&self, maxsize: usize) -> mp::Result<mp::dummy::JoinableQueue<u32>> {
+        mp::dummy::JoinableQueue::with_maxsize(maxsize)
+    }
+    fn value(&self, x: i64) -> mp::Result<mp::dummy::Value<i64>> {
+        mp::dummy::Value::new(x)
+    }
+    fn array(&self, items: &[f64]) -> mp::Result<mp::dummy::Array<f64>> {
+        mp::dummy::Array::from_slice(items)
+    }
+}
+
+impl<A: Send + 'static> Spawn<A> for Threads {
+    fn spawn<F: Fn(A) + Copy + Send + 'static>(&self, f: F, arg: A) -> Party {
+        spawn_thread(f, arg)
+    }
+}
+
+/// `mp::dummy`'s manager proxies; the manager lives as long as the kit.
+struct ThreadManaged(mp::dummy::Manager);
+
+impl ThreadManaged {
+    fn new() -> ThreadManaged {
+        ThreadManaged(mp::dummy::Manager::new().expect("start a dummy manager"))
+    }
+}
+
+impl Kit for ThreadManaged {
+    type Lock = mp::dummy::LockProxy;
+    type RLock = mp::dummy::RLockProxy;
+    type Semaphore = mp::dummy::SemaphoreProxy;
+    type BoundedSemaphore = mp::dummy::BoundedSemaphoreProxy;
+    type Event = mp::dummy::EventProxy;
+    type Condition = mp::dummy::ConditionProxy;
+    type Barrier = mp::dummy::BarrierProxy;
+    type Queue = mp::dummy::QueueProxy<u32>;
+    type JoinableQueue = mp::dummy::JoinableQueueProxy<u32>;
+    type Value = mp::dummy::ValueProxy<i64>;
+    type Array = mp::dummy::ArrayProxy<f64>;
+    fn lock(&self) -> mp::Result<mp::dummy::LockProxy> {
+        self.0.lock()
+    }
+    fn rlock(&self) -> mp::Result<mp::dummy::RLockProxy> {
+        self.0.rlock()
+    }
+    fn semaphore(&self, value: u32) -> mp::Result<mp::dummy::SemaphoreProxy> {
+        self.0.semaphore(value)
+    }
+    fn bounded_semaphore(&self, value: u32) -> mp::Result<mp::dummy::BoundedSemaphoreProxy> {
+        self.0.bounded_semaphore(value)
+    }
+    fn event(&self) -> mp::Result<mp::dummy::EventProxy> {
+        self.0.event()
+    }
+    fn condition(&self) -> mp::Result<mp::dummy::ConditionProxy> {
+        self.0.condition()
+    }
+    fn barrier(&self, parties: usize) -> mp::Result<mp::dummy::BarrierProxy> {
+        self.0.barrier(parties)
+    }
+    fn queue(&self, maxsize: usize) -> mp::Result<mp::dummy::QueueProxy<u32>> {
+        self.0.queue_with_maxsize(maxsize)
+    }
+    fn joinable_queue(&self, maxsize: usize) -> mp::Result<mp::dummy::JoinableQueueProxy<u32>> {
+        self.0.joinable_queue_with_maxsize(maxsize)
+    }
+    fn value(&self, x: i64) -> mp::Result<mp::dummy::ValueProxy<i64>> {
+        self.0.value(x)
+    }
+    fn array(&self, items: &[f64]) -> mp::Result<mp::dummy::ArrayProxy<f64>> {
+        self.0.array(items.to_vec())
+    }
+}
+
+impl<A: Send + 'static> Spawn<A> for ThreadManaged {
+    fn spawn<F: Fn(A) + Copy + Send + 'static>(&self, f: F, arg: A) -> Party {
+        spawn_thread(f, arg)
     }
 }
 
@@ -1158,6 +1371,8 @@ macro_rules! contract_tests {
 
 contract_tests!(local, Local);
 contract_tests!(managed, Managed::new());
+contract_tests!(dummy_local, Threads);
+contract_tests!(dummy_managed, ThreadManaged::new());
 
 // ---------------------------------------------------------------------------
 // Proxies only: a lost manager is an error, never a panic or a false "acquired"
@@ -1194,6 +1409,50 @@ fn proxies_give_closed_when_the_manager_is_gone() {
             assert!(closed(cond.wait().map(drop)));
             assert!(closed(event.wait()));
             assert!(closed(barrier.wait().map(drop)));
+            assert!(closed(q.get().map(drop)));
+            assert!(closed(jq.join()));
+            assert!(closed(v.get().map(drop)));
+        },
+    );
+}
+
+/// The dummy manager's proxies give `Err(Closed)` after `shutdown` too, as
+/// the process proxies above (its objects live on in this process, but the
+/// proxies keep the manager's meaning), and `lock()` gives no guard.
+#[test]
+fn dummy_proxies_give_closed_when_the_manager_is_gone() {
+    let _s = serial();
+    let _leaks = LeakCheck::new();
+    within(
+        SHORT,
+        "dummy_proxies_give_closed_when_the_manager_is_gone",
+        || {
+            let m = mp::dummy::Manager::new().unwrap();
+            let lock = m.lock().unwrap();
+            let rlock = m.rlock().unwrap();
+            let sem = m.semaphore(1).unwrap();
+            let bsem = m.bounded_semaphore(1).unwrap();
+            let cond = m.condition().unwrap();
+            let event = m.event().unwrap();
+            let barrier = m.barrier(2).unwrap();
+            let q = m.queue::<u32>().unwrap();
+            let jq = m.joinable_queue::<u32>().unwrap();
+            let v = m.value(1i64).unwrap();
+            let held = cond.lock().unwrap();
+            m.shutdown().unwrap();
+            drop(held);
+            let closed = |r: mp::Result<()>| matches!(r, Err(mp::Error::Closed));
+            assert!(closed(lock.acquire()));
+            assert!(lock.lock().is_err_and(|e| matches!(e, mp::Error::Closed)));
+            assert!(closed(rlock.acquire()));
+            assert!(closed(sem.acquire()));
+            assert!(closed(bsem.acquire()));
+            assert!(closed(cond.acquire()));
+            assert!(closed(cond.wait().map(drop)));
+            assert!(closed(cond.wait_for(|| true).map(drop)));
+            assert!(closed(event.wait()));
+            assert!(closed(barrier.wait().map(drop)));
+            assert!(closed(barrier.is_broken().map(drop)));
             assert!(closed(q.get().map(drop)));
             assert!(closed(jq.join()));
             assert!(closed(v.get().map(drop)));

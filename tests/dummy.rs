@@ -831,7 +831,7 @@ fn test_manager_proxies() {
     pool.map(
         move |i: u32| {
             d2.insert(format!("k{i}"), i).unwrap();
-            let _g = lock2.lock();
+            let _g = lock2.lock().unwrap();
             l2.push(i).unwrap();
             q2.put(i).unwrap();
         },
@@ -853,7 +853,8 @@ fn test_manager_proxies() {
     assert_eq!(m.exitcode(), Some(0));
     assert!(matches!(d.len(), Err(mp::Error::Closed)));
     assert!(matches!(q.get_nowait(), Err(mp::Error::Closed)));
-    assert!(matches!(lock.acquire_checked(), Err(mp::Error::Closed)));
+    assert!(matches!(lock.acquire(), Err(mp::Error::Closed)));
+    assert!(lock.lock().is_err_and(|e| matches!(e, mp::Error::Closed)));
 }
 
 // ---------------------------------------------------------------------------

@@ -142,10 +142,12 @@ impl Condition {
     }
 
     /// Waits until `predicate()` holds; checked first, then after each wake.
+    /// A predicate true at once returns `true` without waiting, so without
+    /// the lock (Python's `wait_for`, and the process `Condition`).
     ///
     /// # Errors
     ///
-    /// As [`wait`](Condition::wait).
+    /// As [`wait`](Condition::wait), when it has to wait.
     pub fn wait_for(&self, predicate: impl FnMut() -> bool) -> Result<bool> {
         self.wait_for_deadline(predicate, None)
     }
@@ -169,19 +171,24 @@ impl Condition {
         mut predicate: impl FnMut() -> bool,
         deadline: Option<Instant>,
     ) -> Result<bool> {
+        // Python's `wait_for` tests the predicate before anything else: true
+        // at once is no wait, so no lock is needed (as the process Condition).
+        if predicate() {
+            return Ok(true);
+        }
         if !self.lock.is_owned() {
             return Err(Error::value(
                 "must acquire() condition before using wait_for(); take it with lock() or acquire()",
             ));
         }
         loop {
-            if predicate() {
-                return Ok(true);
-            }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(false);
             }
             self.wait_deadline(deadline)?;
+            if predicate() {
+                return Ok(true);
+            }
         }
     }
 
@@ -199,7 +206,7 @@ impl Condition {
     /// # Errors
     ///
     /// As [`notify`](Condition::notify).
-    pub fn notify_n(&self, n: u32) -> Result<()> {
+    pub fn notify_n(&self, n: usize) -> Result<()> {
         if !self.lock.is_owned() {
             return Err(Error::value(
                 "cannot notify on un-acquired lock; take the condition's lock first",
@@ -220,7 +227,7 @@ impl Condition {
     ///
     /// As [`notify`](Condition::notify).
     pub fn notify_all(&self) -> Result<()> {
-        self.notify_n(u32::MAX)
+        self.notify_n(usize::MAX)
     }
 }
 

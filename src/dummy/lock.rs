@@ -264,6 +264,7 @@ impl RLock {
         RLockGuard {
             lock: self,
             acquired,
+            _not_send: std::marker::PhantomData,
         }
     }
 
@@ -314,10 +315,16 @@ impl fmt::Debug for RLock {
 }
 
 /// Holds an [`RLock`] (one level) until dropped.
+///
+/// Not `Send`, as the process `RLockGuard` is not: an `RLock` is owned by
+/// the thread that took it, so a release from another thread would be
+/// refused and the lock stay held.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct RLockGuard<'a> {
     lock: &'a RLock,
     acquired: Acquired,
+    /// Keeps the guard on the thread that took the lock.
+    _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl RLockGuard<'_> {

@@ -375,6 +375,35 @@ impl<T> JoinableQueue<T> {
         self.queue.close()
     }
 
+    /// As [`Queue::maxsize`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiprocess::dummy as mp;
+    /// let q = mp::JoinableQueue::<u8>::with_maxsize(3)?;
+    /// assert_eq!(q.maxsize(), 3);
+    /// # Ok::<(), mp::Error>(())
+    /// ```
+    pub fn maxsize(&self) -> usize {
+        self.queue.maxsize()
+    }
+
+    /// As [`Queue::is_closed`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiprocess::dummy as mp;
+    /// let q = mp::JoinableQueue::<u8>::new()?;
+    /// q.close();
+    /// assert!(q.is_closed());
+    /// # Ok::<(), mp::Error>(())
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.queue.is_closed()
+    }
+
     /// Marks one item got as done.
     ///
     /// # Errors
