@@ -91,6 +91,61 @@ pub(crate) fn spin_for() -> Duration {
     })
 }
 
+/// Spinning pays only while the other side answers within the spin: on a
+/// machine whose CPUs are all busy, a spinning thread takes the CPU the
+/// other side needs to answer. A waiting site spins while its recent spins
+/// ended with an answer; after [`SpinGate::MISSES`] misses in a row it sleeps
+/// at once, and tries a spin again only every [`SpinGate::PROBE`]th wait.
+pub(crate) struct SpinGate {
+    /// Spins in a row that ended without an answer.
+    misses: AtomicU32,
+    /// Waits since the spins stopped paying.
+    waits: AtomicU32,
+}
+
+impl SpinGate {
+    /// Misses in a row after which the site stops spinning.
+    const MISSES: u32 = 1;
+    /// While stopped, one wait in this many spins, to see if it pays again.
+    const PROBE: u32 = 256;
+
+    /// A site whose spins have paid so far.
+    pub(crate) const fn new() -> SpinGate {
+        SpinGate {
+            misses: AtomicU32::new(0),
+            waits: AtomicU32::new(0),
+        }
+    }
+
+    /// How long this wait should spin: [`spin_for`], or zero while spins do
+    /// not pay.
+    pub(crate) fn budget(&self) -> Duration {
+        if self.misses.load(Ordering::Relaxed) < Self::MISSES
+            || self.waits.fetch_add(1, Ordering::Relaxed) % Self::PROBE == 0
+        {
+            spin_for()
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Records whether a spin ended with an answer.
+    pub(crate) fn record(&self, answered: bool) {
+        if answered {
+            self.misses.store(0, Ordering::Relaxed);
+        } else {
+            let _ = self
+                .misses
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| {
+                    Some(m.saturating_add(1))
+                });
+        }
+    }
+}
+
+/// The worker's wait for its next task.
+static WORKER_SPIN: SpinGate = SpinGate::new();
+
 /// A record read from a ring.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Record {
@@ -404,10 +459,15 @@ impl WorkerRing {
     ) -> Result<Next, String> {
         let head = self.rings.word(ctl::T_HEAD);
         let sleeps = self.rings.word(ctl::WORKER_SLEEPS);
-        let spin_until = Instant::now() + spin_for();
+        let spin_until = Instant::now() + WORKER_SPIN.budget();
+        // 0: not spun yet, 1: spinning, 2: slept.
+        let mut phase = 0;
         loop {
             let seen = head.load(Ordering::SeqCst);
             if let Some((rec, tail)) = self.rings.peek(TASKS, self.t_tail, buf)? {
+                if phase == 1 {
+                    WORKER_SPIN.record(true);
+                }
                 self.t_tail = tail;
                 self.rings.consume(TASKS, tail);
                 return Ok(match rec {
@@ -419,9 +479,14 @@ impl WorkerRing {
                 return Ok(Next::Closed);
             }
             if Instant::now() < spin_until {
+                phase = 1;
                 spin_while(head, seen, spin_until);
                 continue;
             }
+            if phase == 1 {
+                WORKER_SPIN.record(false);
+            }
+            phase = 2;
             sleeps.store(1, Ordering::SeqCst);
             if head.load(Ordering::SeqCst) == seen
                 && self.rings.word(ctl::CLOSED).load(Ordering::SeqCst) == 0

@@ -91,6 +91,8 @@ struct Scheduler {
     steal_at: Option<Instant>,
     /// Where ring records are copied to be handled.
     scratch: Vec<u8>,
+    /// Whether spinning before a sleep pays.
+    spin: ring::SpinGate,
 }
 
 /// Starts the handler thread over `workers`.
@@ -111,6 +113,7 @@ pub(crate) fn spawn_scheduler(inner: Arc<Inner>, workers: Vec<Worker>) -> Result
         last_start_error: None,
         steal_at: None,
         scratch: Vec::new(),
+        spin: ring::SpinGate::new(),
     };
     h.publish_pids();
     let thread = std::thread::Builder::new()
@@ -494,20 +497,27 @@ impl Scheduler {
     /// that comes that soon costs no sleep and wake-up. True if one came.
     fn spin_for_work(&self, deadline: Option<Instant>) -> bool {
         let start = Instant::now();
-        let until = deadline.map_or(start + ring::spin_for(), |d| {
-            d.min(start + ring::spin_for())
-        });
+        let budget = self.spin.budget();
+        if budget.is_zero() {
+            return false;
+        }
+        let until = deadline.map_or(start + budget, |d| d.min(start + budget));
         let seen = self.inner.submits.load(Ordering::Acquire);
         loop {
             for _ in 0..16 {
                 if self.inner.submits.load(Ordering::Relaxed) != seen
                     || self.workers.iter().any(Worker::has_results)
                 {
+                    self.spin.record(true);
                     return true;
                 }
                 std::hint::spin_loop();
             }
             if Instant::now() >= until {
+                // A wait cut short by a deadline says nothing about the spin.
+                if deadline.is_none_or(|d| d > until) {
+                    self.spin.record(false);
+                }
                 return false;
             }
         }
