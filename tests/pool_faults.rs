@@ -331,3 +331,134 @@ fn a_header_declaring_1_tib_costs_the_parent_nothing() {
         pool.join().unwrap();
     });
 }
+
+// A task that scribbles on its worker's shared-memory ring (the tasks and
+// results the pool moves through shared memory): a clear error for that task,
+// a replaced worker, the pool goes on. Ours; CPython's pool has no such ring.
+
+/// Size of a worker's ring region (src/pool/ring.rs: `LEN`), by which the
+/// task finds it among its process's memfds.
+const RING_LEN: u64 = 4096 + 2 * 128 * 1024;
+/// Byte offsets of the ring's control words (src/pool/ring.rs: `ctl`).
+const T_TAIL: usize = 64;
+const R_HEAD: usize = 256;
+/// Where the result ring's data starts (`DATA + AREA`).
+const R_AREA: usize = 4096 + 128 * 1024;
+
+/// How a task scribbles on its ring.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+enum Scribble {
+    /// The result ring's published write index jumps 1 GiB ahead (a
+    /// wrapped index).
+    WrappedResultIndex,
+    /// A result record declaring 2 GiB is published where the next answer
+    /// goes (a lying length).
+    LyingResultLength,
+    /// The task ring's read index, which the worker publishes, is moved.
+    MovedTaskIndex,
+}
+
+/// Maps this process's ring (the one memfd of its size) for writing.
+fn map_own_ring() -> *mut u8 {
+    let rings: Vec<std::path::PathBuf> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            let is_memfd = target.to_str()?.starts_with("/memfd:");
+            let len = std::fs::metadata(e.path()).ok()?.len();
+            (is_memfd && len == RING_LEN).then(|| e.path())
+        })
+        .collect();
+    assert_eq!(rings.len(), 1, "the worker's rings: {rings:?}");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&rings[0])
+        .unwrap();
+    use std::os::fd::AsRawFd;
+    // SAFETY: a shared mapping of an open memfd of RING_LEN bytes; the
+    // pointer is only used through atomics and volatile writes below, inside
+    // the mapping, which is never unmapped (the worker is replaced).
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            RING_LEN as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    p.cast()
+}
+
+/// Run in a pool worker: scribbles on the worker's ring as asked, then
+/// returns normally (its answer must not be believed).
+fn scribble(how: Scribble) -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let base = map_own_ring();
+    // SAFETY: the offsets are 4-aligned and inside the RING_LEN mapping.
+    let word = |off: usize| unsafe { AtomicU32::from_ptr(base.add(off).cast()) };
+    match how {
+        Scribble::WrappedResultIndex => {
+            word(R_HEAD).fetch_add(0x4000_0000, Ordering::SeqCst);
+        }
+        Scribble::LyingResultLength => {
+            let head = word(R_HEAD).load(Ordering::SeqCst);
+            let pos = R_AREA + (head as usize % (128 * 1024));
+            word(pos).store(0x8000_0000, Ordering::SeqCst);
+            word(pos + 4).store(1, Ordering::SeqCst);
+            word(R_HEAD).store(head.wrapping_add(8), Ordering::SeqCst);
+        }
+        Scribble::MovedTaskIndex => {
+            word(T_TAIL).fetch_add(4, Ordering::SeqCst);
+        }
+    }
+    std::process::id()
+}
+
+fn a_scribbled_ring_fails_its_task_and_replaces_the_worker(how: Scribble) {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "scribbled ring", move || {
+        let pool = mp::Pool::new(2).unwrap();
+        assert_eq!(pool.map(|x: u64| x * 2, 0..8).unwrap().len(), 8);
+        let before = pool.worker_pids();
+        match pool.apply(scribble, how) {
+            Err(mp::Error::Decode(m)) => {
+                assert!(m.contains("corrupted its shared-memory ring"), "{m}");
+            }
+            other => panic!("expected the ring's Decode error, got {other:?}"),
+        }
+        // The pool is whole again (the worker was replaced before the
+        // caller learnt of the loss) and serves work.
+        let after = pool.worker_pids();
+        assert_eq!(after.len(), 2);
+        assert_eq!(
+            before.iter().filter(|p| after.contains(p)).count(),
+            1,
+            "before {before:?}, after {after:?}"
+        );
+        let out = pool.map(|x: u64| x + 1, 0..100).unwrap();
+        assert_eq!(out, (1..101).collect::<Vec<u64>>());
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
+#[test]
+fn a_wrapped_result_index_fails_the_task() {
+    a_scribbled_ring_fails_its_task_and_replaces_the_worker(Scribble::WrappedResultIndex);
+}
+
+#[test]
+fn a_lying_result_length_fails_the_task() {
+    a_scribbled_ring_fails_its_task_and_replaces_the_worker(Scribble::LyingResultLength);
+}
+
+#[test]
+fn a_moved_task_index_fails_the_task() {
+    a_scribbled_ring_fails_its_task_and_replaces_the_worker(Scribble::MovedTaskIndex);
+}

@@ -38,9 +38,13 @@ use std::io::Write;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::gate::Gate;
+use std::os::fd::{AsFd, OwnedFd};
+
+use super::gate::{self, Gate};
+use super::ring::{self, Next, WorkerRing};
 use crate::connection::{Connection, Frame};
 use crate::error::{Error, Result};
+use crate::platform::fd;
 use crate::reduction::{self, CallOutcome, Encoded, FnRef, PanicInfo, Payload};
 use crate::spawn;
 
@@ -198,12 +202,7 @@ fn parse_task(frame: Frame) -> Result<Task> {
     })
 }
 
-fn send_reply(
-    conn: &Connection,
-    mut body: Vec<u8>,
-    fds: &[std::os::fd::OwnedFd],
-    reply: &Reply,
-) -> Result<()> {
+fn send_reply(conn: &Connection, mut body: Vec<u8>, fds: &[OwnedFd], reply: &Reply) -> Result<()> {
     append_trailer(&mut body, reply, 0)?;
     conn.send_frame(&body, fds)
 }
@@ -235,15 +234,28 @@ pub(crate) fn worker_main(payload: Payload) -> CallOutcome {
     let conn = &ctx.parent_conn;
     let Encoded { mut bytes, mut fds } = payload;
     let parsed = split_trailer(&bytes).and_then(|(body_len, setup, _): (usize, Setup, u32)| {
-        let gate = fds
-            .pop()
-            .ok_or_else(|| Error::decode("the worker's start gate did not arrive"))?;
-        Ok((body_len, setup, Gate::from_fd(gate)?))
+        let mut take = |what: &str| {
+            fds.pop()
+                .ok_or_else(|| Error::decode(format!("the worker's {what} did not arrive")))
+        };
+        let wake = take("wake-up eventfd")?;
+        let ring = WorkerRing::from_fd(take("ring")?)?;
+        let gate = Gate::from_fd(take("start gate")?)?;
+        Ok((
+            body_len,
+            setup,
+            Channel {
+                gate,
+                ring,
+                wake,
+                last_seq: 0,
+            },
+        ))
     });
-    let (setup, gate) = match parsed {
-        Ok((body_len, setup, gate)) => {
+    let (setup, mut chan) = match parsed {
+        Ok((body_len, setup, chan)) => {
             bytes.truncate(body_len);
-            (setup, gate)
+            (setup, chan)
         }
         Err(e) => {
             let _ = send_reply(
@@ -271,7 +283,7 @@ pub(crate) fn worker_main(payload: Payload) -> CallOutcome {
     if send_reply(conn, Vec::new(), &[], &Reply::Ready).is_err() {
         leave(EXIT_CHANNEL_BROKEN);
     }
-    run_tasks(conn, &gate, setup.maxtasks)
+    run_tasks(conn, &mut chan, setup.maxtasks)
 }
 
 fn flush_stdio() {
@@ -279,16 +291,30 @@ fn flush_stdio() {
     let _ = std::io::stderr().flush();
 }
 
-/// Reads the next task; `None` when the parent hung up.
-fn next_task(conn: &Connection) -> Option<Task> {
+/// What a worker talks to the parent through besides its socket.
+struct Channel {
+    /// Which task has started.
+    gate: Gate,
+    /// Tasks in, results out.
+    ring: WorkerRing,
+    /// The pool's eventfd: written when the parent's scheduler sleeps.
+    wake: OwnedFd,
+    /// The seq of the last task read (seqs only grow).
+    last_seq: u32,
+}
+
+/// The worker's ring is corrupted (a task scribbled on it, or the parent's
+/// side lies): tell the parent, say why, exit.
+fn ring_broken(chan: &Channel, why: &str) -> ! {
+    chan.ring.poison();
+    eprintln!("multiprocess: pool worker found its ring corrupted ({why}); exiting");
+    leave(EXIT_CHANNEL_BROKEN)
+}
+
+/// Reads a frame from the socket; `None` when the parent hung up.
+fn recv_socket(conn: &Connection) -> Option<Frame> {
     match conn.recv_frame(None) {
-        Ok(frame) => match parse_task(frame) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                eprintln!("multiprocess: pool worker got a corrupt task ({e}); exiting");
-                leave(EXIT_CHANNEL_BROKEN)
-            }
-        },
+        Ok(frame) => Some(frame),
         Err(Error::Eof) => None,
         // The parent died with our answers unread in its socket: the kernel
         // reports a reset instead of end of file. Same meaning, same quiet
@@ -301,13 +327,73 @@ fn next_task(conn: &Connection) -> Option<Task> {
     }
 }
 
-fn run_tasks(conn: &Connection, gate: &Gate, maxtasks: Option<u64>) -> ! {
+/// Reads the next task from the ring (or the socket, where the ring says so);
+/// `None` when the parent hung up or closed the ring.
+fn next_task(conn: &Connection, chan: &mut Channel, buf: &mut Vec<u8>) -> Option<Task> {
+    let hung_up = || conn.peer_closed();
+    let frame = match chan.ring.next(buf, hung_up) {
+        Ok(Next::Frame) => Frame {
+            bytes: std::mem::take(buf),
+            fds: Vec::new(),
+        },
+        Ok(Next::Socket) => recv_socket(conn)?,
+        Ok(Next::Closed) => return None,
+        Err(why) => ring_broken(chan, &why),
+    };
+    match parse_task(frame) {
+        Ok(t) if gate::after(t.seq, chan.last_seq) => {
+            chan.last_seq = t.seq;
+            Some(t)
+        }
+        Ok(t) => ring_broken(
+            chan,
+            &format!("task seq {} after seq {}", t.seq, chan.last_seq),
+        ),
+        Err(e) => {
+            eprintln!("multiprocess: pool worker got a corrupt task ({e}); exiting");
+            leave(EXIT_CHANNEL_BROKEN)
+        }
+    }
+}
+
+/// Sends an answer: in the ring if it fits, else on the socket (announced
+/// in the ring).
+fn send_answer(
+    conn: &Connection,
+    chan: &mut Channel,
+    mut body: Vec<u8>,
+    fds: &[OwnedFd],
+    reply: &Reply,
+) -> Result<()> {
+    append_trailer(&mut body, reply, 0)?;
+    let wake = &chan.wake;
+    let wake_parent = || {
+        // A full counter (never in practice) still leaves the fd readable.
+        let _ = fd::write(wake.as_fd(), &1u64.to_ne_bytes());
+    };
+    let hung_up = || conn.peer_closed();
+    let inline = fds.is_empty() && body.len() <= ring::RECORD_MAX;
+    if inline {
+        return chan
+            .ring
+            .push(Some(&body), wake_parent, hung_up)
+            .map_err(Error::value);
+    }
+    // The frame first, so the parent finds it when it reads the marker.
+    conn.send_frame(&body, fds)?;
+    chan.ring
+        .push(None, wake_parent, hung_up)
+        .map_err(Error::value)
+}
+
+fn run_tasks(conn: &Connection, chan: &mut Channel, maxtasks: Option<u64>) -> ! {
     let mut done: u64 = 0;
+    let mut buf = Vec::new();
     loop {
-        let Some(task) = next_task(conn) else {
+        let Some(task) = next_task(conn, chan, &mut buf) else {
             leave(0)
         };
-        if !gate.claim(task.seq) {
+        if !chan.gate.claim(task.seq) {
             // Taken back by the parent (it waited behind a long task while
             // another worker was idle): it runs there.
             continue;
@@ -317,6 +403,11 @@ fn run_tasks(conn: &Connection, gate: &Gate, maxtasks: Option<u64>) -> ! {
         flush_stdio();
         let ran_ns = began.elapsed().as_nanos().try_into().unwrap_or(u64::MAX);
         done += 1;
+        // The task ran in this address space: if it wrote on the ring, stop
+        // here, before trusting it with the answer.
+        if let Err(why) = chan.ring.check_own() {
+            ring_broken(chan, &why);
+        }
         let (body, fds, ok) = match outcome {
             Ok(CallOutcome::Returned(enc)) => (enc.bytes, enc.fds, true),
             Ok(CallOutcome::Panicked(p)) => {
@@ -331,7 +422,10 @@ fn run_tasks(conn: &Connection, gate: &Gate, maxtasks: Option<u64>) -> ! {
             ok,
             ran_ns,
         };
-        if send_reply(conn, body, &fds, &reply).is_err() {
+        if let Err(e) = send_answer(conn, chan, body, &fds, &reply) {
+            if matches!(e, Error::Value(_)) && !conn.peer_closed() {
+                ring_broken(chan, &e.to_string());
+            }
             leave(EXIT_CHANNEL_BROKEN);
         }
         drop(fds);

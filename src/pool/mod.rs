@@ -27,6 +27,7 @@
 pub(crate) mod child;
 mod gate;
 mod result;
+mod ring;
 mod scheduler;
 mod submit;
 mod worker_io;
@@ -34,7 +35,7 @@ mod worker_io;
 use crate::util::Unpoison;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -227,6 +228,7 @@ impl PoolBuilder {
                 kill_tasks: Vec::new(),
             }),
             wake,
+            submits: AtomicU32::new(0),
             ids: AtomicU64::new(1),
             processes,
             maxtasks: self.maxtasks.map(|n| n as u64),

@@ -8,12 +8,14 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
+use super::ring::SpinGate;
 use super::submit::{Body, Inner, Job};
 use crate::connection::deadline_after;
 use crate::error::{Error, Result};
@@ -50,6 +52,9 @@ pub(crate) struct Slot<R> {
     cond: Condvar,
     /// Async wakers and completion hooks, run once the outcome is set.
     notify: Mutex<Notify>,
+    /// Set with the outcome: what a waiter watches while it spins before it
+    /// sleeps on `cond`.
+    done: AtomicBool,
 }
 
 /// A one-shot hook run (on the thread that sets the outcome) once a slot is set.
@@ -71,6 +76,7 @@ impl<R> Slot<R> {
             state: Mutex::new(SlotState::Pending),
             cond: Condvar::new(),
             notify: Mutex::new(Notify::default()),
+            done: AtomicBool::new(false),
         })
     }
 
@@ -82,6 +88,7 @@ impl<R> Slot<R> {
             return false;
         }
         *s = SlotState::Ready(result);
+        self.done.store(true, Ordering::Release);
         // Taken under the state lock: a hook or waker added after this sees
         // the outcome set and runs at once (see `on_set`, `register`).
         let (wakers, hooks) = {
@@ -169,6 +176,32 @@ impl<R> Slot<R> {
 
     /// Waits until set or `deadline`; the guard, or `None` on timeout.
     fn wait_deadline(&self, deadline: Option<Instant>) -> Option<MutexGuard<'_, SlotState<R>>> {
+        // A result that comes within the spin (a short task on a worker that
+        // spins on its ring too) costs this thread no sleep and wake-up.
+        static SPIN: SpinGate = SpinGate::new();
+        let start = Instant::now();
+        let budget = if self.done.load(Ordering::Acquire) {
+            Duration::ZERO
+        } else {
+            SPIN.budget()
+        };
+        let until = deadline.map_or(start + budget, |d| d.min(start + budget));
+        'spin: while !budget.is_zero() {
+            for _ in 0..64 {
+                if self.done.load(Ordering::Acquire) {
+                    SPIN.record(true);
+                    break 'spin;
+                }
+                std::hint::spin_loop();
+            }
+            if Instant::now() >= until {
+                // A wait cut short by its deadline says nothing about the spin.
+                if deadline.is_none_or(|d| d > until) {
+                    SPIN.record(false);
+                }
+                break;
+            }
+        }
         let mut s = lock(&self.state);
         while matches!(*s, SlotState::Pending) {
             match deadline {

@@ -32,10 +32,12 @@ use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::child::{self, Reply, WireFailure};
 use super::gate::{self};
+use super::ring::{self, ParentRing, Record};
 use super::submit::{Body, Inner, Job, PoolState, Task, lock};
 use super::worker_io::{InFlight, MAX_IN_FLIGHT, PREFETCH_MAX_TASK_TIME, Phase, Worker};
 use crate::connection::DEFAULT_MAX_MESSAGE_LEN;
@@ -51,6 +53,10 @@ const STEAL_AFTER: Duration = Duration::from_millis(2);
 /// How often the scheduler looks whether a task with a timeout has started
 /// when it was written but not yet claimed.
 const START_POLL: Duration = Duration::from_millis(5);
+/// How soon the scheduler looks again at a worker whose ring had no room for
+/// the next task (records taken back, which the worker skips when it next
+/// reads).
+const RING_RETRY: Duration = Duration::from_millis(1);
 /// Consecutive worker start-up failures after which the pool is broken.
 const MAX_START_FAILURES: u32 = 3;
 /// Pause before retrying a failed worker start.
@@ -83,6 +89,10 @@ struct Scheduler {
     last_start_error: Option<String>,
     /// When to look again for tasks to take back (see `steal`).
     steal_at: Option<Instant>,
+    /// Where ring records are copied to be handled.
+    scratch: Vec<u8>,
+    /// Whether spinning before a sleep pays.
+    spin: ring::SpinGate,
 }
 
 /// Starts the handler thread over `workers`.
@@ -102,6 +112,8 @@ pub(crate) fn spawn_scheduler(inner: Arc<Inner>, workers: Vec<Worker>) -> Result
         retry_at: None,
         last_start_error: None,
         steal_at: None,
+        scratch: Vec::new(),
+        spin: ring::SpinGate::new(),
     };
     h.publish_pids();
     let thread = std::thread::Builder::new()
@@ -299,10 +311,18 @@ impl Scheduler {
                 // same function, under the limit. A function not yet timed
                 // (a new map of long tasks) waits for an idle worker instead
                 // of queueing behind a long task on a busy one.
+                // Nothing waits behind a frame on the socket, nor goes there
+                // behind another task: the ring and the socket never
+                // interleave (see `Worker::flush`).
                 if depth > 0
                     && (w.last_run.is_none_or(|d| d >= PREFETCH_MAX_TASK_TIME)
                         || w.last_func != self.pending.front().map(|t| t.func)
-                        || !w.running_briefly(now))
+                        || !w.running_briefly(now)
+                        || w.inflight.iter().any(|f| !f.via_ring)
+                        || self
+                            .pending
+                            .front()
+                            .is_some_and(|t| !ParentRing::fits(&t.frame, t.fds.len())))
                 {
                     continue;
                 }
@@ -314,10 +334,13 @@ impl Scheduler {
                 let seq = w.next_seq;
                 child::set_seq(&mut task.frame, seq);
                 w.assigned += 1;
+                let via_ring = ParentRing::fits(&task.frame, task.fds.len());
                 w.inflight.push_back(InFlight {
                     task,
                     seq,
                     started_at: None,
+                    via_ring,
+                    marked: false,
                 });
             }
         }
@@ -353,6 +376,9 @@ impl Scheduler {
         for w in &mut self.workers {
             if w.phase == Phase::Booting && !w.exited() {
                 earliest(w.started_at + spawn::start_timeout());
+            }
+            if w.ring_blocked {
+                earliest(now + RING_RETRY);
             }
             let started = w.note_start();
             if let Some(t) = w.inflight.front().and_then(|f| f.task.timeout) {
@@ -400,6 +426,20 @@ impl Scheduler {
 
     /// Polls the wake fd and every worker until `deadline`, and serves what is ready.
     fn wait_and_serve(&mut self, deadline: Option<Instant>) {
+        if self.spin_for_work(deadline) {
+            self.drain_rings();
+            return;
+        }
+        // Raise the flags that make a worker write the eventfd, then look once
+        // more: a result published before the flag was seen is served now.
+        for w in &self.workers {
+            w.ring.set_parent_sleeps(true);
+        }
+        let deadline = if self.workers.iter().any(Worker::has_results) {
+            Some(Instant::now())
+        } else {
+            deadline
+        };
         let revents = {
             let mut fds: Vec<(std::os::fd::BorrowedFd<'_>, i16)> =
                 Vec::with_capacity(1 + 2 * self.workers.len());
@@ -408,7 +448,7 @@ impl Scheduler {
             for w in &self.workers {
                 let sock = w.sock.as_ref().filter(|_| !w.eof).map(|f| {
                     let mut ev = fd::READABLE;
-                    if w.unsent() {
+                    if w.unsent_on_socket() {
                         ev |= fd::WRITABLE;
                     }
                     fds.push((f.as_fd(), ev));
@@ -427,6 +467,9 @@ impl Scheduler {
                 Err(_) => None,
             }
         };
+        for w in &self.workers {
+            w.ring.set_parent_sleeps(false);
+        }
         let Some((revents, map)) = revents else {
             return;
         };
@@ -449,11 +492,124 @@ impl Scheduler {
                 }
             }
         }
+        self.drain_rings();
         self.bury_exited();
+    }
+
+    /// Before sleeping: watches the rings and the submit counter for up to
+    /// [`ring::spin_for`] (not past `deadline`), so that a result or a submit
+    /// that comes that soon costs no sleep and wake-up. True if one came.
+    fn spin_for_work(&self, deadline: Option<Instant>) -> bool {
+        let start = Instant::now();
+        let budget = self.spin.budget();
+        if budget.is_zero() {
+            return false;
+        }
+        let until = deadline.map_or(start + budget, |d| d.min(start + budget));
+        let seen = self.inner.submits.load(Ordering::Acquire);
+        loop {
+            for _ in 0..16 {
+                if self.inner.submits.load(Ordering::Relaxed) != seen
+                    || self.workers.iter().any(Worker::has_results)
+                {
+                    self.spin.record(true);
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            if Instant::now() >= until {
+                // A wait cut short by a deadline says nothing about the spin.
+                if deadline.is_none_or(|d| d > until) {
+                    self.spin.record(false);
+                }
+                return false;
+            }
+        }
+    }
+
+    /// Serves what every worker put in its ring.
+    fn drain_rings(&mut self) {
+        for wi in 0..self.workers.len() {
+            if self.workers[wi].phase == Phase::Ready {
+                self.drain_ring(wi);
+            }
+        }
+    }
+
+    /// Serves worker `wi`'s ring records in order: a frame in the ring, or
+    /// one from the socket where a marker says so (once it has arrived).
+    fn drain_ring(&mut self, wi: usize) {
+        let mut buf = std::mem::take(&mut self.scratch);
+        loop {
+            let w = &mut self.workers[wi];
+            if w.ring_broken.is_some() {
+                break;
+            }
+            let (rec, tail) = match w.ring.peek(&mut buf) {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(why) => {
+                    self.ring_error(wi, why);
+                    break;
+                }
+            };
+            let handled = match rec {
+                Record::Frame => {
+                    w.ring.consume(tail);
+                    w.marker_waits = false;
+                    self.handle_frame(wi, &buf)
+                }
+                Record::Socket => {
+                    let mut frame = w.reader.pop();
+                    if frame.is_none() && !w.eof && w.sock.is_some() {
+                        // Its frame was written before the marker: likely in
+                        // the socket by now.
+                        if !w.fill() {
+                            w.eof = true;
+                        }
+                        frame = w.reader.pop();
+                    }
+                    match frame {
+                        Some(Ok(f)) => {
+                            w.ring.consume(tail);
+                            w.marker_waits = false;
+                            self.handle_frame(wi, &f.bytes)
+                        }
+                        Some(Err(e)) => Err(e),
+                        // Not all here yet: the socket's next read brings it
+                        // (until then the ring is not "ready": the scheduler
+                        // polls the socket instead of spinning on it).
+                        None => {
+                            w.marker_waits = true;
+                            break;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = handled {
+                self.protocol_error(wi, &e.to_string());
+                break;
+            }
+        }
+        self.scratch = buf;
+    }
+
+    /// Worker `wi`'s ring is corrupted: kill it; the tasks whose answers were
+    /// in the ring fail with the reason when its death is handled.
+    fn ring_error(&mut self, wi: usize, why: String) {
+        let w = &mut self.workers[wi];
+        eprintln!(
+            "multiprocess: pool worker {} (pid {}) corrupted its ring ({why}); killing it",
+            w.name, w.pid
+        );
+        w.kill();
+        w.write_broken = true;
+        w.ring_broken = Some(why);
     }
 
     /// Reads and handles every complete frame from worker `wi`.
     fn read_worker(&mut self, wi: usize) {
+        self.workers[wi].marker_waits = false;
         let open = self.workers[wi].fill();
         self.parse_frames(wi);
         if !open {
@@ -462,13 +618,32 @@ impl Scheduler {
     }
 
     /// Handles the frames the reader completed, until a bad one.
+    /// Until the worker is ready its frames come on the socket alone; after
+    /// that, in the order of its ring's records.
     fn parse_frames(&mut self, wi: usize) {
-        while let Some(frame) = self.workers[wi].reader.pop() {
+        while self.workers[wi].phase != Phase::Ready {
+            let Some(frame) = self.workers[wi].reader.pop() else {
+                return;
+            };
             let handled = frame.and_then(|f| self.handle_frame(wi, &f.bytes));
             if let Err(e) = handled {
                 self.protocol_error(wi, &e.to_string());
-                break;
+                return;
             }
+        }
+        self.drain_ring(wi);
+        // A bad frame on the socket is a protocol error at once, marker or
+        // not: nothing after it in the stream can be read.
+        let w = &mut self.workers[wi];
+        if w.reader.failed() && w.ring_broken.is_none() && !w.exited() {
+            let why = loop {
+                match w.reader.pop() {
+                    Some(Err(e)) => break e.to_string(),
+                    Some(Ok(_)) => continue,
+                    None => break "a bad frame".to_string(),
+                }
+            };
+            self.protocol_error(wi, &why);
         }
     }
 
@@ -627,9 +802,13 @@ impl Scheduler {
                 wi += 1;
                 continue;
             }
-            // Everything it wrote before dying is in our socket buffer.
+            // Everything it wrote before dying is in our socket buffer and
+            // its ring.
             if !self.workers[wi].eof && self.workers[wi].sock.is_some() {
                 self.read_worker(wi);
+            }
+            if self.workers[wi].phase == Phase::Ready {
+                self.drain_ring(wi);
             }
             let mut w = self.workers.swap_remove(wi);
             changed = true;
@@ -639,9 +818,21 @@ impl Scheduler {
             let mut requeue = Vec::new();
             // Dead, so the gate holds still: it says exactly which task began.
             let started = w.gate.started();
+            let corrupt = w.ring_broken.take().or_else(|| {
+                w.ring
+                    .poisoned()
+                    .then(|| "the worker found it corrupted".to_string())
+            });
             for (i, f) in w.inflight.drain(..).enumerate() {
-                let running = i == 0 && i < w.sent && !gate::after(f.seq, started);
-                if running {
+                let began = i < w.sent && !gate::after(f.seq, started);
+                if began && let Some(why) = &corrupt {
+                    // Its answer, if it came, was in the corrupted ring.
+                    let e = Error::Decode(format!(
+                        "pool worker {} (pid {}) corrupted its shared-memory ring ({why}); the task's result is lost",
+                        w.name, w.pid
+                    ));
+                    lost.push((f.task.job, f.task.index, e));
+                } else if began && i == 0 {
                     let e = Error::WorkerLost {
                         pid: w.pid,
                         exitcode: code,
@@ -707,6 +898,7 @@ impl Scheduler {
     /// at end of file), wait for them, reap.
     fn shutdown_gracefully(&mut self) {
         for w in &mut self.workers {
+            w.ring.close();
             w.sock = None;
         }
         let deadline = Instant::now() + CLOSE_GRACE;

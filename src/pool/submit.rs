@@ -9,7 +9,7 @@
 use crate::util::Unpoison;
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
@@ -160,6 +160,9 @@ pub(crate) struct Inner {
     pub(crate) shared: Mutex<Shared>,
     /// Written to wake the handler.
     pub(crate) wake: EventFd,
+    /// Bumped by every submit, tick and state change: what the handler
+    /// watches while it spins before sleeping.
+    pub(crate) submits: AtomicU32,
     /// Task and job ids.
     pub(crate) ids: AtomicU64,
     /// The number of workers.
@@ -216,6 +219,7 @@ impl Inner {
         s.queue.extend(tasks);
         let wake = std::mem::replace(&mut s.asleep, false);
         drop(s);
+        self.submits.fetch_add(1, Ordering::Release);
         if wake {
             self.wake_handler();
         }
@@ -231,6 +235,7 @@ impl Inner {
         s.ticks.push(id);
         let wake = std::mem::replace(&mut s.asleep, false);
         drop(s);
+        self.submits.fetch_add(1, Ordering::Release);
         if wake {
             self.wake_handler();
         }
@@ -248,6 +253,7 @@ impl Inner {
         s.state = next;
         s.asleep = false;
         drop(s);
+        self.submits.fetch_add(1, Ordering::Release);
         self.wake_handler();
     }
 

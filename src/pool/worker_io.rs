@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::child::{self, Setup};
 use super::gate::{self, Gate};
+use super::ring::ParentRing;
 use super::submit::{Inner, Task, lock};
 use crate::connection::DEFAULT_MAX_MESSAGE_LEN;
 use crate::connection::framing;
@@ -26,8 +27,6 @@ use crate::spawn::{self, StartSpec};
 /// short, up to seven sent ahead (each claimed at the worker's [`Gate`] when
 /// it starts, so a death still fails exactly the running one).
 pub(super) const MAX_IN_FLIGHT: usize = 8;
-/// Frames written per `sendmsg` at most.
-const WRITE_BATCH: usize = MAX_IN_FLIGHT;
 /// A worker gets a prefetched task only while its last task ran shorter than
 /// this: for short tasks the prefetch hides the round trip, for long ones it
 /// would only make a task wait behind another while a worker may be idle.
@@ -53,8 +52,11 @@ impl Inner {
         };
         drop(spec);
         let gate = Gate::create()?;
+        let ring = ParentRing::create()?;
         let mut fds = fds;
         fds.push(gate.fd().try_clone_to_owned()?);
+        fds.push(ring.fd().try_clone_to_owned()?);
+        fds.push(self.wake.as_fd().try_clone_to_owned()?);
         let mut bytes = body;
         child::append_trailer(
             &mut bytes,
@@ -81,6 +83,10 @@ impl Inner {
             pidfd: child.pidfd,
             sock: None,
             gate,
+            ring,
+            ring_blocked: false,
+            marker_waits: false,
+            ring_broken: None,
             next_seq: 0,
             phase: Phase::Booting,
             started_at: child.started_at,
@@ -147,6 +153,10 @@ pub(super) struct InFlight {
     pub(super) seq: u32,
     /// When it started running, once the gate showed it.
     pub(super) started_at: Option<Instant>,
+    /// It travels in the ring (else on the socket, announced in the ring).
+    pub(super) via_ring: bool,
+    /// Its socket marker is in the ring (socket tasks only).
+    pub(super) marked: bool,
 }
 
 /// A worker process, seen from the handler.
@@ -161,6 +171,16 @@ pub(crate) struct Worker {
     pub(super) sock: Option<OwnedFd>,
     /// Which of its tasks started; where tasks sent ahead are taken back.
     pub(super) gate: Gate,
+    /// Tasks in, results out (the socket carries what does not fit).
+    pub(super) ring: ParentRing,
+    /// The next frame waits for room in the ring (records taken back and not
+    /// yet skipped by the worker): look again soon.
+    pub(super) ring_blocked: bool,
+    /// The ring's next record is a socket marker whose frame has not all
+    /// arrived: the ring has nothing to serve until the socket has.
+    pub(super) marker_waits: bool,
+    /// The worker's ring was found corrupted: why.
+    pub(super) ring_broken: Option<String>,
     /// The seq of the last task given to it.
     pub(super) next_seq: u32,
     /// Start-up progress.
@@ -240,11 +260,25 @@ impl Worker {
             && !self.exited()
             && !self.eof
             && !self.write_broken
+            && self.ring_broken.is_none()
             && self.sock.is_some()
     }
 
     pub(super) fn unsent(&self) -> bool {
         (self.sent < self.inflight.len() || self.tail_sent < self.tail.len()) && !self.write_broken
+    }
+
+    /// Its ring has a record the scheduler can serve now.
+    pub(super) fn has_results(&self) -> bool {
+        !self.marker_waits
+            && self.ring_broken.is_none()
+            && self.phase == Phase::Ready
+            && self.ring.has_results()
+    }
+
+    /// Something waits to be written on the socket (poll for writable).
+    pub(super) fn unsent_on_socket(&self) -> bool {
+        self.unsent() && !self.ring_blocked
     }
 
     /// Records the start of the running task once the gate shows it, and frees
@@ -321,66 +355,84 @@ impl Worker {
         taken
     }
 
-    /// Writes as much of the queued frames as the socket takes, several frames
-    /// per `sendmsg` (a frame's fds ride with its first byte, so a batch stops
-    /// before a second frame that carries fds).
+    /// Writes the queued frames: a small one into the ring whole; a big one
+    /// (or one with fds) on the socket, as much as it takes, after its marker
+    /// in the ring. Nothing is queued behind a socket frame (see `dispatch`),
+    /// so the two never interleave.
     pub(super) fn flush(&mut self) {
+        self.ring_blocked = false;
         if !self.flush_tail() {
             return;
         }
-        while self.sent < self.inflight.len() && !self.write_broken {
-            let Some(sock) = &self.sock else { return };
-            let end = (self.sent + WRITE_BATCH).min(self.inflight.len());
-            let mut headers = [([0u8; 12], 0usize); WRITE_BATCH];
-            let mut count = 0;
-            for (k, f) in self.inflight.range(self.sent..end).enumerate() {
-                if k > 0 && !f.task.fds.is_empty() {
-                    break;
-                }
-                headers[k] = framing::encode_header(f.task.frame.len());
-                count += 1;
-            }
-            let res = {
-                let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 * count);
-                let mut skip = self.partial;
-                for (k, (h, hlen)) in headers.iter().enumerate().take(count) {
-                    for part in [&h[..*hlen], &self.inflight[self.sent + k].task.frame[..]] {
-                        if skip >= part.len() {
-                            skip -= part.len();
-                        } else {
-                            slices.push(IoSlice::new(&part[skip..]));
-                            skip = 0;
-                        }
-                    }
-                }
-                let first = &self.inflight[self.sent].task;
-                let fds: Vec<_> = if self.partial == 0 {
-                    first.fds.iter().map(|f| f.as_fd()).collect()
-                } else {
-                    Vec::new()
-                };
-                fd::send_with_fds(sock.as_fd(), &slices, &fds)
+        while self.sent < self.inflight.len() && !self.write_broken && self.ring_broken.is_none() {
+            let f = &mut self.inflight[self.sent];
+            let pushed = if f.via_ring {
+                self.ring.push(Some(&f.task.frame))
+            } else if !f.marked {
+                self.ring.push(None)
+            } else {
+                Ok(true)
             };
-            match res {
-                Ok(mut n) => {
-                    for (_, hlen) in headers.iter().take(count) {
-                        let f = &mut self.inflight[self.sent];
-                        let left = hlen + f.task.frame.len() - self.partial;
-                        if n < left {
-                            self.partial += n;
-                            break;
-                        }
-                        n -= left;
-                        self.partial = 0;
-                        self.sent += 1;
-                    }
+            match pushed {
+                Ok(true) if f.via_ring => {
+                    self.sent += 1;
+                    continue;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => {
-                    // EPIPE / ECONNRESET: the worker is gone; its pidfd says how.
-                    self.write_broken = true;
+                Ok(true) => f.marked = true,
+                Ok(false) => {
+                    self.ring_blocked = true;
                     return;
                 }
+                Err(why) => {
+                    self.ring_broken = Some(why);
+                    self.write_broken = true;
+                    self.kill();
+                    return;
+                }
+            }
+            if !self.flush_socket_frame() {
+                return;
+            }
+        }
+    }
+
+    /// Writes as much of the socket frame `inflight[sent]` as the socket
+    /// takes; true once it is all written.
+    fn flush_socket_frame(&mut self) -> bool {
+        let Some(sock) = &self.sock else { return false };
+        let f = &self.inflight[self.sent];
+        let (h, hlen) = framing::encode_header(f.task.frame.len());
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2);
+        let mut skip = self.partial;
+        for part in [&h[..hlen], &f.task.frame[..]] {
+            if skip >= part.len() {
+                skip -= part.len();
+            } else {
+                slices.push(IoSlice::new(&part[skip..]));
+                skip = 0;
+            }
+        }
+        let fds: Vec<_> = if self.partial == 0 {
+            f.task.fds.iter().map(|f| f.as_fd()).collect()
+        } else {
+            Vec::new()
+        };
+        let left = hlen + f.task.frame.len() - self.partial;
+        match fd::send_with_fds(sock.as_fd(), &slices, &fds) {
+            Ok(n) if n < left => {
+                self.partial += n;
+                false
+            }
+            Ok(_) => {
+                self.partial = 0;
+                self.sent += 1;
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(_) => {
+                // EPIPE / ECONNRESET: the worker is gone; its pidfd says how.
+                self.write_broken = true;
+                false
             }
         }
     }

@@ -1,0 +1,692 @@
+//! Per-worker rings in shared memory: the hot path of pool tasks and results.
+//!
+//! Each worker shares one memfd with the parent holding two byte rings: tasks
+//! (the parent writes, the worker reads) and results (the worker writes, the
+//! parent reads). A record is `[len u32][kind u32]` and `len` bytes, padded to
+//! 8; a record never wraps (a `WRAP` record fills the end of the area and the
+//! next record starts at 0). A frame bigger than [`RECORD_MAX`], or one with
+//! fds, goes through the worker's socket instead, announced by a `SOCKET`
+//! record in its place, so the order of frames is the order of records.
+//!
+//! # Waiting
+//!
+//! A reader finding its ring empty watches the writer's published index for
+//! [`spin_for`] (a reply that comes that soon costs no sleep and no wake),
+//! then raises its *sleeps* flag, looks once more and sleeps: the worker on a
+//! futex on the index, the parent's scheduler in its `poll` (it also watches
+//! pidfds and sockets). A writer publishes its index, then wakes the reader
+//! only if that flag is up (`FUTEX_WAKE`, or a write to the pool's eventfd
+//! for the parent). Both sides use `SeqCst` for the flag and the index, so
+//! either the writer sees the flag or the reader sees the new index.
+//!
+//! # Trust
+//!
+//! Each side keeps its own cursors privately and only publishes them; what it
+//! reads from the other side is checked (an index more than the area ahead, a
+//! length past the published bytes, an unknown kind) and reported as a
+//! corruption, never followed. A task runs in the worker's address space and
+//! can scribble on the mapping: the worker checks its own published words
+//! after every task, and the parent fails the tasks whose answers were in a
+//! corrupted ring with a clear error and replaces the worker.
+
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::platform::futex;
+use crate::platform::shm::ShmRegion;
+
+/// Bytes of each ring's data area (a power of two, so `u32` cursors wrap
+/// cleanly).
+pub(crate) const AREA: usize = 128 * 1024;
+/// The largest frame carried in a ring; bigger ones go through the socket.
+pub(crate) const RECORD_MAX: usize = 16 * 1024;
+/// Record header: length and kind.
+const HDR: usize = 8;
+/// Where the data areas start (control words before, each on its own cache
+/// line so the two sides do not write to the same line).
+const DATA: usize = 4096;
+/// Size of the region.
+pub(crate) const LEN: usize = DATA + 2 * AREA;
+
+/// Control words (byte offsets of `AtomicU32`s).
+mod ctl {
+    /// Task ring: bytes written (parent).
+    pub(super) const T_HEAD: usize = 0;
+    /// Task ring: bytes consumed (worker).
+    pub(super) const T_TAIL: usize = 64;
+    /// The worker sleeps on `T_HEAD`'s futex.
+    pub(super) const WORKER_SLEEPS: usize = 128;
+    /// The parent sends no more tasks.
+    pub(super) const CLOSED: usize = 192;
+    /// Result ring: bytes written (worker).
+    pub(super) const R_HEAD: usize = 256;
+    /// Result ring: bytes consumed (parent).
+    pub(super) const R_TAIL: usize = 320;
+    /// The worker sleeps on `R_TAIL`'s futex, waiting for room.
+    pub(super) const WRITER_SLEEPS: usize = 384;
+    /// The parent's scheduler sleeps in `poll`.
+    pub(super) const PARENT_SLEEPS: usize = 448;
+    /// The worker found its ring corrupted and is exiting.
+    pub(super) const POISON: usize = 512;
+}
+
+/// A record carrying a frame.
+const KIND_FRAME: u32 = 1;
+/// A record saying: the next frame is on the socket.
+const KIND_SOCKET: u32 = 2;
+/// A record filling the end of the area.
+const KIND_WRAP: u32 = 3;
+
+/// How long a reader watches an empty ring before it sleeps (the queue's
+/// figure: one cross-core hop with room to spare); zero on a machine with one
+/// CPU, where spinning only delays the writer.
+pub(crate) fn spin_for() -> Duration {
+    static SPIN: OnceLock<Duration> = OnceLock::new();
+    *SPIN.get_or_init(|| match std::thread::available_parallelism() {
+        Ok(n) if n.get() > 1 => Duration::from_micros(50),
+        _ => Duration::ZERO,
+    })
+}
+
+/// Spinning pays only while the other side answers within the spin: on a
+/// machine whose CPUs are all busy, a spinning thread takes the CPU the
+/// other side needs to answer. A waiting site spins while its recent spins
+/// ended with an answer; after [`SpinGate::MISSES`] misses in a row it sleeps
+/// at once, and tries a spin again only every [`SpinGate::PROBE`]th wait.
+pub(crate) struct SpinGate {
+    /// Spins in a row that ended without an answer.
+    misses: AtomicU32,
+    /// Waits since the spins stopped paying.
+    waits: AtomicU32,
+}
+
+impl SpinGate {
+    /// Misses in a row after which the site stops spinning.
+    const MISSES: u32 = 1;
+    /// While stopped, one wait in this many spins, to see if it pays again.
+    const PROBE: u32 = 256;
+
+    /// A site whose spins have paid so far.
+    pub(crate) const fn new() -> SpinGate {
+        SpinGate {
+            misses: AtomicU32::new(0),
+            waits: AtomicU32::new(0),
+        }
+    }
+
+    /// How long this wait should spin: [`spin_for`], or zero while spins do
+    /// not pay.
+    pub(crate) fn budget(&self) -> Duration {
+        if self.misses.load(Ordering::Relaxed) < Self::MISSES
+            || self.waits.fetch_add(1, Ordering::Relaxed) % Self::PROBE == 0
+        {
+            spin_for()
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Records whether a spin ended with an answer.
+    pub(crate) fn record(&self, answered: bool) {
+        if answered {
+            self.misses.store(0, Ordering::Relaxed);
+        } else {
+            let _ = self
+                .misses
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| {
+                    Some(m.saturating_add(1))
+                });
+        }
+    }
+}
+
+/// The worker's wait for its next task.
+static WORKER_SPIN: SpinGate = SpinGate::new();
+
+/// A record read from a ring.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Record {
+    /// A frame, copied into the caller's buffer.
+    Frame,
+    /// The next frame is on the socket.
+    Socket,
+}
+
+/// One direction's offsets.
+#[derive(Clone, Copy)]
+struct Dir {
+    head: usize,
+    tail: usize,
+    area: usize,
+}
+
+const TASKS: Dir = Dir {
+    head: ctl::T_HEAD,
+    tail: ctl::T_TAIL,
+    area: DATA,
+};
+const RESULTS: Dir = Dir {
+    head: ctl::R_HEAD,
+    tail: ctl::R_TAIL,
+    area: DATA + AREA,
+};
+
+fn pad8(n: usize) -> usize {
+    (n + 7) & !7
+}
+
+/// The shared region and the operations both sides use.
+struct Rings {
+    region: ShmRegion,
+}
+
+impl Rings {
+    fn word(&self, off: usize) -> &AtomicU32 {
+        self.region.atomic_u32(off)
+    }
+
+    /// Free bytes for a writer at `head`, or why the reader's index is bad.
+    fn room(&self, d: Dir, head: u32) -> Result<usize, String> {
+        let tail = self.word(d.tail).load(Ordering::Acquire);
+        let used = head.wrapping_sub(tail) as usize;
+        if used > AREA || used % 8 != 0 {
+            return Err(format!(
+                "the reader's index {tail} is not within the {AREA} bytes behind the writer's {head}"
+            ));
+        }
+        Ok(AREA - used)
+    }
+
+    /// Bytes a record of `len` takes at `head` (with the wrap record it may need).
+    fn need(head: u32, len: usize) -> usize {
+        let pos = head as usize % AREA;
+        let rec = HDR + pad8(len);
+        let to_end = AREA - pos;
+        if rec > to_end { to_end + rec } else { rec }
+    }
+
+    /// Writes a record at `*head` (room checked by the caller) and publishes it.
+    fn write(&self, d: Dir, head: &mut u32, kind: u32, bytes: &[u8]) {
+        let mut pos = *head as usize % AREA;
+        let rec = HDR + pad8(bytes.len());
+        if rec > AREA - pos {
+            let skip = AREA - pos;
+            self.header(d, pos, skip as u32, KIND_WRAP);
+            *head = head.wrapping_add(skip as u32);
+            pos = 0;
+        }
+        self.header(d, pos, bytes.len() as u32, kind);
+        self.region.copy_in(d.area + pos + HDR, bytes);
+        *head = head.wrapping_add(rec as u32);
+        // SeqCst: against the reader's sleeps flag (see the module docs).
+        self.word(d.head).store(*head, Ordering::SeqCst);
+    }
+
+    fn header(&self, d: Dir, pos: usize, len: u32, kind: u32) {
+        let mut h = [0u8; HDR];
+        h[..4].copy_from_slice(&len.to_le_bytes());
+        h[4..].copy_from_slice(&kind.to_le_bytes());
+        self.region.copy_in(d.area + pos, &h);
+    }
+
+    /// True if the writer published bytes past `tail`.
+    fn ready(&self, d: Dir, tail: u32) -> bool {
+        self.word(d.head).load(Ordering::SeqCst) != tail
+    }
+
+    /// Reads the record at `tail` without consuming it: the record (a frame
+    /// copied into `buf`) and the tail past it; `None` if empty.
+    fn peek(&self, d: Dir, tail: u32, buf: &mut Vec<u8>) -> Result<Option<(Record, u32)>, String> {
+        let head = self.word(d.head).load(Ordering::Acquire);
+        let mut tail = tail;
+        let mut avail = head.wrapping_sub(tail) as usize;
+        if avail == 0 {
+            return Ok(None);
+        }
+        if avail > AREA || avail % 8 != 0 {
+            return Err(format!(
+                "the writer's index {head} is not within the {AREA} bytes ahead of the reader's {tail}"
+            ));
+        }
+        let mut wrapped = false;
+        loop {
+            let pos = tail as usize % AREA;
+            let mut h = [0u8; HDR];
+            self.region.copy_out(d.area + pos, &mut h);
+            let len = u32::from_le_bytes(h[..4].try_into().expect("4 bytes")) as usize;
+            let kind = u32::from_le_bytes(h[4..].try_into().expect("4 bytes"));
+            match kind {
+                KIND_WRAP if !wrapped && len == AREA - pos && len < avail && pos != 0 => {
+                    tail = tail.wrapping_add(len as u32);
+                    avail -= len;
+                    wrapped = true;
+                }
+                KIND_FRAME if len <= RECORD_MAX && HDR + pad8(len) <= avail.min(AREA - pos) => {
+                    buf.clear();
+                    buf.resize(len, 0);
+                    self.region.copy_out(d.area + pos + HDR, buf);
+                    let next = tail.wrapping_add((HDR + pad8(len)) as u32);
+                    return Ok(Some((Record::Frame, next)));
+                }
+                KIND_SOCKET if len == 0 => {
+                    return Ok(Some((Record::Socket, tail.wrapping_add(HDR as u32))));
+                }
+                _ => {
+                    return Err(format!(
+                        "a record of kind {kind} declaring {len} bytes at offset {pos}, with {avail} bytes published"
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Publishes the reader's new `tail`.
+    fn consume(&self, d: Dir, tail: u32) {
+        self.word(d.tail).store(tail, Ordering::SeqCst);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The parent's side
+
+/// The parent's end of one worker's rings.
+pub(crate) struct ParentRing {
+    rings: Rings,
+    /// Task ring bytes written.
+    t_head: u32,
+    /// Result ring bytes consumed.
+    r_tail: u32,
+}
+
+impl ParentRing {
+    /// New, empty rings.
+    ///
+    /// # Errors
+    ///
+    /// The errors of creating shared memory.
+    pub(crate) fn create() -> io::Result<ParentRing> {
+        Ok(ParentRing {
+            rings: Rings {
+                region: ShmRegion::create(LEN)?,
+            },
+            t_head: 0,
+            r_tail: 0,
+        })
+    }
+
+    /// The memfd, for the worker's bootstrap payload.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.rings.region.fd()
+    }
+
+    /// True if `frame` may travel in the ring (small enough, no fds).
+    pub(crate) fn fits(frame: &[u8], fds: usize) -> bool {
+        fds == 0 && frame.len() <= RECORD_MAX
+    }
+
+    /// Places a task frame (`Some`) or a socket marker (`None`); false when
+    /// there is no room yet (records taken back and not yet skipped by the
+    /// worker).
+    ///
+    /// # Errors
+    ///
+    /// The worker published an impossible index.
+    pub(crate) fn push(&mut self, frame: Option<&[u8]>) -> Result<bool, String> {
+        let (kind, bytes) = match frame {
+            Some(f) => (KIND_FRAME, f),
+            None => (KIND_SOCKET, &[][..]),
+        };
+        let room = self.rings.room(TASKS, self.t_head)?;
+        if Rings::need(self.t_head, bytes.len()) > room {
+            return Ok(false);
+        }
+        self.rings.write(TASKS, &mut self.t_head, kind, bytes);
+        let head = self.rings.word(ctl::T_HEAD);
+        if self.rings.word(ctl::WORKER_SLEEPS).load(Ordering::SeqCst) != 0 {
+            futex::wake(head, 1);
+        }
+        Ok(true)
+    }
+
+    /// True if the worker published results not yet read.
+    pub(crate) fn has_results(&self) -> bool {
+        self.rings.ready(RESULTS, self.r_tail)
+    }
+
+    /// The next result record, not consumed (see [`consume`](Self::consume)).
+    ///
+    /// # Errors
+    ///
+    /// The ring is corrupted: why.
+    pub(crate) fn peek(&self, buf: &mut Vec<u8>) -> Result<Option<(Record, u32)>, String> {
+        self.rings.peek(RESULTS, self.r_tail, buf)
+    }
+
+    /// Consumes up to `tail` (from [`peek`](Self::peek)); wakes the worker if
+    /// it waits for room.
+    pub(crate) fn consume(&mut self, tail: u32) {
+        self.r_tail = tail;
+        self.rings.consume(RESULTS, tail);
+        let w = self.rings.word(ctl::R_TAIL);
+        if self.rings.word(ctl::WRITER_SLEEPS).load(Ordering::SeqCst) != 0 {
+            futex::wake(w, 1);
+        }
+    }
+
+    /// Raises or lowers the flag saying the scheduler sleeps in `poll`.
+    pub(crate) fn set_parent_sleeps(&self, on: bool) {
+        self.rings
+            .word(ctl::PARENT_SLEEPS)
+            .store(u32::from(on), Ordering::SeqCst);
+    }
+
+    /// No more tasks: the worker exits once it has read the ring.
+    pub(crate) fn close(&self) {
+        self.rings.word(ctl::CLOSED).store(1, Ordering::SeqCst);
+        futex::wake_all(self.rings.word(ctl::T_HEAD));
+    }
+
+    /// The worker said it found the ring corrupted.
+    pub(crate) fn poisoned(&self) -> bool {
+        self.rings.word(ctl::POISON).load(Ordering::Acquire) != 0
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The worker's side
+
+/// What the worker reads next.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// A task frame, in the buffer.
+    Frame,
+    /// A task frame on the socket.
+    Socket,
+    /// The parent closed the ring and everything is read.
+    Closed,
+}
+
+/// The worker's end of its rings.
+pub(crate) struct WorkerRing {
+    rings: Rings,
+    /// Task ring bytes consumed.
+    t_tail: u32,
+    /// Result ring bytes written.
+    r_head: u32,
+}
+
+/// How long a sleeping worker waits before it looks at its socket: a parent
+/// that hung up without closing the ring is seen within this.
+const SLEEP_SLICE: Duration = Duration::from_secs(1);
+
+impl WorkerRing {
+    /// The rings whose memfd the parent sent.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if `fd` is not a region of the rings' size.
+    pub(crate) fn from_fd(fd: OwnedFd) -> io::Result<WorkerRing> {
+        let region = ShmRegion::from_fd(fd)?;
+        if region.len() < LEN {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the pool worker's ring is too small",
+            ));
+        }
+        let rings = Rings { region };
+        let t_tail = rings.word(ctl::T_TAIL).load(Ordering::Acquire);
+        let r_head = rings.word(ctl::R_HEAD).load(Ordering::Acquire);
+        Ok(WorkerRing {
+            rings,
+            t_tail,
+            r_head,
+        })
+    }
+
+    /// Waits for the next task record (a frame lands in `buf`). `hung_up`
+    /// says whether the parent's end of the socket is closed.
+    ///
+    /// # Errors
+    ///
+    /// The ring is corrupted: why.
+    pub(crate) fn next(
+        &mut self,
+        buf: &mut Vec<u8>,
+        hung_up: impl Fn() -> bool,
+    ) -> Result<Next, String> {
+        let head = self.rings.word(ctl::T_HEAD);
+        let sleeps = self.rings.word(ctl::WORKER_SLEEPS);
+        let spin_until = Instant::now() + WORKER_SPIN.budget();
+        // 0: not spun yet, 1: spinning, 2: slept.
+        let mut phase = 0;
+        loop {
+            let seen = head.load(Ordering::SeqCst);
+            if let Some((rec, tail)) = self.rings.peek(TASKS, self.t_tail, buf)? {
+                if phase == 1 {
+                    WORKER_SPIN.record(true);
+                }
+                self.t_tail = tail;
+                self.rings.consume(TASKS, tail);
+                return Ok(match rec {
+                    Record::Frame => Next::Frame,
+                    Record::Socket => Next::Socket,
+                });
+            }
+            if self.rings.word(ctl::CLOSED).load(Ordering::SeqCst) != 0 {
+                return Ok(Next::Closed);
+            }
+            if Instant::now() < spin_until {
+                phase = 1;
+                spin_while(head, seen, spin_until);
+                continue;
+            }
+            if phase == 1 {
+                WORKER_SPIN.record(false);
+            }
+            phase = 2;
+            sleeps.store(1, Ordering::SeqCst);
+            if head.load(Ordering::SeqCst) == seen
+                && self.rings.word(ctl::CLOSED).load(Ordering::SeqCst) == 0
+                && !futex::wait(head, seen, Some(Instant::now() + SLEEP_SLICE))
+                && hung_up()
+            {
+                sleeps.store(0, Ordering::SeqCst);
+                return Ok(Next::Closed);
+            }
+            sleeps.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// Checks that the words only this side writes still hold what it wrote
+    /// (a task may scribble on the mapping).
+    ///
+    /// # Errors
+    ///
+    /// What changed.
+    pub(crate) fn check_own(&self) -> Result<(), String> {
+        let t = self.rings.word(ctl::T_TAIL).load(Ordering::Acquire);
+        let r = self.rings.word(ctl::R_HEAD).load(Ordering::Acquire);
+        if t != self.t_tail || r != self.r_head {
+            return Err(format!(
+                "the worker's published indexes changed under it (task ring {} -> {t}, result ring {} -> {r})",
+                self.t_tail, self.r_head
+            ));
+        }
+        Ok(())
+    }
+
+    /// Places a result frame (`Some`) or a socket marker (`None`), waiting
+    /// for room; calls `wake_parent` if the parent sleeps. `hung_up` as for
+    /// [`next`](Self::next): a parent gone while we wait for room ends the
+    /// wait with an error.
+    ///
+    /// # Errors
+    ///
+    /// The parent published an impossible index, or hung up.
+    pub(crate) fn push(
+        &mut self,
+        frame: Option<&[u8]>,
+        wake_parent: impl Fn(),
+        hung_up: impl Fn() -> bool,
+    ) -> Result<(), String> {
+        let (kind, bytes) = match frame {
+            Some(f) => (KIND_FRAME, f),
+            None => (KIND_SOCKET, &[][..]),
+        };
+        let need = Rings::need(self.r_head, bytes.len());
+        let tail = self.rings.word(ctl::R_TAIL);
+        let sleeps = self.rings.word(ctl::WRITER_SLEEPS);
+        let spin_until = Instant::now() + spin_for();
+        loop {
+            let seen = tail.load(Ordering::SeqCst);
+            if self.rings.room(RESULTS, self.r_head)? >= need {
+                break;
+            }
+            if Instant::now() < spin_until {
+                spin_while(tail, seen, spin_until);
+                continue;
+            }
+            sleeps.store(1, Ordering::SeqCst);
+            if tail.load(Ordering::SeqCst) == seen
+                && !futex::wait(tail, seen, Some(Instant::now() + SLEEP_SLICE))
+                && hung_up()
+            {
+                sleeps.store(0, Ordering::SeqCst);
+                return Err("the parent hung up".into());
+            }
+            sleeps.store(0, Ordering::SeqCst);
+        }
+        self.rings.write(RESULTS, &mut self.r_head, kind, bytes);
+        if self.rings.word(ctl::PARENT_SLEEPS).load(Ordering::SeqCst) != 0 {
+            wake_parent();
+        }
+        Ok(())
+    }
+
+    /// Tells the parent the ring is corrupted (before the worker exits).
+    pub(crate) fn poison(&self) {
+        self.rings.word(ctl::POISON).store(1, Ordering::SeqCst);
+    }
+}
+
+/// Watches `word` while it still reads `seen`, until `until`. Only a hint.
+#[inline]
+fn spin_while(word: &AtomicU32, seen: u32, until: Instant) {
+    loop {
+        for _ in 0..64 {
+            // Relaxed: the value only decides how long to spin.
+            if word.load(Ordering::Relaxed) != seen {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+        if Instant::now() >= until {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (ParentRing, WorkerRing) {
+        let p = ParentRing::create().unwrap();
+        let fd = p.fd().try_clone_to_owned().unwrap();
+        (p, WorkerRing::from_fd(fd).unwrap())
+    }
+
+    #[test]
+    fn frames_and_markers_keep_their_order_across_many_wraps() {
+        let (mut p, mut w) = pair();
+        let mut buf = Vec::new();
+        for i in 0..5000usize {
+            let frame = vec![(i % 251) as u8; (i * 37) % 3000];
+            assert!(p.push(Some(&frame)).unwrap());
+            assert!(p.push(None).unwrap());
+            assert_eq!(w.next(&mut buf, || false).unwrap(), Next::Frame);
+            assert_eq!(buf, frame);
+            assert_eq!(w.next(&mut buf, || false).unwrap(), Next::Socket);
+            w.push(Some(&frame), || {}, || false).unwrap();
+            let (rec, tail) = p.peek(&mut buf).unwrap().unwrap();
+            assert_eq!((rec, &buf), (Record::Frame, &frame));
+            p.consume(tail);
+            assert!(!p.has_results());
+        }
+        w.check_own().unwrap();
+    }
+
+    #[test]
+    fn a_full_task_ring_refuses_until_read() {
+        let (mut p, mut w) = pair();
+        let frame = vec![7u8; RECORD_MAX];
+        let mut n = 0;
+        while p.push(Some(&frame)).unwrap() {
+            n += 1;
+        }
+        assert_eq!(n, AREA / (HDR + RECORD_MAX));
+        let mut buf = Vec::new();
+        assert_eq!(w.next(&mut buf, || false).unwrap(), Next::Frame);
+        assert!(p.push(Some(&frame)).unwrap());
+    }
+
+    #[test]
+    fn close_ends_the_worker_once_read() {
+        let (mut p, mut w) = pair();
+        assert!(p.push(Some(b"x")).unwrap());
+        p.close();
+        let mut buf = Vec::new();
+        assert_eq!(w.next(&mut buf, || false).unwrap(), Next::Frame);
+        assert_eq!(w.next(&mut buf, || false).unwrap(), Next::Closed);
+    }
+
+    #[test]
+    fn a_sleeping_worker_is_woken_by_a_push() {
+        let (mut p, mut w) = pair();
+        let t = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let r = w.next(&mut buf, || false);
+            (r, buf)
+        });
+        // Whether the worker is spinning or asleep, the push reaches it.
+        assert!(p.push(Some(b"wake")).unwrap());
+        let (r, buf) = t.join().unwrap();
+        assert_eq!(r, Ok(Next::Frame));
+        assert_eq!(buf, b"wake");
+    }
+
+    #[test]
+    fn lying_indexes_and_lengths_are_errors() {
+        let (p, _w) = pair();
+        let mut buf = Vec::new();
+        // A wrapped index: far more than the area ahead.
+        p.rings
+            .word(ctl::R_HEAD)
+            .store(0x8000_0000, Ordering::SeqCst);
+        assert!(p.peek(&mut buf).is_err());
+        // An index not on a record boundary.
+        p.rings.word(ctl::R_HEAD).store(12, Ordering::SeqCst);
+        assert!(p.peek(&mut buf).is_err());
+        // A record declaring more bytes than were published.
+        p.rings.header(RESULTS, 0, 1 << 30, KIND_FRAME);
+        p.rings.word(ctl::R_HEAD).store(16, Ordering::SeqCst);
+        assert!(p.peek(&mut buf).is_err());
+        // An unknown kind.
+        p.rings.header(RESULTS, 0, 0, 99);
+        assert!(p.peek(&mut buf).is_err());
+        // A wrap record that is not at the end of the area.
+        p.rings.header(RESULTS, 0, 8, KIND_WRAP);
+        assert!(p.peek(&mut buf).is_err());
+    }
+
+    #[test]
+    fn a_scribbled_own_index_is_seen() {
+        let (_p, w) = pair();
+        w.check_own().unwrap();
+        w.rings.word(ctl::R_HEAD).store(40, Ordering::SeqCst);
+        assert!(w.check_own().is_err());
+    }
+}
