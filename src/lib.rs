@@ -146,7 +146,9 @@ crate::test_support!();
 #[path = "fuzzing.rs"]
 pub mod __fuzz;
 pub mod connection;
+mod context;
 mod error;
+mod forkserver;
 mod managers;
 #[allow(unsafe_code)]
 mod platform;
@@ -160,6 +162,10 @@ mod synchronize;
 mod util;
 
 pub use connection::{Connection, pipe};
+pub use context::{
+    Context, START_METHOD_VAR, StartMethod, get_all_start_methods, get_context, get_start_method,
+    set_start_method,
+};
 pub use error::{Error, Result};
 pub use managers::{
     ArrayProxy, BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, DictProxy, EventProxy,

@@ -40,6 +40,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::context::StartMethod;
 use crate::error::{Error, Result};
 use crate::platform::fd;
 use crate::reduction::{self, FnRef};
@@ -97,6 +98,8 @@ pub struct PoolBuilder {
     maxtasks: Option<usize>,
     /// The pool-wide task timeout.
     task_timeout: Option<Duration>,
+    /// The workers' start method; `None`: the global one.
+    method: Option<StartMethod>,
 }
 
 impl fmt::Debug for PoolBuilder {
@@ -106,11 +109,34 @@ impl fmt::Debug for PoolBuilder {
             .field("initializer", &self.init.is_some())
             .field("maxtasksperchild", &self.maxtasks)
             .field("task_timeout", &self.task_timeout)
+            .field("start_method", &self.method)
             .finish()
     }
 }
 
 impl PoolBuilder {
+    /// Starts the workers with `method` instead of the global start method
+    /// ([`Context::pool_builder`](crate::Context::pool_builder) sets it).
+    ///
+    /// Python: `get_context(method).Pool(...)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiprocess as mp;
+    /// mp::init();
+    /// let pool = mp::Pool::builder()
+    ///     .processes(1)
+    ///     .start_method(mp::StartMethod::Forkserver)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(pool.apply(|x: i32| -x, 3).unwrap(), -3);
+    /// ```
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = Some(method);
+        self
+    }
+
     /// The number of worker processes (default: [`cpu_count`](crate::cpu_count)).
     ///
     /// Python: `Pool(processes=n)`.
@@ -202,6 +228,7 @@ impl PoolBuilder {
             processes,
             maxtasks: self.maxtasks.map(|n| n as u64),
             task_timeout: self.task_timeout,
+            method: crate::context::method_for_start(self.method),
             init: Mutex::new(init),
             thread: Mutex::new(None),
             thread_id: OnceLock::new(),
@@ -298,6 +325,7 @@ impl Pool {
             init: None,
             maxtasks: None,
             task_timeout: None,
+            method: None,
         }
     }
 

@@ -158,6 +158,8 @@ pub(crate) struct Inner {
     pub(crate) maxtasks: Option<u64>,
     /// The pool-wide task timeout.
     pub(crate) task_timeout: Option<Duration>,
+    /// How workers are started.
+    pub(crate) method: crate::context::StartMethod,
     /// The initializer; dropped (with the fds its argument holds) once the
     /// handler has exited.
     pub(crate) init: Mutex<Option<InitSpec>>,

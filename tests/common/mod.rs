@@ -73,7 +73,8 @@ pub fn shm_entries() -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-/// Children of this process (running or zombie), from /proc.
+/// Children of this process (running or zombie), from /proc; the forkserver
+/// (named `mp-forkserver`, kept for the program's life) is not counted.
 pub fn child_pids() -> Vec<(u32, char)> {
     let me = std::process::id();
     let mut out = Vec::new();
@@ -91,6 +92,9 @@ pub fn child_pids() -> Vec<(u32, char)> {
         let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
             continue;
         };
+        if stat.contains("(mp-forkserver)") {
+            continue;
+        }
         let mut fields = rest.split_whitespace();
         let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
         let ppid: u32 = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
