@@ -30,7 +30,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -40,7 +40,6 @@ use crate::platform::forkserver as os;
 use crate::platform::process::{Signal, kill};
 use crate::platform::{env, fd, spawn as os_spawn};
 use crate::reduction;
-use crate::spawn::{self, CHILD_FD_VAR};
 
 /// The variable that tells the server which inherited fd is its control socket.
 pub(crate) const SERVER_VAR: &str = "MULTIPROCESS_FORKSERVER";
@@ -53,8 +52,8 @@ struct Server {
     conn: Connection,
     /// The executable it runs (a new one is started if that changes).
     exe: PathBuf,
-    /// The thread that started it and reaps it.
-    reaper: JoinHandle<()>,
+    /// The thread that started it and reaps it; gives its exit code.
+    reaper: JoinHandle<Option<i32>>,
 }
 
 /// The server of this process, once started.
@@ -80,6 +79,27 @@ pub(crate) const SERVER_NAME: &str = "mp-forkserver";
 /// The fds that come with a [`Request`], in this order.
 const REQUEST_FDS: usize = 4;
 
+/// What `spawn` hands the forkserver (which sits below it): how to run the
+/// server and how the child side starts.
+pub(crate) struct Launch<'a> {
+    /// The executable the server runs.
+    pub(crate) exe: PathBuf,
+    /// Its argv.
+    pub(crate) argv: (OsString, Vec<OsString>),
+    /// How long the server may take to answer.
+    pub(crate) timeout: Duration,
+    /// The child's bootstrap variable, never passed on in an environment.
+    pub(crate) child_fd_var: &'a str,
+}
+
+/// The child side, as `spawn` provides it.
+pub(crate) struct ChildEntry {
+    /// Runs the bootstrap protocol over the given socket and exits.
+    pub(crate) run: fn(OwnedFd) -> !,
+    /// Reports a start-up failure and exits.
+    pub(crate) failed: fn(&str) -> !,
+}
+
 /// The server's answer.
 #[derive(Debug, Serialize, Deserialize)]
 enum Reply {
@@ -96,10 +116,10 @@ enum Reply {
 ///
 /// [`Error::Spawn`] if the server could not be started or refused (threads
 /// before `init()`, fork failure); [`Error::Io`] when out of fds.
-pub(crate) fn start_child(channel: OwnedFd) -> Result<u32> {
+pub(crate) fn start_child(channel: OwnedFd, launch: Launch<'_>) -> Result<u32> {
     let request = reduction::encode(&Request {
         env: std::env::vars_os()
-            .filter(|(k, _)| k != CHILD_FD_VAR && k != SERVER_VAR)
+            .filter(|(k, _)| k != launch.child_fd_var && k != SERVER_VAR)
             .collect(),
         umask: os::current_umask()?,
     })?;
@@ -109,26 +129,34 @@ pub(crate) fn start_child(channel: OwnedFd) -> Result<u32> {
         std::io::stdout().as_fd().try_clone_to_owned()?,
         std::io::stderr().as_fd().try_clone_to_owned()?,
     ];
-    let exe = spawn::executable();
+    let exe = launch.exe.clone();
     let mut guard = server();
     // A server that died (killed by someone) is replaced once.
-    let mut last = None;
+    let mut last = String::new();
     for _ in 0..2 {
         if guard.as_ref().is_none_or(|s| s.exe != exe) {
-            retire(guard.take());
-            *guard = Some(launch(&exe)?);
+            let _ = retire(guard.take());
+            *guard = Some(start_server(&launch)?);
         }
         let s = guard.as_ref().expect("a server was just started");
-        match ask(s, &request.bytes, &fds) {
+        match ask(s, &request.bytes, &fds, launch.timeout) {
             Ok(Reply::Forked(pid)) => return Ok(pid),
             Ok(Reply::Refused(why)) => return Err(Error::Spawn(why)),
             // It died (or never got to `init()`): one more try with a new one.
             Err(e @ (Error::Eof | Error::Io(_))) => {
-                retire(guard.take());
-                last = Some(e);
+                last = format!("{e}; {}", describe_exit(retire(guard.take())));
+            }
+            Err(Error::Timeout) => {
+                let pid = guard.as_ref().map_or(0, |s| s.pid);
+                let _ = retire(guard.take());
+                return Err(Error::Spawn(format!(
+                    "the forkserver (pid {pid}) did not start within {:?}; is mp::init() the \
+                     first line of main?",
+                    launch.timeout
+                )));
             }
             Err(e) => {
-                retire(guard.take());
+                let _ = retire(guard.take());
                 return Err(Error::Spawn(format!(
                     "the forkserver did not answer ({e}); is mp::init() the first line of main?"
                 )));
@@ -136,25 +164,22 @@ pub(crate) fn start_child(channel: OwnedFd) -> Result<u32> {
         }
     }
     Err(Error::Spawn(format!(
-        "the forkserver did not answer ({}); is mp::init() the first line of main?",
-        last.map_or_else(String::new, |e| e.to_string())
+        "the forkserver did not answer ({last}); is mp::init() the first line of main?"
     )))
 }
 
 /// Sends one request and reads the answer, within the start timeout.
-fn ask(s: &Server, request: &[u8], fds: &[OwnedFd]) -> Result<Reply> {
+fn ask(s: &Server, request: &[u8], fds: &[OwnedFd], timeout: Duration) -> Result<Reply> {
     s.conn.send_frame(request, fds)?;
-    let frame = s
-        .conn
-        .recv_frame(Some(Instant::now() + spawn::start_timeout()))?;
+    let frame = s.conn.recv_frame(Some(Instant::now() + timeout))?;
     reduction::decode(&frame.bytes, frame.fds)
 }
 
 /// Starts a server running `exe`, from a thread that then reaps it.
-fn launch(exe: &std::path::Path) -> Result<Server> {
+fn start_server(launch: &Launch<'_>) -> Result<Server> {
     let (ours, theirs) = fd::socketpair_stream()?;
-    let (arg0, args) = spawn::child_argv();
-    let exe_owned = exe.to_path_buf();
+    let (arg0, args) = launch.argv.clone();
+    let exe_owned = launch.exe.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     let reaper = std::thread::Builder::new()
         .name("multiprocess-forkserver".into())
@@ -171,9 +196,7 @@ fn launch(exe: &std::path::Path) -> Result<Server> {
             let _ = tx.send(started);
             // The server's parent-death signal follows this thread: it lives
             // exactly as long as the server does.
-            if let Some(pid) = pid {
-                crate::platform::process::reap_blocking(pid);
-            }
+            pid.and_then(crate::platform::process::reap_blocking)
         })?;
     let pid = match rx.recv() {
         Ok(r) => r?,
@@ -183,18 +206,27 @@ fn launch(exe: &std::path::Path) -> Result<Server> {
     Ok(Server {
         pid,
         conn: Connection::from_fd(ours, true, true),
-        exe: exe.to_path_buf(),
+        exe: launch.exe.clone(),
         reaper,
     })
 }
 
 /// Stops a server: closing the control socket ends it; SIGKILL in case it
-/// hangs; its thread reaps it.
-fn retire(server: Option<Server>) {
-    let Some(s) = server else { return };
+/// hangs; its thread reaps it. Its exit code, if it ran.
+fn retire(server: Option<Server>) -> Option<i32> {
+    let s = server?;
     s.conn.close();
     kill(s.pid, Signal::SIGKILL);
-    let _ = s.reaper.join();
+    s.reaper.join().ok().flatten()
+}
+
+/// "it exited with code 0" / "it was killed by signal 9".
+fn describe_exit(code: Option<i32>) -> String {
+    match code {
+        Some(c) if c < 0 => format!("it was killed by signal {}", -c),
+        Some(c) => format!("it exited with code {c}"),
+        None => "its exit status is unknown".into(),
+    }
 }
 
 /// At the program's normal exit, stop the server and reap it, so that it is
@@ -206,7 +238,7 @@ fn register_exit_handler() {
             // A thread that starts a child right now holds the lock: leave
             // the server to its end-of-file and parent-death signal.
             if let Ok(mut guard) = SERVER.try_lock() {
-                retire(guard.take());
+                let _ = retire(guard.take());
             }
         }
         let _ = os_spawn::at_exit(stop_server);
@@ -217,17 +249,16 @@ fn register_exit_handler() {
 // The server side
 
 /// Runs this process as the forkserver; exits when the program does.
-pub(crate) fn run_server(var: OsString) -> ! {
+pub(crate) fn run_server(var: OsString, child: ChildEntry) -> ! {
     let conn = match var
         .to_str()
         .and_then(|s| s.parse().ok())
         .map(fd::adopt_inherited)
     {
         Some(Ok(fd)) => Connection::from_fd(fd, true, true),
-        _ => {
-            eprintln!("multiprocess: {SERVER_VAR}={var:?} does not name an inherited fd");
-            spawn::exit_child(spawn::EXIT_BOOTSTRAP_FAILED)
-        }
+        _ => (child.failed)(&format!(
+            "{SERVER_VAR}={var:?} does not name an inherited fd"
+        )),
     };
     // Dies with the program even after SIGKILL; end of file on `conn` is the
     // second guard (and covers a program that died before this call).
@@ -241,7 +272,7 @@ pub(crate) fn run_server(var: OsString) -> ! {
         let frame = match conn.recv_frame(None) {
             Ok(f) => f,
             // The program closed the socket, exited or was killed.
-            Err(_) => spawn::exit_child(0),
+            Err(_) => std::process::exit(0),
         };
         let reply = if threads != 1 {
             Reply::Refused(format!(
@@ -250,16 +281,22 @@ pub(crate) fn run_server(var: OsString) -> ! {
                  the spawn start method"
             ))
         } else {
-            serve(&conn, &name, frame.bytes, frame.fds)
+            serve(&conn, &name, &child, frame.bytes, frame.fds)
         };
         if conn.send(&reply).is_err() {
-            spawn::exit_child(0);
+            std::process::exit(0);
         }
     }
 }
 
 /// Forks one child for a request; in the child, never returns.
-fn serve(conn: &Connection, name: &str, bytes: Vec<u8>, fds: Vec<OwnedFd>) -> Reply {
+fn serve(
+    conn: &Connection,
+    name: &str,
+    child: &ChildEntry,
+    bytes: Vec<u8>,
+    fds: Vec<OwnedFd>,
+) -> Reply {
     let request = match reduction::decode::<Request>(&bytes, Vec::new()) {
         Ok(r) => r,
         Err(e) => return Reply::Refused(format!("the forkserver got a bad request: {e}")),
@@ -269,13 +306,19 @@ fn serve(conn: &Connection, name: &str, bytes: Vec<u8>, fds: Vec<OwnedFd>) -> Re
     };
     match os::fork_as_sibling() {
         Ok(Some(pid)) => Reply::Forked(pid),
-        Ok(None) => become_child(conn, name, request, fds),
+        Ok(None) => become_child(conn, name, child, request, fds),
         Err(e) => Reply::Refused(format!("the forkserver could not fork: {e}")),
     }
 }
 
 /// The new process: takes the parent's state, then runs the child bootstrap.
-fn become_child(conn: &Connection, name: &str, request: Request, fds: [OwnedFd; REQUEST_FDS]) -> ! {
+fn become_child(
+    conn: &Connection,
+    name: &str,
+    child: &ChildEntry,
+    request: Request,
+    fds: [OwnedFd; REQUEST_FDS],
+) -> ! {
     // The control socket is the server's alone.
     conn.close();
     let _ = os::set_process_name(name);
@@ -285,9 +328,8 @@ fn become_child(conn: &Connection, name: &str, request: Request, fds: [OwnedFd; 
     let applied = os::change_dir(cwd.as_fd())
         .and_then(|()| os::take_std_streams(stdout.as_fd(), stderr.as_fd()));
     if let Err(e) = applied {
-        eprintln!("multiprocess: child start-up failed: cannot take the parent's state: {e}");
-        spawn::exit_child(spawn::EXIT_BOOTSTRAP_FAILED);
+        (child.failed)(&format!("cannot take the parent's state: {e}"));
     }
     drop((cwd, stdout, stderr));
-    spawn::run_child_on(channel)
+    (child.run)(channel)
 }

@@ -271,7 +271,7 @@ pub struct Process {
     closed: Option<Closed>,
     /// The start method of a `Process` made from a [`Context`](crate::Context);
     /// `None`: the global one at `start()`.
-    method: Option<crate::context::StartMethod>,
+    method: Option<crate::context::method::StartMethod>,
 }
 
 /// What a closed `Process` remembers.
@@ -347,7 +347,10 @@ impl Process {
     }
 
     /// This process, started with `method` whatever the global one is.
-    pub(crate) fn with_start_method(mut self, method: crate::context::StartMethod) -> Process {
+    pub(crate) fn with_start_method(
+        mut self,
+        method: crate::context::method::StartMethod,
+    ) -> Process {
         self.method = Some(method);
         self
     }
@@ -431,7 +434,7 @@ impl Process {
             identity: self.identity.clone(),
             daemon: self.daemon,
             quiet_panics: false,
-            method: crate::context::method_for_start(self.method),
+            method: crate::context::method::method_for_start(self.method),
             call,
         })?;
         let shared = Arc::new(Shared {

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::connection::Connection;
-use crate::context::StartMethod;
+use crate::context::method::StartMethod;
 use crate::error::{Error, Result};
 use crate::platform::process::{Signal, kill, kill_self, reap_blocking};
 use crate::platform::{fd, spawn as os_spawn};
@@ -190,7 +190,13 @@ pub fn init() {
     }
     if let Some(var) = std::env::var_os(crate::forkserver::SERVER_VAR) {
         crate::platform::env::remove_var(crate::forkserver::SERVER_VAR);
-        crate::forkserver::run_server(var)
+        crate::forkserver::run_server(
+            var,
+            crate::forkserver::ChildEntry {
+                run: run_child_on,
+                failed: bootstrap_failed,
+            },
+        )
     }
     let Some(var) = std::env::var_os(CHILD_FD_VAR) else {
         return;
@@ -337,7 +343,15 @@ pub(crate) fn start(spec: StartSpec) -> Result<Child> {
             pid
         }
         // The server gets `theirs` and closes its copy once the child has it.
-        StartMethod::Forkserver => crate::forkserver::start_child(theirs)?,
+        StartMethod::Forkserver => crate::forkserver::start_child(
+            theirs,
+            crate::forkserver::Launch {
+                exe: executable(),
+                argv: child_argv(),
+                timeout: start_timeout(),
+                child_fd_var: CHILD_FD_VAR,
+            },
+        )?,
     };
     let pidfd = fd::pidfd_open(pid)?;
     let child = Child {

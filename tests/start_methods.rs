@@ -258,10 +258,19 @@ fn test_forkserver_children_are_ours() {
     warm_forkserver();
     let leaks = LeakCheck::new();
     let server = own_forkserver().expect("the forkserver is a child of this process");
-    let mut p = mp::get_context(Forkserver).process(|_: ()| park_forever(), ());
+    let (ours, theirs) = mp::pipe(true).unwrap();
+    let mut p = mp::get_context(Forkserver).process(
+        |conn: mp::Connection| {
+            conn.send(&()).unwrap();
+            park_forever()
+        },
+        theirs,
+    );
     within(LONG, "start", move || {
         p.start().unwrap();
         let pid = p.pid().unwrap();
+        // Running its target: past the start-up.
+        ours.recv::<()>().unwrap();
         // Our child, not the server's, and no longer named as the server
         // (it takes back the name the server had from its exec, as a
         // spawned child has).
@@ -412,6 +421,43 @@ fn test_build_check_under_forkserver() {
         other => panic!("expected a Spawn error for another build, got {other:?}"),
     }
     // The next child replaces the other build's server with ours.
+    warm_forkserver();
+    leaks.check();
+}
+
+/// Starts a forkserver child of `exe` (a binary other than this one).
+fn forkserver_with(exe: &str) -> mp::Result<()> {
+    mp::set_executable(exe);
+    let mut p = mp::get_context(Forkserver).process(|_: ()| (), ());
+    let started = p.start();
+    mp::reset_executable();
+    started
+}
+
+// TestNoForkBomb under forkserver: the server is the binary run again, so a
+// `main` without `mp::init()` runs (and exits, or hangs) in the server.
+#[test]
+fn test_forkserver_start_guards() {
+    let _g = serial();
+    warm_forkserver();
+    let leaks = LeakCheck::new();
+    within(LONG, "the forkserver's start guards", || {
+        match forkserver_with(env!("CARGO_BIN_EXE_mp-test-no-init")) {
+            Err(mp::Error::Spawn(msg)) => {
+                assert!(msg.contains("mp::init()"), "{msg}");
+                assert!(msg.contains("exited with code 0"), "{msg}");
+            }
+            other => panic!("expected a Spawn error for a missing init(), got {other:?}"),
+        }
+        mp::set_start_timeout(Duration::from_millis(1500));
+        let hung = forkserver_with(env!("CARGO_BIN_EXE_mp-test-no-init-hang"));
+        mp::set_start_timeout(Duration::from_secs(30));
+        match hung {
+            Err(mp::Error::Spawn(msg)) => assert!(msg.contains("did not start"), "{msg}"),
+            other => panic!("expected a Spawn error for a hanging server, got {other:?}"),
+        }
+    });
+    // The next child gets a server of this binary again.
     warm_forkserver();
     leaks.check();
 }

@@ -40,7 +40,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::context::StartMethod;
+use crate::context::method::StartMethod;
 use crate::error::{Error, Result};
 use crate::platform::fd;
 use crate::reduction::{self, FnRef};
@@ -228,7 +228,7 @@ impl PoolBuilder {
             processes,
             maxtasks: self.maxtasks.map(|n| n as u64),
             task_timeout: self.task_timeout,
-            method: crate::context::method_for_start(self.method),
+            method: crate::context::method::method_for_start(self.method),
             init: Mutex::new(init),
             thread: Mutex::new(None),
             thread_id: OnceLock::new(),

@@ -159,7 +159,7 @@ pub(crate) struct Inner {
     /// The pool-wide task timeout.
     pub(crate) task_timeout: Option<Duration>,
     /// How workers are started.
-    pub(crate) method: crate::context::StartMethod,
+    pub(crate) method: crate::context::method::StartMethod,
     /// The initializer; dropped (with the fds its argument holds) once the
     /// handler has exited.
     pub(crate) init: Mutex<Option<InitSpec>>,

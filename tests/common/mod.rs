@@ -113,8 +113,26 @@ pub struct LeakCheck {
     shm: BTreeSet<String>,
 }
 
+/// Under the forkserver start method (`MULTIPROCESS_START_METHOD=forkserver`),
+/// starts this test binary's forkserver once, so that its control socket and
+/// the server itself (kept for the program's life) predate every leak check.
+fn start_forkserver_first() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if multiprocess::get_start_method() != multiprocess::StartMethod::Forkserver {
+            return;
+        }
+        let mut p = multiprocess::Process::new(|_: ()| (), ());
+        // A binary without `test_support!()` starts no process: nothing to do.
+        if p.start().is_ok() {
+            let _ = p.join();
+        }
+    });
+}
+
 impl LeakCheck {
     pub fn new() -> Self {
+        start_forkserver_first();
         LeakCheck {
             fds: open_fds(),
             shm: shm_entries(),
