@@ -120,7 +120,7 @@ static SET_EXPLICITLY: AtomicBool = AtomicBool::new(false);
 static CHILD_STARTED: AtomicBool = AtomicBool::new(false);
 
 /// Sets the start method of this program's children (those not made from a
-/// [`Context`]).
+/// [`Context`](crate::Context)).
 ///
 /// Call it once, early. Calling it again with the method already in force is
 /// fine; with another one after an earlier call or after a child was started
