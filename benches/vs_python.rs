@@ -274,6 +274,7 @@ impl Slot {
             Slot::Ours(x) if x.side == Side::Baseline => ("os_baseline", x.name),
             Slot::Ours(x) => ("multiprocess", x.name),
             Slot::Python("spawn") => ("cpython_spawn", w.name),
+            Slot::Python("forkserver") => ("cpython_forkserver", w.name),
             Slot::Python(_) => ("cpython_fork", w.name),
             Slot::Bare(b) => ("os_baseline", b.name),
         }
@@ -323,6 +324,9 @@ fn run(workloads: &[Workload], quick: bool, repeats: usize) -> Result<Value> {
         let mut slots = vec![Slot::Ours(*w)];
         if w.side == Side::Both {
             slots.extend([Slot::Python("spawn"), Slot::Python("fork")]);
+            if is_start_method_row(w.name) {
+                slots.push(Slot::Python("forkserver"));
+            }
         }
         let bare = w.baseline.and_then(find);
         slots.extend(bare.map(Slot::Bare));
@@ -418,9 +422,23 @@ fn python_version() -> Result<String> {
         .to_string())
 }
 
+/// The rows that start processes (`spawn_join_ms`, `pool_startup_ms` and
+/// their `[method]` variants), which CPython's forkserver runs too.
+fn is_start_method_row(name: &str) -> bool {
+    let base = python_name(name);
+    base == "spawn_join_ms" || base == "pool_startup_ms"
+}
+
+/// The CPython workload of a row: `spawn_join_ms[forkserver]` is CPython's
+/// `spawn_join_ms` (its start methods are the columns).
+fn python_name(name: &str) -> &str {
+    name.split_once('[').map_or(name, |(base, _)| base)
+}
+
 /// Runs one workload once in CPython and returns its figure, after checking
 /// that the script ran the same count and that its own checks passed.
 fn run_python(name: &str, method: &str, cfg: &Cfg) -> Result<f64> {
+    let name = python_name(name);
     let mut cmd = Command::new("python3");
     cmd.arg(SCRIPT)
         .args(["--start-method", method, "--count", &cfg.n.to_string()]);
@@ -680,8 +698,15 @@ fn print_table(doc: &Value, workloads: &[Workload]) {
     let res = |imp: &str, w: &str| doc["results"][imp][w].as_f64();
     println!();
     println!(
-        "{:<34} {:>6} {:>13} {:>13} {:>13} {:>8} {:>6}",
-        "workload", "better", "multiprocess", "CPython spawn", "CPython fork", "ratio", "load"
+        "{:<34} {:>6} {:>13} {:>13} {:>13} {:>13} {:>8} {:>6}",
+        "workload",
+        "better",
+        "multiprocess",
+        "CPython spawn",
+        "CPython fork",
+        "CPython fsrv",
+        "ratio",
+        "load"
     );
     for w in workloads {
         let better = if w.better == Better::Lower {
@@ -693,9 +718,10 @@ fn print_table(doc: &Value, workloads: &[Workload]) {
         if w.side == Side::Baseline {
             let v = res("os_baseline", w.name);
             println!(
-                "{:<34} {better:>6} {:>13} {:>13} {:>13} {:>8} {load:>6.2}",
+                "{:<34} {better:>6} {:>13} {:>13} {:>13} {:>13} {:>8} {load:>6.2}",
                 w.name,
                 fmt(v),
+                "-",
                 "-",
                 "-",
                 "-"
@@ -704,18 +730,22 @@ fn print_table(doc: &Value, workloads: &[Workload]) {
         }
         let ours = res("multiprocess", w.name);
         let (sp, fk) = (res("cpython_spawn", w.name), res("cpython_fork", w.name));
-        // Against the better of CPython's two start methods.
-        let best = match (sp, fk, w.better) {
-            (Some(a), Some(b), Better::Lower) => Some(a.min(b)),
-            (Some(a), Some(b), Better::Higher) => Some(a.max(b)),
-            (a, b, _) => a.or(b),
-        };
+        let fs = res("cpython_forkserver", w.name);
+        // Against the best of CPython's start methods measured on this row.
+        let best = [sp, fk, fs]
+            .into_iter()
+            .flatten()
+            .reduce(|a, b| match w.better {
+                Better::Lower => a.min(b),
+                Better::Higher => a.max(b),
+            });
         let r = match (ours, best) {
             (Some(o), Some(t)) => format!("{:.2}x", ratio(w.better, o, t)),
             _ => "-".into(),
         };
+        let fs = if fs.is_some() { fmt(fs) } else { "-".into() };
         println!(
-            "{:<34} {better:>6} {:>13} {:>13} {:>13} {r:>8} {load:>6.2}",
+            "{:<34} {better:>6} {:>13} {:>13} {:>13} {fs:>13} {r:>8} {load:>6.2}",
             w.name,
             fmt(ours),
             fmt(sp),
@@ -723,7 +753,7 @@ fn print_table(doc: &Value, workloads: &[Workload]) {
         );
     }
     println!(
-        "\nratio: multiprocess against the better CPython start method; > 1 means multiprocess is better.\n\
+        "\nratio: multiprocess against the best CPython start method of the row; > 1 means multiprocess is better.\n\
          load: CPU cores kept busy by other processes during the row (from /proc/stat minus this bench's own)."
     );
     let mut header = false;

@@ -148,8 +148,10 @@ crate::test_support!();
 #[path = "fuzzing.rs"]
 pub mod __fuzz;
 pub mod connection;
+mod context;
 pub mod dummy;
 mod error;
+mod forkserver;
 pub mod futures;
 mod managers;
 #[allow(unsafe_code)]
@@ -165,6 +167,10 @@ mod synchronize;
 mod util;
 
 pub use connection::{Connection, pipe};
+pub use context::{
+    Context, START_METHOD_VAR, StartMethod, get_all_start_methods, get_context, get_start_method,
+    set_start_method,
+};
 pub use dummy::Pool as ThreadPool;
 pub use error::{Error, Result};
 pub use managers::{

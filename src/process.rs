@@ -270,6 +270,9 @@ pub struct Process {
     running: Option<Running>,
     /// Set by `close()`: what stays readable afterwards.
     closed: Option<Closed>,
+    /// The start method of a `Process` made from a [`Context`](crate::Context);
+    /// `None`: the global one at `start()`.
+    method: Option<crate::context::method::StartMethod>,
 }
 
 /// What a closed `Process` remembers.
@@ -340,7 +343,17 @@ impl Process {
             call: Some(PreparedCall::main(target, arg)),
             running: None,
             closed: None,
+            method: None,
         }
+    }
+
+    /// This process, started with `method` whatever the global one is.
+    pub(crate) fn with_start_method(
+        mut self,
+        method: crate::context::method::StartMethod,
+    ) -> Process {
+        self.method = Some(method);
+        self
     }
 
     /// Renames the process (before or after `start()`; the child sees the name it
@@ -422,6 +435,7 @@ impl Process {
             identity: self.identity.clone(),
             daemon: self.daemon,
             quiet_panics: false,
+            method: crate::context::method::method_for_start(self.method),
             call,
         })?;
         let shared = Arc::new(Shared {

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::connection::Connection;
+use crate::context::method::StartMethod;
 use crate::error::{Error, Result};
 use crate::platform::process::{Signal, kill, kill_self, reap_blocking};
 use crate::platform::{fd, spawn as os_spawn};
@@ -188,6 +189,16 @@ pub fn init() {
     if INITIALIZED.swap(true, Ordering::AcqRel) {
         return;
     }
+    if let Some(var) = std::env::var_os(crate::forkserver::SERVER_VAR) {
+        crate::platform::env::remove_var(crate::forkserver::SERVER_VAR);
+        crate::forkserver::run_server(
+            var,
+            crate::forkserver::ChildEntry {
+                run: run_child_on,
+                failed: bootstrap_failed,
+            },
+        )
+    }
     // The shared-memory tracker runs here (and never returns), or this child
     // adopts its parent's tracker pipe.
     crate::shared_memory::tracker::on_init();
@@ -251,6 +262,8 @@ pub(crate) struct StartSpec {
     pub(crate) daemon: bool,
     /// Report panics instead of printing them.
     pub(crate) quiet_panics: bool,
+    /// How to start it.
+    pub(crate) method: StartMethod,
     /// The function and its encoded argument.
     pub(crate) call: PreparedCall,
 }
@@ -299,7 +312,8 @@ pub fn reset_executable() {
     }
 }
 
-fn executable() -> std::path::PathBuf {
+/// The executable children (and the forkserver) run.
+pub(crate) fn executable() -> std::path::PathBuf {
     EXECUTABLE
         .get()
         .and_then(|c| c.lock().unpoison().clone())
@@ -319,26 +333,38 @@ pub(crate) fn start(spec: StartSpec) -> Result<Child> {
     let PreparedCall { target, payload } = spec.call;
     let payload = payload?;
     let (ours, theirs) = fd::socketpair_stream()?;
-    let mut args = std::env::args_os();
-    let arg0 = args
-        .next()
-        .unwrap_or_else(|| OsString::from("multiprocess-child"));
-    let exe = executable();
-    // The shared-memory tracker's pipe, when this process has one: the child
-    // is part of the same program (see `shared_memory::tracker`).
-    let tracker = crate::shared_memory::tracker::inheritable();
-    let pid = os_spawn::spawn_child(os_spawn::SpawnSpec {
-        exe: &exe,
-        arg0,
-        args: args.collect(),
-        fd_var: CHILD_FD_VAR,
-        channel: theirs.as_fd(),
-        extra: tracker
-            .as_ref()
-            .map(|fd| (fd.as_fd(), crate::shared_memory::tracker::FD_VAR)),
-    })?;
-    drop(tracker);
-    drop(theirs);
+    let pid = match spec.method {
+        StartMethod::Spawn => {
+            let (arg0, args) = child_argv();
+            // The shared-memory tracker's pipe, when this process has one:
+            // the child is part of the same program (see
+            // `shared_memory::tracker`).
+            let tracker = crate::shared_memory::tracker::inheritable();
+            let pid = os_spawn::spawn_child(os_spawn::SpawnSpec {
+                exe: &executable(),
+                arg0,
+                args,
+                fd_var: CHILD_FD_VAR,
+                channel: theirs.as_fd(),
+                extra: tracker
+                    .as_ref()
+                    .map(|fd| (fd.as_fd(), crate::shared_memory::tracker::FD_VAR)),
+            })?;
+            drop(tracker);
+            drop(theirs);
+            pid
+        }
+        // The server gets `theirs` and closes its copy once the child has it.
+        StartMethod::Forkserver => crate::forkserver::start_child(
+            theirs,
+            crate::forkserver::Launch {
+                exe: executable(),
+                argv: child_argv(),
+                timeout: start_timeout(),
+                child_fd_var: CHILD_FD_VAR,
+            },
+        )?,
+    };
     let pidfd = fd::pidfd_open(pid)?;
     let child = Child {
         pid,
@@ -372,6 +398,16 @@ pub(crate) fn start(spec: StartSpec) -> Result<Child> {
         )));
     }
     Ok(child)
+}
+
+/// The argv of a child: this process's own, so that the code before `init()`
+/// sees the same command line.
+pub(crate) fn child_argv() -> (OsString, Vec<OsString>) {
+    let mut args = std::env::args_os();
+    let arg0 = args
+        .next()
+        .unwrap_or_else(|| OsString::from("multiprocess-child"));
+    (arg0, args.collect())
 }
 
 fn send_bootstrap(conn: &Connection, boot: &Bootstrap, payload: &Encoded) -> Result<()> {
@@ -442,17 +478,23 @@ impl Child {
 
 /// Runs this process as a child and exits.
 fn run_child(var: OsString) -> ! {
-    fd::ignore_sigpipe();
-    let conn = match var
+    match var
         .to_str()
         .and_then(|s| s.parse().ok())
         .map(fd::adopt_inherited)
     {
-        Some(Ok(fd)) => Connection::from_fd(fd, true, true),
+        Some(Ok(fd)) => run_child_on(fd),
         _ => bootstrap_failed(&format!(
             "{CHILD_FD_VAR}={var:?} does not name an inherited fd"
         )),
-    };
+    }
+}
+
+/// Runs this process as a child whose bootstrap socket is `channel` (spawned,
+/// or forked by the forkserver) and exits.
+pub(crate) fn run_child_on(channel: OwnedFd) -> ! {
+    fd::ignore_sigpipe();
+    let conn = Connection::from_fd(channel, true, true);
     let deadline = Some(Instant::now() + DEFAULT_START_TIMEOUT);
     let first = match conn.recv_frame(deadline) {
         Ok(f) => f.bytes,

@@ -13,7 +13,9 @@ use multiprocess as mp;
 
 fn run_with(exe: &str) -> (mp::Result<()>, Option<i32>) {
     mp::set_executable(exe);
-    let mut p = mp::Process::new(|x: u32| assert_eq!(x, 1), 1u32);
+    // Spawn's guards (a child process that starts and fails); the forkserver's
+    // are in tests/start_methods.rs.
+    let mut p = mp::get_context(mp::StartMethod::Spawn).process(|x: u32| assert_eq!(x, 1), 1u32);
     let started = p.start();
     mp::reset_executable();
     if let Err(e) = started {

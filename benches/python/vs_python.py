@@ -4,7 +4,7 @@ and checks as benches/vs_python/*.rs, with CPython's multiprocessing.
 
 Standard library only. Usage:
 
-    python3 benches/python/vs_python.py --start-method spawn|fork [--quick]
+    python3 benches/python/vs_python.py --start-method spawn|fork|forkserver [--quick]
         [--count N] [WORKLOAD ...]
 
 Runs the named workloads (all when none is named) and prints one JSON object
@@ -531,7 +531,7 @@ assert set(WORKLOADS) == set(COUNTS)
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--start-method", choices=["spawn", "fork"], required=True)
+    ap.add_argument("--start-method", choices=["spawn", "fork", "forkserver"], required=True)
     ap.add_argument("--quick", action="store_true", help="10x fewer iterations")
     ap.add_argument("--count", type=int, help="override the count (one workload only)")
     ap.add_argument("workloads", nargs="*", help="workload names (default: all)")

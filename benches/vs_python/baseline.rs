@@ -28,6 +28,16 @@ pub const WORKLOADS: &[Workload] = &[
         run: baseline_fork_exec_wait_ms,
     },
     Workload {
+        name: "baseline_fork_wait_ms",
+        better: Better::Lower,
+        side: Side::Baseline,
+        count: 200,
+        quick_count: 20,
+        baseline: None,
+        what: "bare fork of this bench process (the child _exits at once) + waitpid",
+        run: baseline_fork_wait_ms,
+    },
+    Workload {
         name: "baseline_posix_spawn_wait_ms",
         better: Better::Lower,
         side: Side::Baseline,
@@ -141,6 +151,23 @@ pub fn baseline_fork_exec_wait_ms(cfg: &Cfg) -> Result<Option<f64>> {
                 libc::_exit(127)
             }
         })?;
+        wait_ok(pid)
+    };
+    once()?;
+    let t0 = Instant::now();
+    for _ in 0..cfg.n {
+        once()?;
+    }
+    Ok(Some(t0.elapsed().as_secs_f64() * 1e3 / cfg.n as f64))
+}
+
+/// Bare `fork()` of this bench process, the child `_exit(0)` at once,
+/// `waitpid()`: the kernel's part of a forkserver start (the server is a
+/// smaller process than this one, so its fork is cheaper still). One untimed
+/// warm-up, then the mean of `cfg.n` in ms.
+pub fn baseline_fork_wait_ms(cfg: &Cfg) -> Result<Option<f64>> {
+    let once = || -> Result<()> {
+        let pid = fork_child(|| exit_child(true))?;
         wait_ok(pid)
     };
     once()?;

@@ -17,8 +17,28 @@ pub const WORKLOADS: &[Workload] = &[
         count: 10,
         quick_count: 1,
         baseline: None,
-        what: "Pool(2) up, one apply, close, join; per pool",
+        what: "Pool(2) up, one apply, close, join; per pool (the default start method)",
         run: pool_startup_ms,
+    },
+    Workload {
+        name: "pool_startup_ms[spawn]",
+        better: Better::Lower,
+        side: Side::Both,
+        count: 10,
+        quick_count: 1,
+        baseline: None,
+        what: "Pool(2) up, one apply, close, join; per pool, workers by spawn",
+        run: pool_startup_ms_spawn,
+    },
+    Workload {
+        name: "pool_startup_ms[forkserver]",
+        better: Better::Lower,
+        side: Side::Both,
+        count: 10,
+        quick_count: 1,
+        baseline: None,
+        what: "Pool(2) up, one apply, close, join; per pool, workers by the forkserver",
+        run: pool_startup_ms_forkserver,
     },
     Workload {
         name: "pool_map_tasks_per_s",
@@ -78,10 +98,27 @@ pub const WORKLOADS: &[Workload] = &[
 ///
 /// CPython: `pool_startup_ms` in vs_python.py.
 pub fn pool_startup_ms(cfg: &Cfg) -> Result<Option<f64>> {
+    pool_startup_ms_with(cfg, mp::get_start_method())
+}
+
+/// `pool_startup_ms` with spawn.
+pub fn pool_startup_ms_spawn(cfg: &Cfg) -> Result<Option<f64>> {
+    pool_startup_ms_with(cfg, mp::StartMethod::Spawn)
+}
+
+/// `pool_startup_ms` with the forkserver.
+pub fn pool_startup_ms_forkserver(cfg: &Cfg) -> Result<Option<f64>> {
+    pool_startup_ms_with(cfg, mp::StartMethod::Forkserver)
+}
+
+fn pool_startup_ms_with(cfg: &Cfg, method: mp::StartMethod) -> Result<Option<f64>> {
     let mut total = 0.0;
     for round in 0..=cfg.n {
         let t0 = Instant::now();
-        let pool = mp::Pool::new(2)?;
+        let pool = mp::get_context(method)
+            .pool_builder()
+            .processes(2)
+            .build()?;
         ensure!(pool.apply(square, 7)? == 49, "pool_startup: wrong result");
         pool.close();
         pool.join()?;

@@ -288,6 +288,7 @@ impl Manager {
             identity,
             daemon: true,
             quiet_panics: true,
+            method: crate::context::method::method_for_start(None),
             call,
         })?;
         let ready = child.wait_started(None).and_then(|()| {

@@ -42,6 +42,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::context::method::StartMethod;
 use crate::error::{Error, Result};
 use crate::platform::fd;
 use crate::reduction::{self, FnRef};
@@ -103,6 +104,8 @@ pub struct PoolBuilder {
     task_timeout: Option<Duration>,
     /// `max_memory_per_child`, in bytes.
     max_memory: Option<u64>,
+    /// The workers' start method; `None`: the global one.
+    method: Option<StartMethod>,
 }
 
 impl fmt::Debug for PoolBuilder {
@@ -113,11 +116,34 @@ impl fmt::Debug for PoolBuilder {
             .field("maxtasksperchild", &self.maxtasks)
             .field("task_timeout", &self.task_timeout)
             .field("max_memory_per_child", &self.max_memory)
+            .field("start_method", &self.method)
             .finish()
     }
 }
 
 impl PoolBuilder {
+    /// Starts the workers with `method` instead of the global start method
+    /// ([`Context::pool_builder`](crate::Context::pool_builder) sets it).
+    ///
+    /// Python: `get_context(method).Pool(...)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiprocess as mp;
+    /// mp::init();
+    /// let pool = mp::Pool::builder()
+    ///     .processes(1)
+    ///     .start_method(mp::StartMethod::Forkserver)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(pool.apply(|x: i32| -x, 3).unwrap(), -3);
+    /// ```
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = Some(method);
+        self
+    }
+
     /// The number of worker processes (default: [`cpu_count`](crate::cpu_count)).
     ///
     /// Python: `Pool(processes=n)`.
@@ -234,6 +260,7 @@ impl PoolBuilder {
             maxtasks: self.maxtasks.map(|n| n as u64),
             task_timeout: self.task_timeout,
             max_memory: self.max_memory,
+            method: crate::context::method::method_for_start(self.method),
             init: Mutex::new(init),
             thread: Mutex::new(None),
             thread_id: OnceLock::new(),
@@ -331,6 +358,7 @@ impl Pool {
             maxtasks: None,
             task_timeout: None,
             max_memory: None,
+            method: None,
         }
     }
 

@@ -173,6 +173,8 @@ pub(crate) struct Inner {
     pub(crate) task_timeout: Option<Duration>,
     /// Retire a worker whose resident memory is above this after a task.
     pub(crate) max_memory: Option<u64>,
+    /// How workers are started.
+    pub(crate) method: crate::context::method::StartMethod,
     /// The initializer; dropped (with the fds its argument holds) once the
     /// handler has exited.
     pub(crate) init: Mutex<Option<InitSpec>>,

@@ -72,6 +72,7 @@ impl Inner {
             identity,
             daemon: true,
             quiet_panics: true,
+            method: self.method,
             call: PreparedCall {
                 target: FnRef::internal(child::worker_main),
                 payload: Ok(Encoded { bytes, fds }),

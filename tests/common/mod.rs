@@ -73,7 +73,8 @@ pub fn shm_entries() -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-/// Children of this process (running or zombie), from /proc.
+/// Children of this process (running or zombie), from /proc; the forkserver
+/// (named `mp-forkserver`, kept for the program's life) is not counted.
 pub fn child_pids() -> Vec<(u32, char)> {
     let me = std::process::id();
     let mut out = Vec::new();
@@ -91,6 +92,9 @@ pub fn child_pids() -> Vec<(u32, char)> {
         let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
             continue;
         };
+        if stat.contains("(mp-forkserver)") {
+            continue;
+        }
         let mut fields = rest.split_whitespace();
         let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
         let ppid: u32 = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -109,8 +113,26 @@ pub struct LeakCheck {
     shm: BTreeSet<String>,
 }
 
+/// Under the forkserver start method (`MULTIPROCESS_START_METHOD=forkserver`),
+/// starts this test binary's forkserver once, so that its control socket and
+/// the server itself (kept for the program's life) predate every leak check.
+fn start_forkserver_first() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if multiprocess::get_start_method() != multiprocess::StartMethod::Forkserver {
+            return;
+        }
+        let mut p = multiprocess::Process::new(|_: ()| (), ());
+        // A binary without `test_support!()` starts no process: nothing to do.
+        if p.start().is_ok() {
+            let _ = p.join();
+        }
+    });
+}
+
 impl LeakCheck {
     pub fn new() -> Self {
+        start_forkserver_first();
         LeakCheck {
             fds: open_fds(),
             shm: shm_entries(),

@@ -32,3 +32,22 @@ pub(crate) fn keep_freed_memory() {
         }
     }
 }
+
+/// Replaces this process's whole environment by `vars`.
+///
+/// Called only by a child the forkserver has just forked, before it runs
+/// anything else: the child is single-threaded then.
+pub(crate) fn replace_all(vars: &[(std::ffi::OsString, std::ffi::OsString)]) {
+    let old: Vec<_> = std::env::vars_os().map(|(k, _)| k).collect();
+    for k in old {
+        // SAFETY:
+        // - a child of the forkserver runs this first, while it is the only
+        //   thread of its process (the server is single-threaded and the
+        //   child is its copy), so nothing reads the environment concurrently.
+        unsafe { std::env::remove_var(k) };
+    }
+    for (k, v) in vars {
+        // SAFETY: as above.
+        unsafe { std::env::set_var(k, v) };
+    }
+}

@@ -2,6 +2,7 @@
 
 pub(crate) mod env;
 pub(crate) mod fd;
+pub(crate) mod forkserver;
 pub(crate) mod futex;
 pub(crate) mod named_shm;
 pub(crate) mod process;

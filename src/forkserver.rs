@@ -1,0 +1,339 @@
+//! The forkserver start method: CPython's `forkserver.py`, with children that
+//! stay the program's own.
+//!
+//! # How it works
+//!
+//! 1. At the first child that needs it, a thread of the program
+//!    (`multiprocess-forkserver`) runs the binary again, as spawn runs a child,
+//!    with `MULTIPROCESS_FORKSERVER=<n>` naming its end of a control socket.
+//!    The thread then waits for the server's exit and reaps it.
+//! 2. The server's [`init`](crate::init) sees the variable and never returns:
+//!    it has run only the code before `init()`. It asks the kernel for SIGKILL
+//!    when that thread (so the program) dies, then serves requests one at a
+//!    time; end of file on the control socket (the program exited or was
+//!    killed) ends it too.
+//! 3. A request is the parent's current environment and umask, with four fds:
+//!    the child's bootstrap socket, the working directory, stdout and stderr.
+//!    The server forks with `clone(CLONE_PARENT)`, so the new process is the
+//!    *program's* child (it waits for it, gets its exit code, sends it
+//!    signals, exactly as for a spawned child), and answers with its pid.
+//! 4. The new process closes the control socket, takes the environment,
+//!    umask, directory and streams, and runs the bootstrap protocol of
+//!    `spawn.rs` unchanged over its bootstrap socket: the build check, the
+//!    `Started` report, the start timeout.
+//!
+//! The server refuses to fork (every request gets an error) if the code
+//! before `init()` started threads: a fork copies only the calling thread.
+
+use std::ffi::OsString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::connection::Connection;
+use crate::error::{Error, Result};
+use crate::platform::forkserver as os;
+use crate::platform::process::{Signal, kill};
+use crate::platform::{env, fd, spawn as os_spawn};
+use crate::reduction;
+
+/// The variable that tells the server which inherited fd is its control socket.
+pub(crate) const SERVER_VAR: &str = "MULTIPROCESS_FORKSERVER";
+
+/// The running server, seen from the program.
+struct Server {
+    /// Its pid.
+    pid: u32,
+    /// The control socket.
+    conn: Connection,
+    /// The executable it runs (a new one is started if that changes).
+    exe: PathBuf,
+    /// The thread that started it and reaps it; gives its exit code.
+    reaper: JoinHandle<Option<i32>>,
+}
+
+/// The server of this process, once started.
+static SERVER: Mutex<Option<Server>> = Mutex::new(None);
+
+fn server() -> MutexGuard<'static, Option<Server>> {
+    SERVER.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a child needs of the parent's state at the moment it starts.
+#[derive(Debug, Serialize, Deserialize)]
+struct Request {
+    /// The parent's environment, without our own variables.
+    env: Vec<(OsString, OsString)>,
+    /// The parent's umask.
+    umask: u32,
+}
+
+/// The server's process name (`ps`, `/proc/<pid>/comm`), so that it is told
+/// apart from the children; each child takes back the program's name.
+pub(crate) const SERVER_NAME: &str = "mp-forkserver";
+
+/// The fds that come with a [`Request`], in this order.
+const REQUEST_FDS: usize = 4;
+
+/// What `spawn` hands the forkserver (which sits below it): how to run the
+/// server and how the child side starts.
+pub(crate) struct Launch<'a> {
+    /// The executable the server runs.
+    pub(crate) exe: PathBuf,
+    /// Its argv.
+    pub(crate) argv: (OsString, Vec<OsString>),
+    /// How long the server may take to answer.
+    pub(crate) timeout: Duration,
+    /// The child's bootstrap variable, never passed on in an environment.
+    pub(crate) child_fd_var: &'a str,
+}
+
+/// The child side, as `spawn` provides it.
+pub(crate) struct ChildEntry {
+    /// Runs the bootstrap protocol over the given socket and exits.
+    pub(crate) run: fn(OwnedFd) -> !,
+    /// Reports a start-up failure and exits.
+    pub(crate) failed: fn(&str) -> !,
+}
+
+/// The server's answer.
+#[derive(Debug, Serialize, Deserialize)]
+enum Reply {
+    /// The child's pid.
+    Forked(u32),
+    /// Why no child was made.
+    Refused(String),
+}
+
+/// Forks a child from the server (started now if need be) whose bootstrap
+/// socket is `channel`; returns its pid. The child is this process's child.
+///
+/// # Errors
+///
+/// [`Error::Spawn`] if the server could not be started or refused (threads
+/// before `init()`, fork failure); [`Error::Io`] when out of fds.
+pub(crate) fn start_child(channel: OwnedFd, launch: Launch<'_>) -> Result<u32> {
+    let request = reduction::encode(&Request {
+        env: std::env::vars_os()
+            .filter(|(k, _)| k != launch.child_fd_var && k != SERVER_VAR)
+            .collect(),
+        umask: os::current_umask()?,
+    })?;
+    let fds = vec![
+        channel,
+        os::open_cwd()?,
+        std::io::stdout().as_fd().try_clone_to_owned()?,
+        std::io::stderr().as_fd().try_clone_to_owned()?,
+    ];
+    let exe = launch.exe.clone();
+    let mut guard = server();
+    // A server that died (killed by someone) is replaced once.
+    let mut last = String::new();
+    for _ in 0..2 {
+        if guard.as_ref().is_none_or(|s| s.exe != exe) {
+            let _ = retire(guard.take());
+            *guard = Some(start_server(&launch)?);
+        }
+        let s = guard.as_ref().expect("a server was just started");
+        match ask(s, &request.bytes, &fds, launch.timeout) {
+            Ok(Reply::Forked(pid)) => return Ok(pid),
+            Ok(Reply::Refused(why)) => return Err(Error::Spawn(why)),
+            // It died (or never got to `init()`): one more try with a new one.
+            Err(e @ (Error::Eof | Error::Io(_))) => {
+                last = format!("{e}; {}", describe_exit(retire(guard.take())));
+            }
+            Err(Error::Timeout) => {
+                let pid = guard.as_ref().map_or(0, |s| s.pid);
+                let _ = retire(guard.take());
+                return Err(Error::Spawn(format!(
+                    "the forkserver (pid {pid}) did not start within {:?}; is mp::init() the \
+                     first line of main?",
+                    launch.timeout
+                )));
+            }
+            Err(e) => {
+                let _ = retire(guard.take());
+                return Err(Error::Spawn(format!(
+                    "the forkserver did not answer ({e}); is mp::init() the first line of main?"
+                )));
+            }
+        }
+    }
+    Err(Error::Spawn(format!(
+        "the forkserver did not answer ({last}); is mp::init() the first line of main?"
+    )))
+}
+
+/// Sends one request and reads the answer, within the start timeout.
+fn ask(s: &Server, request: &[u8], fds: &[OwnedFd], timeout: Duration) -> Result<Reply> {
+    s.conn.send_frame(request, fds)?;
+    let frame = s.conn.recv_frame(Some(Instant::now() + timeout))?;
+    reduction::decode(&frame.bytes, frame.fds)
+}
+
+/// Starts a server running `exe`, from a thread that then reaps it.
+fn start_server(launch: &Launch<'_>) -> Result<Server> {
+    let (ours, theirs) = fd::socketpair_stream()?;
+    let (arg0, args) = launch.argv.clone();
+    let exe_owned = launch.exe.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reaper = std::thread::Builder::new()
+        .name("multiprocess-forkserver".into())
+        .spawn(move || {
+            let started = os_spawn::spawn_child(os_spawn::SpawnSpec {
+                exe: &exe_owned,
+                arg0,
+                args,
+                fd_var: SERVER_VAR,
+                channel: theirs.as_fd(),
+                // The server holds no shared-memory tracker pipe: it may
+                // outlive the tracker's start, and what it forks is told
+                // nothing of it (docs/design.md, "Start methods").
+                extra: None,
+            });
+            drop(theirs);
+            let pid = started.as_ref().ok().copied();
+            let _ = tx.send(started);
+            // The server's parent-death signal follows this thread: it lives
+            // exactly as long as the server does.
+            pid.and_then(crate::platform::process::reap_blocking)
+        })?;
+    let pid = match rx.recv() {
+        Ok(r) => r?,
+        Err(_) => return Err(Error::Spawn("the forkserver thread died".into())),
+    };
+    register_exit_handler();
+    Ok(Server {
+        pid,
+        conn: Connection::from_fd(ours, true, true),
+        exe: launch.exe.clone(),
+        reaper,
+    })
+}
+
+/// Stops a server: closing the control socket ends it; SIGKILL in case it
+/// hangs; its thread reaps it. Its exit code, if it ran.
+fn retire(server: Option<Server>) -> Option<i32> {
+    let s = server?;
+    s.conn.close();
+    kill(s.pid, Signal::SIGKILL);
+    s.reaper.join().ok().flatten()
+}
+
+/// "it exited with code 0" / "it was killed by signal 9".
+fn describe_exit(code: Option<i32>) -> String {
+    match code {
+        Some(c) if c < 0 => format!("it was killed by signal {}", -c),
+        Some(c) => format!("it exited with code {c}"),
+        None => "its exit status is unknown".into(),
+    }
+}
+
+/// At the program's normal exit, stop the server and reap it, so that it is
+/// not left as a zombie for whoever inherits it.
+fn register_exit_handler() {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        extern "C" fn stop_server() {
+            // A thread that starts a child right now holds the lock: leave
+            // the server to its end-of-file and parent-death signal.
+            if let Ok(mut guard) = SERVER.try_lock() {
+                let _ = retire(guard.take());
+            }
+        }
+        let _ = os_spawn::at_exit(stop_server);
+    });
+}
+
+// ---------------------------------------------------------------------------
+// The server side
+
+/// Runs this process as the forkserver; exits when the program does.
+pub(crate) fn run_server(var: OsString, child: ChildEntry) -> ! {
+    let conn = match var
+        .to_str()
+        .and_then(|s| s.parse().ok())
+        .map(fd::adopt_inherited)
+    {
+        Some(Ok(fd)) => Connection::from_fd(fd, true, true),
+        _ => (child.failed)(&format!(
+            "{SERVER_VAR}={var:?} does not name an inherited fd"
+        )),
+    };
+    // Dies with the program even after SIGKILL; end of file on `conn` is the
+    // second guard (and covers a program that died before this call).
+    if let Err(e) = os::die_with_parent() {
+        eprintln!("multiprocess: forkserver: PR_SET_PDEATHSIG failed: {e}");
+    }
+    let threads = os::thread_count().unwrap_or(0);
+    let name = os::process_name().unwrap_or_default();
+    let _ = os::set_process_name(SERVER_NAME);
+    loop {
+        let frame = match conn.recv_frame(None) {
+            Ok(f) => f,
+            // The program closed the socket, exited or was killed.
+            Err(_) => std::process::exit(0),
+        };
+        let reply = if threads != 1 {
+            Reply::Refused(format!(
+                "the forkserver cannot fork: the code before mp::init() started threads ({threads} \
+                 running); a fork copies only one of them. Move mp::init() first in main or use \
+                 the spawn start method"
+            ))
+        } else {
+            serve(&conn, &name, &child, frame.bytes, frame.fds)
+        };
+        if conn.send(&reply).is_err() {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// Forks one child for a request; in the child, never returns.
+fn serve(
+    conn: &Connection,
+    name: &str,
+    child: &ChildEntry,
+    bytes: Vec<u8>,
+    fds: Vec<OwnedFd>,
+) -> Reply {
+    let request = match reduction::decode::<Request>(&bytes, Vec::new()) {
+        Ok(r) => r,
+        Err(e) => return Reply::Refused(format!("the forkserver got a bad request: {e}")),
+    };
+    let Ok(fds) = <[OwnedFd; REQUEST_FDS]>::try_from(fds) else {
+        return Reply::Refused("the forkserver got a request without its 4 fds".into());
+    };
+    match os::fork_as_sibling() {
+        Ok(Some(pid)) => Reply::Forked(pid),
+        Ok(None) => become_child(conn, name, child, request, fds),
+        Err(e) => Reply::Refused(format!("the forkserver could not fork: {e}")),
+    }
+}
+
+/// The new process: takes the parent's state, then runs the child bootstrap.
+fn become_child(
+    conn: &Connection,
+    name: &str,
+    child: &ChildEntry,
+    request: Request,
+    fds: [OwnedFd; REQUEST_FDS],
+) -> ! {
+    // The control socket is the server's alone.
+    conn.close();
+    let _ = os::set_process_name(name);
+    env::replace_all(&request.env);
+    os::set_umask(request.umask);
+    let [channel, cwd, stdout, stderr] = fds;
+    let applied = os::change_dir(cwd.as_fd())
+        .and_then(|()| os::take_std_streams(stdout.as_fd(), stderr.as_fd()));
+    if let Err(e) = applied {
+        (child.failed)(&format!("cannot take the parent's state: {e}"));
+    }
+    drop((cwd, stdout, stderr));
+    (child.run)(channel)
+}

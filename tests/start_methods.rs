@@ -1,0 +1,487 @@
+//! Start methods: `spawn` and `forkserver`, and the context API.
+//!
+//! CPython: `_TestStartMethod` (`test_context`, `test_set_get`,
+//! `test_get_all`) and the parts of `_TestProcess` each method must pass
+//! (exit codes, `kill`/`terminate`, a daemon whose parent dies), run under
+//! both methods; `_TestPool` smoke under forkserver. What CPython does not
+//! test and we promise: the child gets the parent's environment, working
+//! directory and umask at start time, the server is gone after the program
+//! exits or is SIGKILLed, and no fd or process is left.
+
+multiprocess::test_support!();
+mod common;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use common::{LONG, LeakCheck, SHORT, serial, within};
+use mp::StartMethod::{self, Forkserver, Spawn};
+use multiprocess as mp;
+
+const METHODS: [StartMethod; 2] = [Spawn, Forkserver];
+
+/// The forkserver's process name (`mp-forkserver`).
+const SERVER_NAME: &str = "mp-forkserver";
+
+/// `(pid, comm)` of the children of `parent`, from /proc.
+fn children_of(parent: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_string();
+        let ppid = stat[close + 1..].split_whitespace().nth(1);
+        if ppid.and_then(|p| p.parse::<u32>().ok()) == Some(parent) {
+            out.push((pid, comm));
+        }
+    }
+    out
+}
+
+/// The pid of this process's forkserver, if it runs one.
+fn own_forkserver() -> Option<u32> {
+    children_of(std::process::id())
+        .into_iter()
+        .find(|(_, comm)| comm == SERVER_NAME)
+        .map(|(pid, _)| pid)
+}
+
+/// Gone, or a zombie of someone else (reparented after its parent died).
+fn pid_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z')),
+    }
+}
+
+/// Polls /proc until `cond` holds (a hang guard loop, not synchronisation).
+fn wait_until(guard: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < guard, "hang: {what} not within {guard:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn park_forever() -> ! {
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Starts the forkserver of this test process before a leak check, so that
+/// its control socket (kept for the program's life) is not counted.
+fn warm_forkserver() {
+    let mut p = mp::get_context(Forkserver).process(|_: ()| (), ());
+    p.start().unwrap();
+    p.join().unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+}
+
+/// Starts `p` and waits for it, within a hang guard; its exit code.
+fn run(mut p: mp::Process) -> Option<i32> {
+    within(LONG, "run a child", move || {
+        p.start().unwrap();
+        p.join().unwrap();
+        p.exitcode()
+    })
+}
+
+// ---------------------------------------------------------------------------
+// _TestStartMethod: the API
+
+#[test]
+fn test_context() {
+    assert_eq!("spawn".parse::<StartMethod>().unwrap(), Spawn);
+    assert_eq!("forkserver".parse::<StartMethod>().unwrap(), Forkserver);
+    assert_eq!(Spawn.to_string(), "spawn");
+    assert_eq!(Forkserver.name(), "forkserver");
+    for m in METHODS {
+        assert_eq!(mp::get_context(m).start_method(), m);
+        assert_eq!(m.name().parse::<StartMethod>().unwrap(), m);
+    }
+    match "nonsense".parse::<StartMethod>() {
+        Err(mp::Error::Value(msg)) => {
+            assert!(msg.contains("'spawn' and 'forkserver'"), "{msg}")
+        }
+        other => panic!("expected Error::Value, got {other:?}"),
+    }
+}
+
+#[test]
+fn test_fork_is_refused() {
+    match "fork".parse::<StartMethod>() {
+        Err(mp::Error::Value(msg)) => {
+            for why in ["threads", "locks", "allocator", "forkserver"] {
+                assert!(msg.contains(why), "the refusal should mention {why}: {msg}");
+            }
+        }
+        other => panic!("expected Error::Value for fork, got {other:?}"),
+    }
+}
+
+#[test]
+fn test_get_all() {
+    let all = mp::get_all_start_methods();
+    assert_eq!(all.len(), 2);
+    assert!(all.contains(&Spawn) && all.contains(&Forkserver));
+    // Nothing in this process calls set_start_method: the default is first.
+    assert_eq!(all[0], mp::get_start_method());
+}
+
+/// In a fresh child: set once, same again is fine, another is refused.
+fn set_get_child(_: ()) -> ExitCode {
+    let first = mp::get_start_method();
+    let other = if first == Spawn { Forkserver } else { Spawn };
+    mp::set_start_method(other).unwrap();
+    assert_eq!(mp::get_start_method(), other);
+    mp::set_start_method(other).unwrap();
+    match mp::set_start_method(first) {
+        Err(mp::Error::Value(msg)) => assert!(msg.contains("already been set"), "{msg}"),
+        r => panic!("a second method was accepted: {r:?}"),
+    }
+    assert_eq!(mp::get_start_method(), other);
+    // Children use the method set.
+    let mut p = mp::Process::new(|_: ()| (), ());
+    p.start().unwrap();
+    p.join().unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+    ExitCode::SUCCESS
+}
+
+/// In a fresh child: once a child started with the default, another method
+/// is refused and the same one accepted.
+fn set_after_start_child(_: ()) -> ExitCode {
+    let mut p = mp::Process::new(|_: ()| (), ());
+    p.start().unwrap();
+    p.join().unwrap();
+    let used = mp::get_start_method();
+    let other = if used == Spawn { Forkserver } else { Spawn };
+    assert!(matches!(
+        mp::set_start_method(other),
+        Err(mp::Error::Value(_))
+    ));
+    mp::set_start_method(used).unwrap();
+    ExitCode::SUCCESS
+}
+
+#[test]
+fn test_set_get() {
+    let _g = serial();
+    assert_eq!(run(mp::Process::new(set_get_child, ())), Some(0));
+    assert_eq!(run(mp::Process::new(set_after_start_child, ())), Some(0));
+}
+
+// ---------------------------------------------------------------------------
+// _TestProcess under each start method
+
+#[test]
+fn test_process_exitcodes() {
+    let _g = serial();
+    warm_forkserver();
+    let leaks = LeakCheck::new();
+    for m in METHODS {
+        let ctx = mp::get_context(m);
+        assert_eq!(run(ctx.process(|_: ()| (), ())), Some(0), "{m}");
+        assert_eq!(
+            run(ctx.process(|n: u8| ExitCode::from(n), 3)),
+            Some(3),
+            "{m}"
+        );
+        let ok = ctx.process(|_: ()| -> Result<(), String> { Err("no".into()) }, ());
+        assert_eq!(run(ok), Some(1), "{m}");
+    }
+    leaks.check();
+}
+
+#[test]
+fn test_process_panic() {
+    let _g = serial();
+    warm_forkserver();
+    let leaks = LeakCheck::new();
+    for m in METHODS {
+        let mut p = mp::get_context(m).process(|_: ()| panic!("boom in child"), ());
+        let p = within(LONG, "a panicking child", move || {
+            p.start().unwrap();
+            p.join().unwrap();
+            p
+        });
+        assert_eq!(p.exitcode(), Some(1), "{m}");
+        match p.panic_error() {
+            Some(mp::Error::Remote { message, pid, .. }) => {
+                assert_eq!(message, "boom in child", "{m}");
+                assert_eq!(Some(pid), p.pid());
+            }
+            other => panic!("{m}: expected a Remote error, got {other:?}"),
+        }
+    }
+    leaks.check();
+}
+
+#[test]
+fn test_terminate_and_kill() {
+    let _g = serial();
+    warm_forkserver();
+    let leaks = LeakCheck::new();
+    for m in METHODS {
+        let ctx = mp::get_context(m);
+        let codes = within(LONG, "terminate and kill", move || {
+            let mut t = ctx.process(|_: ()| park_forever(), ());
+            let mut k = ctx.process(|_: ()| park_forever(), ());
+            t.start().unwrap();
+            k.start().unwrap();
+            assert!(t.is_alive() && k.is_alive());
+            assert!(!t.join_timeout(Duration::from_millis(50)).unwrap());
+            t.terminate().unwrap();
+            k.kill().unwrap();
+            t.join().unwrap();
+            k.join().unwrap();
+            (t.exitcode(), k.exitcode())
+        });
+        assert_eq!(codes, (Some(-15), Some(-9)), "{m}");
+    }
+    leaks.check();
+}
+
+#[test]
+fn test_forkserver_children_are_ours() {
+    let _g = serial();
+    warm_forkserver();
+    let leaks = LeakCheck::new();
+    let server = own_forkserver().expect("the forkserver is a child of this process");
+    let (ours, theirs) = mp::pipe(true).unwrap();
+    let mut p = mp::get_context(Forkserver).process(
+        |conn: mp::Connection| {
+            conn.send(&()).unwrap();
+            park_forever()
+        },
+        theirs,
+    );
+    within(LONG, "start", move || {
+        p.start().unwrap();
+        let pid = p.pid().unwrap();
+        // Running its target: past the start-up.
+        ours.recv::<()>().unwrap();
+        // Our child, not the server's, and no longer named as the server
+        // (it takes back the name the server had from its exec, as a
+        // spawned child has).
+        let mine = children_of(std::process::id());
+        assert!(
+            mine.iter()
+                .any(|(c, comm)| *c == pid && comm != SERVER_NAME),
+            "{mine:?}"
+        );
+        assert!(children_of(server).is_empty());
+        assert_eq!(mp::active_children().len(), 1);
+        p.kill().unwrap();
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(-9));
+    });
+    leaks.check();
+}
+
+/// Changes the environment, directory and umask after a first child started
+/// (so after the forkserver started), then checks that a second child sees
+/// the new ones. Sends the second child's exit code.
+fn state_driver((method, conn): (StartMethod, mp::Connection)) {
+    let ctx = mp::get_context(method);
+    let mut first = ctx.process(|_: ()| (), ());
+    first.start().unwrap();
+    first.join().unwrap();
+    let dir = std::env::temp_dir().join(format!("mp-start-methods-{}", std::process::id()));
+    std::fs::create_dir(&dir).unwrap();
+    let dir = dir.canonicalize().unwrap();
+    // SAFETY: this process's only other thread is the forkserver's (blocked
+    // in waitpid); nothing reads the environment while it changes.
+    unsafe { std::env::set_var("MP_START_METHODS_PROBE", "changed") };
+    std::env::set_current_dir(&dir).unwrap();
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o027));
+    let mut second = ctx.process(
+        |dir: std::path::PathBuf| -> ExitCode {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let umask = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .unwrap();
+            if std::env::var("MP_START_METHODS_PROBE").as_deref() != Ok("changed") {
+                ExitCode::from(10)
+            } else if std::env::current_dir().unwrap() != dir {
+                ExitCode::from(11)
+            } else if umask.trim() != "0027" {
+                ExitCode::from(12)
+            } else {
+                ExitCode::SUCCESS
+            }
+        },
+        dir.clone(),
+    );
+    second.start().unwrap();
+    second.join().unwrap();
+    std::env::set_current_dir("/").unwrap();
+    std::fs::remove_dir(&dir).unwrap();
+    conn.send(&second.exitcode()).unwrap();
+}
+
+#[test]
+fn test_child_gets_current_environment_cwd_and_umask() {
+    let _g = serial();
+    let leaks = LeakCheck::new();
+    for m in METHODS {
+        let (ours, theirs) = mp::pipe(true).unwrap();
+        let driver = mp::Process::new(state_driver, (m, theirs));
+        assert_eq!(run(driver), Some(0), "{m}");
+        // 10: environment, 11: directory, 12: umask.
+        assert_eq!(ours.recv::<Option<i32>>().unwrap(), Some(0), "{m}");
+    }
+    leaks.check();
+}
+
+/// Starts a daemon child and reports its pid and the forkserver's, then waits
+/// to be killed.
+fn doomed_driver((method, conn): (StartMethod, mp::Connection)) {
+    let mut d = mp::get_context(method).process(|_: ()| park_forever(), ());
+    d.set_daemon(true);
+    d.start().unwrap();
+    conn.send(&(d.pid().unwrap(), own_forkserver())).unwrap();
+    park_forever()
+}
+
+#[test]
+fn test_daemon_and_server_die_with_killed_parent() {
+    let _g = serial();
+    let leaks = LeakCheck::new();
+    for m in METHODS {
+        let (ours, theirs) = mp::pipe(true).unwrap();
+        let mut driver = mp::Process::new(doomed_driver, (m, theirs));
+        driver.start().unwrap();
+        let (daemon, server) = within(LONG, "the driver's report", move || {
+            ours.recv::<(u32, Option<u32>)>().unwrap()
+        });
+        assert_eq!(server.is_some(), m == Forkserver, "{m}: server {server:?}");
+        driver.kill().unwrap();
+        driver.join().unwrap();
+        assert_eq!(driver.exitcode(), Some(-9));
+        wait_until(SHORT, "the daemon's death", || pid_gone(daemon));
+        if let Some(server) = server {
+            wait_until(SHORT, "the forkserver's death", || pid_gone(server));
+        }
+    }
+    leaks.check();
+}
+
+/// Runs one forkserver child, reports the server's pid, and returns (the
+/// process exits normally).
+fn exiting_driver(conn: mp::Connection) {
+    let mut p = mp::get_context(Forkserver).process(|_: ()| (), ());
+    p.start().unwrap();
+    p.join().unwrap();
+    conn.send(&own_forkserver()).unwrap();
+}
+
+#[test]
+fn test_server_gone_after_program_exits() {
+    let _g = serial();
+    let leaks = LeakCheck::new();
+    let (ours, theirs) = mp::pipe(true).unwrap();
+    assert_eq!(run(mp::Process::new(exiting_driver, theirs)), Some(0));
+    let server = ours
+        .recv::<Option<u32>>()
+        .unwrap()
+        .expect("a forkserver ran");
+    drop(ours);
+    // Stopped and reaped by the program's exit handler before it exited.
+    assert!(
+        !std::path::Path::new(&format!("/proc/{server}")).exists(),
+        "the forkserver {server} outlived its program"
+    );
+    leaks.check();
+}
+
+#[test]
+fn test_build_check_under_forkserver() {
+    let _g = serial();
+    warm_forkserver();
+    let leaks = LeakCheck::new();
+    mp::set_executable(env!("CARGO_BIN_EXE_mp-test-other-build"));
+    let mut p = mp::get_context(Forkserver).process(|_: ()| (), ());
+    let started = p.start();
+    mp::reset_executable();
+    let r = started.and_then(|()| within(LONG, "join", move || p.join()));
+    match r {
+        Err(mp::Error::Spawn(msg)) => assert!(msg.contains("another build"), "{msg}"),
+        other => panic!("expected a Spawn error for another build, got {other:?}"),
+    }
+    // The next child replaces the other build's server with ours.
+    warm_forkserver();
+    leaks.check();
+}
+
+/// Starts a forkserver child of `exe` (a binary other than this one).
+fn forkserver_with(exe: &str) -> mp::Result<()> {
+    mp::set_executable(exe);
+    let mut p = mp::get_context(Forkserver).process(|_: ()| (), ());
+    let started = p.start();
+    mp::reset_executable();
+    started
+}
+
+// TestNoForkBomb under forkserver: the server is the binary run again, so a
+// `main` without `mp::init()` runs (and exits, or hangs) in the server.
+#[test]
+fn test_forkserver_start_guards() {
+    let _g = serial();
+    warm_forkserver();
+    let leaks = LeakCheck::new();
+    within(LONG, "the forkserver's start guards", || {
+        match forkserver_with(env!("CARGO_BIN_EXE_mp-test-no-init")) {
+            Err(mp::Error::Spawn(msg)) => {
+                assert!(msg.contains("mp::init()"), "{msg}");
+                assert!(msg.contains("exited with code 0"), "{msg}");
+            }
+            other => panic!("expected a Spawn error for a missing init(), got {other:?}"),
+        }
+        mp::set_start_timeout(Duration::from_millis(1500));
+        let hung = forkserver_with(env!("CARGO_BIN_EXE_mp-test-no-init-hang"));
+        mp::set_start_timeout(Duration::from_secs(30));
+        match hung {
+            Err(mp::Error::Spawn(msg)) => assert!(msg.contains("did not start"), "{msg}"),
+            other => panic!("expected a Spawn error for a hanging server, got {other:?}"),
+        }
+    });
+    // The next child gets a server of this binary again.
+    warm_forkserver();
+    leaks.check();
+}
+
+// ---------------------------------------------------------------------------
+// _TestPool under forkserver
+
+#[test]
+fn test_pool_under_forkserver() {
+    let _g = serial();
+    warm_forkserver();
+    let leaks = LeakCheck::new();
+    within(LONG, "a forkserver pool", || {
+        let pool = mp::get_context(Forkserver)
+            .pool_builder()
+            .processes(2)
+            .maxtasksperchild(2)
+            .build()
+            .unwrap();
+        let squares = pool.map(|x: u64| x * x, 0..20u64).unwrap();
+        assert_eq!(squares, (0..20u64).map(|x| x * x).collect::<Vec<_>>());
+        assert_eq!(pool.apply(|x: i32| x - 1, 5).unwrap(), 4);
+        pool.close();
+        pool.join().unwrap();
+    });
+    leaks.check();
+}
