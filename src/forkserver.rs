@@ -25,6 +25,7 @@
 //! The server refuses to fork (every request gets an error) if the code
 //! before `init()` started threads: a fork copies only the calling thread.
 
+use crate::util::Unpoison;
 use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
@@ -60,7 +61,7 @@ struct Server {
 static SERVER: Mutex<Option<Server>> = Mutex::new(None);
 
 fn server() -> MutexGuard<'static, Option<Server>> {
-    SERVER.lock().unwrap_or_else(|e| e.into_inner())
+    SERVER.lock().unpoison()
 }
 
 /// What a child needs of the parent's state at the moment it starts.

@@ -1,6 +1,7 @@
 //! Start methods and the program-wide choice of one (the part of Python's
 //! `multiprocessing.context` below processes and pools, which use it).
 
+use crate::util::Unpoison;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -144,7 +145,7 @@ static CHILD_STARTED: AtomicBool = AtomicBool::new(false);
 /// assert!(matches!(mp::set_start_method(mp::StartMethod::Spawn), Err(mp::Error::Value(_))));
 /// ```
 pub fn set_start_method(method: StartMethod) -> Result<()> {
-    let mut current = METHOD.lock().unwrap_or_else(|e| e.into_inner());
+    let mut current = METHOD.lock().unpoison();
     let in_force = *current.get_or_insert_with(default_method);
     if in_force == method {
         SET_EXPLICITLY.store(true, Ordering::Relaxed);
@@ -174,10 +175,7 @@ pub fn set_start_method(method: StartMethod) -> Result<()> {
 /// assert!(mp::get_all_start_methods().contains(&m));
 /// ```
 pub fn get_start_method() -> StartMethod {
-    *METHOD
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get_or_insert_with(default_method)
+    *METHOD.lock().unpoison().get_or_insert_with(default_method)
 }
 
 /// The start method for a child about to start with the global method; from

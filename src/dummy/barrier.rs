@@ -1,10 +1,11 @@
 //! `Barrier` on a std `Mutex` and `Condvar`: Python's `threading.Barrier`.
 
+use crate::util::Unpoison;
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{lock, run_caught, wait_until};
+use super::{run_caught, wait_until};
 use crate::error::{Error, Result};
 use crate::util::deadline_after;
 
@@ -96,7 +97,7 @@ impl Barrier {
 
     fn wait_deadline(&self, deadline: Option<Instant>) -> Result<usize> {
         let inner = &*self.inner;
-        let mut g = lock(&inner.state);
+        let mut g = inner.state.lock().unpoison();
         if g.broken {
             return Err(Error::BrokenBarrier);
         }
@@ -147,14 +148,14 @@ impl Barrier {
     /// Breaks the barrier: waiting and later `wait`s fail with
     /// [`Error::BrokenBarrier`] until [`reset`](Barrier::reset).
     pub fn abort(&self) {
-        Self::break_locked(&mut lock(&self.inner.state));
+        Self::break_locked(&mut self.inner.state.lock().unpoison());
         self.inner.changed.notify_all();
     }
 
     /// Returns the barrier to its initial state; parties waiting now get
     /// [`Error::BrokenBarrier`].
     pub fn reset(&self) {
-        let mut g = lock(&self.inner.state);
+        let mut g = self.inner.state.lock().unpoison();
         if g.waiting > 0 {
             g.breaks += 1;
         }
@@ -171,12 +172,12 @@ impl Barrier {
 
     /// The number of parties waiting now.
     pub fn n_waiting(&self) -> usize {
-        lock(&self.inner.state).waiting
+        self.inner.state.lock().unpoison().waiting
     }
 
     /// True once broken (until reset).
     pub fn is_broken(&self) -> bool {
-        lock(&self.inner.state).broken
+        self.inner.state.lock().unpoison().broken
     }
 }
 
@@ -184,7 +185,7 @@ impl fmt::Debug for Barrier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Barrier")
             .field("parties", &self.parties())
-            .field("state", &*lock(&self.inner.state))
+            .field("state", &*self.inner.state.lock().unpoison())
             .finish()
     }
 }

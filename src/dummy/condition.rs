@@ -1,13 +1,14 @@
 //! `Condition` over a dummy [`RLock`], as CPython's `threading.Condition`:
 //! each waiter parks on its own flag, and `notify(n)` raises the first `n`.
 
+use crate::util::Unpoison;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::lock::{RLock, RLockGuard};
-use super::{lock, wait_until};
+use super::wait_until;
 use crate::error::{Error, Result};
 use crate::util::deadline_after;
 
@@ -128,15 +129,15 @@ impl Condition {
             ));
         }
         let me: Waiter = Arc::default();
-        lock(&self.waiters).push_back(me.clone());
+        self.waiters.lock().unpoison().push_back(me.clone());
         let levels = self.lock.release_all()?;
-        let notified = wait_until(&me.1, lock(&me.0), deadline, |raised| *raised).1;
+        let notified = wait_until(&me.1, me.0.lock().unpoison(), deadline, |raised| *raised).1;
         self.lock.restore(levels);
         if !notified {
             // Timed out: leave the queue, unless a notify took us meanwhile.
-            let mut ws = lock(&self.waiters);
+            let mut ws = self.waiters.lock().unpoison();
             ws.retain(|w| !Arc::ptr_eq(w, &me));
-            return Ok(*lock(&me.0));
+            return Ok(*me.0.lock().unpoison());
         }
         Ok(true)
     }
@@ -212,10 +213,10 @@ impl Condition {
                 "cannot notify on un-acquired lock; take the condition's lock first",
             ));
         }
-        let mut ws = lock(&self.waiters);
+        let mut ws = self.waiters.lock().unpoison();
         for _ in 0..n {
             let Some(w) = ws.pop_front() else { break };
-            *lock(&w.0) = true;
+            *w.0.lock().unpoison() = true;
             w.1.notify_one();
         }
         Ok(())
@@ -235,7 +236,7 @@ impl fmt::Debug for Condition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Condition")
             .field("lock", &self.lock)
-            .field("waiters", &lock(&self.waiters).len())
+            .field("waiters", &self.waiters.lock().unpoison().len())
             .finish()
     }
 }

@@ -1,10 +1,11 @@
 //! `Event` on a std `Mutex` and `Condvar`.
 
+use crate::util::Unpoison;
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use super::{lock, wait_until};
+use super::wait_until;
 use crate::error::Result;
 use crate::util::deadline_after;
 
@@ -41,29 +42,35 @@ impl Event {
 
     /// True once set (until cleared).
     pub fn is_set(&self) -> bool {
-        *lock(&self.inner.0)
+        *self.inner.0.lock().unpoison()
     }
 
     /// Sets the flag and wakes every waiter.
     pub fn set(&self) {
-        *lock(&self.inner.0) = true;
+        *self.inner.0.lock().unpoison() = true;
         self.inner.1.notify_all();
     }
 
     /// Clears the flag.
     pub fn clear(&self) {
-        *lock(&self.inner.0) = false;
+        *self.inner.0.lock().unpoison() = false;
     }
 
     /// Blocks until the flag is set.
     pub fn wait(&self) {
-        let _ = wait_until(&self.inner.1, lock(&self.inner.0), None, |s| *s);
+        let _ = wait_until(&self.inner.1, self.inner.0.lock().unpoison(), None, |s| *s);
     }
 
     /// Waits at most `timeout`; true if the flag is set.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         let deadline = deadline_after(timeout);
-        wait_until(&self.inner.1, lock(&self.inner.0), deadline, |s| *s).1
+        wait_until(
+            &self.inner.1,
+            self.inner.0.lock().unpoison(),
+            deadline,
+            |s| *s,
+        )
+        .1
     }
 }
 

@@ -1,12 +1,13 @@
 //! `Lock` and `RLock` on a std `Mutex` and `Condvar`: Python's
 //! `threading.Lock` and `threading.RLock`.
 
+use crate::util::Unpoison;
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
-use super::{lock, wait_until};
+use super::wait_until;
 use crate::error::{Error, Result};
 use crate::synchronize::Acquired;
 use crate::util::deadline_after;
@@ -33,7 +34,7 @@ impl Inner {
     /// when `me` holds it already.
     fn acquire(&self, recursive: bool, deadline: Option<Instant>) -> bool {
         let me = std::thread::current().id();
-        let g = lock(&self.held);
+        let g = self.held.lock().unpoison();
         let (mut g, ok) = wait_until(&self.freed, g, deadline, |h| {
             h.count == 0 || (recursive && h.owner == Some(me))
         });
@@ -45,7 +46,7 @@ impl Inner {
     }
 
     fn release_one(&self) {
-        let mut g = lock(&self.held);
+        let mut g = self.held.lock().unpoison();
         g.count -= 1;
         if g.count == 0 {
             g.owner = None;
@@ -121,7 +122,7 @@ impl Lock {
     ///
     /// [`Error::Value`] if it is not locked.
     pub fn release(&self) -> Result<()> {
-        let mut g = lock(&self.inner.held);
+        let mut g = self.inner.held.lock().unpoison();
         if g.count == 0 {
             return Err(Error::value(RELEASED_TOO_MANY));
         }
@@ -143,7 +144,7 @@ impl Lock {
 
     /// True while some thread holds it.
     pub fn is_locked(&self) -> bool {
-        lock(&self.inner.held).count > 0
+        self.inner.held.lock().unpoison().count > 0
     }
 
     /// The pid of the holder (this process, for a thread), `None` when free.
@@ -270,12 +271,12 @@ impl RLock {
 
     /// True if the calling thread holds it.
     pub fn is_owned(&self) -> bool {
-        lock(&self.inner.held).owner == Some(std::thread::current().id())
+        self.inner.held.lock().unpoison().owner == Some(std::thread::current().id())
     }
 
     /// The pid of the holder (this process, for a thread), `None` when free.
     pub fn owner(&self) -> Option<u32> {
-        (lock(&self.inner.held).count > 0).then(std::process::id)
+        (self.inner.held.lock().unpoison().count > 0).then(std::process::id)
     }
 
     /// How many times a dead holder's lock was taken over: always 0 here.
@@ -285,7 +286,7 @@ impl RLock {
 
     /// Releases every level this thread holds, for `Condition::wait`.
     pub(super) fn release_all(&self) -> Result<u32> {
-        let mut g = lock(&self.inner.held);
+        let mut g = self.inner.held.lock().unpoison();
         if g.owner != Some(std::thread::current().id()) {
             return Err(Error::value(NOT_OWNER));
         }
@@ -300,13 +301,13 @@ impl RLock {
     /// Takes the lock back with `levels` levels, after `release_all`.
     pub(super) fn restore(&self, levels: u32) {
         self.acquire();
-        lock(&self.inner.held).count = levels;
+        self.inner.held.lock().unpoison().count = levels;
     }
 }
 
 impl fmt::Debug for RLock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let g = lock(&self.inner.held);
+        let g = self.inner.held.lock().unpoison();
         f.debug_struct("RLock")
             .field("locked", &(g.count > 0))
             .field("count", &g.count)

@@ -75,19 +75,13 @@ pub use crate::{
     reduction, reset_executable, set_executable, set_start_timeout, test_support,
 };
 
+use crate::util::Unpoison;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, Once};
+use std::sync::{Condvar, MutexGuard, Once};
 use std::time::Instant;
 
 use crate::reduction::PanicInfo;
-
-/// Locks a std mutex, ignoring poison: every state a dummy object keeps under
-/// its mutex is consistent between statements (a panicking user function never
-/// runs with one of these locked).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 thread_local! {
     /// Set on a pool worker thread: its panics are reported as the task's
@@ -140,16 +134,13 @@ fn wait_until<'a, T>(
             return (g, true);
         }
         match deadline {
-            None => g = cv.wait(g).unwrap_or_else(|e| e.into_inner()),
+            None => g = cv.wait(g).unpoison(),
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return (g, false);
                 }
-                g = cv
-                    .wait_timeout(g, left)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
+                g = cv.wait_timeout(g, left).unpoison().0;
             }
         }
     }

@@ -8,6 +8,7 @@
 //! ([`Error::Timeout`]); a thread cannot be killed, so a timed-out task's
 //! thread is retired once it returns and a fresh worker takes its place.
 
+use crate::util::Unpoison;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{QUIET, install_panic_hook, lock, next_name, run_caught, wait_until};
+use super::{QUIET, install_panic_hook, next_name, run_caught, wait_until};
 use crate::error::{Error, Result};
 use crate::util::deadline_after;
 
@@ -68,7 +69,7 @@ struct Inner {
 
 impl Inner {
     fn submit(&self, task: Task) -> Result<()> {
-        let mut s = lock(&self.state);
+        let mut s = self.state.lock().unpoison();
         if s.mode != Mode::Run {
             return Err(Error::Closed);
         }
@@ -81,7 +82,7 @@ impl Inner {
     }
 
     fn check_open(&self) -> Result<()> {
-        if lock(&self.state).mode != Mode::Run {
+        if self.state.lock().unpoison().mode != Mode::Run {
             return Err(Error::Closed);
         }
         Ok(())
@@ -89,13 +90,13 @@ impl Inner {
 }
 
 fn start_worker(inner: &Arc<Inner>) -> Result<()> {
-    lock(&inner.state).workers += 1;
+    inner.state.lock().unpoison().workers += 1;
     let theirs = inner.clone();
     let spawned = std::thread::Builder::new()
         .name(next_name("ThreadPoolWorker"))
         .spawn(move || worker(&theirs));
     if let Err(e) = spawned {
-        lock(&inner.state).workers -= 1;
+        inner.state.lock().unpoison().workers -= 1;
         return Err(Error::Spawn(format!("could not start a thread: {e}")));
     }
     Ok(())
@@ -114,7 +115,7 @@ fn worker(inner: &Arc<Inner>) {
     }
     let mut done = 0usize;
     loop {
-        let g = lock(&inner.state);
+        let g = inner.state.lock().unpoison();
         let (mut g, _) = wait_until(&inner.work, g, None, |s| {
             s.mode != Mode::Run || !s.queue.is_empty()
         });
@@ -127,7 +128,7 @@ fn worker(inner: &Arc<Inner>) {
         g.running.insert(id, task.fail.clone());
         drop(g);
         run_task(inner, task);
-        let mut g = lock(&inner.state);
+        let mut g = inner.state.lock().unpoison();
         g.running.remove(&id);
         if g.retire > 0 {
             g.retire -= 1;
@@ -143,7 +144,7 @@ fn worker(inner: &Arc<Inner>) {
             break;
         }
     }
-    let mut g = lock(&inner.state);
+    let mut g = inner.state.lock().unpoison();
     g.workers -= 1;
     drop(g);
     inner.exited.notify_all();
@@ -168,7 +169,7 @@ fn run_task(inner: &Arc<Inner>, task: Task) {
         .name("ThreadPoolWatchdog".into())
         .spawn(move || watch(&f2, deadline, &fail, &pool));
     (task.run)();
-    *lock(&finished.0) = true;
+    *finished.0.lock().unpoison() = true;
     finished.1.notify_all();
     if let Ok(w) = watchdog {
         let _ = w.join();
@@ -183,12 +184,12 @@ fn watch(
     fail: &Fail,
     pool: &Weak<Inner>,
 ) {
-    let done = wait_until(&finished.1, lock(&finished.0), deadline, |f| *f).1;
+    let done = wait_until(&finished.1, finished.0.lock().unpoison(), deadline, |f| *f).1;
     if done || !fail(Error::Timeout) {
         return;
     }
     if let Some(inner) = pool.upgrade() {
-        let mut s = lock(&inner.state);
+        let mut s = inner.state.lock().unpoison();
         if s.mode == Mode::Terminate {
             return;
         }
@@ -233,7 +234,7 @@ impl<R> Slot<R> {
         if self.claimed.swap(true, Ordering::AcqRel) {
             return false;
         }
-        let (cb, ecb) = std::mem::take(&mut *lock(&self.callbacks));
+        let (cb, ecb) = std::mem::take(&mut *self.callbacks.lock().unpoison());
         let ran = match (&result, cb, ecb) {
             (Ok(v), Some(cb), _) => catch_unwind(AssertUnwindSafe(|| cb(v))),
             (Err(e), _, Some(ecb)) => catch_unwind(AssertUnwindSafe(|| ecb(e))),
@@ -242,13 +243,13 @@ impl<R> Slot<R> {
         if ran.is_err() {
             eprintln!("a pool callback panicked; the panic is ignored");
         }
-        *lock(&self.state) = SlotState::Ready(result);
+        *self.state.lock().unpoison() = SlotState::Ready(result);
         self.ready.notify_all();
         true
     }
 
     fn wait(&self, deadline: Option<Instant>) -> Option<std::sync::MutexGuard<'_, SlotState<R>>> {
-        let (g, ok) = wait_until(&self.ready, lock(&self.state), deadline, |s| {
+        let (g, ok) = wait_until(&self.ready, self.state.lock().unpoison(), deadline, |s| {
             !matches!(s, SlotState::Pending)
         });
         ok.then_some(g)
@@ -312,7 +313,7 @@ impl<R> AsyncResult<R> {
 
     /// True once the result is ready.
     pub fn ready(&self) -> bool {
-        !matches!(*lock(&self.slot.state), SlotState::Pending)
+        !matches!(*self.slot.state.lock().unpoison(), SlotState::Pending)
     }
 
     /// Whether the call succeeded.
@@ -321,7 +322,7 @@ impl<R> AsyncResult<R> {
     ///
     /// [`Error::Value`] if it is not ready yet.
     pub fn successful(&self) -> Result<bool> {
-        match &*lock(&self.slot.state) {
+        match &*self.slot.state.lock().unpoison() {
             SlotState::Pending => Err(Error::value("the result is not ready; wait() for it first")),
             SlotState::Ready(r) => Ok(r.is_ok()),
             SlotState::Taken => Ok(true),
@@ -350,7 +351,7 @@ impl<R> MapJob<R> {
                 self.slot.deliver(Err(e));
             }
             Ok(v) => {
-                let mut p = lock(&self.parts);
+                let mut p = self.parts.lock().unpoison();
                 p.0[index] = Some(v);
                 p.1 -= 1;
                 if p.1 == 0 {
@@ -385,7 +386,7 @@ struct IMapShared<R> {
 
 impl<R> IMapShared<R> {
     fn chunk_done(&self, index: usize, result: Result<Vec<R>>) {
-        let mut s = lock(&self.state);
+        let mut s = self.state.lock().unpoison();
         if s.dropped {
             return;
         }
@@ -415,7 +416,7 @@ impl<R> IMapIterator<R> {
 
     fn next_deadline(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
         let shared = &*self.shared;
-        let mut s = lock(&shared.state);
+        let mut s = shared.state.lock().unpoison();
         loop {
             if let Some(v) = s.current.next() {
                 return Some(Ok(v));
@@ -448,17 +449,13 @@ impl<R> IMapIterator<R> {
                 return None;
             }
             s = match deadline {
-                None => shared.cond.wait(s).unwrap_or_else(|e| e.into_inner()),
+                None => shared.cond.wait(s).unpoison(),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         return Some(Err(Error::Timeout));
                     }
-                    shared
-                        .cond
-                        .wait_timeout(s, d - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
+                    shared.cond.wait_timeout(s, d - now).unpoison().0
                 }
             };
         }
@@ -475,7 +472,7 @@ impl<R> Iterator for IMapIterator<R> {
 
 impl<R> Drop for IMapIterator<R> {
     fn drop(&mut self) {
-        let mut s = lock(&self.shared.state);
+        let mut s = self.shared.state.lock().unpoison();
         s.dropped = true;
         s.by_index.clear();
         s.arrived.clear();
@@ -486,7 +483,7 @@ impl<R> Drop for IMapIterator<R> {
 
 impl<R> fmt::Debug for IMapIterator<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = lock(&self.shared.state);
+        let s = self.shared.state.lock().unpoison();
         f.debug_struct("IMapIterator")
             .field("ordered", &s.ordered)
             .field("submitted", &s.submitted)
@@ -645,7 +642,7 @@ pub struct Pool {
 
 impl fmt::Debug for Pool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = lock(&self.inner.state);
+        let s = self.inner.state.lock().unpoison();
         f.debug_struct("Pool")
             .field("processes", &self.inner.processes)
             .field("state", &s.mode)
@@ -676,7 +673,7 @@ impl Pool {
 
     /// The pid of each worker: all this process's, since they are threads.
     pub fn worker_pids(&self) -> Vec<u32> {
-        let n = lock(&self.inner.state).workers;
+        let n = self.inner.state.lock().unpoison().workers;
         vec![std::process::id(); n]
     }
 
@@ -1155,7 +1152,7 @@ impl Pool {
     ///
     /// Python: `Pool.close()`.
     pub fn close(&self) {
-        let mut s = lock(&self.inner.state);
+        let mut s = self.inner.state.lock().unpoison();
         if s.mode == Mode::Run {
             s.mode = Mode::Close;
         }
@@ -1184,7 +1181,7 @@ impl Pool {
     /// # Ok::<(), mp::Error>(())
     /// ```
     pub fn terminate(&self) {
-        let mut s = lock(&self.inner.state);
+        let mut s = self.inner.state.lock().unpoison();
         s.mode = Mode::Terminate;
         let queued: Vec<Task> = s.queue.drain(..).map(|(_, t)| t).collect();
         let running: Vec<Fail> = s.running.values().cloned().collect();
@@ -1209,7 +1206,7 @@ impl Pool {
     /// `terminate()` first), or when called from one of its own workers or
     /// callbacks (it would wait for itself).
     pub fn join(&self) -> Result<()> {
-        let s = lock(&self.inner.state);
+        let s = self.inner.state.lock().unpoison();
         if s.mode == Mode::Run {
             return Err(Error::value(
                 "pool is still running; call close() or terminate() before join()",
@@ -1258,7 +1255,7 @@ impl<R: Send + 'static> Feeder<R> {
                 Ok(c) if c.is_empty() => break,
                 Ok(c) => c,
                 Err(p) => {
-                    lock(&self.shared.state).feed_panic = Some(p);
+                    self.shared.state.lock().unpoison().feed_panic = Some(p);
                     break;
                 }
             };
@@ -1283,20 +1280,20 @@ impl<R: Send + 'static> Feeder<R> {
                 timeout: None,
             };
             // Counted before it can complete, so `consumed <= submitted` holds.
-            lock(&self.shared.state).submitted += 1;
+            self.shared.state.lock().unpoison().submitted += 1;
             let submitted = match self.pool.upgrade() {
                 Some(p) => p.submit(task),
                 None => Err(Error::Closed),
             };
             if let Err(e) = submitted {
-                let mut s = lock(&self.shared.state);
+                let mut s = self.shared.state.lock().unpoison();
                 s.submitted -= 1;
                 s.feed_error = Some(e);
                 break;
             }
             index += 1;
         }
-        lock(&self.shared.state).feeding_done = true;
+        self.shared.state.lock().unpoison().feeding_done = true;
         self.shared.cond.notify_all();
     }
 
@@ -1304,7 +1301,7 @@ impl<R: Send + 'static> Feeder<R> {
     /// iterator was dropped.
     fn wait_for_room(&self) -> bool {
         let window = self.window.max(2);
-        let g = lock(&self.shared.state);
+        let g = self.shared.state.lock().unpoison();
         let (g, _) = wait_until(&self.shared.cond, g, None, |s| {
             s.dropped || s.submitted - s.consumed < window
         });

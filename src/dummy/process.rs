@@ -1,12 +1,13 @@
 //! `Process` as a thread: Python's `multiprocessing.dummy.DummyProcess`.
 
+use crate::util::Unpoison;
 use std::fmt;
 use std::process::{ExitCode, Termination};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::{install_panic_hook, lock, next_name, run_caught, wait_until};
+use super::{install_panic_hook, next_name, run_caught, wait_until};
 use crate::error::{Error, Result};
 use crate::util::deadline_after;
 
@@ -28,18 +29,21 @@ struct Shared {
 
 impl Shared {
     fn finish(&self, outcome: Outcome) {
-        *lock(&self.outcome) = Some(outcome);
+        *self.outcome.lock().unpoison() = Some(outcome);
         self.done.notify_all();
     }
 
     fn is_done(&self) -> bool {
-        lock(&self.outcome).is_some()
+        self.outcome.lock().unpoison().is_some()
     }
 
     /// Waits until the thread has finished or the timeout passed; true if finished.
     fn wait(&self, timeout: Option<Duration>) -> bool {
         let deadline = timeout.and_then(deadline_after);
-        wait_until(&self.done, lock(&self.outcome), deadline, |o| o.is_some()).1
+        wait_until(&self.done, self.outcome.lock().unpoison(), deadline, |o| {
+            o.is_some()
+        })
+        .1
     }
 }
 
@@ -196,7 +200,7 @@ impl Process {
             .name(self.name.clone())
             .spawn(move || run_target(&theirs, target))
             .map_err(|e| Error::Spawn(format!("could not start a thread: {e}")))?;
-        let mut reg = lock(registry());
+        let mut reg = registry().lock().unpoison();
         reg.retain(|w| w.upgrade().is_some_and(|s| !s.is_done()));
         reg.push(Arc::downgrade(&shared));
         self.shared = Some(shared);
@@ -286,7 +290,7 @@ impl Process {
     /// Python: `Process.exitcode`.
     pub fn exitcode(&self) -> Option<i32> {
         let s = self.shared.as_ref()?;
-        lock(&s.outcome).as_ref().map(|o| o.exitcode)
+        s.outcome.lock().unpoison().as_ref().map(|o| o.exitcode)
     }
 
     /// The panic that ended the thread, as an [`Error::Remote`].
@@ -306,7 +310,9 @@ impl Process {
     /// ```
     pub fn panic_error(&self) -> Option<Error> {
         let s = self.shared.as_ref()?;
-        lock(&s.outcome)
+        s.outcome
+            .lock()
+            .unpoison()
             .as_ref()
             .and_then(|o| o.panic.as_ref().map(Error::duplicate))
     }
@@ -518,7 +524,7 @@ pub fn parent_process() -> Option<ProcessInfo> {
 /// # Ok::<(), mp::Error>(())
 /// ```
 pub fn active_children() -> Vec<ProcessInfo> {
-    let mut reg = lock(registry());
+    let mut reg = registry().lock().unpoison();
     reg.retain(|w| w.upgrade().is_some_and(|s| !s.is_done()));
     reg.iter()
         .filter_map(Weak::upgrade)

@@ -3,12 +3,13 @@
 //!
 //! Items are moved, not serialized: any `Send` type goes through.
 
+use crate::util::Unpoison;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{lock, wait_until};
+use super::wait_until;
 use crate::error::{Error, Result};
 use crate::util::deadline_after;
 
@@ -118,9 +119,12 @@ impl<T> Queue<T> {
     fn put_deadline(&self, item: T, deadline: Option<Instant>) -> Result<()> {
         let inner = &*self.inner;
         let max = inner.maxsize;
-        let (mut g, room) = wait_until(&inner.not_full, lock(&inner.state), deadline, |s| {
-            s.closed || max == 0 || s.items.len() < max
-        });
+        let (mut g, room) = wait_until(
+            &inner.not_full,
+            inner.state.lock().unpoison(),
+            deadline,
+            |s| s.closed || max == 0 || s.items.len() < max,
+        );
         if g.closed {
             return Err(Error::Closed);
         }
@@ -163,12 +167,15 @@ impl<T> Queue<T> {
 
     fn get_deadline(&self, deadline: Option<Instant>) -> Result<T> {
         let inner = &*self.inner;
-        if lock(&inner.state).closed {
+        if inner.state.lock().unpoison().closed {
             return Err(Error::Closed);
         }
-        let (mut g, ready) = wait_until(&inner.not_empty, lock(&inner.state), deadline, |s| {
-            !s.items.is_empty()
-        });
+        let (mut g, ready) = wait_until(
+            &inner.not_empty,
+            inner.state.lock().unpoison(),
+            deadline,
+            |s| !s.items.is_empty(),
+        );
         if !ready {
             return Err(Error::Empty);
         }
@@ -180,7 +187,7 @@ impl<T> Queue<T> {
 
     /// The number of items in the queue; 0 after `close()`.
     pub fn qsize(&self) -> usize {
-        let g = lock(&self.inner.state);
+        let g = self.inner.state.lock().unpoison();
         if g.closed { 0 } else { g.items.len() }
     }
 
@@ -203,18 +210,18 @@ impl<T> Queue<T> {
     /// calls give [`Error::Closed`]. A `get` already blocked is not
     /// interrupted.
     pub fn close(&self) {
-        lock(&self.inner.state).closed = true;
+        self.inner.state.lock().unpoison().closed = true;
         // Wake blocked putters, which would otherwise wait for room forever.
         self.inner.not_full.notify_all();
     }
 
     /// True after [`close`](Queue::close).
     pub fn is_closed(&self) -> bool {
-        lock(&self.inner.state).closed
+        self.inner.state.lock().unpoison().closed
     }
 
     fn task_done(&self) -> Result<()> {
-        let mut g = lock(&self.inner.state);
+        let mut g = self.inner.state.lock().unpoison();
         if g.closed {
             return Err(Error::Closed);
         }
@@ -232,9 +239,12 @@ impl<T> Queue<T> {
 
     fn join_deadline(&self, deadline: Option<Instant>) -> bool {
         let inner = &*self.inner;
-        wait_until(&inner.all_done, lock(&inner.state), deadline, |s| {
-            s.unfinished == 0
-        })
+        wait_until(
+            &inner.all_done,
+            inner.state.lock().unpoison(),
+            deadline,
+            |s| s.unfinished == 0,
+        )
         .1
     }
 }

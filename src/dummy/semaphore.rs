@@ -1,10 +1,11 @@
 //! `Semaphore` and `BoundedSemaphore` on a std `Mutex` and `Condvar`.
 
+use crate::util::Unpoison;
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{lock, wait_until};
+use super::wait_until;
 use crate::error::{Error, Result};
 use crate::util::deadline_after;
 
@@ -34,7 +35,9 @@ impl Inner {
     }
 
     fn acquire(&self, deadline: Option<Instant>) -> bool {
-        let (mut g, ok) = wait_until(&self.posted, lock(&self.value), deadline, |v| *v > 0);
+        let (mut g, ok) = wait_until(&self.posted, self.value.lock().unpoison(), deadline, |v| {
+            *v > 0
+        });
         if ok {
             *g -= 1;
         }
@@ -42,7 +45,7 @@ impl Inner {
     }
 
     fn release(&self) -> Result<()> {
-        let mut g = lock(&self.value);
+        let mut g = self.value.lock().unpoison();
         if *g >= self.max {
             return Err(Error::value(
                 "semaphore or lock released too many times; release only what was acquired",
@@ -74,7 +77,7 @@ macro_rules! semaphore_methods {
 
         /// The current value.
         pub fn get_value(&self) -> u32 {
-            *lock(&self.inner.value)
+            *self.inner.value.lock().unpoison()
         }
     };
 }

@@ -5,12 +5,12 @@
 //! Python's dummy `Value` is a plain object without a lock; ours keeps the
 //! lock, so `*v.lock() += 1` stays correct when run either way.
 
+use crate::util::Unpoison;
 use std::cell::OnceCell;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
 
-use super::lock;
 use super::lock::{RLock, RLockGuard};
 use crate::error::Result;
 use crate::sharedctypes::check_typecode;
@@ -74,13 +74,13 @@ impl<T: Copy> Value<T> {
 
     /// The current value (without the lock).
     pub fn get(&self) -> T {
-        *lock(&self.data)
+        *self.data.lock().unpoison()
     }
 
     /// Stores `x`, holding the value's lock.
     pub fn set(&self, x: T) {
         let _g = self.lock.lock();
-        *lock(&self.data) = x;
+        *self.data.lock().unpoison() = x;
     }
 
     /// Takes the lock; the guard reads and writes the value, written back
@@ -137,7 +137,7 @@ impl<T: Copy> DerefMut for ValueGuard<'_, T> {
 impl<T: Copy> Drop for ValueGuard<'_, T> {
     fn drop(&mut self) {
         // Still under the lock: the field `guard` is dropped after this.
-        *lock(&self.value.data) = self.cur;
+        *self.value.data.lock().unpoison() = self.cur;
     }
 }
 
@@ -220,7 +220,7 @@ impl<T: Copy> Array<T> {
 
     /// The number of elements.
     pub fn len(&self) -> usize {
-        lock(&self.data).len()
+        self.data.lock().unpoison().len()
     }
 
     /// True for an empty array.
@@ -234,7 +234,7 @@ impl<T: Copy> Array<T> {
     ///
     /// When `i >= len()` (Python: `IndexError`).
     pub fn get(&self, i: usize) -> T {
-        lock(&self.data)[i]
+        self.data.lock().unpoison()[i]
     }
 
     /// Stores `x` at `i`, holding the array's lock.
@@ -244,12 +244,12 @@ impl<T: Copy> Array<T> {
     /// When `i >= len()`.
     pub fn set(&self, i: usize, x: T) {
         let _g = self.lock.lock();
-        lock(&self.data)[i] = x;
+        self.data.lock().unpoison()[i] = x;
     }
 
     /// A copy of all elements.
     pub fn to_vec(&self) -> Vec<T> {
-        lock(&self.data).clone()
+        self.data.lock().unpoison().clone()
     }
 
     /// Takes the lock; the guard reads and writes elements (a slice copy is
@@ -310,7 +310,7 @@ impl<T: Copy> ArrayGuard<'_, T> {
                 c[i] = x;
                 self.dirty = true;
             }
-            None => lock(&self.array.data)[i] = x,
+            None => self.array.data.lock().unpoison()[i] = x,
         }
     }
 
@@ -342,7 +342,7 @@ impl<T: Copy> DerefMut for ArrayGuard<'_, T> {
 impl<T: Copy> Drop for ArrayGuard<'_, T> {
     fn drop(&mut self) {
         if let (true, Some(c)) = (self.dirty, self.copy.take()) {
-            *lock(&self.array.data) = c;
+            *self.array.data.lock().unpoison() = c;
         }
     }
 }

@@ -50,7 +50,7 @@ pub(crate) use result::{ApplyJob, Slot};
 pub use result::{AsyncResult, IMapIterator};
 use result::{Callback, ErrorCallback, IMapJob, IMapShared, MapJob};
 pub(crate) use submit::{Body, Inner, Job};
-use submit::{InitSpec, PoolState, Shared, Task, lock};
+use submit::{InitSpec, PoolState, Shared, Task};
 
 /// Chunks an `imap` may have read ahead of the consumer, per worker (at least
 /// [`READ_AHEAD_MIN`]): enough to keep every worker busy, little enough that
@@ -313,7 +313,7 @@ pub struct Pool {
 
 impl fmt::Debug for Pool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = lock(&self.inner.shared);
+        let s = self.inner.shared.lock().unpoison();
         f.debug_struct("Pool")
             .field("processes", &self.inner.processes)
             .field("state", &s.state)
@@ -371,11 +371,11 @@ impl Pool {
     ///
     /// Beyond Python (CPython's tests read `pool._pool`).
     pub fn worker_pids(&self) -> Vec<u32> {
-        lock(&self.inner.shared).worker_pids.clone()
+        self.inner.shared.lock().unpoison().worker_pids.clone()
     }
 
     fn check_open(&self) -> Result<()> {
-        let s = lock(&self.inner.shared);
+        let s = self.inner.shared.lock().unpoison();
         if let Some(b) = &s.broken {
             return Err(b.duplicate());
         }
@@ -1287,7 +1287,7 @@ impl Pool {
     }
 
     fn wait_handler(&self) {
-        let mut t = lock(&self.inner.thread);
+        let mut t = self.inner.thread.lock().unpoison();
         if let Some(h) = t.take() {
             let _ = h.join();
         }
@@ -1320,7 +1320,7 @@ impl Pool {
     /// }
     /// ```
     pub fn join(&self) -> Result<()> {
-        if lock(&self.inner.shared).state == PoolState::Run {
+        if self.inner.shared.lock().unpoison().state == PoolState::Run {
             return Err(Error::value(
                 "pool is still running; call close() or terminate() before join()",
             ));

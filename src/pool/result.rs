@@ -21,10 +21,6 @@ use crate::connection::deadline_after;
 use crate::error::{Error, Result};
 use crate::reduction;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unpoison()
-}
-
 /// Runs a user callback on the handler thread; a panic in it is reported by the
 /// panic hook (like a panic on any thread) and does not stop the pool.
 fn run_callback(f: impl FnOnce()) {
@@ -83,7 +79,7 @@ impl<R> Slot<R> {
     /// Sets the outcome (once; later calls are ignored) and wakes the waiters:
     /// threads, async tasks, then the hooks in order. True if this call set it.
     pub(crate) fn set(&self, result: Result<R>) -> bool {
-        let mut s = lock(&self.state);
+        let mut s = self.state.lock().unpoison();
         if !matches!(*s, SlotState::Pending) {
             return false;
         }
@@ -92,7 +88,7 @@ impl<R> Slot<R> {
         // Taken under the state lock: a hook or waker added after this sees
         // the outcome set and runs at once (see `on_set`, `register`).
         let (wakers, hooks) = {
-            let mut n = lock(&self.notify);
+            let mut n = self.notify.lock().unpoison();
             (std::mem::take(&mut n.wakers), std::mem::take(&mut n.hooks))
         };
         drop(s);
@@ -105,14 +101,14 @@ impl<R> Slot<R> {
     }
 
     pub(crate) fn is_pending(&self) -> bool {
-        matches!(*lock(&self.state), SlotState::Pending)
+        matches!(*self.state.lock().unpoison(), SlotState::Pending)
     }
 
     /// Runs `hook` once the outcome is set: now (on this thread) if it is.
     pub(crate) fn on_set(&self, hook: Hook) {
-        let s = lock(&self.state);
+        let s = self.state.lock().unpoison();
         if matches!(*s, SlotState::Pending) {
-            lock(&self.notify).hooks.push(hook);
+            self.notify.lock().unpoison().hooks.push(hook);
         } else {
             drop(s);
             run_callback(hook);
@@ -122,11 +118,11 @@ impl<R> Slot<R> {
     /// Registers `waker` while the outcome is not set; false if it is (poll
     /// again).
     fn register(&self, waker: &Waker) -> bool {
-        let s = lock(&self.state);
+        let s = self.state.lock().unpoison();
         if !matches!(*s, SlotState::Pending) {
             return false;
         }
-        let mut n = lock(&self.notify);
+        let mut n = self.notify.lock().unpoison();
         n.wakers.retain(|w| !w.will_wake(waker));
         n.wakers.push(waker.clone());
         true
@@ -135,7 +131,7 @@ impl<R> Slot<R> {
     /// The outcome without waiting: `None` while pending; else as
     /// [`AsyncResult::get`] (the value moves out, an error is copied).
     pub(crate) fn try_take(&self) -> Option<Result<R>> {
-        let mut s = lock(&self.state);
+        let mut s = self.state.lock().unpoison();
         match std::mem::replace(&mut *s, SlotState::Taken) {
             SlotState::Pending => {
                 *s = SlotState::Pending;
@@ -147,7 +143,7 @@ impl<R> Slot<R> {
 
     /// A copy of the error, if the outcome is an error (`None` while pending).
     pub(crate) fn error(&self) -> Option<Error> {
-        match &*lock(&self.state) {
+        match &*self.state.lock().unpoison() {
             SlotState::Ready(Err(e)) => Some(e.duplicate()),
             _ => None,
         }
@@ -202,7 +198,7 @@ impl<R> Slot<R> {
                 break;
             }
         }
-        let mut s = lock(&self.state);
+        let mut s = self.state.lock().unpoison();
         while matches!(*s, SlotState::Pending) {
             match deadline {
                 None => s = self.cond.wait(s).unpoison(),
@@ -362,7 +358,7 @@ impl<R> AsyncResult<R> {
     ///
     /// [`Error::Value`] when the result is not ready yet.
     pub fn successful(&self) -> Result<bool> {
-        match &*lock(&self.slot.state) {
+        match &*self.slot.state.lock().unpoison() {
             SlotState::Pending => Err(Error::value("the result is not ready; wait() for it first")),
             SlotState::Ready(r) => Ok(r.is_ok()),
             SlotState::Taken => Ok(true),
@@ -415,7 +411,7 @@ impl<R> std::future::Future for AsyncResult<R> {
 
 impl<R> fmt::Debug for AsyncResult<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &*lock(&self.slot.state) {
+        let state = match &*self.slot.state.lock().unpoison() {
             SlotState::Pending => "pending",
             SlotState::Ready(Ok(_)) | SlotState::Taken => "ready (ok)",
             SlotState::Ready(Err(_)) => "ready (error)",
@@ -660,7 +656,7 @@ impl<R> IMapShared<R> {
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, IMapState<R>> {
-        lock(&self.state)
+        self.state.lock().unpoison()
     }
 }
 

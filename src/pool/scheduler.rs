@@ -28,6 +28,7 @@
 //! fails with `Error::Timeout`. Every job that is dropped unanswered sets its
 //! result to an error on drop, so even a bug here ends in an error, not a hang.
 
+use crate::util::Unpoison;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -38,7 +39,7 @@ use std::time::{Duration, Instant};
 use super::child::{self, Reply, WireFailure};
 use super::gate::{self};
 use super::ring::{self, ParentRing, Record};
-use super::submit::{Body, Inner, Job, PoolState, Task, lock};
+use super::submit::{Body, Inner, Job, PoolState, Task};
 use super::worker_io::{InFlight, MAX_IN_FLIGHT, PREFETCH_MAX_TASK_TIME, Phase, Worker};
 use crate::connection::DEFAULT_MAX_MESSAGE_LEN;
 use crate::connection::reader::FrameReader;
@@ -125,7 +126,7 @@ pub(crate) fn spawn_scheduler(inner: Arc<Inner>, workers: Vec<Worker>) -> Result
                     .map(|s| s.to_string())
                     .or_else(|| p.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                let mut s = lock(&h.inner.shared);
+                let mut s = h.inner.shared.lock().unpoison();
                 s.broken.get_or_insert_with(|| {
                     Error::value(format!("the pool's handler thread panicked: {msg}"))
                 });
@@ -137,7 +138,7 @@ pub(crate) fn spawn_scheduler(inner: Arc<Inner>, workers: Vec<Worker>) -> Result
             h.exit();
         })?;
     let _ = inner.thread_id.set(thread.thread().id());
-    *lock(&inner.thread) = Some(thread);
+    *inner.thread.lock().unpoison() = Some(thread);
     Ok(())
 }
 
@@ -187,7 +188,7 @@ impl Scheduler {
     /// Takes new jobs, tasks, ticks and the state. From here on a submitter
     /// writes the eventfd, so the next `poll` cannot miss its work.
     fn take_submissions(&mut self) {
-        let mut s = lock(&self.inner.shared);
+        let mut s = self.inner.shared.lock().unpoison();
         self.state = s.state;
         for (id, job) in s.new_jobs.drain(..) {
             self.jobs.insert(id, job);
@@ -224,7 +225,7 @@ impl Scheduler {
             .filter(|w| !w.exited())
             .map(|w| w.pid)
             .collect();
-        lock(&self.inner.shared).worker_pids = pids;
+        self.inner.shared.lock().unpoison().worker_pids = pids;
     }
 
     /// Completes task `index` of job `job`.
@@ -280,7 +281,7 @@ impl Scheduler {
     }
 
     fn set_broken(&mut self, e: Error) {
-        let mut s = lock(&self.inner.shared);
+        let mut s = self.inner.shared.lock().unpoison();
         if s.broken.is_none() {
             s.broken = Some(e.duplicate());
         }
@@ -872,7 +873,7 @@ impl Scheduler {
             w.kill();
         }
         {
-            let mut s = lock(&self.inner.shared);
+            let mut s = self.inner.shared.lock().unpoison();
             for (id, job) in s.new_jobs.drain(..) {
                 self.jobs.insert(id, job);
             }
@@ -916,9 +917,9 @@ impl Scheduler {
 
     /// Marks the pool finished and fails whatever raced in meanwhile.
     fn exit(&mut self) {
-        lock(&self.inner.init).take();
+        self.inner.init.lock().unpoison().take();
         let (jobs, tasks) = {
-            let mut s = lock(&self.inner.shared);
+            let mut s = self.inner.shared.lock().unpoison();
             s.finished = true;
             s.asleep = false;
             (

@@ -10,7 +10,7 @@ use crate::util::Unpoison;
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
 
@@ -184,10 +184,6 @@ pub(crate) struct Inner {
     pub(crate) thread_id: OnceLock<ThreadId>,
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unpoison()
-}
-
 impl Inner {
     /// Hands a job and its tasks to the handler. `internal` submits (an `imap`
     /// feeder) are accepted after `close()`, since their call was.
@@ -203,7 +199,7 @@ impl Inner {
         tasks: Vec<Task>,
         internal: bool,
     ) -> Result<()> {
-        let mut s = lock(&self.shared);
+        let mut s = self.shared.lock().unpoison();
         if let Some(b) = &s.broken {
             return Err(b.duplicate());
         }
@@ -230,7 +226,7 @@ impl Inner {
 
     /// Asks the handler to look at job `id` again.
     pub(crate) fn tick(&self, id: u64) {
-        let mut s = lock(&self.shared);
+        let mut s = self.shared.lock().unpoison();
         if s.finished {
             return;
         }
@@ -245,7 +241,7 @@ impl Inner {
 
     /// Moves to `state` (never back to `Run`, never from `Terminate`).
     pub(crate) fn set_state(&self, state: PoolState) {
-        let mut s = lock(&self.shared);
+        let mut s = self.shared.lock().unpoison();
         let next = match (s.state, state) {
             (PoolState::Terminate, _) => PoolState::Terminate,
             (_, PoolState::Terminate) => PoolState::Terminate,
@@ -269,7 +265,7 @@ impl Inner {
     /// task not started is left alone). The task's answer is whatever the
     /// worker's death gives it; the worker is replaced.
     pub(crate) fn kill_task(&self, id: u64) {
-        let mut s = lock(&self.shared);
+        let mut s = self.shared.lock().unpoison();
         if s.finished {
             return;
         }

@@ -5,6 +5,7 @@
 //! (`Inner::start_worker`). The scheduler (`scheduler.rs`) decides what to
 //! send; this file only moves bytes and keeps the bookkeeping per worker.
 
+use crate::util::Unpoison;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, OwnedFd};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::child::{self, Setup};
 use super::gate::{self, Gate};
 use super::ring::ParentRing;
-use super::submit::{Inner, Task, lock};
+use super::submit::{Inner, Task};
 use crate::connection::DEFAULT_MAX_MESSAGE_LEN;
 use crate::connection::framing;
 use crate::connection::reader::FrameReader;
@@ -37,7 +38,7 @@ const READ_CHUNK: usize = 64 * 1024;
 impl Inner {
     /// Starts one worker (on any thread).
     pub(crate) fn start_worker(&self) -> Result<Worker> {
-        let spec = lock(&self.init);
+        let spec = self.init.lock().unpoison();
         let (body, fds, init) = match &*spec {
             Some(i) => {
                 let fds = i

@@ -1,5 +1,6 @@
 //! [`SharedMemoryManager`]: blocks whose lifetime is the manager's.
 
+use crate::util::Unpoison;
 use std::sync::Mutex;
 
 use super::{Item, ShareableList, SharedMemory};
@@ -52,7 +53,7 @@ impl SharedMemoryManager {
     }
 
     fn names(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
-        self.names.lock().unwrap_or_else(|e| e.into_inner())
+        self.names.lock().unpoison()
     }
 
     /// A new block of `size` bytes with a random name, unlinked at shutdown.

@@ -23,6 +23,7 @@
 //!   so those of many processes never interleave: `R` or `U`, a length byte,
 //!   the POSIX name.
 
+use crate::util::Unpoison;
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io;
@@ -50,7 +51,7 @@ static INIT_RAN: AtomicBool = AtomicBool::new(false);
 static PIPE: Mutex<Option<OwnedFd>> = Mutex::new(None);
 
 fn pipe_lock() -> std::sync::MutexGuard<'static, Option<OwnedFd>> {
-    PIPE.lock().unwrap_or_else(|e| e.into_inner())
+    PIPE.lock().unpoison()
 }
 
 /// Called first by `init()`: runs the tracker when this process is one

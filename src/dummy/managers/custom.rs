@@ -1,10 +1,11 @@
 //! `ObjectProxy`: a `SharedObject` of yours held by a dummy `Manager`
 //! (as src/managers/custom.rs for the process manager).
 
+use crate::util::Unpoison;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use super::super::{lock, run_caught};
+use super::super::run_caught;
 use super::Alive;
 #[cfg(doc)]
 use super::Manager;
@@ -49,7 +50,7 @@ impl<T: SharedObject> ObjectProxy<T> {
     /// whatever state the panic left it), [`Error::Closed`].
     pub fn call(&self, call: T::Call) -> Result<T::Reply> {
         self.alive.check()?;
-        let mut obj = lock(&self.obj);
+        let mut obj = self.obj.lock().unpoison();
         run_caught("SharedObject::call", || obj.call(call))
     }
 }

@@ -7,6 +7,7 @@
 //! encoded, as the server keeps it), and after [`Manager::shutdown`] every
 //! proxy gives [`Error::Closed`].
 
+use crate::util::Unpoison;
 use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
@@ -17,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::lock;
 use super::{
     Barrier, BoundedSemaphore, Condition, Event, JoinableQueue, Lock, Pool, Queue, RLock,
     Semaphore, run_caught,
@@ -410,7 +410,7 @@ impl Manager {
     /// ```
     pub fn named<P: Managed>(&self, name: &str, init: P::Init) -> Result<P> {
         self.alive.check()?;
-        let mut names = lock(&self.alive.names);
+        let mut names = self.alive.names.lock().unpoison();
         if let Some(found) = names.get(name) {
             return downcast(name, found);
         }
@@ -433,7 +433,7 @@ impl Manager {
     /// type, [`Error::Closed`].
     pub fn lookup<P: Managed>(&self, name: &str) -> Result<P> {
         self.alive.check()?;
-        let names = lock(&self.alive.names);
+        let names = self.alive.names.lock().unpoison();
         let found = names
             .get(name)
             .ok_or_else(|| Error::Key(format!("no shared object is registered as {name:?}")))?;
@@ -450,7 +450,7 @@ impl Manager {
         if !Arc::ptr_eq(&proxy.alive().running, &self.alive.running) {
             return Err(Error::value("the proxy belongs to another manager"));
         }
-        lock(&self.alive.names).insert(
+        self.alive.names.lock().unpoison().insert(
             name.to_string(),
             Named {
                 proxy: Box::new(proxy.clone()),

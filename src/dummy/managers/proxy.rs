@@ -2,6 +2,7 @@
 //! `Array` (as src/managers/proxy.rs for the process manager). Values are
 //! kept encoded, as the server keeps them: every read is a copy.
 
+use crate::util::Unpoison;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::marker::PhantomData;
@@ -10,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::super::lock;
 use super::{Alive, decode, encode};
 use crate::error::{Error, Result};
 
@@ -48,7 +48,10 @@ impl Namespace {
     pub fn set<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<()> {
         self.alive.check()?;
         let bytes = encode(value)?;
-        lock(&self.attrs).insert(name.to_string(), (std::any::type_name::<T>(), bytes));
+        self.attrs
+            .lock()
+            .unpoison()
+            .insert(name.to_string(), (std::any::type_name::<T>(), bytes));
         Ok(())
     }
 
@@ -60,7 +63,7 @@ impl Namespace {
     /// type, [`Error::Closed`].
     pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<T> {
         self.alive.check()?;
-        let attrs = lock(&self.attrs);
+        let attrs = self.attrs.lock().unpoison();
         let (stored, bytes) = attrs
             .get(name)
             .ok_or_else(|| Error::Key(format!("the namespace has no attribute {name:?}")))?;
@@ -80,7 +83,7 @@ impl Namespace {
     /// [`Error::Closed`].
     pub fn has(&self, name: &str) -> Result<bool> {
         self.alive.check()?;
-        Ok(lock(&self.attrs).contains_key(name))
+        Ok(self.attrs.lock().unpoison().contains_key(name))
     }
 
     /// Deletes attribute `name`.
@@ -90,7 +93,7 @@ impl Namespace {
     /// [`Error::Key`] when missing, [`Error::Closed`].
     pub fn del(&self, name: &str) -> Result<()> {
         self.alive.check()?;
-        match lock(&self.attrs).remove(name) {
+        match self.attrs.lock().unpoison().remove(name) {
             Some(_) => Ok(()),
             None => Err(Error::Key(format!(
                 "the namespace has no attribute {name:?}"
@@ -105,7 +108,7 @@ impl Namespace {
     /// [`Error::Closed`].
     pub fn names(&self) -> Result<Vec<String>> {
         self.alive.check()?;
-        let mut names: Vec<String> = lock(&self.attrs).keys().cloned().collect();
+        let mut names: Vec<String> = self.attrs.lock().unpoison().keys().cloned().collect();
         names.sort();
         Ok(names)
     }
@@ -130,7 +133,7 @@ fn same_type(stored: &str, wanted: &str) -> bool {
 impl fmt::Debug for Namespace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Namespace")
-            .field("names", &lock(&self.attrs).len())
+            .field("names", &self.attrs.lock().unpoison().len())
             .finish()
     }
 }
@@ -204,7 +207,7 @@ impl<K, V> Clone for DictProxy<K, V> {
 impl<K, V> fmt::Debug for DictProxy<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DictProxy")
-            .field("len", &lock(&self.dict).index.len())
+            .field("len", &self.dict.lock().unpoison().index.len())
             .finish()
     }
 }
@@ -212,7 +215,7 @@ impl<K, V> fmt::Debug for DictProxy<K, V> {
 impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy<K, V> {
     fn with<R>(&self, f: impl FnOnce(&mut Dict) -> Result<R>) -> Result<R> {
         self.alive.check()?;
-        f(&mut lock(&self.dict))
+        f(&mut self.dict.lock().unpoison())
     }
 
     /// Sets `k` to `v`; the previous value, if any.
@@ -422,7 +425,7 @@ impl List {
                 "{op}: a manager Array has a fixed length"
             )));
         }
-        f(&mut lock(&self.items))
+        f(&mut self.items.lock().unpoison())
     }
 
     fn get<T: DeserializeOwned>(&self, i: i64) -> Result<T> {
@@ -467,7 +470,7 @@ macro_rules! list_boilerplate {
         impl<T> fmt::Debug for $name<T> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_struct(stringify!($name))
-                    .field("len", &lock(&self.list.items).len())
+                    .field("len", &self.list.items.lock().unpoison().len())
                     .finish()
             }
         }
@@ -782,7 +785,7 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
     /// [`Error::Decode`], [`Error::Closed`].
     pub fn get(&self) -> Result<T> {
         self.alive.check()?;
-        decode(&lock(&self.cell))
+        decode(&self.cell.lock().unpoison())
     }
 
     /// Sets the value.
@@ -792,7 +795,7 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
     /// [`Error::Encode`], [`Error::Closed`].
     pub fn set(&self, x: T) -> Result<()> {
         self.alive.check()?;
-        *lock(&self.cell) = encode(&x)?;
+        *self.cell.lock().unpoison() = encode(&x)?;
         Ok(())
     }
 }
