@@ -70,9 +70,13 @@ pub use semaphore::{BoundedSemaphore, Semaphore};
 pub use sharedctypes::{Array, ArrayGuard, Value, ValueGuard};
 
 // The same in both worlds: errors, start-up, and what is not about workers.
+// Memory shared by name, and the lock-free shared values, are the same
+// memory whether the other side is a thread or a process (Python's dummy
+// programs use `shared_memory` unchanged too).
 pub use crate::{
-    Acquired, Connection, Error, Result, Scalar, SharedObject, connection, cpu_count, init, pipe,
-    reduction, reset_executable, set_executable, set_start_timeout, test_support,
+    Acquired, Connection, Error, RawArray, RawValue, Result, Scalar, SharedMemoryManager,
+    SharedObject, connection, cpu_count, init, pipe, reduction, reset_executable, set_executable,
+    set_start_timeout, shared_memory, test_support,
 };
 
 use crate::util::Unpoison;
