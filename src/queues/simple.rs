@@ -53,7 +53,7 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] when out of fds or memory.
+    /// [`Error::Io`](crate::Error::Io) when out of fds or memory.
     pub fn new() -> Result<Self> {
         Ok(SimpleQueue {
             queue: Queue::new()?,

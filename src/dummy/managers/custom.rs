@@ -6,9 +6,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use super::super::run_caught;
-use super::Alive;
 #[cfg(doc)]
 use super::Manager;
+use super::alive::Alive;
 use crate::SharedObject;
 #[cfg(doc)]
 use crate::error::Error;

@@ -8,15 +8,11 @@
 //! proxy gives [`Error::Closed`].
 
 use crate::util::Unpoison;
-use std::any::Any;
-use std::collections::HashMap;
-use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use super::{
     Barrier, BoundedSemaphore, Condition, Event, JoinableQueue, Lock, Pool, Queue, RLock,
@@ -25,11 +21,13 @@ use super::{
 use crate::SharedObject;
 use crate::error::{Error, Result};
 
+mod alive;
 mod custom;
 mod pool;
 mod proxy;
 mod sync;
 
+use alive::{Alive, Named, encode};
 pub use custom::ObjectProxy;
 pub use pool::{PoolMapResultProxy, PoolProxy, PoolResultProxy};
 pub use proxy::{ArrayProxy, DictProxy, ListProxy, Namespace, ValueProxy};
@@ -38,48 +36,6 @@ pub use sync::{
     BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, EventProxy, JoinableQueueProxy, LockProxy,
     ProxyGuard, QueueProxy, RLockProxy, SemaphoreProxy,
 };
-
-fn encode<T: Serialize + ?Sized>(x: &T) -> Result<Vec<u8>> {
-    postcard::to_stdvec(x).map_err(Error::encode)
-}
-
-fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
-    postcard::from_bytes(b).map_err(Error::decode)
-}
-
-/// What every proxy of one manager shares: whether it is still running.
-#[derive(Clone)]
-struct Alive {
-    running: Arc<AtomicBool>,
-    objects: Arc<AtomicUsize>,
-    /// The names of `named`/`publish`: a clone of the proxy, type-erased.
-    names: Arc<Mutex<HashMap<String, Named>>>,
-}
-
-/// A named proxy: the proxy (a clone) and its type's name, for errors.
-struct Named {
-    proxy: Box<dyn Any + Send + Sync>,
-    type_name: &'static str,
-}
-
-impl fmt::Debug for Alive {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Manager")
-            .field("running", &self.running.load(Ordering::Relaxed))
-            .field("objects", &self.objects.load(Ordering::Relaxed))
-            .finish()
-    }
-}
-
-impl Alive {
-    fn check(&self) -> Result<()> {
-        if self.running.load(Ordering::Acquire) {
-            Ok(())
-        } else {
-            Err(Error::Closed)
-        }
-    }
-}
 
 /// A manager whose objects live in this process, for threads.
 ///

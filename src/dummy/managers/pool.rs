@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::super::{AsyncResult, Pool};
-use super::Alive;
 #[cfg(doc)]
 use super::Manager;
+use super::alive::Alive;
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;

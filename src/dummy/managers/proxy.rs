@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Alive, decode, encode};
+use super::alive::{Alive, decode, encode};
 use crate::error::{Error, Result};
 
 // ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use super::super::{
     Barrier, BoundedSemaphore, Condition, Event, JoinableQueue, Lock, Queue, RLock, Semaphore,
 };
-use super::Alive;
+use super::alive::Alive;
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
