@@ -161,6 +161,9 @@ fn test_process() {
             .unwrap();
             // The child inherits its parent's authkey.
             conn.send(&me.authkey().unwrap()).unwrap();
+            // Alive until the parent has looked for it among its children: a
+            // fast start (the forkserver) could otherwise be over by then.
+            let () = conn.recv().unwrap();
         },
         (child_end, 7i64, "x".to_string()),
     );
@@ -177,9 +180,12 @@ fn test_process() {
             .any(|c| Some(c.pid()) == p.pid())
     );
     type Seen = (i64, String, String, u32, u32, String);
-    let (got, key): (Seen, Vec<u8>) = within(SHORT, "recv from child", move || {
-        (parent_end.recv().unwrap(), parent_end.recv().unwrap())
-    });
+    let (got, key, parent_end): (Seen, Vec<u8>, mp::Connection) =
+        within(SHORT, "recv from child", move || {
+            let got = parent_end.recv().unwrap();
+            let key = parent_end.recv().unwrap();
+            (got, key, parent_end)
+        });
     assert_eq!(key, mp::current_process().authkey().unwrap());
     assert_eq!(got.0, 7);
     assert_eq!(got.1, "x");
@@ -187,6 +193,7 @@ fn test_process() {
     assert_eq!(Some(got.3), p.pid());
     assert_eq!(got.4, std::process::id());
     assert_eq!(got.5, "MainProcess");
+    parent_end.send(&()).unwrap();
     p.join().unwrap();
     assert!(!p.is_alive());
     assert_eq!(p.exitcode(), Some(0));
@@ -195,7 +202,7 @@ fn test_process() {
             .iter()
             .all(|c| Some(c.pid()) != p.pid())
     );
-    drop(p);
+    drop((p, parent_end));
     leaks.check();
 }
 
