@@ -23,6 +23,10 @@
 //! [`Manager`] hands out proxies with the process proxies' methods, backed by
 //! objects in this process.
 //!
+//! [`futures`] is `mp::futures` on threads: Python's
+//! `concurrent.futures.ThreadPoolExecutor`, also named `ProcessPoolExecutor`
+//! there so a program needs only its `use` line changed.
+//!
 //! Python: `multiprocessing.dummy` and `multiprocessing.pool.ThreadPool`
 //! (which is [`crate::ThreadPool`], this module's [`Pool`]).
 //!
@@ -45,6 +49,7 @@
 mod barrier;
 mod condition;
 mod event;
+pub mod futures;
 mod lock;
 mod managers;
 mod pool;

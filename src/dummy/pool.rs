@@ -130,6 +130,9 @@ fn worker(inner: &Arc<Inner>) {
         run_task(inner, task);
         let mut g = inner.state.lock().unpoison();
         g.running.remove(&id);
+        if RETIRE_AFTER_TASK.with(|r| r.replace(false)) {
+            break; // its task was cancelled while running: a fresh worker took over
+        }
         if g.retire > 0 {
             g.retire -= 1;
             break;
@@ -154,6 +157,15 @@ thread_local! {
     /// On a worker thread: the address of its pool's `Inner` (an identity
     /// only, never dereferenced), so that `join()` from it is refused.
     static MY_POOL: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Set by a task whose future was cancelled while it ran: this worker
+    /// exits once the task returns (a replacement already started).
+    static RETIRE_AFTER_TASK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Called from a task: the worker thread running it exits when the task
+/// returns (the executor's `cancel_running` started its replacement).
+pub(super) fn retire_current_worker() {
+    RETIRE_AFTER_TASK.with(|r| r.set(true));
 }
 
 /// Runs one task, with a watchdog thread when it has a time limit.
@@ -705,6 +717,32 @@ impl Pool {
         Ok(AsyncResult { slot })
     }
 
+    /// Queues a task built elsewhere in `dummy` (the executor's futures):
+    /// `run` runs on a worker; `fail` delivers an error instead (on
+    /// `terminate()` or past `timeout`) and says whether it did.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after `close()`/`terminate()`.
+    pub(super) fn submit_task(
+        &self,
+        run: Box<dyn FnOnce() + Send>,
+        fail: Arc<dyn Fn(Error) -> bool + Send + Sync>,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        self.inner.submit(Task { run, fail, timeout })
+    }
+
+    /// Starts one more worker, in place of one busy with a task nobody waits
+    /// for any more (it retires when that task returns). Nothing after
+    /// `terminate()`.
+    pub(super) fn add_worker(&self) -> Result<()> {
+        if self.inner.state.lock().unpoison().mode == Mode::Terminate {
+            return Ok(());
+        }
+        start_worker(&self.inner)
+    }
+
     /// Runs `f(arg)` on a worker and waits for the result.
     ///
     /// Python: `Pool.apply(f, args)`.
@@ -1013,12 +1051,15 @@ impl Pool {
         self.map_async_with_chunksize(f, items, chunksize)
     }
 
-    fn submit_imap<F, A, R, I>(
+    /// The `imap` family; `window`: chunks read ahead of the consumer, at
+    /// most (`None`: 4 per worker). The executor's `map` gives its `buffersize`.
+    pub(super) fn submit_imap<F, A, R, I>(
         &self,
         f: F,
         items: I,
         chunksize: usize,
         ordered: bool,
+        window: Option<usize>,
     ) -> Result<IMapIterator<R>>
     where
         F: Fn(A) -> R + Send + Sync + 'static,
@@ -1050,7 +1091,7 @@ impl Pool {
         let feeder = Feeder {
             pool: Arc::downgrade(&self.inner),
             shared: shared.clone(),
-            window: 4 * self.inner.processes,
+            window: window.unwrap_or(4 * self.inner.processes),
         };
         let iter = items.into_iter();
         std::thread::Builder::new()
@@ -1087,7 +1128,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'static,
     {
-        self.submit_imap(f, items, 1, true)
+        self.submit_imap(f, items, 1, true, None)
     }
 
     /// [`imap`](Self::imap) with `chunksize` items per task.
@@ -1108,7 +1149,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'static,
     {
-        self.submit_imap(f, items, chunksize, true)
+        self.submit_imap(f, items, chunksize, true, None)
     }
 
     /// [`imap`](Self::imap) with the results in completion order.
@@ -1124,7 +1165,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'static,
     {
-        self.submit_imap(f, items, 1, false)
+        self.submit_imap(f, items, 1, false, None)
     }
 
     /// [`imap_unordered`](Self::imap_unordered) with `chunksize` items per task.
@@ -1145,7 +1186,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'static,
     {
-        self.submit_imap(f, items, chunksize, false)
+        self.submit_imap(f, items, chunksize, false, None)
     }
 
     /// Accepts no more work; the workers exit once all submitted work is done.
@@ -1264,6 +1305,9 @@ impl<R: Send + 'static> Feeder<R> {
             let c2 = claimed.clone();
             let task = Task {
                 run: Box::new(move || {
+                    if mine.state.lock().unpoison().dropped {
+                        return; // nobody reads it: the process pool drops it too
+                    }
                     let name = super::current_process().name().to_string();
                     let r = run_caught(&name, || chunk.into_iter().map(|a| f(a)).collect());
                     if !claimed.swap(true, Ordering::AcqRel) {
@@ -1300,7 +1344,7 @@ impl<R: Send + 'static> Feeder<R> {
     /// Waits until fewer than `window` chunks are unconsumed; false once the
     /// iterator was dropped.
     fn wait_for_room(&self) -> bool {
-        let window = self.window.max(2);
+        let window = self.window.max(1);
         let g = self.shared.state.lock().unpoison();
         let (g, _) = wait_until(&self.shared.cond, g, None, |s| {
             s.dropped || s.submitted - s.consumed < window

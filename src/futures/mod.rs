@@ -48,3 +48,29 @@ mod wait;
 pub use executor::{ExecutorBuilder, MapIter, MapOptions, ProcessPoolExecutor};
 pub use future::Future;
 pub use wait::{AsCompleted, DoneAndNotDone, ReturnWhen, as_completed, wait};
+// For the thread twin, `mp::dummy::futures`, which shares `wait`'s code.
+pub(crate) use wait::{Completions, Watch, completions, wait_split};
+
+/// Whether [`Future::cancel_running`] was called on the task running on this
+/// thread: always false in a worker process, where `cancel_running` kills the
+/// worker instead of asking it to stop. It exists so that a task written to
+/// stop early under `mp::dummy::futures` (threads, which cannot be killed and
+/// are asked instead) compiles and runs here unchanged.
+///
+/// Beyond Python.
+///
+/// # Examples
+///
+/// ```
+/// use multiprocess as mp;
+/// fn main() -> mp::Result<()> {
+///     mp::init();
+///     let ex = mp::futures::ProcessPoolExecutor::new(1)?;
+///     let f = ex.submit(|n: u64| (0..n).take_while(|_| !mp::futures::cancel_requested()).count(), 10)?;
+///     assert_eq!(f.result()?, 10);
+///     Ok(())
+/// }
+/// ```
+pub fn cancel_requested() -> bool {
+    false
+}

@@ -45,6 +45,38 @@ impl<R> fmt::Debug for DoneAndNotDone<'_, R> {
     }
 }
 
+/// What [`wait`] and [`as_completed`] need of a future; implemented by this
+/// module's [`Future`] and by `mp::dummy::futures::Future` (threads), so both
+/// share this one implementation.
+pub(crate) trait Watch {
+    /// Runs `hook` once the future is done: at once, on this thread, if it is.
+    fn on_done(&self, hook: Box<dyn FnOnce() + Send + 'static>);
+    /// Finished or cancelled.
+    fn is_done(&self) -> bool;
+    /// Finished with an error other than a cancellation.
+    fn has_failed(&self) -> bool;
+    /// The same future (two handles on one task).
+    fn same(&self, other: &Self) -> bool;
+}
+
+impl<R: Send + 'static> Watch for Future<R> {
+    fn on_done(&self, hook: Box<dyn FnOnce() + Send + 'static>) {
+        self.core.slot.on_set(hook);
+    }
+
+    fn is_done(&self) -> bool {
+        self.done()
+    }
+
+    fn has_failed(&self) -> bool {
+        self.failed()
+    }
+
+    fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.core, &other.core)
+    }
+}
+
 /// The futures told to a waiter, in completion order, with its condvar.
 struct Waiter {
     /// Indices of finished futures, as they finish.
@@ -55,14 +87,14 @@ struct Waiter {
 
 impl Waiter {
     /// A waiter told (by a done callback) when each of `fs` finishes.
-    fn watch<R: Send + 'static>(fs: &[&Future<R>]) -> Arc<Waiter> {
+    fn watch<F: Watch>(fs: &[&F]) -> Arc<Waiter> {
         let w = Arc::new(Waiter {
             finished: Mutex::new(VecDeque::new()),
             cond: Condvar::new(),
         });
         for (i, f) in fs.iter().enumerate() {
             let w2 = w.clone();
-            f.core.slot.on_set(Box::new(move || {
+            f.on_done(Box::new(move || {
                 w2.finished.lock().unpoison().push_back(i);
                 w2.cond.notify_all();
             }));
@@ -93,10 +125,10 @@ impl Waiter {
 
 /// `fs` without repeats (the same future given twice counts once, as in
 /// Python's sets), in the order given.
-fn unique<'a, R>(fs: impl IntoIterator<Item = &'a Future<R>>) -> Vec<&'a Future<R>> {
-    let mut out: Vec<&'a Future<R>> = Vec::new();
+fn unique<'a, F: Watch>(fs: impl IntoIterator<Item = &'a F>) -> Vec<&'a F> {
+    let mut out: Vec<&'a F> = Vec::new();
     for f in fs {
-        if !out.iter().any(|g| Arc::ptr_eq(&g.core, &f.core)) {
+        if !out.iter().any(|g| g.same(f)) {
             out.push(f);
         }
     }
@@ -132,12 +164,24 @@ pub fn wait<'a, R: Send + 'static>(
     timeout: Option<Duration>,
     return_when: ReturnWhen,
 ) -> DoneAndNotDone<'a, R> {
+    let (done, not_done) = wait_split(fs, timeout, return_when);
+    DoneAndNotDone { done, not_done }
+}
+
+/// [`wait`] for any [`Watch`] future: (done, not done).
+pub(crate) fn wait_split<'a, F: Watch>(
+    fs: impl IntoIterator<Item = &'a F>,
+    timeout: Option<Duration>,
+    return_when: ReturnWhen,
+) -> (Vec<&'a F>, Vec<&'a F>) {
     let fs = unique(fs);
     let deadline = timeout.and_then(deadline_after);
-    let met = |fs: &[&Future<R>]| match return_when {
-        ReturnWhen::FirstCompleted => fs.iter().any(|f| f.done()),
-        ReturnWhen::FirstException => fs.iter().any(|f| f.failed()) || fs.iter().all(|f| f.done()),
-        ReturnWhen::AllCompleted => fs.iter().all(|f| f.done()),
+    let met = |fs: &[&F]| match return_when {
+        ReturnWhen::FirstCompleted => fs.iter().any(|f| f.is_done()),
+        ReturnWhen::FirstException => {
+            fs.iter().any(|f| f.has_failed()) || fs.iter().all(|f| f.is_done())
+        }
+        ReturnWhen::AllCompleted => fs.iter().all(|f| f.is_done()),
     };
     if !met(&fs) {
         let waiter = Waiter::watch(&fs);
@@ -147,8 +191,7 @@ pub fn wait<'a, R: Send + 'static>(
             }
         }
     }
-    let (done, not_done) = fs.into_iter().partition(|f| f.done());
-    DoneAndNotDone { done, not_done }
+    fs.into_iter().partition(|f| f.is_done())
 }
 
 /// The futures as they finish (finished or cancelled), each once: the ones
@@ -178,9 +221,19 @@ pub fn as_completed<'a, R: Send + 'static>(
     fs: impl IntoIterator<Item = &'a Future<R>>,
     timeout: Option<Duration>,
 ) -> AsCompleted<'a, R> {
+    AsCompleted {
+        inner: completions(fs, timeout),
+    }
+}
+
+/// [`as_completed`] for any [`Watch`] future.
+pub(crate) fn completions<'a, F: Watch>(
+    fs: impl IntoIterator<Item = &'a F>,
+    timeout: Option<Duration>,
+) -> Completions<'a, F> {
     let fs = unique(fs);
     let waiter = Waiter::watch(&fs);
-    AsCompleted {
+    Completions {
         left: fs.len(),
         fs,
         waiter,
@@ -191,20 +244,43 @@ pub fn as_completed<'a, R: Send + 'static>(
 
 /// The iterator [`as_completed`] returns: `Result<&Future<R>>` per future.
 pub struct AsCompleted<'a, R> {
+    /// The shared implementation.
+    inner: Completions<'a, Future<R>>,
+}
+
+impl<'a, R> Iterator for AsCompleted<'a, R> {
+    type Item = Result<&'a Future<R>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner.next()
+    }
+}
+
+impl<R> fmt::Debug for AsCompleted<'_, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsCompleted")
+            .field("futures", &self.inner.fs.len())
+            .field("left", &self.inner.left)
+            .finish()
+    }
+}
+
+/// [`as_completed`]'s iterator over any future type.
+pub(crate) struct Completions<'a, F> {
     /// The futures, by index.
-    fs: Vec<&'a Future<R>>,
+    pub(crate) fs: Vec<&'a F>,
     /// Told as each finishes.
     waiter: Arc<Waiter>,
     /// Futures not yet yielded.
-    left: usize,
+    pub(crate) left: usize,
     /// When to give up.
     deadline: Option<Instant>,
     /// The timeout was reported.
     ended: bool,
 }
 
-impl<'a, R> Iterator for AsCompleted<'a, R> {
-    type Item = Result<&'a Future<R>>;
+impl<'a, F> Iterator for Completions<'a, F> {
+    type Item = Result<&'a F>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.left == 0 || self.ended {
@@ -220,14 +296,5 @@ impl<'a, R> Iterator for AsCompleted<'a, R> {
                 Some(Err(Error::Timeout))
             }
         }
-    }
-}
-
-impl<R> fmt::Debug for AsCompleted<'_, R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AsCompleted")
-            .field("futures", &self.fs.len())
-            .field("left", &self.left)
-            .finish()
     }
 }
