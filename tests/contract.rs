@@ -283,6 +283,94 @@ const _: () = {
     let _: fn(&d::Manager, usize) -> mp::Result<d::PoolProxy> = d::Manager::pool;
 };
 
+// concurrent.futures: `mp::futures` (processes) and its thread twin
+// `mp::dummy::futures` (Python's `ThreadPoolExecutor`, also named
+// `ProcessPoolExecutor` there): the same methods with the same signatures.
+same_signatures! {
+    exact: [mp::futures::Future<i64>, mp::dummy::futures::Future<i64>],
+    wrapped: [],
+    {
+        plain {
+            done() -> bool;
+            running() -> bool;
+            cancel() -> bool;
+            cancel_running() -> bool;
+            cancelled() -> bool;
+        }
+        fallible {
+            result() -> mp::Result<i64>;
+            result_timeout(Duration) -> mp::Result<i64>;
+        }
+    }
+}
+
+same_signatures! {
+    exact: [mp::futures::ProcessPoolExecutor, mp::dummy::futures::ProcessPoolExecutor],
+    wrapped: [],
+    {
+        plain {
+            max_workers() -> usize;
+            worker_pids() -> Vec<u32>;
+            shutdown(bool, bool) -> ();
+            terminate_workers() -> ();
+        }
+        fallible {}
+    }
+}
+
+/// The generic and builder parts of one `futures` module, checked with the
+/// same signatures (a task is a plain `fn`, which both accept).
+macro_rules! executor_signatures {
+    ($($m:ident)::+) => {
+        const _: () = {
+            use $($m)::+ as x;
+            type Ex = x::ProcessPoolExecutor;
+            type Task = fn(i64) -> i64;
+            let _: fn(usize) -> mp::Result<Ex> = Ex::new;
+            let _: fn() -> x::ExecutorBuilder = Ex::builder;
+            let _: fn(x::ExecutorBuilder, usize) -> x::ExecutorBuilder =
+                x::ExecutorBuilder::max_workers;
+            let _: fn(x::ExecutorBuilder, fn(u8), u8) -> x::ExecutorBuilder =
+                x::ExecutorBuilder::initializer::<fn(u8), u8, ()>;
+            let _: fn(x::ExecutorBuilder, usize) -> x::ExecutorBuilder =
+                x::ExecutorBuilder::max_tasks_per_child;
+            let _: fn(x::ExecutorBuilder, u64) -> x::ExecutorBuilder =
+                x::ExecutorBuilder::max_memory_per_child;
+            let _: fn(x::ExecutorBuilder, Duration) -> x::ExecutorBuilder =
+                x::ExecutorBuilder::task_timeout;
+            let _: fn(x::ExecutorBuilder) -> mp::Result<Ex> = x::ExecutorBuilder::build;
+            let _: fn(&Ex, Task, i64) -> mp::Result<x::Future<i64>> =
+                Ex::submit::<Task, i64, i64>;
+            let _: fn(&Ex, Task, i64, Duration) -> mp::Result<x::Future<i64>> =
+                Ex::submit_with_timeout::<Task, i64, i64>;
+            let _: fn(&Ex, Task, Vec<i64>) -> mp::Result<x::MapIter<i64>> =
+                Ex::map::<Task, i64, i64, Vec<i64>>;
+            let _: fn(&Ex, Task, Vec<i64>, mp::futures::MapOptions) -> mp::Result<x::MapIter<i64>> =
+                Ex::map_with::<Task, i64, i64, Vec<i64>>;
+            let _: fn(
+                Vec<&'static x::Future<i64>>,
+                Option<Duration>,
+                mp::futures::ReturnWhen,
+            ) -> x::DoneAndNotDone<'static, i64> = x::wait;
+            let _: fn(Vec<&'static x::Future<i64>>, Option<Duration>) -> x::AsCompleted<'static, i64> =
+                x::as_completed;
+            let _: fn() -> bool = x::cancel_requested;
+        };
+    };
+}
+
+executor_signatures!(mp::futures);
+executor_signatures!(mp::dummy::futures);
+
+// `MapOptions` and `ReturnWhen` are the very same types in both.
+const _: () = {
+    fn same<T>(t: T) -> T {
+        t
+    }
+    let _: fn(mp::futures::MapOptions) -> mp::dummy::futures::MapOptions = same;
+    let _: fn(mp::futures::ReturnWhen) -> mp::dummy::futures::ReturnWhen = same;
+};
+
 // The guards: `with lock:` is `lock()` on both; the proxy's is a `Result`.
 const _: () = {
     let _: for<'a> fn(&'a mp::Lock) -> mp::LockGuard<'a> = mp::Lock::lock;

@@ -20,22 +20,10 @@ use std::process::{Command, Output, Stdio};
 use common::within;
 
 /// Examples that are not rewritten, with the reason.
-const EXCLUDED: &[(&str, &str)] = &[
-    (
-        "processes_vs_threads",
-        "runs both ways by itself: it has no single `use` line to change",
-    ),
-    // Follow-up (issue 16): `mp::futures` has no thread twin yet (Python's is
-    // `concurrent.futures.ThreadPoolExecutor`); these two use it.
-    (
-        "executor_as_completed",
-        "uses mp::futures, which mp::dummy does not have yet",
-    ),
-    (
-        "tokio_await",
-        "uses mp::futures, which mp::dummy does not have yet",
-    ),
-];
+const EXCLUDED: &[(&str, &str)] = &[(
+    "processes_vs_threads",
+    "runs both ways by itself: it has no single `use` line to change",
+)];
 
 const USE_PROCESSES: &str = "use multiprocess as mp;";
 const USE_THREADS: &str = "use multiprocess::dummy as mp;";
@@ -93,7 +81,9 @@ fn write_project(dir: &Path, examples: &BTreeMap<String, String>) -> PathBuf {
         "[package]\nname = \"multiprocess-dummy-examples\"\nversion = \"0.0.0\"\n\
          edition = \"2024\"\npublish = false\n\n[workspace]\n\n[dependencies]\n\
          multiprocess = {{ path = {:?} }}\nanyhow = \"1\"\nserde = {{ version = \"1\", features = [\"derive\"] }}\n\
-         indicatif = \"0.18\"\n\n\
+         indicatif = \"0.18\"\n\
+         tokio = {{ version = \"1\", features = [\"rt\", \"macros\", \"time\", \"sync\"] }}\n\
+         futures-util = {{ version = \"0.3\", default-features = false, features = [\"std\"] }}\n\n\
          # The examples' own code optimised (as `cargo run --release` would), the\n\
          # dependencies exactly as our dev build has them, so none is rebuilt.\n\
          [profile.dev.package.multiprocess-dummy-examples]\nopt-level = 3\n",
@@ -143,6 +133,15 @@ fn expected_lines(example: &str) -> Vec<String> {
     let lines: &[&str] = match example {
         "apply_async_files" => &["finishing data_0", "多进程计算 共消耗"],
         "correlation" => &["| 2540 |", "| 10160 |"],
+        // mp::futures::ProcessPoolExecutor becomes the thread executor.
+        "executor_as_completed" => &[
+            "\"http://www.bbc.co.uk/\" page has 5133 primes",
+            "\"http://www.cnn.com/\" page has 13848 primes",
+            "\"http://www.foxnews.com/\" page has 33860 primes",
+            "\"http://europe.wsj.com/\" page has 49098 primes",
+            "\"http://nonexistant-subdomain.python.org/\" generated an exception: ",
+            "Name or service not known",
+        ],
         "groupby_apply" => &[
             "output:",
             "data process of 1: finished@",
@@ -166,6 +165,7 @@ fn expected_lines(example: &str) -> Vec<String> {
         "queue_pipeline" => &["100 results, sum of squares = 328350"],
         "semaphore_workers" => &["8 workers, at most 2 at a time: max concurrency observed = "],
         "shared_counter" => &["with the lock:      400000 (0 updates lost)"],
+        "tokio_await" => &["1000 futures awaited in ", "the ticker ticked "],
         "shared_memory_python" => &["python sum: 6546966400.0", "rust reads: [", "from rust"],
         other => panic!("no checks for example {other}: add them to expected_lines"),
     };
