@@ -839,6 +839,9 @@ fn cancel_running_an_uncooperative_task_keeps_capacity() {
         assert!(matches!(f.result(), Err(mp::Error::Cancelled)));
         // Runs on the replacement while the cancelled task still blocks.
         assert_eq!(ex.submit(mul, (6, 7)).unwrap().result().unwrap(), 42);
+        for _ in 0..10 {
+            ex.submit(mul, (1, 1)).unwrap().result().unwrap();
+        }
         assert_eq!(
             ex.worker_pids().len(),
             2,
@@ -894,8 +897,30 @@ fn per_task_timeout_fails_the_future_and_replaces_the_worker() {
         }
         let quick = ex.submit_with_timeout(mul, (3, 3), LONG).unwrap();
         assert_eq!(quick.result().unwrap(), 9);
+        // The executor kept two free workers while the timed-out task still
+        // blocks: two tasks meet at a barrier (with one, they would not).
+        both_workers_free(&ex);
         release.send(()).unwrap();
+        // The overrunning thread retires once its task returns.
+        ex.shutdown(true, false);
+        assert!(ex.worker_pids().is_empty());
     });
+}
+
+/// Asserts that two tasks of `ex` run at the same time: they meet at a
+/// barrier (a `Barrier` timeout, not a hang, if they cannot).
+fn both_workers_free(ex: &ThreadPoolExecutor) {
+    let meet = mp::Barrier::new(2).unwrap();
+    let both: Vec<_> = (0..2)
+        .map(|_| {
+            let m = meet.clone();
+            ex.submit(move |_: ()| m.wait_timeout(LONG).is_ok(), ())
+                .unwrap()
+        })
+        .collect();
+    for b in both {
+        assert!(b.result().unwrap(), "two workers ran at once");
+    }
 }
 
 #[test]

@@ -52,9 +52,6 @@ struct State {
     next_id: u64,
     /// Worker threads alive.
     workers: usize,
-    /// Workers to retire when their task returns (their task timed out and a
-    /// replacement was started).
-    retire: usize,
 }
 
 struct Inner {
@@ -131,10 +128,8 @@ fn worker(inner: &Arc<Inner>) {
         let mut g = inner.state.lock().unpoison();
         g.running.remove(&id);
         if RETIRE_AFTER_TASK.with(|r| r.replace(false)) {
-            break; // its task was cancelled while running: a fresh worker took over
-        }
-        if g.retire > 0 {
-            g.retire -= 1;
+            // Its task timed out or was cancelled while it ran, and a fresh
+            // worker took this one's place then.
             break;
         }
         drop(g);
@@ -184,31 +179,34 @@ fn run_task(inner: &Arc<Inner>, task: Task) {
     *finished.0.lock().unpoison() = true;
     finished.1.notify_all();
     if let Ok(w) = watchdog {
-        let _ = w.join();
+        if w.join().unwrap_or(false) {
+            // Timed out and replaced: this thread, not whichever worker
+            // happens to finish a task next, is the one that goes.
+            retire_current_worker();
+        }
     }
 }
 
 /// Fails the task with [`Error::Timeout`] if it runs past `deadline`, and
-/// starts a worker in place of the busy one.
+/// starts a worker in place of the busy one; true if it did (the busy one
+/// then retires when its task returns).
 fn watch(
     finished: &(Mutex<bool>, Condvar),
     deadline: Option<Instant>,
     fail: &Fail,
     pool: &Weak<Inner>,
-) {
+) -> bool {
     let done = wait_until(&finished.1, finished.0.lock().unpoison(), deadline, |f| *f).1;
     if done || !fail(Error::Timeout) {
-        return;
+        return false;
     }
-    if let Some(inner) = pool.upgrade() {
-        let mut s = inner.state.lock().unpoison();
-        if s.mode == Mode::Terminate {
-            return;
-        }
-        s.retire += 1;
-        drop(s);
-        let _ = start_worker(&inner);
+    let Some(inner) = pool.upgrade() else {
+        return false;
+    };
+    if inner.state.lock().unpoison().mode == Mode::Terminate {
+        return false;
     }
+    start_worker(&inner).is_ok()
 }
 
 /// A callback on success.
@@ -609,7 +607,6 @@ impl PoolBuilder {
                 running: HashMap::new(),
                 next_id: 0,
                 workers: 0,
-                retire: 0,
             }),
             work: Condvar::new(),
             exited: Condvar::new(),
