@@ -1134,3 +1134,36 @@ fn join_from_a_callback_is_refused() {
     assert_eq!(*own.lock().unwrap(), Some(true));
     other.join().unwrap();
 }
+
+#[test]
+fn await_async_result_under_tokio() {
+    // `AsyncResult` is a `std::future::Future` on threads too: awaited under
+    // a current-thread runtime while the worker threads deliver, the last
+    // one held back until the others are in.
+    let pool = mp::Pool::new(2).unwrap();
+    let gate = mp::Event::new().unwrap();
+    let g = gate.clone();
+    let held = pool
+        .apply_async(
+            move |x: i64| {
+                g.wait();
+                x
+            },
+            -1,
+        )
+        .unwrap();
+    let rs: Vec<_> = (0..50).map(|i| pool.apply_async(sqr, i).unwrap()).collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let got = within(SHORT, "awaiting the results", move || {
+        rt.block_on(async move {
+            let rest = futures_util::future::join_all(rs).await;
+            gate.set();
+            (rest, held.await)
+        })
+    });
+    let rest: Vec<i64> = got.0.into_iter().collect::<mp::Result<_>>().unwrap();
+    assert_eq!(rest, (0..50).map(sqr).collect::<Vec<_>>());
+    assert_eq!(got.1.unwrap(), -1);
+}

@@ -12,8 +12,10 @@ use crate::util::Unpoison;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -226,6 +228,8 @@ struct Slot<R> {
     state: Mutex<SlotState<R>>,
     ready: Condvar,
     callbacks: Mutex<(Option<Callback<R>>, Option<ErrorCallback>)>,
+    /// Tasks awaiting the result; locked inside `state`.
+    wakers: Mutex<Vec<Waker>>,
 }
 
 impl<R> Slot<R> {
@@ -235,6 +239,7 @@ impl<R> Slot<R> {
             state: Mutex::new(SlotState::Pending),
             ready: Condvar::new(),
             callbacks: Mutex::new((callback, error_callback)),
+            wakers: Mutex::new(Vec::new()),
         })
     }
 
@@ -253,8 +258,13 @@ impl<R> Slot<R> {
         if ran.is_err() {
             eprintln!("a pool callback panicked; the panic is ignored");
         }
-        *self.state.lock().unpoison() = SlotState::Ready(result);
+        let mut s = self.state.lock().unpoison();
+        *s = SlotState::Ready(result);
+        // Taken under the state lock: a poll after this sees the result.
+        let wakers = std::mem::take(&mut *self.wakers.lock().unpoison());
+        drop(s);
         self.ready.notify_all();
+        wakers.into_iter().for_each(Waker::wake);
         true
     }
 
@@ -297,18 +307,7 @@ impl<R> AsyncResult<R> {
 
     fn get_deadline(&self, deadline: Option<Instant>) -> Result<R> {
         let mut s = self.slot.wait(deadline).ok_or(Error::Timeout)?;
-        match std::mem::replace(&mut *s, SlotState::Taken) {
-            SlotState::Ready(Ok(v)) => Ok(v),
-            SlotState::Ready(Err(e)) => {
-                let copy = e.duplicate();
-                *s = SlotState::Ready(Err(e));
-                Err(copy)
-            }
-            SlotState::Taken => Err(Error::value(
-                "the result was already taken by an earlier get()",
-            )),
-            SlotState::Pending => unreachable!("wait returns only once the slot is set"),
-        }
+        take_ready(&mut s)
     }
 
     /// Waits until the result is ready.
@@ -337,6 +336,55 @@ impl<R> AsyncResult<R> {
             SlotState::Ready(r) => Ok(r.is_ok()),
             SlotState::Taken => Ok(true),
         }
+    }
+}
+
+/// Takes a set result out of `s`: the value moves out (a second take is
+/// [`Error::Value`]); an error stays and a copy is handed out.
+fn take_ready<R>(s: &mut SlotState<R>) -> Result<R> {
+    match std::mem::replace(s, SlotState::Taken) {
+        SlotState::Ready(Ok(v)) => Ok(v),
+        SlotState::Ready(Err(e)) => {
+            let copy = e.duplicate();
+            *s = SlotState::Ready(Err(e));
+            Err(copy)
+        }
+        SlotState::Taken => Err(Error::value(
+            "the result was already taken by an earlier get()",
+        )),
+        SlotState::Pending => unreachable!("take_ready is called only once the slot is set"),
+    }
+}
+
+/// `.await` gives what [`get`](AsyncResult::get) gives; the worker thread
+/// that delivers the result wakes the awaiting task (any runtime).
+///
+/// # Examples
+///
+/// ```
+/// use multiprocess::dummy as mp;
+/// use std::future::Future;
+/// use std::pin::pin;
+/// use std::task::{Context, Poll, Waker};
+/// let pool = mp::Pool::new(1)?;
+/// let mut r = pin!(pool.apply_async(|x: u8| x + 1, 1)?);
+/// r.as_ref().get_ref().wait(); // ready: one poll takes it
+/// let mut cx = Context::from_waker(Waker::noop());
+/// assert!(matches!(r.as_mut().poll(&mut cx), Poll::Ready(Ok(2))));
+/// # Ok::<(), mp::Error>(())
+/// ```
+impl<R> std::future::Future for AsyncResult<R> {
+    type Output = Result<R>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<R>> {
+        let mut s = self.slot.state.lock().unpoison();
+        if matches!(*s, SlotState::Pending) {
+            let mut w = self.slot.wakers.lock().unpoison();
+            w.retain(|k| !k.will_wake(cx.waker()));
+            w.push(cx.waker().clone());
+            return Poll::Pending;
+        }
+        Poll::Ready(take_ready(&mut s))
     }
 }
 
