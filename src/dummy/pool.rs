@@ -154,13 +154,15 @@ thread_local! {
     /// On a worker thread: the address of its pool's `Inner` (an identity
     /// only, never dereferenced), so that `join()` from it is refused.
     static MY_POOL: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-    /// Set by a task whose future was cancelled while it ran: this worker
-    /// exits once the task returns (a replacement already started).
+    /// Set while a task runs that timed out or whose future was cancelled,
+    /// and whose replacement already started: this worker exits once the
+    /// task returns.
     static RETIRE_AFTER_TASK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Called from a task: the worker thread running it exits when the task
-/// returns (the executor's `cancel_running` started its replacement).
+/// Called on a worker thread: it exits when its current task returns (a
+/// replacement was started: by the task timeout's watchdog, or by the
+/// executor's `cancel_running`).
 pub(super) fn retire_current_worker() {
     RETIRE_AFTER_TASK.with(|r| r.set(true));
 }
