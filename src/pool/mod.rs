@@ -49,7 +49,7 @@ use crate::reduction::{self, FnRef};
 pub(crate) use result::{ApplyJob, Slot};
 pub use result::{AsyncResult, IMapIterator};
 use result::{Callback, ErrorCallback, IMapJob, IMapShared, MapJob};
-pub(crate) use submit::{Body, Inner, Job};
+pub(crate) use submit::{Body, Direct, Inner, Job};
 use submit::{InitSpec, PoolState, Shared, Task};
 
 /// Chunks an `imap` may have read ahead of the consumer, per worker (at least
@@ -253,6 +253,7 @@ impl PoolBuilder {
                 worker_pids: Vec::new(),
                 kill_tasks: Vec::new(),
             }),
+            core: Mutex::new(None),
             wake,
             submits: AtomicU32::new(0),
             ids: AtomicU64::new(1),

@@ -9,6 +9,7 @@ use crate::util::Unpoison;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::child::{self, Setup};
@@ -82,7 +83,7 @@ impl Inner {
         let mut w = Worker {
             pid: child.pid,
             name,
-            pidfd: child.pidfd,
+            pidfd: Arc::new(child.pidfd),
             sock: None,
             gate,
             ring,
@@ -116,7 +117,7 @@ impl Inner {
             .map_err(|_| Error::Closed);
         match sock.and_then(|r| r.map_err(Error::from)) {
             Ok(s) => match fd::set_nonblocking(s.as_fd(), true) {
-                Ok(()) => w.sock = Some(s),
+                Ok(()) => w.sock = Some(Arc::new(s)),
                 Err(e) => return Err(e.into()),
             },
             Err(e) => return Err(e),
@@ -167,10 +168,12 @@ pub(crate) struct Worker {
     pub(super) pid: u32,
     /// `PoolWorker-N`.
     pub(super) name: String,
-    /// Readable once it exited.
-    pub(super) pidfd: OwnedFd,
-    /// The socket (non-blocking); `None` once closed by `close()`.
-    pub(super) sock: Option<OwnedFd>,
+    /// Readable once it exited (shared with the handler's `poll` while it
+    /// sleeps without the lock).
+    pub(super) pidfd: Arc<OwnedFd>,
+    /// The socket (non-blocking); `None` once closed by `close()` (shared
+    /// like `pidfd`).
+    pub(super) sock: Option<Arc<OwnedFd>>,
     /// Which of its tasks started; where tasks sent ahead are taken back.
     pub(super) gate: Gate,
     /// Tasks in, results out (the socket carries what does not fit).
@@ -268,14 +271,6 @@ impl Worker {
 
     pub(super) fn unsent(&self) -> bool {
         (self.sent < self.inflight.len() || self.tail_sent < self.tail.len()) && !self.write_broken
-    }
-
-    /// Its ring has a record the scheduler can serve now.
-    pub(super) fn has_results(&self) -> bool {
-        !self.marker_waits
-            && self.ring_broken.is_none()
-            && self.phase == Phase::Ready
-            && self.ring.has_results()
     }
 
     /// Something waits to be written on the socket (poll for writable).
