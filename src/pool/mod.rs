@@ -393,6 +393,7 @@ impl Pool {
         callback: Option<Callback<R>>,
         error_callback: Option<ErrorCallback>,
         timeout: Option<Duration>,
+        waited: bool,
     ) -> Result<AsyncResult<R>>
     where
         F: Fn(A) -> R,
@@ -414,7 +415,12 @@ impl Pool {
         )?;
         let slot = Slot::new();
         let j: Box<dyn Job> = Box::new(ApplyJob::new(slot.clone(), callback, error_callback));
-        self.inner.submit(Some((job, j)), vec![task], false)?;
+        if waited {
+            // `apply`: this thread waits at once; see `Inner::submit_waited`.
+            self.inner.submit_waited((job, j), task)?;
+        } else {
+            self.inner.submit(Some((job, j)), vec![task], false)?;
+        }
         Ok(AsyncResult::new(slot))
     }
 
@@ -488,7 +494,7 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.submit_apply(f, arg, None, None, None)?.get()
+        self.submit_apply(f, arg, None, None, None, true)?.get()
     }
 
     /// Submits `f(arg)` and returns at once.
@@ -522,7 +528,7 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.submit_apply(f, arg, None, None, None)
+        self.submit_apply(f, arg, None, None, None, false)
     }
 
     /// Like [`apply_async`](Self::apply_async), with callbacks. `callback`
@@ -579,6 +585,7 @@ impl Pool {
             Some(Box::new(callback)),
             Some(Box::new(error_callback)),
             None,
+            false,
         )
     }
 
@@ -618,7 +625,7 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.submit_apply(f, arg, None, None, Some(timeout))
+        self.submit_apply(f, arg, None, None, Some(timeout), false)
     }
 
     fn submit_map<F, A, R, I>(

@@ -56,6 +56,9 @@ pub(crate) struct Slot<R> {
     /// a waiter takes the answer from that worker's ring (see
     /// `scheduler.rs`, "The direct path"). Dropped once the outcome is set.
     direct: Mutex<Option<Direct>>,
+    /// The submitter entered the direct ring watch for its waiter
+    /// ([`Direct::held`]); whoever clears this leaves it.
+    held: AtomicBool,
 }
 
 /// A one-shot hook run (on the thread that sets the outcome) once a slot is set.
@@ -79,13 +82,16 @@ impl<R> Slot<R> {
             notify: Mutex::new(Notify::default()),
             done: AtomicBool::new(false),
             direct: Mutex::new(None),
+            held: AtomicBool::new(false),
         })
     }
 
     /// The task went straight to a worker: see [`Slot::direct`](Self).
     pub(crate) fn set_direct(&self, d: Direct) {
+        let mut slot = self.direct.lock().unpoison();
         if !self.done.load(Ordering::SeqCst) {
-            *self.direct.lock().unpoison() = Some(d);
+            self.held.store(d.held, Ordering::SeqCst);
+            *slot = Some(d);
         }
     }
 
@@ -108,6 +114,10 @@ impl<R> Slot<R> {
         drop(s);
         self.cond.notify_all();
         if let Some(d) = self.direct.lock().unpoison().take() {
+            // Set without the waiter (it never came, or not yet).
+            if self.held.swap(false, Ordering::SeqCst) {
+                release(&d);
+            }
             d.watch.wake();
         }
         wakers.into_iter().for_each(Waker::wake);
@@ -242,16 +252,22 @@ impl<R> Slot<R> {
     /// it when it comes, until the outcome is set, the deadline passes, or
     /// the answer is the handler's to serve.
     fn wait_direct(&self, d: &Direct, deadline: Option<Instant>, spin: &SpinGate) {
+        let held = self.held.swap(false, Ordering::SeqCst);
         let Some(pool) = d.pool.upgrade() else {
             return;
         };
         // A callback on the handler thread waiting here would wait for
         // itself to let go of the lock.
         if pool.thread_id.get() == Some(&std::thread::current().id()) {
+            if held {
+                release(d);
+            }
             return;
         }
         let done = || self.done.load(Ordering::SeqCst);
-        d.watch.enter();
+        if !held {
+            d.watch.enter();
+        }
         let budget = spin.budget();
         let mut spin_until = Instant::now() + budget;
         let mut spun = false;
@@ -286,8 +302,15 @@ impl<R> Slot<R> {
             let until = deadline.map_or(now + DIRECT_SLICE, |t| t.min(now + DIRECT_SLICE));
             d.watch.sleep(until, done);
         }
-        if d.watch.leave() {
-            // Results the worker did not wake the handler for: its turn.
+        release(d);
+    }
+}
+
+/// Leaves `d`'s ring watch for a waiter that is done with it; the results
+/// the worker did not wake the handler for are then the handler's.
+fn release(d: &Direct) {
+    if d.watch.leave() {
+        if let Some(pool) = d.pool.upgrade() {
             pool.wake_handler();
         }
     }

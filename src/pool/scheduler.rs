@@ -1147,7 +1147,7 @@ impl Inner {
     }
 
     /// Places the job's one task on an idle worker's ring, from the
-    /// submitting thread. Gives the job and task back when the direct path
+    /// submitting thread (`held`: see [`Direct::held`]). Gives the job and task back when the direct path
     /// does not apply (the handler is busy, work is queued, no worker is
     /// idle, the task needs the handler's bookkeeping).
     #[allow(clippy::type_complexity)]
@@ -1155,6 +1155,7 @@ impl Inner {
         &self,
         job: (u64, Box<dyn Job>),
         mut tasks: Vec<Task>,
+        held: bool,
     ) -> std::result::Result<(), ((u64, Box<dyn Job>), Vec<Task>)> {
         let simple = self.maxtasks.is_none()
             && self.max_memory.is_none()
@@ -1195,12 +1196,18 @@ impl Inner {
         let seq = w.next_seq;
         child::set_seq(&mut task.frame, seq);
         w.assigned += 1;
-        j.direct(Direct {
+        let watch = w.ring.watch();
+        let taken = j.direct(Direct {
             pool,
             pid: w.pid,
             task: task.id,
-            watch: w.ring.watch(),
+            watch: watch.clone(),
+            held,
         });
+        if taken && held {
+            // Before the task is in the ring: its answer cannot come first.
+            watch.enter();
+        }
         w.inflight.push_back(InFlight {
             task,
             seq,

@@ -71,6 +71,11 @@ pub(crate) struct Direct {
     pub(crate) task: u64,
     /// The worker's result ring.
     pub(crate) watch: RingWatch,
+    /// The submitting thread waits at once (`Pool::apply`): it entered the
+    /// ring watch when placing the task, so that an answer coming before it
+    /// waits does not wake the handler; the wait (or the result's setting)
+    /// leaves it.
+    pub(crate) held: bool,
 }
 
 /// One unit of work for a worker.
@@ -229,12 +234,22 @@ impl Inner {
         internal: bool,
     ) -> Result<()> {
         let (job, tasks) = match (job, internal) {
-            (Some(j), false) if tasks.len() == 1 => match self.place_direct(j, tasks) {
+            (Some(j), false) if tasks.len() == 1 => match self.place_direct(j, tasks, false) {
                 Ok(()) => return Ok(()),
                 Err((j, tasks)) => (Some(j), tasks),
             },
             (job, _) => (job, tasks),
         };
+        self.enqueue(job, tasks, internal)
+    }
+
+    /// [`submit`](Self::submit)'s queue for the handler.
+    fn enqueue(
+        &self,
+        job: Option<(u64, Box<dyn Job>)>,
+        tasks: Vec<Task>,
+        internal: bool,
+    ) -> Result<()> {
         let mut s = self.shared.lock().unpoison();
         if let Some(b) = &s.broken {
             return Err(b.duplicate());
@@ -258,6 +273,21 @@ impl Inner {
             self.wake_handler();
         }
         Ok(())
+    }
+
+    /// Submits a job of one task whose result the calling thread waits for
+    /// at once (`Pool::apply`): placed directly, the wait is registered with
+    /// the worker's ring before the task is, so the worker never wakes the
+    /// handler for its answer.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Self::submit).
+    pub(crate) fn submit_waited(&self, job: (u64, Box<dyn Job>), task: Task) -> Result<()> {
+        match self.place_direct(job, vec![task], true) {
+            Ok(()) => Ok(()),
+            Err((j, tasks)) => self.enqueue(Some(j), tasks, false),
+        }
     }
 
     /// Asks the handler to look at job `id` again.
