@@ -346,7 +346,23 @@ impl ParentRing {
     /// # Errors
     ///
     /// The worker published an impossible index.
+    #[cfg(test)]
     pub(crate) fn push(&mut self, frame: Option<&[u8]>) -> Result<bool, String> {
+        let pushed = self.push_quiet(frame)?;
+        if pushed {
+            self.wake_worker();
+        }
+        Ok(pushed)
+    }
+
+    /// [`push`](Self::push) without waking the worker: a writer placing
+    /// several records wakes it once, after the last
+    /// ([`wake_worker`](Self::wake_worker)).
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](Self::push).
+    pub(crate) fn push_quiet(&mut self, frame: Option<&[u8]>) -> Result<bool, String> {
         let (kind, bytes) = match frame {
             Some(f) => (KIND_FRAME, f),
             None => (KIND_SOCKET, &[][..]),
@@ -356,11 +372,14 @@ impl ParentRing {
             return Ok(false);
         }
         self.rings.write(TASKS, &mut self.t_head, kind, bytes);
-        let head = self.rings.word(ctl::T_HEAD);
-        if self.rings.word(ctl::WORKER_SLEEPS).load(Ordering::SeqCst) != 0 {
-            futex::wake(head, 1);
-        }
         Ok(true)
+    }
+
+    /// Wakes the worker if it sleeps waiting for a task.
+    pub(crate) fn wake_worker(&self) {
+        if self.rings.word(ctl::WORKER_SLEEPS).load(Ordering::SeqCst) != 0 {
+            futex::wake(self.rings.word(ctl::T_HEAD), 1);
+        }
     }
 
     /// The next result record, not consumed (see [`consume`](Self::consume)).

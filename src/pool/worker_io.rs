@@ -357,25 +357,46 @@ impl Worker {
     /// in the ring. Nothing is queued behind a socket frame (see `dispatch`),
     /// so the two never interleave.
     pub(super) fn flush(&mut self) {
+        let mut pushed = false;
+        self.flush_records(&mut pushed);
+        // One wake-up for all the records placed (the worker may sleep on
+        // the ring; a socket frame's marker is among them).
+        if pushed {
+            self.ring.wake_worker();
+        }
+    }
+
+    /// [`flush`](Self::flush) without the wake-up; `pushed` is set when a
+    /// record went into the ring.
+    fn flush_records(&mut self, pushed: &mut bool) {
         self.ring_blocked = false;
         if !self.flush_tail() {
             return;
         }
         while self.sent < self.inflight.len() && !self.write_broken && self.ring_broken.is_none() {
             let f = &mut self.inflight[self.sent];
-            let pushed = if f.via_ring {
-                self.ring.push(Some(&f.task.frame))
+            let placed = if f.via_ring {
+                self.ring.push_quiet(Some(&f.task.frame))
             } else if !f.marked {
-                self.ring.push(None)
+                self.ring.push_quiet(None)
             } else {
                 Ok(true)
             };
-            match pushed {
+            match placed {
                 Ok(true) if f.via_ring => {
+                    *pushed = true;
                     self.sent += 1;
                     continue;
                 }
-                Ok(true) => f.marked = true,
+                Ok(true) => {
+                    if !f.marked {
+                        *pushed = true;
+                    }
+                    f.marked = true;
+                    // The worker reads the frame from the socket once it
+                    // sees the marker: wake it now, not after the write.
+                    self.ring.wake_worker();
+                }
                 Ok(false) => {
                     self.ring_blocked = true;
                     return;
