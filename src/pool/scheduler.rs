@@ -131,6 +131,10 @@ struct WatchedWorker {
     servable: bool,
 }
 
+/// A `poll`'s events, and per watched worker where its socket's and pidfd's
+/// events are in them.
+type Polled = (Vec<i16>, Vec<(Option<usize>, Option<usize>)>);
+
 /// What the handler does after one pass over its work.
 enum Step {
     /// Sleep until the deadline or an event.
@@ -226,7 +230,7 @@ impl Handler {
 
     /// Spins, then polls the wake fd and every worker until the deadline.
     /// The poll's events, or `None` when the spin saw work come.
-    fn wait(&self, watch: &Watch) -> Option<(Vec<i16>, Vec<(Option<usize>, Option<usize>)>)> {
+    fn wait(&self, watch: &Watch) -> Option<Polled> {
         if self.spin_for_work(watch) {
             return None;
         }
@@ -373,11 +377,7 @@ impl Scheduler {
 
     /// Serves what the wait brought: the poll's events (`None`: the spin saw
     /// work), then every ring, then the dead.
-    fn serve(
-        &mut self,
-        watch: &Watch,
-        revents: Option<(Vec<i16>, Vec<(Option<usize>, Option<usize>)>)>,
-    ) {
+    fn serve(&mut self, watch: &Watch, revents: Option<Polled>) {
         if let Some((revents, map)) = revents {
             if revents[0] != 0 {
                 let _ = self.inner.wake.read();
