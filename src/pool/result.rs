@@ -271,11 +271,16 @@ impl<R> Slot<R> {
         let budget = spin.budget();
         let mut spin_until = Instant::now() + budget;
         let mut spun = false;
+        let mut busy = 0;
         while !done() {
             if d.watch.has_unread() {
                 match pool.take_direct(d) {
                     Take::Done | Take::Handoff => break,
+                    // Held long (the handler runs callbacks): the handler
+                    // serves the ring itself once it is through.
+                    Take::Busy if busy >= DIRECT_BUSY_TRIES => break,
                     Take::Busy => {
+                        busy += 1;
                         std::thread::yield_now();
                         continue;
                     }
@@ -315,6 +320,10 @@ fn release(d: &Direct) {
         }
     }
 }
+
+/// How often a direct waiter tries the pool's lock for an answer that is
+/// there before it leaves the answer to the handler.
+const DIRECT_BUSY_TRIES: u32 = 100;
 
 /// How long a direct waiter sleeps before it looks again on its own (a wake
 /// is never lost; this bounds the cost of a bug).
