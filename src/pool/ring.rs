@@ -17,7 +17,10 @@
 //! pidfds and sockets). A writer publishes its index, then wakes the reader
 //! only if that flag is up (`FUTEX_WAKE`, or a write to the pool's eventfd
 //! for the parent). Both sides use `SeqCst` for the flag and the index, so
-//! either the writer sees the flag or the reader sees the new index.
+//! either the writer sees the flag or the reader sees the new index. A
+//! parent thread waiting for its own task's answer (the pool's direct path,
+//! see [`RingWatch`]) counts itself in a *waiters* word: while it is there,
+//! the worker wakes it (a futex on a word of its own) and not the scheduler.
 //!
 //! # Trust
 //!
