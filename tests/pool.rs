@@ -1477,3 +1477,148 @@ fn a_half_written_task_is_taken_back_too() {
         pool.join().unwrap();
     });
 }
+
+// ---------------------------------------------------------------------------
+// Beyond CPython: the direct path (a single task placed on an idle worker by
+// the submitting thread, its answer taken from the worker's ring by the
+// waiting thread; the handler thread serves whatever the waiter does not)
+
+// Results nobody waits for are served by the handler: `close` and `join`
+// return, and every result is there afterwards.
+#[test]
+fn direct_results_without_a_waiter_are_served_by_the_handler() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "direct results without a waiter", || {
+        let pool = mp::Pool::new(2).unwrap();
+        let rs: Vec<_> = (0..200i64)
+            .map(|i| pool.apply_async(sqr, i).unwrap())
+            .collect();
+        pool.close();
+        pool.join().unwrap();
+        for (i, r) in rs.iter().enumerate() {
+            assert!(r.ready(), "result {i} not served");
+            assert_eq!(r.get().unwrap(), (i as i64) * (i as i64));
+        }
+    });
+}
+
+// A waiter that gives up leaves the answer to the handler or a later wait.
+#[test]
+fn direct_get_timeout_then_get() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "direct get_timeout then get", || {
+        let pool = mp::Pool::new(1).unwrap();
+        for _ in 0..3 {
+            let r = pool
+                .apply_async(
+                    |x: i64| {
+                        sleep_ms(200);
+                        x + 1
+                    },
+                    41,
+                )
+                .unwrap();
+            assert!(matches!(r.get_timeout(ms(20)), Err(mp::Error::Timeout)));
+            assert_eq!(r.get().unwrap(), 42);
+            // The worker is free again: the next task runs at once.
+            assert_eq!(pool.apply(sqr, 9).unwrap(), 81);
+        }
+        // A task left unwaited after a timed-out wait is served by the handler.
+        let r = pool
+            .apply_async(
+                |x: i64| {
+                    sleep_ms(100);
+                    x
+                },
+                7,
+            )
+            .unwrap();
+        assert!(matches!(r.get_timeout(ms(10)), Err(mp::Error::Timeout)));
+        pool.close();
+        pool.join().unwrap();
+        assert!(r.ready());
+        assert_eq!(r.get().unwrap(), 7);
+    });
+}
+
+// Two threads waiting for the same result both see it.
+#[test]
+fn direct_two_waiters_on_one_result() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "two waiters on one direct result", || {
+        let pool = mp::Pool::new(2).unwrap();
+        for i in 0..20i64 {
+            let r = Arc::new(
+                pool.apply_async(
+                    |x: i64| {
+                        sleep_ms(5);
+                        x * 3
+                    },
+                    i,
+                )
+                .unwrap(),
+            );
+            let r2 = r.clone();
+            let t = std::thread::spawn(move || {
+                r2.wait();
+                r2.ready()
+            });
+            r.wait();
+            assert!(t.join().unwrap());
+            assert_eq!(r.get().unwrap(), i * 3);
+        }
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
+// Many threads applying at once: each gets its own answer, whichever path
+// (direct or through the handler) each call took.
+#[test]
+fn direct_apply_from_many_threads() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "apply from many threads", || {
+        let pool = Arc::new(mp::Pool::new(2).unwrap());
+        let threads: Vec<_> = (0..4i64)
+            .map(|t| {
+                let pool = pool.clone();
+                std::thread::spawn(move || {
+                    for i in 0..300i64 {
+                        let x = t * 1000 + i;
+                        assert_eq!(pool.apply(sqr, x).unwrap(), x * x);
+                        let r = pool.apply_async(sqr, x + 1).unwrap();
+                        assert_eq!(r.get().unwrap(), (x + 1) * (x + 1));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(pool.worker_pids().len(), 2);
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
+// A result too big for the ring goes by the socket: the waiter hands it to
+// the handler and still gets it.
+#[test]
+fn direct_big_result_comes_by_the_socket() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "big direct result", || {
+        let pool = mp::Pool::new(2).unwrap();
+        for n in [10usize, 100_000, 10, 1 << 20, 10] {
+            let v = pool.apply(|n: usize| vec![5u8; n], n).unwrap();
+            assert_eq!(v.len(), n);
+            assert!(v.iter().all(|&b| b == 5));
+        }
+        pool.close();
+        pool.join().unwrap();
+    });
+}

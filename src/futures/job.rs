@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use super::future::Core;
 use crate::error::{Error, Result};
-use crate::pool::{ApplyJob, Job};
+use crate::pool::{ApplyJob, Direct, Job};
 
 /// See the module docs.
 pub(crate) struct FutureJob<R> {
@@ -43,6 +43,10 @@ impl<R: DeserializeOwned + Send + 'static> Job for FutureJob<R> {
 
     fn claim(&self) -> bool {
         self.core.claim()
+    }
+
+    fn direct(&self, direct: Direct) -> bool {
+        self.apply.direct(direct)
     }
 }
 

@@ -49,7 +49,7 @@ use crate::reduction::{self, FnRef};
 pub(crate) use result::{ApplyJob, Slot};
 pub use result::{AsyncResult, IMapIterator};
 use result::{Callback, ErrorCallback, IMapJob, IMapShared, MapJob};
-pub(crate) use submit::{Body, Inner, Job};
+pub(crate) use submit::{Body, Direct, Inner, Job};
 use submit::{InitSpec, PoolState, Shared, Task};
 
 /// Chunks an `imap` may have read ahead of the consumer, per worker (at least
@@ -253,6 +253,7 @@ impl PoolBuilder {
                 worker_pids: Vec::new(),
                 kill_tasks: Vec::new(),
             }),
+            core: Mutex::new(None),
             wake,
             submits: AtomicU32::new(0),
             ids: AtomicU64::new(1),
@@ -392,6 +393,7 @@ impl Pool {
         callback: Option<Callback<R>>,
         error_callback: Option<ErrorCallback>,
         timeout: Option<Duration>,
+        waited: bool,
     ) -> Result<AsyncResult<R>>
     where
         F: Fn(A) -> R,
@@ -413,7 +415,12 @@ impl Pool {
         )?;
         let slot = Slot::new();
         let j: Box<dyn Job> = Box::new(ApplyJob::new(slot.clone(), callback, error_callback));
-        self.inner.submit(Some((job, j)), vec![task], false)?;
+        if waited {
+            // `apply`: this thread waits at once; see `Inner::submit_waited`.
+            self.inner.submit_waited((job, j), task)?;
+        } else {
+            self.inner.submit(Some((job, j)), vec![task], false)?;
+        }
         Ok(AsyncResult::new(slot))
     }
 
@@ -487,7 +494,7 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.submit_apply(f, arg, None, None, None)?.get()
+        self.submit_apply(f, arg, None, None, None, true)?.get()
     }
 
     /// Submits `f(arg)` and returns at once.
@@ -521,7 +528,7 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.submit_apply(f, arg, None, None, None)
+        self.submit_apply(f, arg, None, None, None, false)
     }
 
     /// Like [`apply_async`](Self::apply_async), with callbacks. `callback`
@@ -578,6 +585,7 @@ impl Pool {
             Some(Box::new(callback)),
             Some(Box::new(error_callback)),
             None,
+            false,
         )
     }
 
@@ -617,7 +625,7 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.submit_apply(f, arg, None, None, Some(timeout))
+        self.submit_apply(f, arg, None, None, Some(timeout), false)
     }
 
     fn submit_map<F, A, R, I>(

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use super::ring::SpinGate;
-use super::submit::{Body, Inner, Job};
+use super::scheduler::Take;
+use super::submit::{Body, Direct, Inner, Job};
 use crate::connection::deadline_after;
 use crate::error::{Error, Result};
 use crate::reduction;
@@ -51,6 +52,13 @@ pub(crate) struct Slot<R> {
     /// Set with the outcome: what a waiter watches while it spins before it
     /// sleeps on `cond`.
     done: AtomicBool,
+    /// Where the task went when its submitter placed it on a worker itself:
+    /// a waiter takes the answer from that worker's ring (see
+    /// `scheduler.rs`, "The direct path"). Dropped once the outcome is set.
+    direct: Mutex<Option<Direct>>,
+    /// The submitter entered the direct ring watch for its waiter
+    /// ([`Direct::held`]); whoever clears this leaves it.
+    held: AtomicBool,
 }
 
 /// A one-shot hook run (on the thread that sets the outcome) once a slot is set.
@@ -73,7 +81,18 @@ impl<R> Slot<R> {
             cond: Condvar::new(),
             notify: Mutex::new(Notify::default()),
             done: AtomicBool::new(false),
+            direct: Mutex::new(None),
+            held: AtomicBool::new(false),
         })
+    }
+
+    /// The task went straight to a worker: see [`Slot::direct`](Self).
+    pub(crate) fn set_direct(&self, d: Direct) {
+        let mut slot = self.direct.lock().unpoison();
+        if !self.done.load(Ordering::SeqCst) {
+            self.held.store(d.held, Ordering::SeqCst);
+            *slot = Some(d);
+        }
     }
 
     /// Sets the outcome (once; later calls are ignored) and wakes the waiters:
@@ -84,7 +103,8 @@ impl<R> Slot<R> {
             return false;
         }
         *s = SlotState::Ready(result);
-        self.done.store(true, Ordering::Release);
+        // SeqCst: against a direct waiter's sleep (see `RingWatch::sleep`).
+        self.done.store(true, Ordering::SeqCst);
         // Taken under the state lock: a hook or waker added after this sees
         // the outcome set and runs at once (see `on_set`, `register`).
         let (wakers, hooks) = {
@@ -93,6 +113,13 @@ impl<R> Slot<R> {
         };
         drop(s);
         self.cond.notify_all();
+        if let Some(d) = self.direct.lock().unpoison().take() {
+            // Set without the waiter (it never came, or not yet).
+            if self.held.swap(false, Ordering::SeqCst) {
+                release(&d);
+            }
+            d.watch.wake();
+        }
         wakers.into_iter().for_each(Waker::wake);
         for h in hooks {
             run_callback(h);
@@ -175,6 +202,10 @@ impl<R> Slot<R> {
         // A result that comes within the spin (a short task on a worker that
         // spins on its ring too) costs this thread no sleep and wake-up.
         static SPIN: SpinGate = SpinGate::new();
+        let direct = self.direct.lock().unpoison().clone();
+        if let Some(d) = direct {
+            self.wait_direct(&d, deadline, &SPIN);
+        }
         let start = Instant::now();
         let budget = if self.done.load(Ordering::Acquire) {
             Duration::ZERO
@@ -212,6 +243,105 @@ impl<R> Slot<R> {
             }
         }
         Some(s)
+    }
+}
+
+impl<R> Slot<R> {
+    /// The direct path's wait (see `scheduler.rs`): watches the worker's
+    /// result ring, spinning then sleeping on it, and takes the answer from
+    /// it when it comes, until the outcome is set, the deadline passes, or
+    /// the answer is the handler's to serve.
+    fn wait_direct(&self, d: &Direct, deadline: Option<Instant>, spin: &SpinGate) {
+        let held = self.held.swap(false, Ordering::SeqCst);
+        let Some(pool) = d.pool.upgrade() else {
+            return;
+        };
+        // A callback on the handler thread waiting here would wait for
+        // itself to let go of the lock.
+        if pool.thread_id.get() == Some(&std::thread::current().id()) {
+            if held {
+                release(d);
+            }
+            return;
+        }
+        let done = || self.done.load(Ordering::SeqCst);
+        if !held {
+            d.watch.enter();
+        }
+        let budget = spin.budget();
+        let mut spin_until = Instant::now() + budget;
+        let mut spun = false;
+        let mut busy = 0;
+        while !done() {
+            if d.watch.has_unread() {
+                match pool.take_direct(d) {
+                    Take::Done | Take::Handoff => break,
+                    // Held long (the handler runs callbacks): the handler
+                    // serves the ring itself once it is through.
+                    Take::Busy if busy >= DIRECT_BUSY_TRIES => break,
+                    Take::Busy => {
+                        busy += 1;
+                        std::thread::yield_now();
+                        continue;
+                    }
+                }
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|t| now >= t) {
+                break;
+            }
+            if now < spin_until {
+                spun = true;
+                if spin_on(d.watch.head(), &self.done, spin_until) {
+                    spin.record(true);
+                    // The next wait for this result spins afresh.
+                    spin_until = Instant::now() + budget;
+                    spun = false;
+                }
+                continue;
+            }
+            if spun {
+                spin.record(false);
+                spun = false;
+            }
+            let until = deadline.map_or(now + DIRECT_SLICE, |t| t.min(now + DIRECT_SLICE));
+            d.watch.sleep(until, done);
+        }
+        release(d);
+    }
+}
+
+/// Leaves `d`'s ring watch for a waiter that is done with it; the results
+/// the worker did not wake the handler for are then the handler's.
+fn release(d: &Direct) {
+    if d.watch.leave() {
+        if let Some(pool) = d.pool.upgrade() {
+            pool.wake_handler();
+        }
+    }
+}
+
+/// How often a direct waiter tries the pool's lock for an answer that is
+/// there before it leaves the answer to the handler.
+const DIRECT_BUSY_TRIES: u32 = 100;
+
+/// How long a direct waiter sleeps before it looks again on its own (a wake
+/// is never lost; this bounds the cost of a bug).
+const DIRECT_SLICE: Duration = Duration::from_millis(100);
+
+/// Spins until `head` moves, `done` is set, or `until`; true if either came.
+fn spin_on(head: &std::sync::atomic::AtomicU32, done: &AtomicBool, until: Instant) -> bool {
+    let seen = head.load(Ordering::Relaxed);
+    loop {
+        for _ in 0..64 {
+            if head.load(Ordering::Relaxed) != seen || done.load(Ordering::Relaxed) {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if Instant::now() >= until {
+            return false;
+        }
     }
 }
 
@@ -470,6 +600,15 @@ impl<R: DeserializeOwned + Send + 'static> Job for ApplyJob<R> {
             }
         }
         self.slot.set(result);
+        true
+    }
+
+    fn direct(&self, direct: Direct) -> bool {
+        // Callbacks run on the handler thread, as Python's do.
+        if self.callback.is_some() || self.error_callback.is_some() {
+            return false;
+        }
+        self.slot.set_direct(direct);
         true
     }
 }

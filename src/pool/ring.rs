@@ -17,7 +17,10 @@
 //! pidfds and sockets). A writer publishes its index, then wakes the reader
 //! only if that flag is up (`FUTEX_WAKE`, or a write to the pool's eventfd
 //! for the parent). Both sides use `SeqCst` for the flag and the index, so
-//! either the writer sees the flag or the reader sees the new index.
+//! either the writer sees the flag or the reader sees the new index. A
+//! parent thread waiting for its own task's answer (the pool's direct path,
+//! see [`RingWatch`]) counts itself in a *waiters* word: while it is there,
+//! the worker wakes it (a futex on a word of its own) and not the scheduler.
 //!
 //! # Trust
 //!
@@ -31,8 +34,8 @@
 
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::platform::futex;
@@ -71,6 +74,14 @@ mod ctl {
     pub(super) const PARENT_SLEEPS: usize = 448;
     /// The worker found its ring corrupted and is exiting.
     pub(super) const POISON: usize = 512;
+    /// Parent threads waiting for a result in this ring themselves (see
+    /// [`RingWatch`]): while there are any, a result wakes them, not the
+    /// scheduler.
+    pub(super) const WAITERS: usize = 576;
+    /// How many of those sleep on `WAKE_SEQ`'s futex.
+    pub(super) const WAITER_SLEEPS: usize = 640;
+    /// Bumped to wake the sleeping waiters.
+    pub(super) const WAKE_SEQ: usize = 704;
 }
 
 /// A record carrying a frame.
@@ -188,6 +199,15 @@ impl Rings {
         self.region.atomic_u32(off)
     }
 
+    /// Wakes the parent threads sleeping in [`RingWatch::sleep`], if any.
+    fn wake_waiters(&self) {
+        if self.word(ctl::WAITER_SLEEPS).load(Ordering::SeqCst) != 0 {
+            let seq = self.word(ctl::WAKE_SEQ);
+            seq.fetch_add(1, Ordering::SeqCst);
+            futex::wake_all(seq);
+        }
+    }
+
     /// Free bytes for a writer at `head`, or why the reader's index is bad.
     fn room(&self, d: Dir, head: u32) -> Result<usize, String> {
         let tail = self.word(d.tail).load(Ordering::Acquire);
@@ -230,11 +250,6 @@ impl Rings {
         h[..4].copy_from_slice(&len.to_le_bytes());
         h[4..].copy_from_slice(&kind.to_le_bytes());
         self.region.copy_in(d.area + pos, &h);
-    }
-
-    /// True if the writer published bytes past `tail`.
-    fn ready(&self, d: Dir, tail: u32) -> bool {
-        self.word(d.head).load(Ordering::SeqCst) != tail
     }
 
     /// Reads the record at `tail` without consuming it: the record (a frame
@@ -294,7 +309,7 @@ impl Rings {
 
 /// The parent's end of one worker's rings.
 pub(crate) struct ParentRing {
-    rings: Rings,
+    rings: Arc<Rings>,
     /// Task ring bytes written.
     t_head: u32,
     /// Result ring bytes consumed.
@@ -309,9 +324,9 @@ impl ParentRing {
     /// The errors of creating shared memory.
     pub(crate) fn create() -> io::Result<ParentRing> {
         Ok(ParentRing {
-            rings: Rings {
+            rings: Arc::new(Rings {
                 region: ShmRegion::create(LEN)?,
-            },
+            }),
             t_head: 0,
             r_tail: 0,
         })
@@ -334,7 +349,23 @@ impl ParentRing {
     /// # Errors
     ///
     /// The worker published an impossible index.
+    #[cfg(test)]
     pub(crate) fn push(&mut self, frame: Option<&[u8]>) -> Result<bool, String> {
+        let pushed = self.push_quiet(frame)?;
+        if pushed {
+            self.wake_worker();
+        }
+        Ok(pushed)
+    }
+
+    /// [`push`](Self::push) without waking the worker: a writer placing
+    /// several records wakes it once, after the last
+    /// ([`wake_worker`](Self::wake_worker)).
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](Self::push).
+    pub(crate) fn push_quiet(&mut self, frame: Option<&[u8]>) -> Result<bool, String> {
         let (kind, bytes) = match frame {
             Some(f) => (KIND_FRAME, f),
             None => (KIND_SOCKET, &[][..]),
@@ -344,16 +375,14 @@ impl ParentRing {
             return Ok(false);
         }
         self.rings.write(TASKS, &mut self.t_head, kind, bytes);
-        let head = self.rings.word(ctl::T_HEAD);
-        if self.rings.word(ctl::WORKER_SLEEPS).load(Ordering::SeqCst) != 0 {
-            futex::wake(head, 1);
-        }
         Ok(true)
     }
 
-    /// True if the worker published results not yet read.
-    pub(crate) fn has_results(&self) -> bool {
-        self.rings.ready(RESULTS, self.r_tail)
+    /// Wakes the worker if it sleeps waiting for a task.
+    pub(crate) fn wake_worker(&self) {
+        if self.rings.word(ctl::WORKER_SLEEPS).load(Ordering::SeqCst) != 0 {
+            futex::wake(self.rings.word(ctl::T_HEAD), 1);
+        }
     }
 
     /// The next result record, not consumed (see [`consume`](Self::consume)).
@@ -376,13 +405,6 @@ impl ParentRing {
         }
     }
 
-    /// Raises or lowers the flag saying the scheduler sleeps in `poll`.
-    pub(crate) fn set_parent_sleeps(&self, on: bool) {
-        self.rings
-            .word(ctl::PARENT_SLEEPS)
-            .store(u32::from(on), Ordering::SeqCst);
-    }
-
     /// No more tasks: the worker exits once it has read the ring.
     pub(crate) fn close(&self) {
         self.rings.word(ctl::CLOSED).store(1, Ordering::SeqCst);
@@ -392,6 +414,87 @@ impl ParentRing {
     /// The worker said it found the ring corrupted.
     pub(crate) fn poisoned(&self) -> bool {
         self.rings.word(ctl::POISON).load(Ordering::Acquire) != 0
+    }
+
+    /// A handle on the result ring's indexes and waiter words that needs no
+    /// lock (see [`RingWatch`]).
+    pub(crate) fn watch(&self) -> RingWatch {
+        RingWatch {
+            rings: self.rings.clone(),
+        }
+    }
+}
+
+/// What a parent thread other than the scheduler sees of one worker's result
+/// ring without holding the pool's lock: whether results wait unread, and the
+/// words through which the worker (or whoever sets a result) wakes it.
+///
+/// A thread waiting for the answer of a task it placed on this worker
+/// *enters* (the worker then wakes it, not the scheduler), reads results
+/// itself under the pool's lock, and *leaves*; a result published while it
+/// left is handed to the scheduler (see [`leave`](Self::leave)). The flag and
+/// the index are a Dekker pair (`SeqCst` on both sides), as for the scheduler.
+#[derive(Clone)]
+pub(crate) struct RingWatch {
+    rings: Arc<Rings>,
+}
+
+impl RingWatch {
+    /// True if the worker published results the parent has not consumed.
+    pub(crate) fn has_unread(&self) -> bool {
+        self.rings.word(ctl::R_HEAD).load(Ordering::SeqCst)
+            != self.rings.word(ctl::R_TAIL).load(Ordering::SeqCst)
+    }
+
+    /// The worker's published result index (what a spin watches).
+    pub(crate) fn head(&self) -> &AtomicU32 {
+        self.rings.word(ctl::R_HEAD)
+    }
+
+    /// True while a parent thread waits in this ring for its own result.
+    pub(crate) fn has_waiters(&self) -> bool {
+        self.rings.word(ctl::WAITERS).load(Ordering::SeqCst) != 0
+    }
+
+    /// Raises or lowers the flag saying the scheduler sleeps in `poll`.
+    pub(crate) fn set_parent_sleeps(&self, on: bool) {
+        self.rings
+            .word(ctl::PARENT_SLEEPS)
+            .store(u32::from(on), Ordering::SeqCst);
+    }
+
+    /// Registers a waiting thread: from now on the worker wakes waiters,
+    /// not the scheduler.
+    pub(crate) fn enter(&self) {
+        self.rings.word(ctl::WAITERS).fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Unregisters a waiting thread. True if results wait unread: the
+    /// worker may have skipped waking the scheduler for them, so the caller
+    /// must wake it.
+    pub(crate) fn leave(&self) -> bool {
+        self.rings.word(ctl::WAITERS).fetch_sub(1, Ordering::SeqCst);
+        self.has_unread()
+    }
+
+    /// Sleeps until the worker publishes a result, [`wake`](Self::wake) is
+    /// called, or `until`; `ready` is looked at once more after the sleeper
+    /// is counted, so a wake between it and the sleep is not lost.
+    pub(crate) fn sleep(&self, until: Instant, ready: impl Fn() -> bool) {
+        let sleeps = self.rings.word(ctl::WAITER_SLEEPS);
+        let seq = self.rings.word(ctl::WAKE_SEQ);
+        sleeps.fetch_add(1, Ordering::SeqCst);
+        let seen = seq.load(Ordering::SeqCst);
+        if !ready() && !self.has_unread() {
+            futex::wait(seq, seen, Some(until));
+        }
+        sleeps.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Wakes the threads sleeping in [`sleep`](Self::sleep) (their result
+    /// was set some other way).
+    pub(crate) fn wake(&self) {
+        self.rings.wake_waiters();
     }
 }
 
@@ -560,7 +663,12 @@ impl WorkerRing {
             sleeps.store(0, Ordering::SeqCst);
         }
         self.rings.write(RESULTS, &mut self.r_head, kind, bytes);
-        if self.rings.word(ctl::PARENT_SLEEPS).load(Ordering::SeqCst) != 0 {
+        // A parent thread waiting for this result reads it itself: wake it,
+        // and not the scheduler (see `RingWatch`).
+        self.rings.wake_waiters();
+        if self.rings.word(ctl::WAITERS).load(Ordering::SeqCst) == 0
+            && self.rings.word(ctl::PARENT_SLEEPS).load(Ordering::SeqCst) != 0
+        {
             wake_parent();
         }
         Ok(())
@@ -614,7 +722,7 @@ mod tests {
             let (rec, tail) = p.peek(&mut buf).unwrap().unwrap();
             assert_eq!((rec, &buf), (Record::Frame, &frame));
             p.consume(tail);
-            assert!(!p.has_results());
+            assert!(!p.watch().has_unread());
         }
         w.check_own().unwrap();
     }

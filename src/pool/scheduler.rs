@@ -32,14 +32,14 @@ use crate::util::Unpoison;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use super::child::{self, Reply, WireFailure};
 use super::gate::{self};
 use super::ring::{self, ParentRing, Record};
-use super::submit::{Body, Inner, Job, PoolState, Task};
+use super::submit::{Body, Direct, Inner, Job, PoolState, Task};
 use super::worker_io::{InFlight, MAX_IN_FLIGHT, PREFETCH_MAX_TASK_TIME, Phase, Worker};
 use crate::connection::DEFAULT_MAX_MESSAGE_LEN;
 use crate::connection::reader::FrameReader;
@@ -68,11 +68,16 @@ const CLOSE_GRACE: Duration = Duration::from_secs(10);
 /// How long the scheduler waits for a worker it killed to die.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
-/// The handler thread's own state.
-struct Scheduler {
+/// The pool's scheduling state: the workers, the queue and the jobs. It
+/// lives in [`Inner::core`] under one lock: the handler thread holds it while
+/// it works (not while it sleeps in `poll`), and a submitting or waiting
+/// thread takes it (`try_lock`, never blocking behind the handler) for the
+/// direct path (see the section at the end of this file).
+pub(crate) struct Scheduler {
     /// Shared with the pool handle.
     inner: Arc<Inner>,
-    /// The live workers.
+    /// The live workers. Only the handler thread adds or removes one, so
+    /// they hold still while it sleeps.
     workers: Vec<Worker>,
     /// Tasks waiting for a worker, oldest first.
     pending: VecDeque<Task>,
@@ -92,8 +97,50 @@ struct Scheduler {
     steal_at: Option<Instant>,
     /// Where ring records are copied to be handled.
     scratch: Vec<u8>,
+}
+
+/// The handler thread's own state (what it keeps while it sleeps unlocked).
+struct Handler {
+    /// Shared with the pool handle.
+    inner: Arc<Inner>,
     /// Whether spinning before a sleep pays.
     spin: ring::SpinGate,
+}
+
+/// What the handler watches while it waits without the lock: per worker,
+/// its fds (shared, so that closing the worker's socket meanwhile closes
+/// nothing under `poll`) and its result ring.
+struct Watch {
+    /// When to look again at the latest.
+    deadline: Option<Instant>,
+    /// One entry per worker, in `workers` order.
+    workers: Vec<WatchedWorker>,
+}
+
+struct WatchedWorker {
+    /// Which worker (indexes are checked against it).
+    pid: u32,
+    /// Its socket while open and not at end of file, and whether something
+    /// waits to be written on it.
+    sock: Option<(Arc<OwnedFd>, bool)>,
+    /// Its pidfd while not seen to exit.
+    pidfd: Option<Arc<OwnedFd>>,
+    /// Its rings.
+    ring: ring::RingWatch,
+    /// Its ring has records the scheduler can serve (see `Worker::has_results`).
+    servable: bool,
+}
+
+/// A `poll`'s events, and per watched worker where its socket's and pidfd's
+/// events are in them.
+type Polled = (Vec<i16>, Vec<(Option<usize>, Option<usize>)>);
+
+/// What the handler does after one pass over its work.
+enum Step {
+    /// Sleep until the deadline or an event.
+    Wait(Option<Instant>),
+    /// The pool is shut down.
+    Exit,
 }
 
 /// Starts the handler thread over `workers`.
@@ -102,7 +149,7 @@ struct Scheduler {
 ///
 /// [`Error::Io`] if the thread cannot be started (the workers are then killed).
 pub(crate) fn spawn_scheduler(inner: Arc<Inner>, workers: Vec<Worker>) -> Result<()> {
-    let mut h = Scheduler {
+    let core = Scheduler {
         inner: inner.clone(),
         workers,
         pending: VecDeque::new(),
@@ -114,75 +161,251 @@ pub(crate) fn spawn_scheduler(inner: Arc<Inner>, workers: Vec<Worker>) -> Result
         last_start_error: None,
         steal_at: None,
         scratch: Vec::new(),
+    };
+    core.publish_pids();
+    let mut h = Handler {
+        inner: inner.clone(),
         spin: ring::SpinGate::new(),
     };
-    h.publish_pids();
-    let thread = std::thread::Builder::new()
+    // Put in place before the thread runs; taken out (which ends the cycle
+    // `Inner` -> `Scheduler` -> `Inner`) when it exits.
+    *inner.core.lock().unpoison() = Some(core);
+    let spawned = std::thread::Builder::new()
         .name("multiprocess-pool".into())
         .spawn(move || {
-            if let Err(p) = catch_unwind(AssertUnwindSafe(|| h.run())) {
+            let run = catch_unwind(AssertUnwindSafe(|| h.run()));
+            let Some(mut core) = h.inner.core.lock().unpoison().take() else {
+                return;
+            };
+            if let Err(p) = run {
                 let msg = p
                     .downcast_ref::<&str>()
                     .map(|s| s.to_string())
                     .or_else(|| p.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                let mut s = h.inner.shared.lock().unpoison();
+                let mut s = core.inner.shared.lock().unpoison();
                 s.broken.get_or_insert_with(|| {
                     Error::value(format!("the pool's handler thread panicked: {msg}"))
                 });
                 drop(s);
-                h.shutdown_now(&Error::value(format!(
+                core.shutdown_now(&Error::value(format!(
                     "the pool's handler thread panicked: {msg}"
                 )));
             }
-            h.exit();
-        })?;
+            // Outside the lock: the jobs dropped here run callbacks.
+            core.exit();
+        });
+    let thread = match spawned {
+        Ok(t) => t,
+        Err(e) => {
+            // Dropping the workers kills them.
+            inner.core.lock().unpoison().take();
+            return Err(e.into());
+        }
+    };
     let _ = inner.thread_id.set(thread.thread().id());
     *inner.thread.lock().unpoison() = Some(thread);
     Ok(())
 }
 
-impl Scheduler {
+impl Handler {
     fn run(&mut self) {
         loop {
-            self.take_submissions();
-            match self.state {
-                PoolState::Terminate => {
-                    self.shutdown_now(&Error::Closed);
-                    return;
+            let watch = {
+                let mut g = self.inner.core.lock().unpoison();
+                let Some(core) = g.as_mut() else { return };
+                match core.step() {
+                    Step::Exit => return,
+                    Step::Wait(deadline) => core.watch(deadline),
                 }
-                _ if self.broken.is_some() => {
-                    let e = self.broken.take().unwrap_or(Error::Closed);
-                    self.shutdown_now(&e);
-                    self.broken = Some(e);
-                    return;
-                }
-                PoolState::Close if self.all_done() => {
-                    self.shutdown_gracefully();
-                    return;
-                }
-                _ => {}
-            }
-            self.replace_workers();
-            self.steal();
-            self.dispatch();
-            // Dispatch may have emptied the queue without filling an idle
-            // worker (tasks answered without sending, fewer tasks than idle
-            // workers): look again, or the steal waits for an unrelated event.
-            self.steal();
-            self.dispatch();
-            // Dispatch may have finished jobs (tasks of a dropped imap) and a
-            // failed start may have broken the pool: look again at once then.
-            let settled =
-                self.broken.is_some() || (self.state == PoolState::Close && self.all_done());
-            let deadline = if settled {
-                Some(Instant::now())
-            } else {
-                self.next_deadline()
             };
-            self.wait_and_serve(deadline);
-            self.check_deadlines();
+            let revents = self.wait(&watch);
+            let mut g = self.inner.core.lock().unpoison();
+            let Some(core) = g.as_mut() else { return };
+            core.serve(&watch, revents);
+            drop(watch);
+            core.check_deadlines();
         }
+    }
+
+    /// Spins, then polls the wake fd and every worker until the deadline.
+    /// The poll's events, or `None` when the spin saw work come.
+    fn wait(&self, watch: &Watch) -> Option<Polled> {
+        if self.spin_for_work(watch) {
+            return None;
+        }
+        // Raise the flags that make a worker write the eventfd, then look once
+        // more: a result published before the flag was seen is served now.
+        for w in &watch.workers {
+            w.ring.set_parent_sleeps(true);
+        }
+        let deadline = if watch.workers.iter().any(WatchedWorker::ready) {
+            Some(Instant::now())
+        } else {
+            watch.deadline
+        };
+        let mut fds: Vec<(std::os::fd::BorrowedFd<'_>, i16)> =
+            Vec::with_capacity(1 + 2 * watch.workers.len());
+        fds.push((self.inner.wake.as_fd(), fd::READABLE));
+        let mut map = Vec::with_capacity(watch.workers.len());
+        for w in &watch.workers {
+            let sock = w.sock.as_ref().map(|(f, writable)| {
+                let mut ev = fd::READABLE;
+                if *writable {
+                    ev |= fd::WRITABLE;
+                }
+                fds.push((f.as_fd(), ev));
+                fds.len() - 1
+            });
+            let pid = w.pidfd.as_ref().map(|f| {
+                fds.push((f.as_fd(), fd::READABLE));
+                fds.len() - 1
+            });
+            map.push((sock, pid));
+        }
+        let polled = fd::poll(&fds, deadline);
+        for w in &watch.workers {
+            w.ring.set_parent_sleeps(false);
+        }
+        match polled {
+            Ok(r) => Some((r, map)),
+            Err(_) => None,
+        }
+    }
+
+    /// Before sleeping: watches the rings and the submit counter for up to
+    /// [`ring::spin_for`] (not past the deadline), so that a result or a
+    /// submit that comes that soon costs no sleep and wake-up. True if one came.
+    fn spin_for_work(&self, watch: &Watch) -> bool {
+        let start = Instant::now();
+        let budget = self.spin.budget();
+        if budget.is_zero() {
+            return false;
+        }
+        let deadline = watch.deadline;
+        let until = deadline.map_or(start + budget, |d| d.min(start + budget));
+        let seen = self.inner.submits.load(Ordering::Acquire);
+        loop {
+            for _ in 0..16 {
+                if self.inner.submits.load(Ordering::Relaxed) != seen
+                    || watch.workers.iter().any(WatchedWorker::ready)
+                {
+                    self.spin.record(true);
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            if Instant::now() >= until {
+                // A wait cut short by a deadline says nothing about the spin.
+                if deadline.is_none_or(|d| d > until) {
+                    self.spin.record(false);
+                }
+                return false;
+            }
+        }
+    }
+}
+
+impl WatchedWorker {
+    /// Its ring holds results for the scheduler: servable, and no thread
+    /// waiting in it for its own result (that thread reads them, and hands
+    /// what it leaves to the scheduler, see `RingWatch::leave`).
+    fn ready(&self) -> bool {
+        self.servable && !self.ring.has_waiters() && self.ring.has_unread()
+    }
+}
+
+impl Scheduler {
+    /// One pass: takes submissions, handles the life cycle, starts workers,
+    /// steals and dispatches. Then: when to look again, or exit.
+    fn step(&mut self) -> Step {
+        self.take_submissions();
+        match self.state {
+            PoolState::Terminate => {
+                self.shutdown_now(&Error::Closed);
+                return Step::Exit;
+            }
+            _ if self.broken.is_some() => {
+                let e = self.broken.take().unwrap_or(Error::Closed);
+                self.shutdown_now(&e);
+                self.broken = Some(e);
+                return Step::Exit;
+            }
+            PoolState::Close if self.all_done() => {
+                self.shutdown_gracefully();
+                return Step::Exit;
+            }
+            _ => {}
+        }
+        self.replace_workers();
+        self.steal();
+        self.dispatch();
+        // Dispatch may have emptied the queue without filling an idle
+        // worker (tasks answered without sending, fewer tasks than idle
+        // workers): look again, or the steal waits for an unrelated event.
+        self.steal();
+        self.dispatch();
+        // Dispatch may have finished jobs (tasks of a dropped imap) and a
+        // failed start may have broken the pool: look again at once then.
+        let settled = self.broken.is_some() || (self.state == PoolState::Close && self.all_done());
+        Step::Wait(if settled {
+            Some(Instant::now())
+        } else {
+            self.next_deadline()
+        })
+    }
+
+    /// What the handler watches while it sleeps.
+    fn watch(&self, deadline: Option<Instant>) -> Watch {
+        let workers = self
+            .workers
+            .iter()
+            .map(|w| WatchedWorker {
+                pid: w.pid,
+                sock: w
+                    .sock
+                    .as_ref()
+                    .filter(|_| !w.eof)
+                    .map(|s| (s.clone(), w.unsent_on_socket())),
+                pidfd: (!w.exited()).then(|| w.pidfd.clone()),
+                ring: w.ring.watch(),
+                servable: !w.marker_waits && w.ring_broken.is_none() && w.phase == Phase::Ready,
+            })
+            .collect();
+        Watch { deadline, workers }
+    }
+
+    /// Serves what the wait brought: the poll's events (`None`: the spin saw
+    /// work), then every ring, then the dead.
+    fn serve(&mut self, watch: &Watch, revents: Option<Polled>) {
+        if let Some((revents, map)) = revents {
+            if revents[0] != 0 {
+                let _ = self.inner.wake.read();
+            }
+            for (w, (sock, pid)) in watch.workers.iter().zip(map) {
+                // Only this thread removes workers, so the index holds; the
+                // pid check keeps it honest.
+                let Some(wi) = self.workers.iter().position(|x| x.pid == w.pid) else {
+                    continue;
+                };
+                if let Some(i) = sock {
+                    let ev = revents[i];
+                    if ev & fd::WRITABLE != 0 {
+                        self.workers[wi].flush();
+                    }
+                    if ev & (fd::READABLE | fd::HUNG_UP) != 0 {
+                        self.read_worker(wi);
+                    }
+                }
+                if let Some(i) = pid {
+                    if revents[i] != 0 {
+                        self.workers[wi].mark_exited();
+                    }
+                }
+            }
+        }
+        self.drain_rings();
+        self.bury_exited();
     }
 
     /// Takes new jobs, tasks, ticks and the state. From here on a submitter
@@ -423,109 +646,6 @@ impl Scheduler {
             taken.extend(w.take_back());
         }
         self.pending.extend(taken);
-    }
-
-    /// Polls the wake fd and every worker until `deadline`, and serves what is ready.
-    fn wait_and_serve(&mut self, deadline: Option<Instant>) {
-        if self.spin_for_work(deadline) {
-            self.drain_rings();
-            return;
-        }
-        // Raise the flags that make a worker write the eventfd, then look once
-        // more: a result published before the flag was seen is served now.
-        for w in &self.workers {
-            w.ring.set_parent_sleeps(true);
-        }
-        let deadline = if self.workers.iter().any(Worker::has_results) {
-            Some(Instant::now())
-        } else {
-            deadline
-        };
-        let revents = {
-            let mut fds: Vec<(std::os::fd::BorrowedFd<'_>, i16)> =
-                Vec::with_capacity(1 + 2 * self.workers.len());
-            fds.push((self.inner.wake.as_fd(), fd::READABLE));
-            let mut map = Vec::with_capacity(self.workers.len());
-            for w in &self.workers {
-                let sock = w.sock.as_ref().filter(|_| !w.eof).map(|f| {
-                    let mut ev = fd::READABLE;
-                    if w.unsent_on_socket() {
-                        ev |= fd::WRITABLE;
-                    }
-                    fds.push((f.as_fd(), ev));
-                    fds.len() - 1
-                });
-                let pid = if w.exited() {
-                    None
-                } else {
-                    fds.push((w.pidfd.as_fd(), fd::READABLE));
-                    Some(fds.len() - 1)
-                };
-                map.push((sock, pid));
-            }
-            match fd::poll(&fds, deadline) {
-                Ok(r) => Some((r, map)),
-                Err(_) => None,
-            }
-        };
-        for w in &self.workers {
-            w.ring.set_parent_sleeps(false);
-        }
-        let Some((revents, map)) = revents else {
-            return;
-        };
-        if revents[0] != 0 {
-            let _ = self.inner.wake.read();
-        }
-        for (wi, (sock, pid)) in map.into_iter().enumerate() {
-            if let Some(i) = sock {
-                let ev = revents[i];
-                if ev & fd::WRITABLE != 0 {
-                    self.workers[wi].flush();
-                }
-                if ev & (fd::READABLE | fd::HUNG_UP) != 0 {
-                    self.read_worker(wi);
-                }
-            }
-            if let Some(i) = pid {
-                if revents[i] != 0 {
-                    self.workers[wi].mark_exited();
-                }
-            }
-        }
-        self.drain_rings();
-        self.bury_exited();
-    }
-
-    /// Before sleeping: watches the rings and the submit counter for up to
-    /// [`ring::spin_for`] (not past `deadline`), so that a result or a submit
-    /// that comes that soon costs no sleep and wake-up. True if one came.
-    fn spin_for_work(&self, deadline: Option<Instant>) -> bool {
-        let start = Instant::now();
-        let budget = self.spin.budget();
-        if budget.is_zero() {
-            return false;
-        }
-        let until = deadline.map_or(start + budget, |d| d.min(start + budget));
-        let seen = self.inner.submits.load(Ordering::Acquire);
-        loop {
-            for _ in 0..16 {
-                if self.inner.submits.load(Ordering::Relaxed) != seen
-                    || self.workers.iter().any(Worker::has_results)
-                {
-                    self.spin.record(true);
-                    return true;
-                }
-                std::hint::spin_loop();
-            }
-            if Instant::now() >= until {
-                // A wait cut short by a deadline says nothing about the spin.
-                if deadline.is_none_or(|d| d > until) {
-                    self.spin.record(false);
-                }
-                return false;
-            }
-        }
     }
 
     /// Serves what every worker put in its ring.
@@ -982,6 +1102,249 @@ impl Scheduler {
         let w = &mut self.workers[wi];
         if w.inflight.is_empty() && !w.exited() {
             w.sock = None;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The direct path: a task and its answer without the handler thread.
+//
+// A thread submitting one task (`apply_async`, an executor's `submit`) while
+// the handler is asleep takes the lock itself and, if a worker is idle and
+// nothing is queued, places the task in that worker's ring (with the next
+// seq on its gate, as `dispatch` does) and registers the job: no wake-up of
+// the handler. The thread then waiting for the answer (`AsyncResult::get`,
+// `Future::result`) enters that worker's ring watch, so the worker wakes it
+// and not the handler, spins then sleeps on the ring, and takes the answer
+// itself under the lock when it is the next record; it completes the job
+// (decoding, done callbacks) on its own thread, outside the lock. Whatever
+// it cannot take (a result on the socket, a worker that died, a record of
+// another task) it leaves to the handler, which it wakes when it leaves.
+// Everything else is the handler's as before: deaths (the pidfd is in its
+// `poll`), stealing, kills. Tasks with a timeout, and pools recycling
+// workers (`maxtasksperchild`, `max_memory_per_child`), keep the handler's
+// path: their bookkeeping wants the handler awake.
+
+/// What a waiter's attempt to take its answer found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Take {
+    /// The answer was taken and the job completed.
+    Done,
+    /// Not now (the lock is held, or the record is not all there): try again.
+    Busy,
+    /// Not for this thread to take: the handler serves it.
+    Handoff,
+}
+
+impl Inner {
+    /// The core, if nobody holds it.
+    fn try_core(&self) -> Option<MutexGuard<'_, Option<Scheduler>>> {
+        match self.core.try_lock() {
+            Ok(g) => Some(g),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Places the job's one task on an idle worker's ring, from the
+    /// submitting thread (`held`: see [`Direct::held`]). Gives the job and task back when the direct path
+    /// does not apply (the handler is busy, work is queued, no worker is
+    /// idle, the task needs the handler's bookkeeping).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn place_direct(
+        &self,
+        job: (u64, Box<dyn Job>),
+        mut tasks: Vec<Task>,
+        held: bool,
+    ) -> std::result::Result<(), ((u64, Box<dyn Job>), Vec<Task>)> {
+        let simple = self.maxtasks.is_none()
+            && self.max_memory.is_none()
+            && tasks.len() == 1
+            && tasks.iter().all(|t| {
+                t.timeout.is_none() && t.failed.is_none() && ParentRing::fits(&t.frame, t.fds.len())
+            });
+        if !simple {
+            return Err((job, tasks));
+        }
+        let Some(mut g) = self.try_core() else {
+            return Err((job, tasks));
+        };
+        let Some(core) = g.as_mut() else {
+            return Err((job, tasks));
+        };
+        let open = {
+            let s = self.shared.lock().unpoison();
+            s.broken.is_none() && s.state == PoolState::Run && !s.finished && s.queue.is_empty()
+        };
+        let idle = core
+            .workers
+            .iter()
+            .position(|w| w.usable() && w.inflight.is_empty() && !w.unsent() && !w.ring_blocked);
+        let Some(wi) = idle.filter(|_| open && core.broken.is_none() && core.pending.is_empty())
+        else {
+            return Err((job, tasks));
+        };
+        let (job_id, j) = job;
+        if !j.claim() {
+            // Cancelled: the handler's path answers it.
+            return Err(((job_id, j), tasks));
+        }
+        let mut task = tasks.pop().expect("one task");
+        let pool = Arc::downgrade(&core.inner);
+        let w = &mut core.workers[wi];
+        w.next_seq = w.next_seq.wrapping_add(1);
+        let seq = w.next_seq;
+        child::set_seq(&mut task.frame, seq);
+        w.assigned += 1;
+        let watch = w.ring.watch();
+        let taken = j.direct(Direct {
+            pool,
+            pid: w.pid,
+            task: task.id,
+            watch: watch.clone(),
+            held,
+        });
+        if taken && held {
+            // Before the task is in the ring: its answer cannot come first.
+            watch.enter();
+        }
+        w.inflight.push_back(InFlight {
+            task,
+            seq,
+            started_at: None,
+            via_ring: true,
+            marked: false,
+        });
+        w.flush();
+        // No room after all, or the ring broke: the handler sees to it.
+        let stuck = w.unsent() || w.ring_broken.is_some();
+        core.jobs.insert(job_id, j);
+        drop(g);
+        if stuck {
+            self.tick_handler();
+        }
+        Ok(())
+    }
+
+    /// The waiter's side: takes task `d.task`'s answer if it is the next
+    /// record in its worker's ring, and completes the job on this thread.
+    pub(crate) fn take_direct(&self, d: &Direct) -> Take {
+        let Some(mut g) = self.try_core() else {
+            return Take::Busy;
+        };
+        let Some(core) = g.as_mut() else {
+            return Take::Handoff;
+        };
+        let (job, index, outcome) = match core.take_direct(d) {
+            Ok(t) => t,
+            Err(t) => return t,
+        };
+        // `close()` waits for the last answer: tell the handler it came.
+        let closing = self.shared.lock().unpoison().state != PoolState::Run;
+        drop(g);
+        if closing {
+            self.tick_handler();
+        }
+        if let Some(mut j) = job {
+            match outcome {
+                Ok(bytes) => j.complete(
+                    index,
+                    Ok(Body {
+                        bytes: &bytes,
+                        fds: Vec::new(),
+                    }),
+                ),
+                Err(e) => j.complete(index, Err(e)),
+            };
+        }
+        Take::Done
+    }
+
+    /// Makes the handler run a pass (it may be asleep in `poll`).
+    pub(crate) fn tick_handler(&self) {
+        self.shared.lock().unpoison().asleep = false;
+        self.submits.fetch_add(1, Ordering::Release);
+        self.wake_handler();
+    }
+}
+
+impl Scheduler {
+    /// Under the lock: consumes the record of `d.task`'s answer if it is the
+    /// next one in its worker's ring. The job (unless it is gone), the task's
+    /// index and its outcome (the encoded value, or the task's error).
+    #[allow(clippy::type_complexity)]
+    fn take_direct(
+        &mut self,
+        d: &Direct,
+    ) -> std::result::Result<(Option<Box<dyn Job>>, u64, Result<Vec<u8>>), Take> {
+        let Some(wi) = self.workers.iter().position(|w| w.pid == d.pid) else {
+            return Err(Take::Handoff);
+        };
+        let w = &mut self.workers[wi];
+        if w.phase != Phase::Ready
+            || w.ring_broken.is_some()
+            || w.marker_waits
+            || w.sent == 0
+            || w.timed_out == Some(d.task)
+            || w.inflight.front().map(|f| f.task.id) != Some(d.task)
+        {
+            return Err(Take::Handoff);
+        }
+        let mut buf = std::mem::take(&mut self.scratch);
+        let (tail, body_len, ok, ran_ns) = match Self::direct_record(w, d.task, &mut buf) {
+            Ok(r) => r,
+            Err(t) => {
+                self.scratch = buf;
+                return Err(t);
+            }
+        };
+        w.ring.consume(tail);
+        let f = w.inflight.pop_front().expect("checked above");
+        w.sent -= 1;
+        w.last_func = Some(f.task.func);
+        w.last_run = Some(Duration::from_nanos(ran_ns));
+        buf.truncate(body_len);
+        let outcome = if ok {
+            Ok(buf)
+        } else {
+            let e = match reduction::decode::<WireFailure>(&buf, Vec::new()) {
+                Ok(fail) => fail.into_error(&w.name, w.pid),
+                Err(e) => e,
+            };
+            self.scratch = buf;
+            Err(e)
+        };
+        let job = self.jobs.remove(&f.task.job);
+        self.check_memory(wi);
+        Ok((job, f.task.index, outcome))
+    }
+
+    /// The next record of worker `w`'s ring, if it is the answer of `task`
+    /// carried in the ring: its end, the body's length, whether it is a value,
+    /// how long the task ran.
+    fn direct_record(
+        w: &Worker,
+        task: u64,
+        buf: &mut Vec<u8>,
+    ) -> std::result::Result<(u32, usize, bool, u64), Take> {
+        let (rec, tail) = match w.ring.peek(buf) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Err(Take::Busy),
+            Err(_) => return Err(Take::Handoff),
+        };
+        if rec != Record::Frame {
+            return Err(Take::Handoff);
+        }
+        let Ok((body_len, reply, _seq)) = child::split_trailer::<Reply>(buf) else {
+            return Err(Take::Handoff);
+        };
+        match reply {
+            Reply::Done { id, ok, ran_ns }
+                if id == task && reduction::declared_fds(&buf[..body_len]) == 0 =>
+            {
+                Ok((tail, body_len, ok, ran_ns))
+            }
+            _ => Err(Take::Handoff),
         }
     }
 }

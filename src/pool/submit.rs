@@ -10,11 +10,13 @@ use crate::util::Unpoison;
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, Weak};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
 
 use super::child::{self};
+use super::ring::RingWatch;
+use super::scheduler::Scheduler;
 use crate::error::{Error, Result};
 use crate::platform::fd::EventFd;
 use crate::reduction::{Encoded, FnRef};
@@ -46,6 +48,34 @@ pub(crate) trait Job: Send {
     fn claim(&self) -> bool {
         !self.cancelled()
     }
+    /// The submitting thread placed this job's one task on an idle worker's
+    /// ring itself: `direct` lets the job's waiter take the answer from that
+    /// ring without the handler thread. False if the job does not take that
+    /// path (it has callbacks to run on the handler thread), which keeps the
+    /// task on the handler's path.
+    fn direct(&self, _direct: Direct) -> bool {
+        false
+    }
+}
+
+/// A task placed on an idle worker's ring by the thread that submitted it:
+/// what a thread waiting for its answer needs to read that answer from the
+/// ring itself (see `scheduler.rs`, "The direct path").
+#[derive(Clone)]
+pub(crate) struct Direct {
+    /// The pool (weak: a waiting result must not keep it alive).
+    pub(crate) pool: Weak<Inner>,
+    /// The worker it went to.
+    pub(crate) pid: u32,
+    /// The task.
+    pub(crate) task: u64,
+    /// The worker's result ring.
+    pub(crate) watch: RingWatch,
+    /// The submitting thread waits at once (`Pool::apply`): it entered the
+    /// ring watch when placing the task, so that an answer coming before it
+    /// waits does not wake the handler; the wait (or the result's setting)
+    /// leaves it.
+    pub(crate) held: bool,
 }
 
 /// One unit of work for a worker.
@@ -158,6 +188,10 @@ pub(crate) struct InitSpec {
 pub(crate) struct Inner {
     /// State shared with submitters.
     pub(crate) shared: Mutex<Shared>,
+    /// The workers, queue and jobs: the handler thread's while it works,
+    /// and the direct path's (`try_lock`) while it sleeps; `None` before the
+    /// handler starts and after it exits. Locked before `shared`, never after.
+    pub(crate) core: Mutex<Option<Scheduler>>,
     /// Written to wake the handler.
     pub(crate) wake: EventFd,
     /// Bumped by every submit, tick and state change: what the handler
@@ -199,6 +233,23 @@ impl Inner {
         tasks: Vec<Task>,
         internal: bool,
     ) -> Result<()> {
+        let (job, tasks) = match (job, internal) {
+            (Some(j), false) if tasks.len() == 1 => match self.place_direct(j, tasks, false) {
+                Ok(()) => return Ok(()),
+                Err((j, tasks)) => (Some(j), tasks),
+            },
+            (job, _) => (job, tasks),
+        };
+        self.enqueue(job, tasks, internal)
+    }
+
+    /// [`submit`](Self::submit)'s queue for the handler.
+    fn enqueue(
+        &self,
+        job: Option<(u64, Box<dyn Job>)>,
+        tasks: Vec<Task>,
+        internal: bool,
+    ) -> Result<()> {
         let mut s = self.shared.lock().unpoison();
         if let Some(b) = &s.broken {
             return Err(b.duplicate());
@@ -222,6 +273,21 @@ impl Inner {
             self.wake_handler();
         }
         Ok(())
+    }
+
+    /// Submits a job of one task whose result the calling thread waits for
+    /// at once (`Pool::apply`): placed directly, the wait is registered with
+    /// the worker's ring before the task is, so the worker never wakes the
+    /// handler for its answer.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Self::submit).
+    pub(crate) fn submit_waited(&self, job: (u64, Box<dyn Job>), task: Task) -> Result<()> {
+        match self.place_direct(job, vec![task], true) {
+            Ok(()) => Ok(()),
+            Err((j, tasks)) => self.enqueue(Some(j), tasks, false),
+        }
     }
 
     /// Asks the handler to look at job `id` again.

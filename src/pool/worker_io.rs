@@ -9,6 +9,7 @@ use crate::util::Unpoison;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::child::{self, Setup};
@@ -82,7 +83,7 @@ impl Inner {
         let mut w = Worker {
             pid: child.pid,
             name,
-            pidfd: child.pidfd,
+            pidfd: Arc::new(child.pidfd),
             sock: None,
             gate,
             ring,
@@ -116,7 +117,7 @@ impl Inner {
             .map_err(|_| Error::Closed);
         match sock.and_then(|r| r.map_err(Error::from)) {
             Ok(s) => match fd::set_nonblocking(s.as_fd(), true) {
-                Ok(()) => w.sock = Some(s),
+                Ok(()) => w.sock = Some(Arc::new(s)),
                 Err(e) => return Err(e.into()),
             },
             Err(e) => return Err(e),
@@ -167,10 +168,12 @@ pub(crate) struct Worker {
     pub(super) pid: u32,
     /// `PoolWorker-N`.
     pub(super) name: String,
-    /// Readable once it exited.
-    pub(super) pidfd: OwnedFd,
-    /// The socket (non-blocking); `None` once closed by `close()`.
-    pub(super) sock: Option<OwnedFd>,
+    /// Readable once it exited (shared with the handler's `poll` while it
+    /// sleeps without the lock).
+    pub(super) pidfd: Arc<OwnedFd>,
+    /// The socket (non-blocking); `None` once closed by `close()` (shared
+    /// like `pidfd`).
+    pub(super) sock: Option<Arc<OwnedFd>>,
     /// Which of its tasks started; where tasks sent ahead are taken back.
     pub(super) gate: Gate,
     /// Tasks in, results out (the socket carries what does not fit).
@@ -270,14 +273,6 @@ impl Worker {
         (self.sent < self.inflight.len() || self.tail_sent < self.tail.len()) && !self.write_broken
     }
 
-    /// Its ring has a record the scheduler can serve now.
-    pub(super) fn has_results(&self) -> bool {
-        !self.marker_waits
-            && self.ring_broken.is_none()
-            && self.phase == Phase::Ready
-            && self.ring.has_results()
-    }
-
     /// Something waits to be written on the socket (poll for writable).
     pub(super) fn unsent_on_socket(&self) -> bool {
         self.unsent() && !self.ring_blocked
@@ -362,25 +357,46 @@ impl Worker {
     /// in the ring. Nothing is queued behind a socket frame (see `dispatch`),
     /// so the two never interleave.
     pub(super) fn flush(&mut self) {
+        let mut pushed = false;
+        self.flush_records(&mut pushed);
+        // One wake-up for all the records placed (the worker may sleep on
+        // the ring; a socket frame's marker is among them).
+        if pushed {
+            self.ring.wake_worker();
+        }
+    }
+
+    /// [`flush`](Self::flush) without the wake-up; `pushed` is set when a
+    /// record went into the ring.
+    fn flush_records(&mut self, pushed: &mut bool) {
         self.ring_blocked = false;
         if !self.flush_tail() {
             return;
         }
         while self.sent < self.inflight.len() && !self.write_broken && self.ring_broken.is_none() {
             let f = &mut self.inflight[self.sent];
-            let pushed = if f.via_ring {
-                self.ring.push(Some(&f.task.frame))
+            let placed = if f.via_ring {
+                self.ring.push_quiet(Some(&f.task.frame))
             } else if !f.marked {
-                self.ring.push(None)
+                self.ring.push_quiet(None)
             } else {
                 Ok(true)
             };
-            match pushed {
+            match placed {
                 Ok(true) if f.via_ring => {
+                    *pushed = true;
                     self.sent += 1;
                     continue;
                 }
-                Ok(true) => f.marked = true,
+                Ok(true) => {
+                    if !f.marked {
+                        *pushed = true;
+                    }
+                    f.marked = true;
+                    // The worker reads the frame from the socket once it
+                    // sees the marker: wake it now, not after the write.
+                    self.ring.wake_worker();
+                }
                 Ok(false) => {
                     self.ring_blocked = true;
                     return;
