@@ -50,12 +50,21 @@ impl<R> Core<R> {
             .state
             .compare_exchange(PENDING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
         {
-            Ok(_) => {
-                self.slot.set(Err(Error::Cancelled));
-                true
-            }
+            Ok(_) => self.settle_cancel(PENDING),
             Err(state) => state == CANCELLED,
         }
+    }
+
+    /// Gives a future just marked [`CANCELLED`] (from `before`) its outcome.
+    /// An outcome that got there first (the task finished, or failed) wins:
+    /// the state goes back and the future was not cancelled, so
+    /// `cancelled()` never contradicts `result()`.
+    fn settle_cancel(&self, before: u8) -> bool {
+        if self.slot.set(Err(Error::Cancelled)) {
+            return true;
+        }
+        self.state.store(before, Ordering::Release);
+        false
     }
 
     /// Marks the task running as it goes to a worker; false if cancelled.
@@ -248,7 +257,9 @@ impl<R: Send + 'static> Future<R> {
             {
                 continue;
             }
-            self.core.slot.set(Err(Error::Cancelled));
+            if !self.core.settle_cancel(state) {
+                return false;
+            }
             if state == RUNNING {
                 let task = self.core.task.load(Ordering::Acquire);
                 if let Some(pool) = self.core.pool.upgrade() {
