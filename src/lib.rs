@@ -147,6 +147,7 @@ crate::test_support!();
 #[doc(hidden)]
 #[path = "fuzzing.rs"]
 pub mod __fuzz;
+pub mod cluster;
 pub mod connection;
 mod context;
 pub mod dummy;

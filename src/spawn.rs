@@ -203,6 +203,9 @@ pub fn init() {
     // adopts its parent's tracker pipe.
     crate::shared_memory::tracker::on_init();
     let Some(var) = std::env::var_os(CHILD_FD_VAR) else {
+        // Not our child: maybe a remote pool worker (MULTIPROCESS_CONNECT,
+        // or a launcher's rank above 0), which never returns.
+        crate::cluster::worker::divert();
         return;
     };
     // Our own children get their own value; nobody else should see this one.

@@ -27,6 +27,7 @@
 pub(crate) mod child;
 mod gate;
 mod result;
+mod remote;
 mod ring;
 mod scheduler;
 mod submit;
@@ -229,6 +230,12 @@ impl PoolBuilder {
     /// started; [`Error::Io`] when out of fds or processes. Workers already
     /// started are killed and reaped then.
     pub fn build(self) -> Result<Pool> {
+        self.build_with(None)
+    }
+
+    /// [`build`](Self::build), with the workers remote when `remote` says
+    /// where they connect (`remote.rs`).
+    fn build_with(self, remote: Option<remote::RemoteSpec>) -> Result<Pool> {
         let processes = self.processes.unwrap_or_else(crate::cpu_count);
         if processes == 0 {
             return Err(Error::value("number of processes must be at least 1"));
@@ -264,6 +271,7 @@ impl PoolBuilder {
             init: Mutex::new(init),
             thread: Mutex::new(None),
             thread_id: OnceLock::new(),
+            remote,
         });
         let mut workers = Vec::with_capacity(processes);
         for _ in 0..processes {

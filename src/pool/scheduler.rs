@@ -215,7 +215,10 @@ impl Scheduler {
             && self
                 .workers
                 .iter()
-                .all(|w| w.inflight.is_empty() && (w.phase == Phase::Ready || w.exited()))
+                .all(|w| {
+                    w.inflight.is_empty()
+                        && (w.phase == Phase::Ready || w.exited() || w.awaiting_remote)
+                })
     }
 
     fn publish_pids(&self) {
