@@ -77,7 +77,11 @@ pub struct Rank {
 
 impl fmt::Display for Rank {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "rank {} of {} ({:?})", self.rank, self.size, self.launcher)
+        write!(
+            f,
+            "rank {} of {} ({:?})",
+            self.rank, self.size, self.launcher
+        )
     }
 }
 

@@ -147,7 +147,10 @@ pub(crate) fn authkey_from_env() -> Result<Option<Vec<u8>>> {
         let mut k = std::fs::read(&p).map_err(|e| {
             Error::Io(std::io::Error::new(
                 e.kind(),
-                format!("MULTIPROCESS_AUTHKEY_FILE {}: {e}", PathBuf::from(&p).display()),
+                format!(
+                    "MULTIPROCESS_AUTHKEY_FILE {}: {e}",
+                    PathBuf::from(&p).display()
+                ),
             ))
         })?;
         if k.last() == Some(&b'\n') {
@@ -174,11 +177,17 @@ pub(crate) fn publish(path: &std::path::Path, job: &str, addr: &str) -> Result<(
 /// # Errors
 ///
 /// [`Error::Timeout`] past `deadline`.
-pub(crate) fn wait_published(path: &std::path::Path, job: &str, deadline: Instant) -> Result<String> {
+pub(crate) fn wait_published(
+    path: &std::path::Path,
+    job: &str,
+    deadline: Instant,
+) -> Result<String> {
     loop {
         if let Ok(text) = std::fs::read_to_string(path) {
             let mut lines = text.lines();
-            if lines.next() == Some(job) && let Some(addr) = lines.next() {
+            if lines.next() == Some(job)
+                && let Some(addr) = lines.next()
+            {
                 return Ok(addr.to_string());
             }
         }

@@ -19,9 +19,7 @@ use crate::connection::listener::{Address, Client, authenticate_client};
 use crate::connection::{Connection, Frame};
 use crate::error::{Error, Result};
 use crate::platform::fd;
-use crate::pool::child::{
-    self, EXIT_CHANNEL_BROKEN, EXIT_INIT_FAILED, Reply, Setup, WireFailure,
-};
+use crate::pool::child::{self, EXIT_CHANNEL_BROKEN, EXIT_INIT_FAILED, Reply, Setup, WireFailure};
 use crate::reduction::{CallOutcome, Encoded};
 
 /// The pool refused this worker (another authkey, another build).
@@ -95,7 +93,10 @@ fn spmd_address(
 }
 
 fn fail(code: i32, why: &str) -> ! {
-    eprintln!("multiprocess: remote pool worker (pid {}): {why}", std::process::id());
+    eprintln!(
+        "multiprocess: remote pool worker (pid {}): {why}",
+        std::process::id()
+    );
     crate::spawn::exit_child(code)
 }
 
@@ -109,10 +110,16 @@ fn serve(addr: &str, key: &[u8], rank: Option<u64>, deadline: Instant) -> ! {
             &format!("could not reach the pool at {addr}: {e}"),
         ),
     };
-    if let Err(e) = authenticate_client(&conn, key, Some(deadline.max(Instant::now() + Duration::from_secs(10)))) {
+    if let Err(e) = authenticate_client(
+        &conn,
+        key,
+        Some(deadline.max(Instant::now() + Duration::from_secs(10))),
+    ) {
         fail(
             EXIT_REFUSED,
-            &format!("the pool at {addr} refused this worker: {e} (is MULTIPROCESS_AUTHKEY the pool's key?)"),
+            &format!(
+                "the pool at {addr} refused this worker: {e} (is MULTIPROCESS_AUTHKEY the pool's key?)"
+            ),
         );
     }
     let id = build_id();
@@ -123,12 +130,21 @@ fn serve(addr: &str, key: &[u8], rank: Option<u64>, deadline: Instant) -> ! {
         pid: std::process::id(),
     };
     if let Err(e) = conn.send(&hello) {
-        fail(EXIT_CHANNEL_BROKEN, &format!("lost the pool at {addr}: {e}"));
+        fail(
+            EXIT_CHANNEL_BROKEN,
+            &format!("lost the pool at {addr}: {e}"),
+        );
     }
     match conn.recv::<Verdict>() {
         Ok(Verdict::Welcome) => {}
-        Ok(Verdict::Refused(why)) => fail(EXIT_REFUSED, &format!("the pool at {addr} refused this worker: {why}")),
-        Err(e) => fail(EXIT_CHANNEL_BROKEN, &format!("lost the pool at {addr}: {e}")),
+        Ok(Verdict::Refused(why)) => fail(
+            EXIT_REFUSED,
+            &format!("the pool at {addr} refused this worker: {why}"),
+        ),
+        Err(e) => fail(
+            EXIT_CHANNEL_BROKEN,
+            &format!("lost the pool at {addr}: {e}"),
+        ),
     }
     run(&conn)
 }
@@ -138,8 +154,13 @@ fn connect(addr: &str, deadline: Instant) -> Result<Connection> {
         let tried = addr
             .to_socket_addrs()
             .map_err(Error::from)
-            .and_then(|mut it| it.next().ok_or_else(|| Error::value(format!("{addr} resolves to nothing"))))
-            .and_then(|sa: SocketAddr| Client::connect_unauthenticated(&Address::Tcp(sa), Some(deadline)));
+            .and_then(|mut it| {
+                it.next()
+                    .ok_or_else(|| Error::value(format!("{addr} resolves to nothing")))
+            })
+            .and_then(|sa: SocketAddr| {
+                Client::connect_unauthenticated(&Address::Tcp(sa), Some(deadline))
+            });
         match tried {
             Ok(c) => {
                 let _ = c.with_fd(|f| fd::set_keepalive(f.as_fd()));
@@ -198,7 +219,14 @@ fn run(conn: &Connection) -> ! {
             };
             let why = Error::Encode(super::NOT_ACROSS_MACHINES_RESULT.to_string());
             let body = child::failure_body(WireFailure::from_error(why));
-            (body, Reply::Done { id, ok: false, ran_ns })
+            (
+                body,
+                Reply::Done {
+                    id,
+                    ok: false,
+                    ran_ns,
+                },
+            )
         };
         drop(fds);
         if child::send_reply(conn, body, &[], &reply).is_err() {

@@ -206,7 +206,12 @@ pub(crate) fn parse_task(frame: Frame) -> Result<Task> {
     })
 }
 
-pub(crate) fn send_reply(conn: &Connection, mut body: Vec<u8>, fds: &[OwnedFd], reply: &Reply) -> Result<()> {
+pub(crate) fn send_reply(
+    conn: &Connection,
+    mut body: Vec<u8>,
+    fds: &[OwnedFd],
+    reply: &Reply,
+) -> Result<()> {
     append_trailer(&mut body, reply, 0)?;
     conn.send_frame(&body, fds)
 }

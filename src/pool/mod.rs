@@ -26,8 +26,8 @@
 
 pub(crate) mod child;
 mod gate;
-mod result;
 mod remote;
+mod result;
 mod ring;
 mod scheduler;
 mod submit;

@@ -250,7 +250,10 @@ impl PoolBuilder {
         let built = self
             .processes(rank.size - 1)
             .listen_on(listener, key)
-            .and_then(|pool| pool.wait_for_ranks(rank.size, deadline, timeout).map(|()| pool));
+            .and_then(|pool| {
+                pool.wait_for_ranks(rank.size, deadline, timeout)
+                    .map(|()| pool)
+            });
         if let Some(path) = file {
             let _ = std::fs::remove_file(path);
         }
@@ -302,10 +305,18 @@ impl Pool {
             rx.set_read_timeout(Some(left))?;
             let n = match rx.recv(&mut buf) {
                 Ok(n) => n,
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             };
-            if let Ok(Event::Joined { rank: Some(r), .. }) = postcard::from_bytes::<Event>(&buf[..n])
+            if let Ok(Event::Joined { rank: Some(r), .. }) =
+                postcard::from_bytes::<Event>(&buf[..n])
                 && let Some(slot) = joined.get_mut(r as usize)
             {
                 *slot = true;
