@@ -731,3 +731,115 @@ fn workers_in_other_network_namespaces_reach_the_pool_over_veth() {
     drop(net);
     leaks.check();
 }
+
+/// Starts `size` copies of examples/cluster_map with `env(rank)` as their
+/// environment (a launcher by hand) and returns rank 0's stdout; every copy
+/// must exit 0.
+fn launch_by_hand(size: usize, env: impl Fn(usize) -> Vec<(String, String)>) -> String {
+    let mut ranks: Vec<Child> = (0..size)
+        .rev() // the workers first: they wait for rank 0
+        .map(|r| {
+            Command::new(example("cluster_map"))
+                .envs(env(r))
+                .env("MULTIPROCESS_CLUSTER_TIMEOUT", "60")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    ranks.reverse();
+    let outs: Vec<Output> = within(LONG, "ranks started by hand", move || {
+        ranks
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect()
+    });
+    for (r, o) in outs.iter().enumerate() {
+        assert!(
+            o.status.success(),
+            "rank {r}: {:?} {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    String::from_utf8_lossy(&outs[0].stdout).into_owned()
+}
+
+fn vars(pairs: &[(&str, String)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+#[test]
+fn spmd_meets_at_master_addr() {
+    let _s = serial();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let stdout = launch_by_hand(3, |r| {
+        vars(&[
+            ("PMI_RANK", r.to_string()),
+            ("PMI_SIZE", "3".into()),
+            ("MULTIPROCESS_MASTER_ADDR", format!("127.0.0.1:{port}")),
+            ("MULTIPROCESS_AUTHKEY", "by-hand".into()),
+        ])
+    });
+    assert!(stdout.contains("rank 0 of 3 (Pmi)"), "{stdout}");
+    assert_eq!(
+        stdout.lines().last(),
+        Some("sum = 332833500 from 2 workers on 1 hosts")
+    );
+}
+
+#[test]
+fn spmd_slurm_meets_at_the_first_node_of_the_step() {
+    let _s = serial();
+    let job = format!("9{}", std::process::id());
+    // Two "nodes", both this machine: not all local, so the ranks meet at the
+    // first host of the node list on the port derived from the job id.
+    let stdout = launch_by_hand(3, |r| {
+        vars(&[
+            ("SLURM_PROCID", r.to_string()),
+            ("SLURM_NTASKS", "3".into()),
+            ("SLURM_JOB_ID", job.clone()),
+            ("SLURM_STEP_ID", "0".into()),
+            ("SLURM_STEP_NUM_NODES", "2".into()),
+            ("SLURM_STEP_NODELIST", "localhost,localhost".into()),
+        ])
+    });
+    assert!(stdout.contains("rank 0 of 3 (Slurm)"), "{stdout}");
+    assert_eq!(
+        stdout.lines().last(),
+        Some("sum = 332833500 from 2 workers on 1 hosts")
+    );
+}
+
+#[test]
+fn spmd_meets_through_a_rendezvous_file() {
+    let _s = serial();
+    let file = std::env::temp_dir().join(format!("mp-cluster-test-{}.addr", std::process::id()));
+    let path = file.to_string_lossy().into_owned();
+    let stdout = launch_by_hand(3, |r| {
+        vars(&[
+            ("OMPI_COMM_WORLD_RANK", r.to_string()),
+            ("OMPI_COMM_WORLD_SIZE", "3".into()),
+            (
+                "OMPI_MCA_ess_base_jobid",
+                format!("rdv{}", std::process::id()),
+            ),
+            ("MULTIPROCESS_RENDEZVOUS", path.clone()),
+            ("MULTIPROCESS_ADVERTISE_ADDR", "127.0.0.1".into()),
+        ])
+    });
+    assert_eq!(
+        stdout.lines().last(),
+        Some("sum = 332833500 from 2 workers on 1 hosts")
+    );
+    assert!(!file.exists(), "rank 0 removes the rendezvous file");
+}
