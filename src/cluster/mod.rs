@@ -27,6 +27,8 @@
 //! See docs/cluster.md for launch recipes and the security model.
 
 mod build_id;
+pub(crate) mod entry;
+mod pool;
 pub(crate) mod rendezvous;
 pub(crate) mod wire;
 pub(crate) mod worker;

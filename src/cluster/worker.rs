@@ -167,6 +167,10 @@ fn connect(addr: &str, deadline: Instant) -> Result<Connection> {
                 return Ok(c);
             }
             Err(e) if Instant::now() >= deadline => return Err(e),
+            // Not an address at all: no retry makes it one.
+            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                return Err(Error::Io(e));
+            }
             // Rank 0 may not listen yet, its name may not resolve yet (a
             // Kubernetes Service): try again shortly.
             Err(_) => std::thread::sleep(Duration::from_millis(100)),

@@ -1,5 +1,5 @@
 //! Remote workers: a pool whose workers connect over TCP
-//! ([`PoolBuilder::listen`], [`PoolBuilder::cluster`]).
+//! (`PoolBuilder::listen`, `PoolBuilder::cluster`, in `cluster/pool.rs`).
 //!
 //! # The seam: one relay process per remote slot
 //!
@@ -28,7 +28,7 @@
 //! answered by the relay with [`Error::Encode`] naming the Manager
 //! equivalent, never sent.
 
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
 use std::sync::Mutex;
@@ -37,8 +37,6 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::child::{self, Call, Channel, Reply, Setup, WireFailure};
-use super::{Pool, PoolBuilder};
-use crate::cluster::rendezvous::{self, Meeting};
 use crate::cluster::wire::{Event, Hello, Verdict};
 use crate::cluster::{self, NOT_ACROSS_MACHINES_ARG};
 use crate::connection::Connection;
@@ -81,213 +79,45 @@ struct RelayBody {
 }
 
 impl RemoteSpec {
-    /// The body of a relay's bootstrap, wrapping the initializer's argument.
-    pub(crate) fn relay_body(&self, init: Vec<u8>) -> Result<Vec<u8>> {
-        Ok(reduction::encode(&RelayBody {
-            authkey: self.authkey.clone(),
-            build_id: self.build_id.to_vec(),
-            init,
-        })?
-        .bytes)
-    }
-
-    /// The fds a relay gets after the worker's: the listening socket, then
-    /// the event channel.
-    pub(crate) fn relay_fds(&self) -> Result<[OwnedFd; 2]> {
-        Ok([
-            self.listener.as_fd().try_clone_to_owned()?,
-            self.events_tx.as_fd().try_clone_to_owned()?,
-        ])
-    }
-}
-
-impl PoolBuilder {
-    /// Builds a pool whose workers connect over TCP: it listens on `addr`,
-    /// and any process of this same program started (by anything, anywhere)
-    /// with `MULTIPROCESS_CONNECT=host:port` and the authkey in
-    /// `MULTIPROCESS_AUTHKEY` (or a file named by `MULTIPROCESS_AUTHKEY_FILE`)
-    /// becomes one of its workers in `mp::init()`.
-    ///
-    /// [`processes`](PoolBuilder::processes) is the most workers served at
-    /// once (default [`cpu_count`](crate::cpu_count)); workers may join and
-    /// leave while the pool runs. Tasks wait until a worker has joined. A
-    /// worker that leaves or is lost fails only the task it was running, with
-    /// [`Error::WorkerLost`] (the pid is the pool's local relay for that
-    /// worker); its other tasks go to other workers.
-    ///
-    /// Every connection passes CPython's HMAC handshake both ways, and the
-    /// worker's executable must have the same contents as this one (a SHA-256
-    /// is compared); a worker with another key or build is refused, with a
-    /// message on both sides. A task whose argument holds shared memory, an OS
-    /// lock, a queue or a connection fails with [`Error::Encode`] naming the
-    /// Manager equivalent.
-    ///
-    /// Beyond Python (Ray's `Pool(ray_address=...)`, dask's workers joining
-    /// a scheduler).
+    /// A spec over a bound `listener` (made non-blocking) and `authkey`.
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] when `addr` cannot be bound; [`Error::Encode`] when the
-    /// initializer's argument holds fds; as [`build`](PoolBuilder::build).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use multiprocess as mp;
-    /// fn main() -> mp::Result<()> {
-    ///     mp::init();
-    ///     let pool = mp::Pool::builder().processes(2).listen("127.0.0.1:0", b"secret")?;
-    ///     let addr = pool.listen_address().unwrap();
-    ///     // Start workers: MULTIPROCESS_CONNECT=<addr> MULTIPROCESS_AUTHKEY=secret ./this-program
-    ///     assert_eq!(addr.ip().to_string(), "127.0.0.1");
-    ///     Ok(())
-    /// }
-    /// ```
-    pub fn listen(self, addr: impl ToSocketAddrs, authkey: impl AsRef<[u8]>) -> Result<Pool> {
-        let listener = TcpListener::bind(addr)?;
-        self.listen_on(listener, authkey.as_ref().to_vec())
-    }
-
-    fn listen_on(self, listener: TcpListener, authkey: Vec<u8>) -> Result<Pool> {
-        if let Some(Ok(init)) = &self.init
-            && !init.arg.fds.is_empty()
-        {
-            return Err(Error::Encode(format!(
-                "the initializer's argument cannot go to remote workers: {NOT_ACROSS_MACHINES_ARG}"
-            )));
-        }
+    /// [`Error::Io`] when the socket cannot be set up.
+    pub(crate) fn new(listener: TcpListener, authkey: Vec<u8>) -> Result<RemoteSpec> {
         listener.set_nonblocking(true)?;
         let address = listener.local_addr()?;
         let (tx, rx) = UnixDatagram::pair()?;
         tx.set_nonblocking(true)?;
-        let spec = RemoteSpec {
+        Ok(RemoteSpec {
             listener,
             address,
             authkey,
             build_id: cluster::build_id(),
             events_tx: tx,
             events_rx: Mutex::new(rx),
-        };
-        self.build_with(Some(spec))
+        })
     }
 
-    /// SPMD: in rank 0 of a job started by a launcher (see
-    /// [`cluster::rank`](crate::cluster::rank)), a pool whose workers are the
-    /// other ranks (their `mp::init()` made them workers); waits until every
-    /// rank has joined, at most `MULTIPROCESS_CLUSTER_TIMEOUT` seconds
-    /// (default 60; see [`cluster_timeout`](PoolBuilder::cluster_timeout)).
-    /// Outside a launcher, or in a job of one process, the pool of local
-    /// workers [`build`](PoolBuilder::build) gives: the same program runs on a
-    /// laptop and on a cluster.
-    ///
-    /// How the ranks find rank 0 and which key they share: docs/cluster.md.
-    ///
-    /// Python/mpi4py: `MPIPoolExecutor()` under `mpiexec -n N python -m mpi4py.futures`.
+    /// Where it listens.
+    pub(crate) fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Waits until ranks `1..size` have joined (rank 0 is this process).
     ///
     /// # Errors
     ///
-    /// [`Error::Spawn`] naming the ranks that did not join in time;
-    /// [`Error::Value`] when rank 0's address cannot be found, or in a rank
-    /// above 0 (started with `MULTIPROCESS_SPMD=0`); as
-    /// [`listen`](PoolBuilder::listen).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use multiprocess as mp;
-    /// fn main() -> mp::Result<()> {
-    ///     mp::init();
-    ///     let pool = mp::Pool::builder().processes(2).cluster()?;
-    ///     let sum: u64 = pool.map(|x: u64| x * x, 0..100)?.into_iter().sum();
-    ///     assert_eq!(sum, 328350);
-    ///     Ok(())
-    /// }
-    /// ```
-    pub fn cluster(self) -> Result<Pool> {
-        self.cluster_timeout(rendezvous::timeout())
-    }
-
-    /// [`cluster`](PoolBuilder::cluster), waiting at most `timeout` for the
-    /// other ranks.
-    ///
-    /// # Errors
-    ///
-    /// As [`cluster`](PoolBuilder::cluster).
-    pub fn cluster_timeout(self, timeout: Duration) -> Result<Pool> {
-        let deadline = Instant::now() + timeout;
-        let Some(rank) = cluster::rank().filter(|r| r.size > 1) else {
-            return self.build();
-        };
-        if rank.rank != 0 {
-            return Err(Error::value(format!(
-                "{rank}: only rank 0 builds the cluster pool (the other ranks serve it from mp::init(); \
-                 MULTIPROCESS_SPMD=0 turned that off)"
-            )));
-        }
-        let key = rendezvous::spmd_authkey(&rank)?;
-        let get = |k: &str| std::env::var(k).ok();
-        let (listener, file) = match rendezvous::meeting(&rank, &get)? {
-            Meeting::Addr(a) => {
-                let port = a
-                    .rsplit_once(':')
-                    .and_then(|(_, p)| p.parse::<u16>().ok())
-                    .ok_or_else(|| Error::value(format!("{a}: rank 0's address needs a port")))?;
-                (TcpListener::bind(("0.0.0.0", port))?, None)
-            }
-            Meeting::File { path, local } => {
-                let l = TcpListener::bind(if local { "127.0.0.1:0" } else { "0.0.0.0:0" })?;
-                let host = if local {
-                    "127.0.0.1".to_string()
-                } else {
-                    std::env::var("MULTIPROCESS_ADVERTISE_ADDR")
-                        .unwrap_or_else(|_| cluster::wire::hostname())
-                };
-                let addr = format!("{host}:{}", l.local_addr()?.port());
-                rendezvous::publish(&path, rank.job_id.as_deref().unwrap_or(""), &addr)?;
-                (l, Some(path))
-            }
-        };
-        let built = self
-            .processes(rank.size - 1)
-            .listen_on(listener, key)
-            .and_then(|pool| {
-                pool.wait_for_ranks(rank.size, deadline, timeout)
-                    .map(|()| pool)
-            });
-        if let Some(path) = file {
-            let _ = std::fs::remove_file(path);
-        }
-        built
-    }
-}
-
-impl Pool {
-    /// Where a listening pool ([`PoolBuilder::listen`],
-    /// [`PoolBuilder::cluster`]) accepts workers, with the real port for a
-    /// port 0; `None` for a pool of local workers.
-    ///
-    /// Beyond Python.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use multiprocess as mp;
-    /// mp::init();
-    /// let local = mp::Pool::new(1).unwrap();
-    /// assert_eq!(local.listen_address(), None);
-    /// ```
-    pub fn listen_address(&self) -> Option<SocketAddr> {
-        self.inner.remote.as_ref().map(|r| r.address)
-    }
-
-    /// Waits until ranks `1..size` have joined.
-    fn wait_for_ranks(&self, size: usize, deadline: Instant, timeout: Duration) -> Result<()> {
-        let Some(spec) = &self.inner.remote else {
-            return Ok(());
-        };
+    /// [`Error::Spawn`] naming the ranks missing at `deadline`.
+    pub(crate) fn wait_for_ranks(
+        &self,
+        size: usize,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<()> {
         let mut joined = vec![false; size];
         joined[0] = true;
-        let rx = spec.events_rx.lock().unpoison();
+        let rx = self.events_rx.lock().unpoison();
         let mut buf = vec![0u8; 64 * 1024];
         while joined.iter().any(|j| !j) {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -299,7 +129,7 @@ impl Pool {
                 return Err(Error::Spawn(format!(
                     "cluster: rank(s) {} of {size} did not join rank 0 at {} within {timeout:?}",
                     missing.join(", "),
-                    spec.address
+                    self.address
                 )));
             }
             rx.set_read_timeout(Some(left))?;
@@ -323,6 +153,25 @@ impl Pool {
             }
         }
         Ok(())
+    }
+
+    /// The body of a relay's bootstrap, wrapping the initializer's argument.
+    pub(crate) fn relay_body(&self, init: Vec<u8>) -> Result<Vec<u8>> {
+        Ok(reduction::encode(&RelayBody {
+            authkey: self.authkey.clone(),
+            build_id: self.build_id.to_vec(),
+            init,
+        })?
+        .bytes)
+    }
+
+    /// The fds a relay gets after the worker's: the listening socket, then
+    /// the event channel.
+    pub(crate) fn relay_fds(&self) -> Result<[OwnedFd; 2]> {
+        Ok([
+            self.listener.as_fd().try_clone_to_owned()?,
+            self.events_tx.as_fd().try_clone_to_owned()?,
+        ])
     }
 }
 
@@ -387,12 +236,13 @@ fn accept(conn: &Connection, listener: &TcpListener) -> (TcpStream, SocketAddr) 
             Ok(pair) => return pair,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            // A peer that reset before we accepted, or out of fds for a moment.
-            Err(_) => {}
+            // A peer that reset before we accepted, or out of fds for a
+            // moment: the socket stays readable, so pause instead of spinning.
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
         let polled = conn.with_fd(|pool| {
             fd::poll(
-                &[(listener.as_fd(), fd::READABLE), (pool, libc::POLLRDHUP)],
+                &[(listener.as_fd(), fd::READABLE), (pool, fd::HUNG_UP)],
                 None,
             )
         });
@@ -470,9 +320,8 @@ fn admit(
         return None;
     }
     // Its initializer runs: wait for its answer, or for the pool to go.
-    let polled = conn.with_fd(|pool| {
-        tcp.with_fd(|t| fd::poll(&[(t, fd::READABLE), (pool, libc::POLLRDHUP)], None))
-    });
+    let polled = conn
+        .with_fd(|pool| tcp.with_fd(|t| fd::poll(&[(t, fd::READABLE), (pool, fd::HUNG_UP)], None)));
     match polled {
         Ok(Ok(Ok(rev))) if rev[1] & fd::HUNG_UP == 0 => {}
         _ => child::leave(0),
