@@ -285,14 +285,14 @@ fn listen_initializer_runs_in_remote_workers() {
     leaks.check();
 }
 
-/// Not a test on its own (a no-op unless `CLUSTER_HELPER_KEY` is set): the
-/// pool side of `listen_refuses_wrong_key_and_other_build`, run in a child of
-/// this test binary so that its stderr can be read.
+/// Not a test on its own: the pool side of
+/// `listen_refuses_wrong_key_and_other_build`, which runs it (`--ignored`) in
+/// a child of this test binary so that its stderr can be read.
 #[test]
+#[ignore = "run by listen_refuses_wrong_key_and_other_build"]
 fn helper_listen_pool() {
-    let Ok(key) = std::env::var("CLUSTER_HELPER_KEY") else {
-        return;
-    };
+    let key = std::env::var("CLUSTER_HELPER_KEY")
+        .expect("run by listen_refuses_wrong_key_and_other_build");
     let pool = mp::Pool::builder()
         .processes(1)
         .listen("127.0.0.1:0", key)
@@ -318,6 +318,7 @@ fn listen_refuses_wrong_key_and_other_build() {
             .args([
                 "--exact",
                 "helper_listen_pool",
+                "--ignored",
                 "--nocapture",
                 "--test-threads=1",
             ])
