@@ -30,6 +30,8 @@ use serde_json::{Value, json};
 mod baseline;
 #[path = "vs_python/chart.rs"]
 mod chart;
+#[path = "vs_python/cluster.rs"]
+mod cluster;
 #[path = "vs_python/futures.rs"]
 mod futures;
 #[path = "vs_python/managers.rs"]
@@ -72,6 +74,9 @@ pub enum Side {
     Both,
     /// The raw OS mechanism only (a `baseline_*` row).
     Baseline,
+    /// This crate only: CPython has no such thing (a pool whose workers
+    /// connect over TCP); compared with its `baseline` row instead.
+    Ours,
 }
 
 /// What one run of a workload is given.
@@ -112,6 +117,7 @@ fn all_workloads() -> Vec<Workload> {
     all.extend_from_slice(process::WORKLOADS);
     all.extend_from_slice(pool::WORKLOADS);
     all.extend_from_slice(futures::WORKLOADS);
+    all.extend_from_slice(cluster::WORKLOADS);
     all.extend_from_slice(queues::WORKLOADS);
     all.extend_from_slice(sync::WORKLOADS);
     all.extend_from_slice(managers::WORKLOADS);
@@ -744,12 +750,16 @@ fn print_table(doc: &Value, workloads: &[Workload]) {
             _ => "-".into(),
         };
         let fs = if fs.is_some() { fmt(fs) } else { "-".into() };
+        // A row CPython has no twin of: its columns are empty, not missing.
+        let (sp, fk) = if w.side == Side::Ours {
+            ("-".to_string(), "-".to_string())
+        } else {
+            (fmt(sp), fmt(fk))
+        };
         println!(
-            "{:<34} {better:>6} {:>13} {:>13} {:>13} {fs:>13} {r:>8} {load:>6.2}",
+            "{:<34} {better:>6} {:>13} {sp:>13} {fk:>13} {fs:>13} {r:>8} {load:>6.2}",
             w.name,
             fmt(ours),
-            fmt(sp),
-            fmt(fk)
         );
     }
     println!(
@@ -763,7 +773,9 @@ fn print_table(doc: &Value, workloads: &[Workload]) {
             continue;
         };
         if !header {
-            println!("\nagainst the bare OS mechanism measured in this run:");
+            println!(
+                "\nagainst the baseline row measured in this run (the bare OS mechanism; local workers for cluster_*):"
+            );
             header = true;
         }
         match w.better {

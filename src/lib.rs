@@ -147,6 +147,7 @@ crate::test_support!();
 #[doc(hidden)]
 #[path = "fuzzing.rs"]
 pub mod __fuzz;
+pub mod cluster;
 pub mod connection;
 mod context;
 pub mod dummy;
@@ -166,6 +167,7 @@ mod spawn;
 mod synchronize;
 mod util;
 
+pub use cluster::entry::init;
 pub use connection::{Connection, pipe};
 pub use context::{
     Context, START_METHOD_VAR, StartMethod, get_all_start_methods, get_context, get_start_method,
@@ -186,7 +188,7 @@ pub use process::{
 pub use queues::{JoinableQueue, Queue, SimpleQueue};
 pub use shared_memory::SharedMemoryManager;
 pub use sharedctypes::{Array, ArrayGuard, RawArray, RawValue, Scalar, Value, ValueGuard};
-pub use spawn::{init, reset_executable, set_executable, set_start_timeout};
+pub use spawn::{reset_executable, set_executable, set_start_timeout};
 pub use synchronize::{
     Acquired, Barrier, BarrierBuilder, BoundedSemaphore, Condition, Event, Lock, LockGuard, RLock,
     RLockGuard, Semaphore,

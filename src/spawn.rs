@@ -165,29 +165,14 @@ pub(crate) fn inherit_authkey(key: Vec<u8>) {
     *AUTHKEY.lock().unpoison() = Some(key);
 }
 
-/// Call this first in `main`. In a child process it runs the child's work and
-/// exits, so the rest of `main` never runs there; in the parent it returns at
-/// once.
-///
-/// Code before `init()` runs again in every child, so keep it first.
-///
-/// Python: the `if __name__ == '__main__':` guard, and `freeze_support()`.
-///
-/// # Examples
-///
-/// ```
-/// use multiprocess as mp;
-/// fn main() {
-///     mp::init();
-///     let mut p = mp::Process::new(|x: u32| assert_eq!(x, 7), 7);
-///     p.start().unwrap();
-///     p.join().unwrap();
-///     assert_eq!(p.exitcode(), Some(0));
-/// }
-/// ```
-pub fn init() {
+/// What [`init`](crate::init) does for the local machinery: marks the process
+/// initialized, runs the forkserver or a child's work (never returning
+/// then). True when this was the first call, in a process that is neither a
+/// child nor the forkserver: the caller may then look further (a remote pool
+/// worker, `cluster/entry.rs`).
+pub(crate) fn init_process() -> bool {
     if INITIALIZED.swap(true, Ordering::AcqRel) {
-        return;
+        return false;
     }
     if let Some(var) = std::env::var_os(crate::forkserver::SERVER_VAR) {
         crate::platform::env::remove_var(crate::forkserver::SERVER_VAR);
@@ -203,7 +188,7 @@ pub fn init() {
     // adopts its parent's tracker pipe.
     crate::shared_memory::tracker::on_init();
     let Some(var) = std::env::var_os(CHILD_FD_VAR) else {
-        return;
+        return true;
     };
     // Our own children get their own value; nobody else should see this one.
     crate::platform::env::remove_var(CHILD_FD_VAR);
@@ -618,7 +603,7 @@ fn install_panic_hook(name: String, quiet: bool) {
 ///
 /// Put it once at the top level of each integration-test file that starts
 /// processes. It registers a constructor (an `.init_array` entry) that calls
-/// [`init`] before `main`: in a child it runs the child's work and exits, so the
+/// [`init`](crate::init) before `main`: in a child it runs the child's work and exits, so the
 /// harness never starts there; in the parent it only marks the process
 /// initialized.
 ///

@@ -254,6 +254,11 @@ const _: () = {
         mp::Manager::joinable_queue_with_maxsize;
     let _: fn(usize) -> mp::Result<mp::Pool> = mp::Pool::new;
     let _: fn(&mp::Manager, usize) -> mp::Result<mp::PoolProxy> = mp::Manager::pool;
+    // Beyond one machine (docs/cluster.md).
+    let _: fn(mp::PoolBuilder) -> mp::Result<mp::Pool> = mp::PoolBuilder::cluster;
+    let _ = |b: mp::PoolBuilder| -> mp::Result<mp::Pool> { b.listen("0.0.0.0:0", b"key") };
+    let _: fn(&mp::Pool) -> Option<std::net::SocketAddr> = mp::Pool::listen_address;
+    let _: fn() -> Option<mp::cluster::Rank> = mp::cluster::rank;
 };
 
 // The same factories in `mp::dummy`: the same argument types as in `mp`.
@@ -281,6 +286,7 @@ const _: () = {
         d::Manager::joinable_queue_with_maxsize;
     let _: fn(usize) -> mp::Result<d::Pool> = d::Pool::new;
     let _: fn(&d::Manager, usize) -> mp::Result<d::PoolProxy> = d::Manager::pool;
+    let _: fn(d::PoolBuilder) -> mp::Result<d::Pool> = d::PoolBuilder::cluster;
 };
 
 // concurrent.futures: `mp::futures` (processes) and its thread twin

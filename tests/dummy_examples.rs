@@ -132,6 +132,11 @@ fn run(example: &str) -> Output {
 fn expected_lines(example: &str) -> Vec<String> {
     let lines: &[&str] = match example {
         "apply_async_files" => &["finishing data_0", "多进程计算 共消耗"],
+        "cluster_map" => &[
+            "not under a launcher: a local pool",
+            // Threads: one process served it all.
+            "sum = 332833500 from 1 workers on 1 hosts",
+        ],
         "correlation" => &["| 2540 |", "| 10160 |"],
         // mp::futures::ProcessPoolExecutor becomes the thread executor.
         "executor_as_completed" => &[

@@ -16,7 +16,7 @@
 
 pub(crate) mod auth;
 pub(crate) mod framing;
-mod listener;
+pub(crate) mod listener;
 pub(crate) mod pickle;
 pub(crate) mod reader;
 pub(crate) mod spin;

@@ -80,8 +80,8 @@ pub use sharedctypes::{Array, ArrayGuard, Value, ValueGuard};
 // programs use `shared_memory` unchanged too).
 pub use crate::{
     Acquired, Connection, Error, RawArray, RawValue, Result, Scalar, SharedMemoryManager,
-    SharedObject, connection, cpu_count, init, pipe, reduction, reset_executable, set_executable,
-    set_start_timeout, shared_memory, test_support,
+    SharedObject, cluster, connection, cpu_count, init, pipe, reduction, reset_executable,
+    set_executable, set_start_timeout, shared_memory, test_support,
 };
 
 use crate::util::Unpoison;

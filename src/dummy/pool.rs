@@ -637,6 +637,30 @@ impl PoolBuilder {
     /// [`Error::Encode`] for an initializer argument that does not encode,
     /// [`Error::Spawn`] when the OS refuses a thread.
     pub fn build(self) -> Result<Pool> {
+        self.build_threads()
+    }
+
+    /// The thread twin of [`mp::PoolBuilder::cluster`](crate::PoolBuilder::cluster):
+    /// threads do not leave this process, so this is [`build`](Self::build),
+    /// whatever launcher started the program (a program written for a
+    /// cluster runs unchanged on threads).
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiprocess::dummy as mp;
+    /// let pool = mp::Pool::builder().processes(2).cluster().unwrap();
+    /// assert_eq!(pool.map(|x: u32| x + 1, [1, 2]).unwrap(), [2, 3]);
+    /// ```
+    pub fn cluster(self) -> Result<Pool> {
+        self.build_threads()
+    }
+
+    fn build_threads(self) -> Result<Pool> {
         let processes = self.processes.unwrap_or_else(crate::cpu_count);
         if processes == 0 {
             return Err(Error::value("number of processes must be at least 1"));

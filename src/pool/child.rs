@@ -49,9 +49,9 @@ use crate::reduction::{self, CallOutcome, Encoded, FnRef, PanicInfo, Payload};
 use crate::spawn;
 
 /// Exit code of a worker whose initializer failed.
-const EXIT_INIT_FAILED: i32 = 1;
+pub(crate) const EXIT_INIT_FAILED: i32 = 1;
 /// Exit code of a worker that lost its channel in a way other than EOF.
-const EXIT_CHANNEL_BROKEN: i32 = 2;
+pub(crate) const EXIT_CHANNEL_BROKEN: i32 = 2;
 
 /// The trailer of a worker's bootstrap payload.
 #[derive(Debug, Serialize, Deserialize)]
@@ -104,7 +104,7 @@ pub(crate) enum WireFailure {
 }
 
 impl WireFailure {
-    fn from_error(e: Error) -> Self {
+    pub(crate) fn from_error(e: Error) -> Self {
         match e {
             Error::Decode(m) => WireFailure::Decode(m),
             Error::Encode(m) => WireFailure::Encode(m),
@@ -183,14 +183,18 @@ pub(crate) fn set_seq(frame: &mut [u8], seq: u32) {
 }
 
 /// A task as the worker reads it.
-struct Task {
-    id: u64,
-    seq: u32,
-    func: FnRef,
-    arg: Payload,
+pub(crate) struct Task {
+    /// The task's id.
+    pub(crate) id: u64,
+    /// Its seq on this worker's gate.
+    pub(crate) seq: u32,
+    /// What to run.
+    pub(crate) func: FnRef,
+    /// The argument.
+    pub(crate) arg: Payload,
 }
 
-fn parse_task(frame: Frame) -> Result<Task> {
+pub(crate) fn parse_task(frame: Frame) -> Result<Task> {
     let Frame { mut bytes, fds } = frame;
     let (body_len, call, seq): (usize, Call, u32) = split_trailer(&bytes)?;
     bytes.truncate(body_len);
@@ -202,12 +206,17 @@ fn parse_task(frame: Frame) -> Result<Task> {
     })
 }
 
-fn send_reply(conn: &Connection, mut body: Vec<u8>, fds: &[OwnedFd], reply: &Reply) -> Result<()> {
+pub(crate) fn send_reply(
+    conn: &Connection,
+    mut body: Vec<u8>,
+    fds: &[OwnedFd],
+    reply: &Reply,
+) -> Result<()> {
     append_trailer(&mut body, reply, 0)?;
     conn.send_frame(&body, fds)
 }
 
-fn failure_body(f: WireFailure) -> Vec<u8> {
+pub(crate) fn failure_body(f: WireFailure) -> Vec<u8> {
     // A WireFailure holds only strings; if even it cannot encode, say so in one.
     reduction::encode(&f)
         .or_else(|e| reduction::encode(&WireFailure::Other(e.to_string())))
@@ -216,7 +225,7 @@ fn failure_body(f: WireFailure) -> Vec<u8> {
 }
 
 /// Exits the worker, flushing stdout first.
-fn leave(code: i32) -> ! {
+pub(crate) fn leave(code: i32) -> ! {
     spawn::exit_child(code)
 }
 
@@ -232,6 +241,31 @@ pub(crate) fn worker_main(payload: Payload) -> CallOutcome {
         ));
     };
     let conn = &ctx.parent_conn;
+    let (Encoded { bytes, fds }, setup, mut chan) = open_setup(conn, payload);
+    if let Some(init) = setup.init {
+        let failure = match init.call(Encoded { bytes, fds }) {
+            Ok(CallOutcome::Returned(_)) => None,
+            Ok(CallOutcome::Panicked(p)) => Some(WireFailure::Panicked(p)),
+            Ok(CallOutcome::Failed(e)) | Err(e) => Some(WireFailure::from_error(e)),
+        };
+        flush_stdio();
+        if let Some(f) = failure {
+            let _ = send_reply(conn, failure_body(f), &[], &Reply::InitFailed);
+            leave(EXIT_INIT_FAILED);
+        }
+    }
+    crate::platform::env::keep_freed_memory();
+    if send_reply(conn, Vec::new(), &[], &Reply::Ready).is_err() {
+        leave(EXIT_CHANNEL_BROKEN);
+    }
+    run_tasks(conn, &mut chan, setup.maxtasks)
+}
+
+/// Takes a worker's bootstrap payload apart: the initializer's argument, the
+/// [`Setup`], and the gate, ring and eventfd (the payload's last three fds).
+/// A payload that does not parse is answered with `InitFailed` and the
+/// worker exits.
+pub(crate) fn open_setup(conn: &Connection, payload: Payload) -> (Encoded, Setup, Channel) {
     let Encoded { mut bytes, mut fds } = payload;
     let parsed = split_trailer(&bytes).and_then(|(body_len, setup, _): (usize, Setup, u32)| {
         let mut take = |what: &str| {
@@ -252,10 +286,10 @@ pub(crate) fn worker_main(payload: Payload) -> CallOutcome {
             },
         ))
     });
-    let (setup, mut chan) = match parsed {
+    match parsed {
         Ok((body_len, setup, chan)) => {
             bytes.truncate(body_len);
-            (setup, chan)
+            (Encoded { bytes, fds }, setup, chan)
         }
         Err(e) => {
             let _ = send_reply(
@@ -266,35 +300,18 @@ pub(crate) fn worker_main(payload: Payload) -> CallOutcome {
             );
             leave(EXIT_INIT_FAILED);
         }
-    };
-    if let Some(init) = setup.init {
-        let failure = match init.call(Encoded { bytes, fds }) {
-            Ok(CallOutcome::Returned(_)) => None,
-            Ok(CallOutcome::Panicked(p)) => Some(WireFailure::Panicked(p)),
-            Ok(CallOutcome::Failed(e)) | Err(e) => Some(WireFailure::from_error(e)),
-        };
-        flush_stdio();
-        if let Some(f) = failure {
-            let _ = send_reply(conn, failure_body(f), &[], &Reply::InitFailed);
-            leave(EXIT_INIT_FAILED);
-        }
     }
-    crate::platform::env::keep_freed_memory();
-    if send_reply(conn, Vec::new(), &[], &Reply::Ready).is_err() {
-        leave(EXIT_CHANNEL_BROKEN);
-    }
-    run_tasks(conn, &mut chan, setup.maxtasks)
 }
 
-fn flush_stdio() {
+pub(crate) fn flush_stdio() {
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
 }
 
 /// What a worker talks to the parent through besides its socket.
-struct Channel {
+pub(crate) struct Channel {
     /// Which task has started.
-    gate: Gate,
+    pub(crate) gate: Gate,
     /// Tasks in, results out.
     ring: WorkerRing,
     /// The pool's eventfd: written when the parent's scheduler sleeps.
@@ -329,7 +346,7 @@ fn recv_socket(conn: &Connection) -> Option<Frame> {
 
 /// Reads the next task from the ring (or the socket, where the ring says so);
 /// `None` when the parent hung up or closed the ring.
-fn next_task(conn: &Connection, chan: &mut Channel, buf: &mut Vec<u8>) -> Option<Task> {
+pub(crate) fn next_task(conn: &Connection, chan: &mut Channel, buf: &mut Vec<u8>) -> Option<Task> {
     let hung_up = || conn.peer_closed();
     let frame = match chan.ring.next(buf, hung_up) {
         Ok(Next::Frame) => Frame {
@@ -358,7 +375,7 @@ fn next_task(conn: &Connection, chan: &mut Channel, buf: &mut Vec<u8>) -> Option
 
 /// Sends an answer: in the ring if it fits, else on the socket (announced
 /// in the ring).
-fn send_answer(
+pub(crate) fn send_answer(
     conn: &Connection,
     chan: &mut Channel,
     mut body: Vec<u8>,
@@ -386,6 +403,27 @@ fn send_answer(
         .map_err(Error::value)
 }
 
+/// Runs one task: the answer's body, its fds and its trailer.
+pub(crate) fn execute(task: Task) -> (Vec<u8>, Vec<OwnedFd>, Reply) {
+    let began = std::time::Instant::now();
+    let outcome = task.func.call(task.arg);
+    flush_stdio();
+    let ran_ns = began.elapsed().as_nanos().try_into().unwrap_or(u64::MAX);
+    let (body, fds, ok) = match outcome {
+        Ok(CallOutcome::Returned(enc)) => (enc.bytes, enc.fds, true),
+        Ok(CallOutcome::Panicked(p)) => (failure_body(WireFailure::Panicked(p)), Vec::new(), false),
+        Ok(CallOutcome::Failed(e)) | Err(e) => {
+            (failure_body(WireFailure::from_error(e)), Vec::new(), false)
+        }
+    };
+    let reply = Reply::Done {
+        id: task.id,
+        ok,
+        ran_ns,
+    };
+    (body, fds, reply)
+}
+
 fn run_tasks(conn: &Connection, chan: &mut Channel, maxtasks: Option<u64>) -> ! {
     let mut done: u64 = 0;
     let mut buf = Vec::new();
@@ -398,30 +436,13 @@ fn run_tasks(conn: &Connection, chan: &mut Channel, maxtasks: Option<u64>) -> ! 
             // another worker was idle): it runs there.
             continue;
         }
-        let began = std::time::Instant::now();
-        let outcome = task.func.call(task.arg);
-        flush_stdio();
-        let ran_ns = began.elapsed().as_nanos().try_into().unwrap_or(u64::MAX);
+        let (body, fds, reply) = execute(task);
         done += 1;
         // The task ran in this address space: if it wrote on the ring, stop
         // here, before trusting it with the answer.
         if let Err(why) = chan.ring.check_own() {
             ring_broken(chan, &why);
         }
-        let (body, fds, ok) = match outcome {
-            Ok(CallOutcome::Returned(enc)) => (enc.bytes, enc.fds, true),
-            Ok(CallOutcome::Panicked(p)) => {
-                (failure_body(WireFailure::Panicked(p)), Vec::new(), false)
-            }
-            Ok(CallOutcome::Failed(e)) | Err(e) => {
-                (failure_body(WireFailure::from_error(e)), Vec::new(), false)
-            }
-        };
-        let reply = Reply::Done {
-            id: task.id,
-            ok,
-            ran_ns,
-        };
         if let Err(e) = send_answer(conn, chan, body, &fds, &reply) {
             if matches!(e, Error::Value(_)) && !conn.peer_closed() {
                 ring_broken(chan, &e.to_string());

@@ -26,6 +26,7 @@
 
 pub(crate) mod child;
 mod gate;
+pub(crate) mod remote;
 mod result;
 mod ring;
 mod scheduler;
@@ -229,6 +230,18 @@ impl PoolBuilder {
     /// started; [`Error::Io`] when out of fds or processes. Workers already
     /// started are killed and reaped then.
     pub fn build(self) -> Result<Pool> {
+        self.build_with(None)
+    }
+
+    /// True when the initializer's argument holds fds (it cannot go to a
+    /// remote worker).
+    pub(crate) fn init_carries_fds(&self) -> bool {
+        matches!(&self.init, Some(Ok(i)) if !i.arg.fds.is_empty())
+    }
+
+    /// [`build`](Self::build), with the workers remote when `remote` says
+    /// where they connect (`remote.rs`, `cluster/pool.rs`).
+    pub(crate) fn build_with(self, remote: Option<remote::RemoteSpec>) -> Result<Pool> {
         let processes = self.processes.unwrap_or_else(crate::cpu_count);
         if processes == 0 {
             return Err(Error::value("number of processes must be at least 1"));
@@ -265,6 +278,7 @@ impl PoolBuilder {
             init: Mutex::new(init),
             thread: Mutex::new(None),
             thread_id: OnceLock::new(),
+            remote,
         });
         let mut workers = Vec::with_capacity(processes);
         for _ in 0..processes {
@@ -366,6 +380,11 @@ impl Pool {
     /// The number of workers the pool keeps.
     pub fn processes(&self) -> usize {
         self.inner.processes
+    }
+
+    /// The remote side of a listening pool (`cluster/pool.rs`).
+    pub(crate) fn remote(&self) -> Option<&remote::RemoteSpec> {
+        self.inner.remote.as_ref()
     }
 
     /// The pids of the workers alive now (they change as workers are replaced).

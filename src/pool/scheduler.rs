@@ -435,10 +435,10 @@ impl Scheduler {
     fn all_done(&self) -> bool {
         self.pending.is_empty()
             && self.jobs.is_empty()
-            && self
-                .workers
-                .iter()
-                .all(|w| w.inflight.is_empty() && (w.phase == Phase::Ready || w.exited()))
+            && self.workers.iter().all(|w| {
+                w.inflight.is_empty()
+                    && (w.phase == Phase::Ready || w.exited() || w.awaiting_remote)
+            })
     }
 
     fn publish_pids(&self) {

@@ -216,6 +216,8 @@ pub(crate) struct Inner {
     pub(crate) thread: Mutex<Option<JoinHandle<()>>>,
     /// The handler thread's id (callbacks run there).
     pub(crate) thread_id: OnceLock<ThreadId>,
+    /// Workers connect over TCP, each through a local relay (`remote.rs`).
+    pub(crate) remote: Option<super::remote::RemoteSpec>,
 }
 
 impl Inner {

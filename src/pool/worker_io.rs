@@ -53,12 +53,25 @@ impl Inner {
             None => (reduction::encode(&())?.bytes, Vec::new(), None),
         };
         drop(spec);
+        // A remote slot: the relay gets the initializer's argument wrapped
+        // (with the key and build id) and the listening socket (remote.rs).
+        let (body, fds) = match &self.remote {
+            Some(r) => (r.relay_body(body)?, Vec::new()),
+            None => (body, fds),
+        };
         let gate = Gate::create()?;
         let ring = ParentRing::create()?;
         let mut fds = fds;
         fds.push(gate.fd().try_clone_to_owned()?);
         fds.push(ring.fd().try_clone_to_owned()?);
         fds.push(self.wake.as_fd().try_clone_to_owned()?);
+        let target = match &self.remote {
+            Some(r) => {
+                fds.extend(r.relay_fds()?);
+                FnRef::internal(super::remote::relay_main)
+            }
+            None => FnRef::internal(child::worker_main),
+        };
         let mut bytes = body;
         child::append_trailer(
             &mut bytes,
@@ -76,7 +89,7 @@ impl Inner {
             quiet_panics: true,
             method: self.method,
             call: PreparedCall {
-                target: FnRef::internal(child::worker_main),
+                target,
                 payload: Ok(Encoded { bytes, fds }),
             },
         })?;
@@ -108,6 +121,7 @@ impl Inner {
             last_run: None,
             last_func: None,
             timed_out: None,
+            awaiting_remote: self.remote.is_some(),
         };
         // Our own copy of the socket, non-blocking; the Connection (and its
         // fd) is dropped here.
@@ -227,6 +241,9 @@ pub(crate) struct Worker {
     pub(super) last_func: Option<FnRef>,
     /// The task failed with `Timeout` when it was killed for overrunning.
     pub(super) timed_out: Option<u64>,
+    /// A remote slot's relay: until it is ready it waits for a worker to
+    /// join, which `close()` need not wait for.
+    pub(super) awaiting_remote: bool,
 }
 
 impl Worker {
