@@ -234,17 +234,16 @@ fn array_lock_and_guard_access() {
     let a = mp::Array::<f64>::new(4).unwrap();
     {
         let mut g = a.lock();
-        g.set(1, 2.0); // direct, no copy
+        g.set(1, 2.0); // one element, no view made
         assert_eq!(g.get(1), 2.0);
-        g[0] = 1.0; // copies, written back on drop
+        g[0] = 1.0; // the shared memory itself, in place
         assert_eq!(g.get(0), 1.0);
-        g.set(3, 4.0); // into the copy now
-        assert_eq!(a.get(0), 0.0, "not written back yet");
+        g.set(3, 4.0); // through the view now
+        assert_eq!(g.to_vec(), vec![1.0, 2.0, 0.0, 4.0]);
         assert!(a.get_lock().is_owned());
     }
     assert_eq!(a.to_vec(), vec![1.0, 2.0, 0.0, 4.0]);
     {
-        // A read-only slice use copies but writes nothing back.
         let g = a.lock();
         assert_eq!(g.iter().sum::<f64>(), 7.0);
     }
@@ -255,6 +254,37 @@ fn array_lock_and_guard_access() {
         s.starts_with("Array { typecode: 'd', len: 4, lock: RLock"),
         "{s}"
     );
+}
+
+// Ours: while a guard's slice is the shared memory, any other access to the
+// elements by this process is refused (a panic, as a second
+// RefCell::borrow_mut), and the lock is left as it was.
+#[test]
+fn array_elements_borrowed_in_place_refuse_other_access() {
+    let a = mp::Array::from_slice(&[1i32, 2, 3]).unwrap();
+    let raw = a.get_obj();
+    {
+        let mut g = a.lock();
+        g[0] = 10;
+        let by_get = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.get(1)));
+        assert!(by_get.is_err());
+        let by_raw = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| raw.set(1, 0)));
+        assert!(by_raw.is_err());
+        let second = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.lock()[0]));
+        assert!(second.is_err());
+        assert_eq!(*g, [10, 2, 3]);
+    }
+    // The guard's release left the lock free, the data whole.
+    assert!(!a.get_lock().is_owned());
+    assert_eq!(raw.to_vec(), [10, 2, 3]);
+    assert!(a.get_lock().try_acquire());
+    a.get_lock().release().unwrap();
+    // A re-entered guard that only uses get/set needs no second view.
+    let g = a.lock();
+    let mut inner = a.lock();
+    inner.set(2, 30);
+    drop(inner);
+    assert_eq!(g.get(2), 30);
 }
 
 #[test]

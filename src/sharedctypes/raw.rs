@@ -28,8 +28,9 @@ use crate::synchronize::region::{self, Kind};
 /// # Ok::<(), multiprocess::Error>(())
 /// ```
 pub struct RawValue<T: Scalar> {
-    /// The same layout as a `Value`'s (its lock unused).
-    region: Arc<ShmRegion>,
+    /// Header, an `RLock` at `HEADER` (a `Value`'s own lock), the typecode,
+    /// the value at `DATA`.
+    pub(super) region: Arc<ShmRegion>,
     _t: PhantomData<T>,
 }
 
@@ -58,19 +59,12 @@ impl<T: Scalar> RawValue<T> {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn new(x: T) -> Result<RawValue<T>> {
-        let (region, _) = create::<T>(Kind::Value, 1)?;
+        let region = create::<T>(Kind::Value, 1)?;
         store(&region, DATA, x);
         Ok(RawValue {
             region,
             _t: PhantomData,
         })
-    }
-
-    pub(super) fn of(region: Arc<ShmRegion>) -> RawValue<T> {
-        RawValue {
-            region,
-            _t: PhantomData,
-        }
     }
 
     /// The current value (one atomic read).
@@ -121,8 +115,11 @@ impl<T: Scalar> Serialize for RawValue<T> {
 
 impl<'de, T: Scalar> Deserialize<'de> for RawValue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (region, _, _) = attach::<T, D>(d, Kind::Value)?;
-        Ok(RawValue::of(region))
+        let (region, _) = attach::<T, D>(d, Kind::Value)?;
+        Ok(RawValue {
+            region,
+            _t: PhantomData,
+        })
     }
 }
 
@@ -151,8 +148,10 @@ impl<'de, T: Scalar> Deserialize<'de> for RawValue<T> {
 /// }
 /// ```
 pub struct RawArray<T: Scalar> {
-    /// The same layout as an `Array`'s (its lock unused).
-    region: Arc<ShmRegion>,
+    /// Header, an `RLock` at `HEADER` (an `Array`'s own lock), the typecode,
+    /// the length, the elements from `DATA`.
+    pub(super) region: Arc<ShmRegion>,
+    /// Number of elements.
     len: usize,
     _t: PhantomData<T>,
 }
@@ -184,7 +183,7 @@ impl<T: Scalar> RawArray<T> {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn new(len: usize) -> Result<RawArray<T>> {
-        let (region, _) = create::<T>(Kind::Array, len)?;
+        let region = create::<T>(Kind::Array, len)?;
         Ok(RawArray::of(region, len))
     }
 
@@ -211,7 +210,7 @@ impl<T: Scalar> RawArray<T> {
         Ok(a)
     }
 
-    pub(super) fn of(region: Arc<ShmRegion>, len: usize) -> RawArray<T> {
+    fn of(region: Arc<ShmRegion>, len: usize) -> RawArray<T> {
         RawArray {
             region,
             len,
@@ -245,7 +244,12 @@ impl<T: Scalar> RawArray<T> {
         self.len == 0
     }
 
-    fn offset(&self, i: usize) -> usize {
+    /// Where element `i` is.
+    ///
+    /// # Panics
+    ///
+    /// When `i >= len()`.
+    pub(super) fn offset(&self, i: usize) -> usize {
         assert!(
             i < self.len,
             "index {i} out of range for a shared array of length {}",
@@ -328,7 +332,7 @@ impl<T: Scalar> Serialize for RawArray<T> {
 
 impl<'de, T: Scalar> Deserialize<'de> for RawArray<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (region, _, len) = attach::<T, D>(d, Kind::Array)?;
+        let (region, len) = attach::<T, D>(d, Kind::Array)?;
         Ok(RawArray::of(region, len))
     }
 }
@@ -351,22 +355,6 @@ impl<T: Scalar> Value<T> {
     pub fn new_unlocked(x: T) -> Result<RawValue<T>> {
         RawValue::new(x)
     }
-
-    /// The value without its lock, on the same shared memory.
-    ///
-    /// Python: `v.get_obj()`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let v = multiprocess::Value::new(1u8)?;
-    /// v.get_obj().set(2);
-    /// assert_eq!(v.get(), 2);
-    /// # Ok::<(), multiprocess::Error>(())
-    /// ```
-    pub fn get_obj(&self) -> RawValue<T> {
-        RawValue::of(self.region.clone())
-    }
 }
 
 impl<T: Scalar> Array<T> {
@@ -386,22 +374,6 @@ impl<T: Scalar> Array<T> {
     /// ```
     pub fn new_unlocked(len: usize) -> Result<RawArray<T>> {
         RawArray::new(len)
-    }
-
-    /// The array without its lock, on the same shared memory.
-    ///
-    /// Python: `a.get_obj()`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let a = multiprocess::Array::from_slice(&[1i64, 2])?;
-    /// a.get_obj().set(0, 9);
-    /// assert_eq!(a.to_vec(), [9, 2]);
-    /// # Ok::<(), multiprocess::Error>(())
-    /// ```
-    pub fn get_obj(&self) -> RawArray<T> {
-        RawArray::of(self.region.clone(), self.len)
     }
 }
 
