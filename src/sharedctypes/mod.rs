@@ -1,5 +1,5 @@
 //! Python's `multiprocessing.sharedctypes`: plain values and arrays in OS shared
-//! memory, each with its own lock.
+//! memory, each with its own lock or a given one.
 //!
 //! | Python | Rust |
 //! |---|---|
@@ -16,24 +16,30 @@
 //! | `RawValue('d', x)`, `Value('d', x, lock=False)` | [`RawValue::new`]`(x)`, [`Value::new_unlocked`]`(x)` |
 //! | `RawArray('d', n)`, `Array('d', n, lock=False)` | [`RawArray::new`]`(n)`, [`Array::new_unlocked`]`(n)` |
 //! | `v.get_obj()`, `a.get_obj()` | [`Value::get_obj`], [`Array::get_obj`] |
+//! | `Value('d', x, lock=lock)`, `Array('d', n, lock=lock)` | [`Value::with_lock`]`(x, lock)`, [`Array::with_lock`]`(n, lock)` ([`SharedLock`]: [`Lock`] or [`RLock`]) |
+//! | `sharedctypes.synchronized(raw, lock)` | [`Value::synchronized`], [`Array::synchronized`] |
 //!
 //! # How the memory is reached
 //!
-//! No `&T` or `&mut T` ever points into the mapping (another process may write
-//! it at any time). Every element is read and written with a relaxed atomic of
-//! its own size, so a read never tears. `get` reads without the lock (a
-//! snapshot of one element); `set`, `to_vec` and the guards take the lock, as
-//! Python's `Synchronized` wrappers do.
+//! A [`Value`] is a [`RawValue`] plus a lock, an [`Array`] a [`RawArray`]
+//! plus a lock (CPython's `Synchronized` wrappers). The lock is the `RLock`
+//! kept in the object's own memory, or a [`Lock`] or `RLock` given to
+//! `with_lock`; a given lock travels with the object when it is sent.
 //!
-//! A guard works on a **local copy**: [`ValueGuard`] reads the value when made
-//! and writes it back when dropped, if it changed. [`ArrayGuard`] copies the
-//! whole array the first time it is used as a slice (`g[0]`, `g.iter()`,
-//! `g.copy_from_slice(..)`) and writes it all back on drop if it was mutably
-//! borrowed: O(len) once per guard. Its [`get`](ArrayGuard::get) and
-//! [`set`](ArrayGuard::set) touch one element and copy nothing, so prefer them
-//! for a few elements of a big array. Since the write-back happens on drop, a
-//! process killed inside a `Value` guard leaves the old value (never half an
-//! update); the next locker takes the lock over ([`Acquired::OwnerDied`]).
+//! Every element is read and written with a relaxed atomic of its own size,
+//! so a read never tears. `Value::get` reads without the lock (a snapshot of
+//! one element); `set`, `Array::get`, `to_vec` and the guards take the lock,
+//! as Python's `Synchronized` wrappers do.
+//!
+//! [`ValueGuard`] works on a local copy: it reads the value when made and
+//! writes it back when dropped, if it changed, so a process killed inside a
+//! `Value` guard leaves the old value (never half an update); the next locker
+//! takes the lock over ([`Acquired::OwnerDied`]). [`ArrayGuard`] derefs to the
+//! elements themselves for numbers (integers, `f32`, `f64`): a `&mut [T]`
+//! into the shared memory, made on first slice use, while the lock is held
+//! (the one place a reference points into a mapping; see `PlainView` in
+//! `platform::shm`). For `bool` and `char`, whose bit patterns are not all
+//! values, it is a local copy written back on drop.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
