@@ -664,4 +664,37 @@ mod tests {
         let r = ShmRegion::create(16).unwrap();
         r.atomic_u64(16);
     }
+
+    #[test]
+    fn a_plain_view_is_the_memory_and_the_only_way_in() {
+        let r = ShmRegion::create(64).unwrap();
+        r.atomic_u64(0).store(5, Ordering::Relaxed);
+        assert!(r.plain_view::<bool>(8, 2).is_none(), "not plain");
+        assert!(r.plain_view::<char>(8, 2).is_none(), "not plain");
+        let mut v = r.plain_view::<u64>(8, 7).unwrap();
+        v[0] = 42;
+        v[6] = 7;
+        assert!(r.plain_view::<u64>(8, 7).is_none(), "one view at a time");
+        assert_eq!(
+            r.atomic_u64(0).load(Ordering::Relaxed),
+            5,
+            "before the view: free"
+        );
+        let inside = std::panic::catch_unwind(|| r.atomic_u64(8).load(Ordering::Relaxed));
+        assert!(inside.is_err(), "the view's bytes are refused to atomics");
+        drop(v);
+        assert_eq!(r.atomic_u64(8).load(Ordering::Relaxed), 42);
+        assert_eq!(r.atomic_u64(56).load(Ordering::Relaxed), 7);
+        assert!(
+            r.plain_view::<u64>(8, 7).is_some(),
+            "free again after the drop"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "out of bounds")]
+    fn a_plain_view_past_the_end_panics() {
+        let r = ShmRegion::create(16).unwrap();
+        let _ = r.plain_view::<u64>(8, 2);
+    }
 }
