@@ -10,7 +10,7 @@
 multiprocess::test_support!();
 mod common;
 
-use common::{LONG, SHORT, joined_ok, serial, start, within};
+use common::{LONG, LeakCheck, SHORT, joined_ok, serial, start, within};
 use multiprocess as mp;
 use serde::{Deserialize, Serialize};
 
@@ -86,6 +86,7 @@ fn test_value() {
 // Ours: a Value's own lock is an RLock, one per Value.
 #[test]
 fn value_get_lock_is_its_own_rlock() {
+    let _s = serial();
     let v = mp::Value::new(0i64).unwrap();
     let lock = v.get_lock();
     assert!(lock.try_acquire());
@@ -102,6 +103,7 @@ fn value_get_lock_is_its_own_rlock() {
 
 #[test]
 fn value_debug_hides_the_value() {
+    let _s = serial();
     let v = mp::Value::new(1234567i64).unwrap();
     let s = format!("{v:?}");
     assert!(s.starts_with("Value { typecode: 'q', lock: RLock"), "{s}");
@@ -137,6 +139,7 @@ fn locked_increments_from_many_processes_are_exact() {
 
 #[test]
 fn a_guard_writes_back_only_what_changed() {
+    let _s = serial();
     let v = mp::Value::new(1i32).unwrap();
     {
         let g = v.lock();
@@ -222,6 +225,7 @@ fn test_array() {
 // CPython: _TestArray.test_array_from_size
 #[test]
 fn test_array_from_size() {
+    let _s = serial();
     for size in [0usize, 1, 10] {
         let a = mp::Array::<i32>::new(size).unwrap();
         assert_eq!(a.len(), size);
@@ -235,6 +239,7 @@ fn test_array_from_size() {
 // Ours: the guard of an Array, one element and the whole slice.
 #[test]
 fn array_lock_and_guard_access() {
+    let _s = serial();
     let a = mp::Array::<f64>::new(4).unwrap();
     {
         let mut g = a.lock();
@@ -265,6 +270,7 @@ fn array_lock_and_guard_access() {
 // RefCell::borrow_mut), and the lock is left as it was.
 #[test]
 fn array_elements_borrowed_in_place_refuse_other_access() {
+    let _s = serial();
     let a = mp::Array::from_slice(&[1i32, 2, 3]).unwrap();
     let raw = a.get_obj();
     {
@@ -294,6 +300,7 @@ fn array_elements_borrowed_in_place_refuse_other_access() {
 #[test]
 #[should_panic(expected = "out of range")]
 fn array_index_out_of_range_panics() {
+    let _s = serial();
     let a = mp::Array::<u8>::new(2).unwrap();
     a.get(2);
 }
@@ -363,6 +370,7 @@ fn refuses<T: mp::Scalar>(typecode: char, x: T) {
 // CPython: sharedctypes.typecode_to_type; sizes are ctypes.sizeof on x86-64 Linux
 #[test]
 fn every_cpython_typecode_has_its_size() {
+    let _s = serial();
     accepts('c', 1, b'x');
     accepts('u', 4, 'ü');
     accepts('b', 1, -5i8);
@@ -391,6 +399,7 @@ fn every_cpython_typecode_has_its_size() {
 // CPython 3.11: Array('n', 3) -> TypeError('this type has no size')
 #[test]
 fn non_cpython_typecodes_are_refused() {
+    let _s = serial();
     for (code, e) in [
         ('n', mp::Value::with_typecode('n', 1isize).map(drop)),
         ('N', mp::Value::with_typecode('N', 1usize).map(drop)),
@@ -459,6 +468,7 @@ fn accepted_sizes(code: char) -> Vec<usize> {
 // message.
 #[test]
 fn typecodes_match_the_local_python3() {
+    let _s = serial();
     let out = std::process::Command::new("python3")
         .args([
             "-c",
@@ -578,6 +588,7 @@ fn get_obj_reaches_the_same_memory_without_the_lock() {
 // CPython: _TestValue.test_getobj_getlock
 #[test]
 fn test_getobj_getlock() {
+    let _s = serial();
     // val1 = Value('i', 5): its own RLock.
     let val1 = mp::Value::new(5i32).unwrap();
     let lock1: mp::RLock = val1.get_lock();
@@ -611,6 +622,7 @@ fn test_getobj_getlock() {
 // CPython: _TestArray.test_getobj_getlock_obj
 #[test]
 fn test_getobj_getlock_obj() {
+    let _s = serial();
     let arr1 = mp::Array::<i32>::new(10).unwrap();
     let lock1: mp::RLock = arr1.get_lock();
     let obj1 = arr1.get_obj();
@@ -661,8 +673,11 @@ fn bump_both<L: mp::SharedLock>(p: Pair<L>) {
     }
 }
 
-fn shared_lock_race<L: mp::SharedLock>(lock: L) {
+/// `new_lock` runs under `serial()`, after the leak check's snapshot.
+fn shared_lock_race<L: mp::SharedLock>(new_lock: fn() -> mp::Result<L>) {
     let _s = serial();
+    let _leaks = LeakCheck::new();
+    let lock = new_lock().unwrap();
     let pair = Pair {
         a: mp::Value::with_lock(0u64, lock.clone()).unwrap(),
         b: mp::Value::with_lock(0u64, lock).unwrap(),
@@ -682,13 +697,13 @@ fn shared_lock_race<L: mp::SharedLock>(lock: L) {
 // travels with each value to the children).
 #[test]
 fn values_sharing_a_lock_exclude_each_other_across_processes() {
-    shared_lock_race(mp::Lock::new().unwrap());
+    shared_lock_race(mp::Lock::new);
 }
 
 // Ours: the same with an RLock given.
 #[test]
 fn values_sharing_an_rlock_exclude_each_other_across_processes() {
-    shared_lock_race(mp::RLock::new().unwrap());
+    shared_lock_race(mp::RLock::new);
 }
 
 // Ours: a Value sent to a child carries the lock it was given: the child sees
@@ -696,6 +711,7 @@ fn values_sharing_an_rlock_exclude_each_other_across_processes() {
 #[test]
 fn a_given_lock_travels_with_the_value() {
     let _s = serial();
+    let _leaks = LeakCheck::new();
     let lock = mp::Lock::new().unwrap();
     let v = mp::Value::with_lock(1i64, lock.clone()).unwrap();
     let a = mp::Array::<i16, mp::Lock>::with_lock(2, lock.clone()).unwrap();
@@ -734,6 +750,7 @@ fn a_given_lock_travels_with_the_value() {
 // decode error, never a value behind the wrong lock.
 #[test]
 fn a_value_received_with_another_lock_kind_is_refused() {
+    let _s = serial();
     let (tx, rx) = mp::pipe(true).unwrap();
     let own = mp::Value::new(1i32).unwrap();
     tx.send(&own).unwrap();
@@ -767,6 +784,7 @@ fn bump_every_element(a: mp::Array<i64>) {
 #[test]
 fn in_place_increments_from_many_processes_are_exact() {
     let _s = serial();
+    let _leaks = LeakCheck::new();
     let a = mp::Array::<i64>::new(ELEMS).unwrap();
     let children: Vec<_> = (0..WORKERS)
         .map(|_| start(bump_every_element, a.clone()))
@@ -842,6 +860,7 @@ type RawSet = (
 #[test]
 fn test_sharedctypes() {
     let _s = serial();
+    let _leaks = LeakCheck::new();
     let set: RawSet = (
         mp::RawValue::with_typecode('i', 7).unwrap(),
         mp::RawValue::new(1.0 / 3.0).unwrap(),
@@ -908,6 +927,7 @@ fn check_doubled<L: mp::SharedLock>((x, y, z, arr, string): LockedSet<L>) {
 #[test]
 fn test_synchronize() {
     let _s = serial();
+    let _leaks = LeakCheck::new();
     let items: Vec<f64> = (0..10).map(f64::from).collect();
     let set: LockedSet<mp::RLock> = (
         mp::Value::with_typecode('i', 7).unwrap(),
@@ -936,6 +956,7 @@ fn test_synchronize() {
 // with the same contents, here made from a snapshot; _Foo becomes scalars)
 #[test]
 fn test_copy() {
+    let _s = serial();
     let x = mp::RawValue::new(2i32).unwrap();
     let y = mp::Value::new(5.0f64).unwrap();
     let z = mp::RawArray::from_slice(&[1i64 << 33]).unwrap();
