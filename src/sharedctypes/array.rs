@@ -132,6 +132,26 @@ impl<T: Scalar> Array<T> {
     }
 }
 
+impl<T: Scalar> Array<T> {
+    /// An array without a lock: Python's `Array(typecode, len, lock=False)`,
+    /// which returns the raw object.
+    ///
+    /// # Errors
+    ///
+    /// As [`RawArray::new`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a: multiprocess::RawArray<f64> = multiprocess::Array::new_unlocked(3)?;
+    /// assert_eq!(a.len(), 3);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn new_unlocked(len: usize) -> Result<RawArray<T>> {
+        RawArray::new(len)
+    }
+}
+
 impl<T: Scalar, L: SharedLock> Array<T, L> {
     /// Creates a zero-filled array of `len` elements guarded by `lock` (a
     /// [`Lock`](crate::Lock) or an [`RLock`]); [`get_lock`](Array::get_lock)

@@ -550,6 +550,26 @@ impl<T: Scalar> Value<T> {
     }
 }
 
+impl<T: Scalar> Value<T> {
+    /// A shared value without a lock: Python's `Value(typecode, x,
+    /// lock=False)`, which returns the raw object.
+    ///
+    /// # Errors
+    ///
+    /// As [`RawValue::new`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let v: multiprocess::RawValue<i32> = multiprocess::Value::new_unlocked(5)?;
+    /// assert_eq!(v.get(), 5);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn new_unlocked(x: T) -> Result<RawValue<T>> {
+        RawValue::new(x)
+    }
+}
+
 impl<T: Scalar, L: SharedLock> Value<T, L> {
     /// Creates a shared value holding `x`, guarded by `lock` (a [`Lock`] or an
     /// [`RLock`]); [`get_lock`](Value::get_lock) returns that lock. Values and

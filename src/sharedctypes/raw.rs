@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{Array, DATA, Scalar, Value, attach, create, load, store};
+use super::{DATA, Scalar, attach, create, load, store};
 use crate::error::Result;
 use crate::platform::shm::ShmRegion;
 use crate::synchronize::region::{self, Kind};
@@ -14,10 +14,10 @@ use crate::synchronize::region::{self, Kind};
 /// One scalar in shared memory, with no lock.
 ///
 /// Python: `multiprocessing.RawValue(typecode, value)`, and
-/// `Value(typecode, value, lock=False)` ([`Value::new_unlocked`]). Each
+/// `Value(typecode, value, lock=False)` ([`Value::new_unlocked`](crate::Value::new_unlocked)). Each
 /// [`get`](Self::get) and [`set`](Self::set) is one atomic access, so a
 /// value never tears; a read-modify-write (`v.set(v.get() + 1)`) from two
-/// processes can lose updates: that is what [`Value`]'s lock is for.
+/// processes can lose updates: that is what [`Value`](crate::Value)'s lock is for.
 ///
 /// # Examples
 ///
@@ -126,7 +126,7 @@ impl<'de, T: Scalar> Deserialize<'de> for RawValue<T> {
 /// A fixed-length array of scalars in shared memory, with no lock.
 ///
 /// Python: `multiprocessing.RawArray(typecode, size_or_initializer)`, and
-/// `Array(typecode, ..., lock=False)` ([`Array::new_unlocked`]). Each element
+/// `Array(typecode, ..., lock=False)` ([`Array::new_unlocked`](crate::Array::new_unlocked)). Each element
 /// access is one atomic access; nothing orders accesses to several elements.
 ///
 /// # Examples
@@ -337,48 +337,8 @@ impl<'de, T: Scalar> Deserialize<'de> for RawArray<T> {
     }
 }
 
-impl<T: Scalar> Value<T> {
-    /// A shared value without a lock: Python's `Value(typecode, x,
-    /// lock=False)`, which returns the raw object.
-    ///
-    /// # Errors
-    ///
-    /// As [`RawValue::new`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let v: multiprocess::RawValue<i32> = multiprocess::Value::new_unlocked(5)?;
-    /// assert_eq!(v.get(), 5);
-    /// # Ok::<(), multiprocess::Error>(())
-    /// ```
-    pub fn new_unlocked(x: T) -> Result<RawValue<T>> {
-        RawValue::new(x)
-    }
-}
-
-impl<T: Scalar> Array<T> {
-    /// An array without a lock: Python's `Array(typecode, len, lock=False)`,
-    /// which returns the raw object.
-    ///
-    /// # Errors
-    ///
-    /// As [`RawArray::new`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let a: multiprocess::RawArray<f64> = multiprocess::Array::new_unlocked(3)?;
-    /// assert_eq!(a.len(), 3);
-    /// # Ok::<(), multiprocess::Error>(())
-    /// ```
-    pub fn new_unlocked(len: usize) -> Result<RawArray<T>> {
-        RawArray::new(len)
-    }
-}
-
 /// A typecode check for the raw constructors (the table at
-/// [`Value::with_typecode`]).
+/// [`Value::with_typecode`](crate::Value::with_typecode)).
 impl<T: Scalar> RawValue<T> {
     /// [`new`](Self::new), checking that `typecode` is CPython's for `T`.
     ///
@@ -386,7 +346,7 @@ impl<T: Scalar> RawValue<T> {
     ///
     /// # Errors
     ///
-    /// As [`Value::with_typecode`].
+    /// As [`Value::with_typecode`](crate::Value::with_typecode).
     ///
     /// # Examples
     ///
@@ -407,7 +367,7 @@ impl<T: Scalar> RawArray<T> {
     ///
     /// # Errors
     ///
-    /// As [`Array::with_typecode`].
+    /// As [`Array::with_typecode`](crate::Array::with_typecode).
     ///
     /// # Examples
     ///
