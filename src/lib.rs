@@ -187,7 +187,9 @@ pub use process::{
 };
 pub use queues::{JoinableQueue, Queue, SimpleQueue};
 pub use shared_memory::SharedMemoryManager;
-pub use sharedctypes::{Array, ArrayGuard, RawArray, RawValue, Scalar, Value, ValueGuard};
+pub use sharedctypes::{
+    Array, ArrayGuard, RawArray, RawValue, Scalar, SharedLock, Value, ValueGuard,
+};
 pub use spawn::{reset_executable, set_executable, set_start_timeout};
 pub use synchronize::{
     Acquired, Barrier, BarrierBuilder, BoundedSemaphore, Condition, Event, Lock, LockGuard, RLock,

@@ -229,6 +229,55 @@ same_signatures! {
     }
 }
 
+// Values and arrays given a lock (`lock=some_lock`): the same methods for
+// either kind of lock, in both worlds; `get_lock()` returns the lock given.
+same_signatures! {
+    exact: [mp::Value<i64, mp::Lock>, mp::dummy::Value<i64, mp::dummy::Lock>],
+    wrapped: [],
+    {
+        plain {
+            get() -> i64;
+            set(i64) -> ();
+        }
+        fallible {}
+    }
+}
+
+same_signatures! {
+    exact: [mp::Array<f64, mp::Lock>, mp::dummy::Array<f64, mp::dummy::Lock>],
+    wrapped: [],
+    {
+        plain {
+            len() -> usize;
+            is_empty() -> bool;
+            get(usize) -> f64;
+            set(usize, f64) -> ();
+            to_vec() -> Vec<f64>;
+        }
+        fallible {}
+    }
+}
+
+const _: () = {
+    use mp::dummy as d;
+    let _: fn(i64, mp::Lock) -> mp::Result<mp::Value<i64, mp::Lock>> = mp::Value::with_lock;
+    let _: fn(i64, d::Lock) -> mp::Result<d::Value<i64, d::Lock>> = d::Value::with_lock;
+    let _: fn(usize, mp::RLock) -> mp::Result<mp::Array<f64, mp::RLock>> = mp::Array::with_lock;
+    let _: fn(usize, d::RLock) -> mp::Result<d::Array<f64, d::RLock>> = d::Array::with_lock;
+    let _: fn(&mp::Value<i64, mp::Lock>) -> mp::Lock = mp::Value::get_lock;
+    let _: fn(&d::Value<i64, d::Lock>) -> d::Lock = d::Value::get_lock;
+    let _: fn(&mp::Array<f64>) -> mp::RLock = mp::Array::get_lock;
+    let _: fn(&d::Array<f64>) -> d::RLock = d::Array::get_lock;
+    let _: for<'a> fn(&'a mp::Array<f64, mp::Lock>) -> mp::ArrayGuard<'a, f64, mp::Lock> =
+        mp::Array::lock;
+    let _: for<'a> fn(&'a d::Array<f64, d::Lock>) -> d::ArrayGuard<'a, f64, d::Lock> =
+        d::Array::lock;
+    let _: for<'a> fn(&'a mp::Value<i64, mp::RLock>) -> mp::ValueGuard<'a, i64, mp::RLock> =
+        mp::Value::lock;
+    let _: for<'a> fn(&'a d::Value<i64, d::RLock>) -> d::ValueGuard<'a, i64, d::RLock> =
+        d::Value::lock;
+};
+
 // The factories: the same argument types for the same Python call.
 const _: () = {
     let _: fn() -> mp::Result<mp::Lock> = mp::Lock::new;

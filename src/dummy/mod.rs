@@ -72,7 +72,7 @@ pub use pool::{AsyncResult, IMapIterator, Pool, PoolBuilder};
 pub use process::{Process, ProcessInfo, active_children, current_process, parent_process};
 pub use queues::{JoinableQueue, Queue, SimpleQueue};
 pub use semaphore::{BoundedSemaphore, Semaphore};
-pub use sharedctypes::{Array, ArrayGuard, Value, ValueGuard};
+pub use sharedctypes::{Array, ArrayGuard, SharedLock, Value, ValueGuard};
 
 // The same in both worlds: errors, start-up, and what is not about workers.
 // Memory shared by name, and the lock-free shared values, are the same

@@ -1,5 +1,5 @@
 //! Python's `multiprocessing.sharedctypes`: plain values and arrays in OS shared
-//! memory, each with its own lock.
+//! memory, each with its own lock or a given one.
 //!
 //! | Python | Rust |
 //! |---|---|
@@ -16,42 +16,48 @@
 //! | `RawValue('d', x)`, `Value('d', x, lock=False)` | [`RawValue::new`]`(x)`, [`Value::new_unlocked`]`(x)` |
 //! | `RawArray('d', n)`, `Array('d', n, lock=False)` | [`RawArray::new`]`(n)`, [`Array::new_unlocked`]`(n)` |
 //! | `v.get_obj()`, `a.get_obj()` | [`Value::get_obj`], [`Array::get_obj`] |
+//! | `Value('d', x, lock=lock)`, `Array('d', n, lock=lock)` | [`Value::with_lock`]`(x, lock)`, [`Array::with_lock`]`(n, lock)` ([`SharedLock`]: [`Lock`] or [`RLock`]) |
+//! | `sharedctypes.synchronized(raw, lock)` | [`Value::synchronized`], [`Array::synchronized`] |
 //!
 //! # How the memory is reached
 //!
-//! No `&T` or `&mut T` ever points into the mapping (another process may write
-//! it at any time). Every element is read and written with a relaxed atomic of
-//! its own size, so a read never tears. `get` reads without the lock (a
-//! snapshot of one element); `set`, `to_vec` and the guards take the lock, as
-//! Python's `Synchronized` wrappers do.
+//! A [`Value`] is a [`RawValue`] plus a lock, an [`Array`] a [`RawArray`]
+//! plus a lock (CPython's `Synchronized` wrappers). The lock is the `RLock`
+//! kept in the object's own memory, or a [`Lock`] or `RLock` given to
+//! `with_lock`; a given lock travels with the object when it is sent.
 //!
-//! A guard works on a **local copy**: [`ValueGuard`] reads the value when made
-//! and writes it back when dropped, if it changed. [`ArrayGuard`] copies the
-//! whole array the first time it is used as a slice (`g[0]`, `g.iter()`,
-//! `g.copy_from_slice(..)`) and writes it all back on drop if it was mutably
-//! borrowed: O(len) once per guard. Its [`get`](ArrayGuard::get) and
-//! [`set`](ArrayGuard::set) touch one element and copy nothing, so prefer them
-//! for a few elements of a big array. Since the write-back happens on drop, a
-//! process killed inside a `Value` guard leaves the old value (never half an
-//! update); the next locker takes the lock over ([`Acquired::OwnerDied`]).
+//! Every element is read and written with a relaxed atomic of its own size,
+//! so a read never tears. `Value::get` reads without the lock (a snapshot of
+//! one element); `set`, `Array::get`, `to_vec` and the guards take the lock,
+//! as Python's `Synchronized` wrappers do.
+//!
+//! [`ValueGuard`] works on a local copy: it reads the value when made and
+//! writes it back when dropped, if it changed, so a process killed inside a
+//! `Value` guard leaves the old value (never half an update); the next locker
+//! takes the lock over ([`Acquired::OwnerDied`]). [`ArrayGuard`] derefs to the
+//! elements themselves for numbers (integers, `f32`, `f64`): a `&mut [T]`
+//! into the shared memory, made on first slice use, while the lock is held
+//! (the one place a reference points into a mapping; see `PlainView` in
+//! `platform::shm`). For `bool` and `char`, whose bit patterns are not all
+//! values, it is a local copy written back on drop.
 
-use std::cell::OnceCell;
 use std::fmt;
-use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use serde::de::Error as _;
+use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 use crate::platform::shm::ShmRegion;
 use crate::synchronize::lock::RawRLock;
 use crate::synchronize::region::{self, HEADER, Kind};
-use crate::synchronize::{Acquired, RLock};
+use crate::synchronize::{Acquired, Lock, RLock};
 
+mod array;
 mod raw;
+pub use array::{Array, ArrayGuard};
 pub use raw::{RawArray, RawValue};
 
 /// Where the element type's code is stored (`u32`).
@@ -261,27 +267,28 @@ fn store<T: Scalar>(region: &ShmRegion, offset: usize, x: T) {
     }
 }
 
-/// A region of `kind` for `len` elements of `T`, its lock initialised.
-fn create<T: Scalar>(kind: Kind, len: usize) -> Result<(Arc<ShmRegion>, RawRLock)> {
+/// A region of `kind` for `len` elements of `T`, its own `RLock` initialised
+/// (used when no lock is given).
+fn create<T: Scalar>(kind: Kind, len: usize) -> Result<Arc<ShmRegion>> {
     let bytes = len
         .checked_mul(T::SIZE)
         .and_then(|b| b.checked_add(DATA))
         .ok_or_else(|| Error::value(format!("an array of {len} elements is too large")))?;
     let region = region::create(kind, bytes)?;
-    let lock = RawRLock::init(region.clone(), HEADER);
+    RawRLock::init(region.clone(), HEADER);
     region
         .atomic_u32(TYPECODE)
         .store(T::TYPECODE as u32, Ordering::Relaxed);
     region.atomic_u64(LEN).store(len as u64, Ordering::Relaxed);
-    Ok((region, lock))
+    Ok(region)
 }
 
-/// Takes back a region sent by a `Value<T>`/`Array<T>`, checking its kind,
-/// element type and length.
+/// Takes back a region sent by a `RawValue<T>`/`RawArray<T>`, checking its
+/// kind, element type and length.
 fn attach<'de, T: Scalar, D: Deserializer<'de>>(
     d: D,
     kind: Kind,
-) -> std::result::Result<(Arc<ShmRegion>, RawRLock, usize), D::Error> {
+) -> std::result::Result<(Arc<ShmRegion>, usize), D::Error> {
     let region = region::deserialize(d, &[kind], DATA)?;
     let code = region.atomic_u32(TYPECODE).load(Ordering::Relaxed);
     let len = region.atomic_u64(LEN).load(Ordering::Relaxed);
@@ -296,24 +303,161 @@ fn attach<'de, T: Scalar, D: Deserializer<'de>>(
             std::any::type_name::<T>()
         )));
     }
-    let lock = RawRLock::attach(region.clone(), HEADER);
-    Ok((region, lock, len as usize))
+    Ok((region, len as usize))
 }
 
-fn take(lock: &RawRLock) -> Acquired {
-    match lock.acquire_deadline(None) {
-        Some(a) => a,
-        None => unreachable!("an acquire without deadline returned without the lock"),
+// ---------------------------------------------------------------------------
+// The lock of a Value or Array
+
+/// A lock that guards a [`Value`] or an [`Array`]: [`RLock`] (the default, as
+/// in Python) or [`Lock`]. Sealed.
+///
+/// Python: the `lock=` argument of `Value(typecode, x, lock=...)` and
+/// `Array(...)`, which takes either kind; `get_lock()` returns that very lock,
+/// so several values given one lock exclude each other, in every process.
+///
+/// # Examples
+///
+/// ```
+/// use multiprocess as mp;
+/// fn zero<L: mp::SharedLock>(v: &mp::Value<i64, L>) {
+///     *v.lock() = 0; // the same code for either kind of lock
+/// }
+/// let a = mp::Value::with_lock(5i64, mp::Lock::new()?)?;
+/// let b = mp::Value::new(6i64)?;
+/// zero(&a);
+/// zero(&b);
+/// assert_eq!((a.get(), b.get()), (0, 0));
+/// # Ok::<(), mp::Error>(())
+/// ```
+pub trait SharedLock:
+    lock_sealed::Sealed + Clone + fmt::Debug + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+}
+
+mod lock_sealed {
+    use crate::synchronize::{Acquired, RLock};
+
+    pub trait Sealed: Sized {
+        /// Takes the lock, blocking.
+        fn take(&self) -> Acquired;
+        /// Releases what [`take`](Sealed::take) took.
+        fn give_back(&self);
+        /// `own`, the `RLock` embedded in every value's region, as `Self`:
+        /// only an `RLock` can be it.
+        fn own(own: RLock) -> Option<Self>;
+    }
+}
+
+impl SharedLock for RLock {}
+impl lock_sealed::Sealed for RLock {
+    fn take(&self) -> Acquired {
+        self.acquire_checked()
+    }
+    fn give_back(&self) {
+        // Taken by `take` on this thread: the release cannot fail.
+        let _ = self.release();
+    }
+    fn own(own: RLock) -> Option<RLock> {
+        Some(own)
+    }
+}
+
+impl SharedLock for Lock {}
+impl lock_sealed::Sealed for Lock {
+    fn take(&self) -> Acquired {
+        self.acquire_checked()
+    }
+    fn give_back(&self) {
+        // Err only if someone else released it meanwhile (a Lock has no
+        // owner); it is free either way.
+        let _ = self.release();
+    }
+    fn own(_: RLock) -> Option<Lock> {
+        None
+    }
+}
+
+/// A value's or array's lock, and whether it is the `RLock` embedded in the
+/// object's own region (then it does not travel separately).
+#[derive(Clone)]
+struct Guard<L> {
+    /// The lock.
+    lock: L,
+    /// True for the embedded `RLock` (no lock given).
+    own: bool,
+}
+
+impl Guard<RLock> {
+    /// The object's own `RLock`, at `HEADER` of its region.
+    fn embedded(region: &Arc<ShmRegion>) -> Guard<RLock> {
+        Guard {
+            lock: RLock::from_raw(RawRLock::attach(region.clone(), HEADER)),
+            own: true,
+        }
+    }
+}
+
+impl<L: SharedLock> Guard<L> {
+    /// The object's own `RLock` as `L` (`None` unless `L` is `RLock`).
+    fn own(region: &Arc<ShmRegion>) -> Option<Guard<L>> {
+        Some(Guard {
+            lock: L::own(Guard::embedded(region).lock)?,
+            own: true,
+        })
+    }
+
+    /// A given lock.
+    fn given(lock: L) -> Guard<L> {
+        Guard { lock, own: false }
+    }
+
+    /// The wire form: the given lock, or `None` for the embedded one.
+    fn wire(&self) -> Option<&L> {
+        (!self.own).then_some(&self.lock)
+    }
+
+    /// Back from [`wire`](Self::wire), for the object whose region is `region`.
+    fn from_wire<E: serde::de::Error>(
+        lock: Option<L>,
+        region: &Arc<ShmRegion>,
+    ) -> std::result::Result<Guard<L>, E> {
+        match lock {
+            Some(l) => Ok(Guard::given(l)),
+            None => Guard::own(region).ok_or_else(|| {
+                E::custom("a shared value sent without the Lock it was given (corrupt message)")
+            }),
+        }
+    }
+
+    /// Runs `f` holding the lock (released on unwind too: `f` panics on a
+    /// bad index or an element borrowed in place).
+    fn with<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.lock.take();
+        let _release = GiveBack(&self.lock);
+        f()
+    }
+}
+
+/// Releases a lock [`take`](lock_sealed::Sealed::take)n, when dropped.
+struct GiveBack<'a, L: SharedLock>(&'a L);
+
+impl<L: SharedLock> Drop for GiveBack<'_, L> {
+    fn drop(&mut self) {
+        self.0.give_back();
     }
 }
 
 // ---------------------------------------------------------------------------
 // Value
 
-/// One scalar in shared memory, with its own [`RLock`].
+/// One scalar in shared memory, with a lock: its own [`RLock`], or the
+/// [`Lock`] or `RLock` it was given ([`with_lock`](Value::with_lock)).
 ///
 /// Python: `multiprocessing.Value(typecode, value)` (with the default
-/// `lock=True`: a new `RLock`).
+/// `lock=True`: a new `RLock`), `Value(typecode, value, lock=some_lock)`.
+/// It is a [`RawValue`] plus a lock, as CPython's `Synchronized` wraps a ctypes
+/// object.
 ///
 /// # Examples
 ///
@@ -337,27 +481,24 @@ fn take(lock: &RawRLock) -> Acquired {
 ///     Ok(())
 /// }
 /// ```
-pub struct Value<T: Scalar> {
-    /// Header, lock at `HEADER`, typecode, the value at `DATA`.
-    region: Arc<ShmRegion>,
-    /// The value's lock.
-    lock: RawRLock,
-    /// The element type.
-    _t: PhantomData<T>,
+pub struct Value<T: Scalar, L: SharedLock = RLock> {
+    /// The value itself.
+    raw: RawValue<T>,
+    /// Its lock.
+    guard: Guard<L>,
 }
 
-impl<T: Scalar> Clone for Value<T> {
+impl<T: Scalar, L: SharedLock> Clone for Value<T, L> {
     fn clone(&self) -> Self {
         Value {
-            region: self.region.clone(),
-            lock: self.lock.clone(),
-            _t: PhantomData,
+            raw: self.raw.clone(),
+            guard: self.guard.clone(),
         }
     }
 }
 
 impl<T: Scalar> Value<T> {
-    /// Creates a shared value holding `x`.
+    /// Creates a shared value holding `x`, with its own [`RLock`].
     ///
     /// Python: `Value(typecode, x)`.
     ///
@@ -373,13 +514,9 @@ impl<T: Scalar> Value<T> {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn new(x: T) -> Result<Value<T>> {
-        let (region, lock) = create::<T>(Kind::Value, 1)?;
-        store(&region, DATA, x);
-        Ok(Value {
-            region,
-            lock,
-            _t: PhantomData,
-        })
+        let raw = RawValue::new(x)?;
+        let guard = Guard::embedded(&raw.region);
+        Ok(Value { raw, guard })
     }
 
     /// [`new`](Value::new), checking that `typecode` is one of CPython's
@@ -411,6 +548,79 @@ impl<T: Scalar> Value<T> {
         check_typecode::<T>(typecode)?;
         Value::new(x)
     }
+}
+
+impl<T: Scalar> Value<T> {
+    /// A shared value without a lock: Python's `Value(typecode, x,
+    /// lock=False)`, which returns the raw object.
+    ///
+    /// # Errors
+    ///
+    /// As [`RawValue::new`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let v: multiprocess::RawValue<i32> = multiprocess::Value::new_unlocked(5)?;
+    /// assert_eq!(v.get(), 5);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn new_unlocked(x: T) -> Result<RawValue<T>> {
+        RawValue::new(x)
+    }
+}
+
+impl<T: Scalar, L: SharedLock> Value<T, L> {
+    /// Creates a shared value holding `x`, guarded by `lock` (a [`Lock`] or an
+    /// [`RLock`]); [`get_lock`](Value::get_lock) returns that lock. Values and
+    /// arrays given the same lock exclude each other in every process.
+    ///
+    /// Python: `Value(typecode, x, lock=lock)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when no shared memory can be created.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiprocess as mp;
+    /// let lock = mp::Lock::new()?;
+    /// let hits = mp::Value::with_lock(0u64, lock.clone())?;
+    /// let misses = mp::Value::with_lock(0u64, lock.clone())?;
+    /// {
+    ///     let mut h = hits.lock(); // takes `lock`
+    ///     assert!(lock.is_locked());
+    ///     *h += 1;
+    /// }
+    /// misses.set(2);
+    /// assert_eq!((hits.get(), misses.get()), (1, 2));
+    /// # Ok::<(), mp::Error>(())
+    /// ```
+    pub fn with_lock(x: T, lock: L) -> Result<Value<T, L>> {
+        Ok(Value::synchronized(RawValue::new(x)?, lock))
+    }
+
+    /// `raw` guarded by `lock`: a [`Value`] on the same memory.
+    ///
+    /// Python: `multiprocessing.sharedctypes.synchronized(raw, lock)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiprocess as mp;
+    /// let raw = mp::RawValue::new(1i32)?;
+    /// let v = mp::Value::synchronized(raw.clone(), mp::RLock::new()?);
+    /// v.set(2);
+    /// assert_eq!(raw.get(), 2);
+    /// # Ok::<(), mp::Error>(())
+    /// ```
+    pub fn synchronized(raw: RawValue<T>, lock: L) -> Value<T, L> {
+        Value {
+            raw,
+            guard: Guard::given(lock),
+        }
+    }
 
     /// The current value. Lock-free: one atomic read (it sees a write-back of
     /// a guard either whole or not at all).
@@ -424,7 +634,7 @@ impl<T: Scalar> Value<T> {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn get(&self) -> T {
-        load(&self.region, DATA)
+        self.raw.get()
     }
 
     /// Stores `x`, holding the value's lock (so it is not lost under another
@@ -441,10 +651,7 @@ impl<T: Scalar> Value<T> {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn set(&self, x: T) {
-        take(&self.lock);
-        store(&self.region, DATA, x);
-        // We hold it: release cannot fail.
-        let _ = self.lock.release();
+        self.guard.with(|| self.raw.set(x));
     }
 
     /// Takes the value's lock and returns a guard through which to read and
@@ -463,8 +670,8 @@ impl<T: Scalar> Value<T> {
     /// assert_eq!(v.get(), 10);
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
-    pub fn lock(&self) -> ValueGuard<'_, T> {
-        let acquired = take(&self.lock);
+    pub fn lock(&self) -> ValueGuard<'_, T, L> {
+        let acquired = self.guard.lock.take();
         let orig = self.get();
         ValueGuard {
             value: self,
@@ -474,7 +681,7 @@ impl<T: Scalar> Value<T> {
         }
     }
 
-    /// The value's lock, as an [`RLock`] handle.
+    /// The value's lock: its own [`RLock`], or the lock it was given.
     ///
     /// Python: `v.get_lock()`.
     ///
@@ -487,34 +694,47 @@ impl<T: Scalar> Value<T> {
     /// assert!(lock.is_owned());
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
-    pub fn get_lock(&self) -> RLock {
-        RLock::from_raw(self.lock.clone())
+    pub fn get_lock(&self) -> L {
+        self.guard.lock.clone()
+    }
+
+    /// The value without its lock, on the same shared memory.
+    ///
+    /// Python: `v.get_obj()`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let v = multiprocess::Value::new(1u8)?;
+    /// v.get_obj().set(2);
+    /// assert_eq!(v.get(), 2);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn get_obj(&self) -> RawValue<T> {
+        self.raw.clone()
     }
 }
 
-impl<T: Scalar> fmt::Debug for Value<T> {
+impl<T: Scalar, L: SharedLock> fmt::Debug for Value<T, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Value")
             .field("typecode", &T::TYPECODE)
-            .field("lock", &self.lock)
+            .field("lock", &self.guard.lock)
             .finish()
     }
 }
 
-impl<T: Scalar> Serialize for Value<T> {
+impl<T: Scalar, L: SharedLock> Serialize for Value<T, L> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        region::serialize(&self.region, s)
+        (&self.raw, self.guard.wire()).serialize(s)
     }
 }
 
-impl<'de, T: Scalar> Deserialize<'de> for Value<T> {
+impl<'de, T: Scalar, L: SharedLock> Deserialize<'de> for Value<T, L> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (region, lock, _) = attach::<T, D>(d, Kind::Value)?;
-        Ok(Value {
-            region,
-            lock,
-            _t: PhantomData,
-        })
+        let (raw, lock) = <(RawValue<T>, Option<L>)>::deserialize(d)?;
+        let guard = Guard::from_wire::<D::Error>(lock, &raw.region)?;
+        Ok(Value { raw, guard })
     }
 }
 
@@ -522,9 +742,9 @@ impl<'de, T: Scalar> Deserialize<'de> for Value<T> {
 /// back (if changed) and releases the lock when dropped. Made by
 /// [`Value::lock`].
 #[must_use = "the lock is released as soon as the guard is dropped"]
-pub struct ValueGuard<'a, T: Scalar> {
+pub struct ValueGuard<'a, T: Scalar, L: SharedLock = RLock> {
     /// The value.
-    value: &'a Value<T>,
+    value: &'a Value<T, L>,
     /// What it held when the guard was made.
     orig: T,
     /// The local copy, read and written through `Deref`.
@@ -533,7 +753,7 @@ pub struct ValueGuard<'a, T: Scalar> {
     acquired: Acquired,
 }
 
-impl<T: Scalar> ValueGuard<'_, T> {
+impl<T: Scalar, L: SharedLock> ValueGuard<'_, T, L> {
     /// How the lock was taken: [`Acquired::OwnerDied`] when the previous holder
     /// died holding it (the value is then the last one written back).
     ///
@@ -549,450 +769,32 @@ impl<T: Scalar> ValueGuard<'_, T> {
     }
 }
 
-impl<T: Scalar> Deref for ValueGuard<'_, T> {
+impl<T: Scalar, L: SharedLock> Deref for ValueGuard<'_, T, L> {
     type Target = T;
     fn deref(&self) -> &T {
         &self.cur
     }
 }
 
-impl<T: Scalar> DerefMut for ValueGuard<'_, T> {
+impl<T: Scalar, L: SharedLock> DerefMut for ValueGuard<'_, T, L> {
     fn deref_mut(&mut self) -> &mut T {
         &mut self.cur
     }
 }
 
-impl<T: Scalar> Drop for ValueGuard<'_, T> {
+impl<T: Scalar, L: SharedLock> Drop for ValueGuard<'_, T, L> {
     fn drop(&mut self) {
         if self.cur.to_bits() != self.orig.to_bits() {
-            store(&self.value.region, DATA, self.cur);
+            self.value.raw.set(self.cur);
         }
-        let _ = self.value.lock.release();
+        self.value.guard.lock.give_back();
     }
 }
 
-impl<T: Scalar> fmt::Debug for ValueGuard<'_, T> {
+impl<T: Scalar, L: SharedLock> fmt::Debug for ValueGuard<'_, T, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ValueGuard")
             .field("value", self.value)
-            .field("acquired", &self.acquired)
-            .finish()
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Array
-
-/// A fixed-length array of scalars in shared memory, with its own [`RLock`].
-///
-/// Python: `multiprocessing.Array(typecode, size_or_initializer)`.
-///
-/// # Examples
-///
-/// ```
-/// use multiprocess as mp;
-/// fn main() -> mp::Result<()> {
-///     mp::init();
-///     let a = mp::Array::from_slice(&[1i32, 2, 3, 4])?;
-///     let mut p = mp::Process::new(|a: mp::Array<i32>| {
-///         let mut g = a.lock();
-///         for i in 1..g.len() {
-///             g[i] += g[i - 1]; // prefix sum in the child
-///         }
-///     }, a.clone());
-///     p.start()?;
-///     p.join()?;
-///     assert_eq!(a.to_vec(), vec![1, 3, 6, 10]);
-///     Ok(())
-/// }
-/// ```
-pub struct Array<T: Scalar> {
-    /// Header, lock at `HEADER`, typecode, length, elements from `DATA`.
-    region: Arc<ShmRegion>,
-    /// The array's lock.
-    lock: RawRLock,
-    /// Number of elements.
-    len: usize,
-    /// The element type.
-    _t: PhantomData<T>,
-}
-
-impl<T: Scalar> Clone for Array<T> {
-    fn clone(&self) -> Self {
-        Array {
-            region: self.region.clone(),
-            lock: self.lock.clone(),
-            len: self.len,
-            _t: PhantomData,
-        }
-    }
-}
-
-impl<T: Scalar> Array<T> {
-    /// Creates a zero-filled array of `len` elements (`0`, `0.0`, `false`, `'\0'`).
-    ///
-    /// Python: `Array(typecode, len)`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Value`] when the size overflows; [`Error::Io`] when the shared
-    /// memory cannot be created (out of memory or fds).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let a = multiprocess::Array::<f64>::new(3)?;
-    /// assert_eq!(a.to_vec(), vec![0.0; 3]);
-    /// # Ok::<(), multiprocess::Error>(())
-    /// ```
-    pub fn new(len: usize) -> Result<Array<T>> {
-        // A fresh memfd is zero-filled, and zero bits are 0, 0.0, false and '\0'.
-        let (region, lock) = create::<T>(Kind::Array, len)?;
-        Ok(Array {
-            region,
-            lock,
-            len,
-            _t: PhantomData,
-        })
-    }
-
-    /// [`new`](Array::new), checking that `typecode` is one of CPython's and
-    /// names `T`'s C type (the table at [`Value::with_typecode`]). For a
-    /// literal port of `Array('L', 10)`.
-    ///
-    /// Python: `Array(typecode, len)`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Value`] for a code CPython does not know (`'n'`, `'N'`, `'?'`,
-    /// ...; CPython: `TypeError('this type has no size')`) or one of another C
-    /// type than `T`; else as [`new`](Array::new).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let a = multiprocess::Array::<u64>::with_typecode('L', 3)?;
-    /// assert_eq!(a.to_vec(), [0, 0, 0]);
-    /// let text = multiprocess::Array::<char>::with_typecode('u', 2)?;
-    /// text.set(0, 'é');
-    /// assert_eq!(text.get(0), 'é');
-    /// assert!(multiprocess::Array::<bool>::with_typecode('?', 3).is_err());
-    /// # Ok::<(), multiprocess::Error>(())
-    /// ```
-    pub fn with_typecode(typecode: char, len: usize) -> Result<Array<T>> {
-        check_typecode::<T>(typecode)?;
-        Array::new(len)
-    }
-
-    /// Creates an array holding a copy of `items`.
-    ///
-    /// Python: `Array(typecode, sequence)`.
-    ///
-    /// # Errors
-    ///
-    /// As for [`new`](Array::new).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let a = multiprocess::Array::from_slice(&[1u16, 2, 3])?;
-    /// assert_eq!(a.len(), 3);
-    /// # Ok::<(), multiprocess::Error>(())
-    /// ```
-    pub fn from_slice(items: &[T]) -> Result<Array<T>> {
-        let a = Array::new(items.len())?;
-        for (i, x) in items.iter().enumerate() {
-            store(&a.region, DATA + i * T::SIZE, *x);
-        }
-        Ok(a)
-    }
-
-    /// Number of elements.
-    ///
-    /// Python: `len(a)`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert_eq!(multiprocess::Array::<u8>::new(5)?.len(), 5);
-    /// # Ok::<(), multiprocess::Error>(())
-    /// ```
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// True when the array has no elements.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert!(multiprocess::Array::<u8>::new(0)?.is_empty());
-    /// # Ok::<(), multiprocess::Error>(())
-    /// ```
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    fn offset(&self, i: usize) -> usize {
-        assert!(
-            i < self.len,
-            "index {i} out of range for a shared array of length {}",
-            self.len
-        );
-        DATA + i * T::SIZE
-    }
-
-    /// Element `i`. Lock-free: one atomic read.
-    ///
-    /// Python: `a[i]`.
-    ///
-    /// # Panics
-    ///
-    /// When `i >= len()` (Python: `IndexError`).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let a = multiprocess::Array::from_slice(&[5i64, 6])?;
-    /// assert_eq!(a.get(1), 6);
-    /// # Ok::<(), multiprocess::Error>(())
-    /// ```
-    pub fn get(&self, i: usize) -> T {
-        load(&self.region, self.offset(i))
-    }
-
-    /// Stores `x` at `i`, holding the array's lock.
-    ///
-    /// Python: `a[i] = x`.
-    ///
-    /// # Panics
-    ///
-    /// When `i >= len()` (Python: `IndexError`).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let a = multiprocess::Array::<f32>::new(2)?;
-    /// a.set(0, 1.5);
-    /// assert_eq!(a.to_vec(), vec![1.5, 0.0]);
-    /// # Ok::<(), multiprocess::Error>(())
-    /// ```
-    pub fn set(&self, i: usize, x: T) {
-        let at = self.offset(i);
-        take(&self.lock);
-        store(&self.region, at, x);
-        let _ = self.lock.release();
-    }
-
-    /// A copy of every element, taken under the lock (a consistent snapshot).
-    ///
-    /// Python: `a[:]`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let a = multiprocess::Array::from_slice(&[true, false])?;
-    /// assert_eq!(a.to_vec(), vec![true, false]);
-    /// # Ok::<(), multiprocess::Error>(())
-    /// ```
-    pub fn to_vec(&self) -> Vec<T> {
-        take(&self.lock);
-        let v = self.read_all();
-        let _ = self.lock.release();
-        v
-    }
-
-    fn read_all(&self) -> Vec<T> {
-        (0..self.len)
-            .map(|i| load(&self.region, DATA + i * T::SIZE))
-            .collect()
-    }
-
-    /// Takes the array's lock and returns a guard to read and write it.
-    ///
-    /// Python: `with a.get_lock(): ...`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let a = multiprocess::Array::<f64>::new(4)?;
-    /// {
-    ///     let mut g = a.lock();
-    ///     g[0] = 1.0;          // copies the array once, written back on drop
-    ///     g.set(3, 4.0);       // one element, no copy needed
-    /// }
-    /// assert_eq!(a.to_vec(), vec![1.0, 0.0, 0.0, 4.0]);
-    /// # Ok::<(), multiprocess::Error>(())
-    /// ```
-    pub fn lock(&self) -> ArrayGuard<'_, T> {
-        let acquired = take(&self.lock);
-        ArrayGuard {
-            array: self,
-            copy: OnceCell::new(),
-            dirty: false,
-            acquired,
-        }
-    }
-
-    /// The array's lock, as an [`RLock`] handle.
-    ///
-    /// Python: `a.get_lock()`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let a = multiprocess::Array::<i8>::new(1)?;
-    /// assert!(a.get_lock().try_acquire());
-    /// # Ok::<(), multiprocess::Error>(())
-    /// ```
-    pub fn get_lock(&self) -> RLock {
-        RLock::from_raw(self.lock.clone())
-    }
-}
-
-impl<T: Scalar> fmt::Debug for Array<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Array")
-            .field("typecode", &T::TYPECODE)
-            .field("len", &self.len)
-            .field("lock", &self.lock)
-            .finish()
-    }
-}
-
-impl<T: Scalar> Serialize for Array<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        region::serialize(&self.region, s)
-    }
-}
-
-impl<'de, T: Scalar> Deserialize<'de> for Array<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (region, lock, len) = attach::<T, D>(d, Kind::Array)?;
-        Ok(Array {
-            region,
-            lock,
-            len,
-            _t: PhantomData,
-        })
-    }
-}
-
-/// Holds an [`Array`]'s lock. Made by [`Array::lock`].
-///
-/// [`get`](ArrayGuard::get) and [`set`](ArrayGuard::set) reach one element of
-/// shared memory directly. Using the guard as a slice (`g[i]`, `g.iter()`,
-/// `g[i] = x`) first copies the whole array into a local buffer (once per
-/// guard); if the slice was borrowed mutably, the buffer is written back when
-/// the guard is dropped, before the lock is released.
-#[must_use = "the lock is released as soon as the guard is dropped"]
-pub struct ArrayGuard<'a, T: Scalar> {
-    /// The array.
-    array: &'a Array<T>,
-    /// The local copy, made on first slice access.
-    copy: OnceCell<Vec<T>>,
-    /// True once the copy was borrowed mutably: write it back on drop.
-    dirty: bool,
-    /// How the lock was taken.
-    acquired: Acquired,
-}
-
-impl<T: Scalar> ArrayGuard<'_, T> {
-    /// Element `i` (from the local copy if one was made).
-    ///
-    /// # Panics
-    ///
-    /// When `i >= len()`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let a = multiprocess::Array::from_slice(&[3u32, 4])?;
-    /// assert_eq!(a.lock().get(1), 4);
-    /// # Ok::<(), multiprocess::Error>(())
-    /// ```
-    pub fn get(&self, i: usize) -> T {
-        match self.copy.get() {
-            Some(c) => c[i],
-            None => self.array.get(i),
-        }
-    }
-
-    /// Stores `x` at `i` (into the local copy if one was made).
-    ///
-    /// # Panics
-    ///
-    /// When `i >= len()`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let a = multiprocess::Array::<u32>::new(2)?;
-    /// a.lock().set(1, 9);
-    /// assert_eq!(a.get(1), 9);
-    /// # Ok::<(), multiprocess::Error>(())
-    /// ```
-    pub fn set(&mut self, i: usize, x: T) {
-        match self.copy.get_mut() {
-            Some(c) => {
-                c[i] = x;
-                self.dirty = true;
-            }
-            None => store(&self.array.region, self.array.offset(i), x),
-        }
-    }
-
-    /// How the lock was taken: [`Acquired::OwnerDied`] when the previous holder
-    /// died holding it (the array may then be partly written back).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let a = multiprocess::Array::<u8>::new(1)?;
-    /// assert_eq!(a.lock().acquired(), multiprocess::Acquired::Clean);
-    /// # Ok::<(), multiprocess::Error>(())
-    /// ```
-    pub fn acquired(&self) -> Acquired {
-        self.acquired
-    }
-}
-
-impl<T: Scalar> Deref for ArrayGuard<'_, T> {
-    type Target = [T];
-    fn deref(&self) -> &[T] {
-        self.copy.get_or_init(|| self.array.read_all())
-    }
-}
-
-impl<T: Scalar> DerefMut for ArrayGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut [T] {
-        if self.copy.get().is_none() {
-            let _ = self.copy.set(self.array.read_all());
-        }
-        self.dirty = true;
-        match self.copy.get_mut() {
-            Some(c) => c,
-            None => unreachable!("the copy was just made"),
-        }
-    }
-}
-
-impl<T: Scalar> Drop for ArrayGuard<'_, T> {
-    fn drop(&mut self) {
-        if let (true, Some(c)) = (self.dirty, self.copy.get()) {
-            for (i, x) in c.iter().enumerate() {
-                store(&self.array.region, DATA + i * T::SIZE, *x);
-            }
-        }
-        let _ = self.array.lock.release();
-    }
-}
-
-impl<T: Scalar> fmt::Debug for ArrayGuard<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ArrayGuard")
-            .field("array", self.array)
-            .field("copied", &self.copy.get().is_some())
             .field("acquired", &self.acquired)
             .finish()
     }

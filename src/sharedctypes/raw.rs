@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{Array, DATA, Scalar, Value, attach, create, load, store};
+use super::{DATA, Scalar, attach, create, load, store};
 use crate::error::Result;
 use crate::platform::shm::ShmRegion;
 use crate::synchronize::region::{self, Kind};
@@ -14,10 +14,10 @@ use crate::synchronize::region::{self, Kind};
 /// One scalar in shared memory, with no lock.
 ///
 /// Python: `multiprocessing.RawValue(typecode, value)`, and
-/// `Value(typecode, value, lock=False)` ([`Value::new_unlocked`]). Each
+/// `Value(typecode, value, lock=False)` ([`Value::new_unlocked`](crate::Value::new_unlocked)). Each
 /// [`get`](Self::get) and [`set`](Self::set) is one atomic access, so a
 /// value never tears; a read-modify-write (`v.set(v.get() + 1)`) from two
-/// processes can lose updates: that is what [`Value`]'s lock is for.
+/// processes can lose updates: that is what [`Value`](crate::Value)'s lock is for.
 ///
 /// # Examples
 ///
@@ -28,8 +28,9 @@ use crate::synchronize::region::{self, Kind};
 /// # Ok::<(), multiprocess::Error>(())
 /// ```
 pub struct RawValue<T: Scalar> {
-    /// The same layout as a `Value`'s (its lock unused).
-    region: Arc<ShmRegion>,
+    /// Header, an `RLock` at `HEADER` (a `Value`'s own lock), the typecode,
+    /// the value at `DATA`.
+    pub(super) region: Arc<ShmRegion>,
     _t: PhantomData<T>,
 }
 
@@ -58,19 +59,12 @@ impl<T: Scalar> RawValue<T> {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn new(x: T) -> Result<RawValue<T>> {
-        let (region, _) = create::<T>(Kind::Value, 1)?;
+        let region = create::<T>(Kind::Value, 1)?;
         store(&region, DATA, x);
         Ok(RawValue {
             region,
             _t: PhantomData,
         })
-    }
-
-    pub(super) fn of(region: Arc<ShmRegion>) -> RawValue<T> {
-        RawValue {
-            region,
-            _t: PhantomData,
-        }
     }
 
     /// The current value (one atomic read).
@@ -121,15 +115,18 @@ impl<T: Scalar> Serialize for RawValue<T> {
 
 impl<'de, T: Scalar> Deserialize<'de> for RawValue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (region, _, _) = attach::<T, D>(d, Kind::Value)?;
-        Ok(RawValue::of(region))
+        let (region, _) = attach::<T, D>(d, Kind::Value)?;
+        Ok(RawValue {
+            region,
+            _t: PhantomData,
+        })
     }
 }
 
 /// A fixed-length array of scalars in shared memory, with no lock.
 ///
 /// Python: `multiprocessing.RawArray(typecode, size_or_initializer)`, and
-/// `Array(typecode, ..., lock=False)` ([`Array::new_unlocked`]). Each element
+/// `Array(typecode, ..., lock=False)` ([`Array::new_unlocked`](crate::Array::new_unlocked)). Each element
 /// access is one atomic access; nothing orders accesses to several elements.
 ///
 /// # Examples
@@ -151,8 +148,10 @@ impl<'de, T: Scalar> Deserialize<'de> for RawValue<T> {
 /// }
 /// ```
 pub struct RawArray<T: Scalar> {
-    /// The same layout as an `Array`'s (its lock unused).
-    region: Arc<ShmRegion>,
+    /// Header, an `RLock` at `HEADER` (an `Array`'s own lock), the typecode,
+    /// the length, the elements from `DATA`.
+    pub(super) region: Arc<ShmRegion>,
+    /// Number of elements.
     len: usize,
     _t: PhantomData<T>,
 }
@@ -184,7 +183,7 @@ impl<T: Scalar> RawArray<T> {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn new(len: usize) -> Result<RawArray<T>> {
-        let (region, _) = create::<T>(Kind::Array, len)?;
+        let region = create::<T>(Kind::Array, len)?;
         Ok(RawArray::of(region, len))
     }
 
@@ -211,7 +210,7 @@ impl<T: Scalar> RawArray<T> {
         Ok(a)
     }
 
-    pub(super) fn of(region: Arc<ShmRegion>, len: usize) -> RawArray<T> {
+    fn of(region: Arc<ShmRegion>, len: usize) -> RawArray<T> {
         RawArray {
             region,
             len,
@@ -245,7 +244,12 @@ impl<T: Scalar> RawArray<T> {
         self.len == 0
     }
 
-    fn offset(&self, i: usize) -> usize {
+    /// Where element `i` is.
+    ///
+    /// # Panics
+    ///
+    /// When `i >= len()`.
+    pub(super) fn offset(&self, i: usize) -> usize {
         assert!(
             i < self.len,
             "index {i} out of range for a shared array of length {}",
@@ -328,85 +332,13 @@ impl<T: Scalar> Serialize for RawArray<T> {
 
 impl<'de, T: Scalar> Deserialize<'de> for RawArray<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (region, _, len) = attach::<T, D>(d, Kind::Array)?;
+        let (region, len) = attach::<T, D>(d, Kind::Array)?;
         Ok(RawArray::of(region, len))
     }
 }
 
-impl<T: Scalar> Value<T> {
-    /// A shared value without a lock: Python's `Value(typecode, x,
-    /// lock=False)`, which returns the raw object.
-    ///
-    /// # Errors
-    ///
-    /// As [`RawValue::new`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let v: multiprocess::RawValue<i32> = multiprocess::Value::new_unlocked(5)?;
-    /// assert_eq!(v.get(), 5);
-    /// # Ok::<(), multiprocess::Error>(())
-    /// ```
-    pub fn new_unlocked(x: T) -> Result<RawValue<T>> {
-        RawValue::new(x)
-    }
-
-    /// The value without its lock, on the same shared memory.
-    ///
-    /// Python: `v.get_obj()`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let v = multiprocess::Value::new(1u8)?;
-    /// v.get_obj().set(2);
-    /// assert_eq!(v.get(), 2);
-    /// # Ok::<(), multiprocess::Error>(())
-    /// ```
-    pub fn get_obj(&self) -> RawValue<T> {
-        RawValue::of(self.region.clone())
-    }
-}
-
-impl<T: Scalar> Array<T> {
-    /// An array without a lock: Python's `Array(typecode, len, lock=False)`,
-    /// which returns the raw object.
-    ///
-    /// # Errors
-    ///
-    /// As [`RawArray::new`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let a: multiprocess::RawArray<f64> = multiprocess::Array::new_unlocked(3)?;
-    /// assert_eq!(a.len(), 3);
-    /// # Ok::<(), multiprocess::Error>(())
-    /// ```
-    pub fn new_unlocked(len: usize) -> Result<RawArray<T>> {
-        RawArray::new(len)
-    }
-
-    /// The array without its lock, on the same shared memory.
-    ///
-    /// Python: `a.get_obj()`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let a = multiprocess::Array::from_slice(&[1i64, 2])?;
-    /// a.get_obj().set(0, 9);
-    /// assert_eq!(a.to_vec(), [9, 2]);
-    /// # Ok::<(), multiprocess::Error>(())
-    /// ```
-    pub fn get_obj(&self) -> RawArray<T> {
-        RawArray::of(self.region.clone(), self.len)
-    }
-}
-
 /// A typecode check for the raw constructors (the table at
-/// [`Value::with_typecode`]).
+/// [`Value::with_typecode`](crate::Value::with_typecode)).
 impl<T: Scalar> RawValue<T> {
     /// [`new`](Self::new), checking that `typecode` is CPython's for `T`.
     ///
@@ -414,7 +346,7 @@ impl<T: Scalar> RawValue<T> {
     ///
     /// # Errors
     ///
-    /// As [`Value::with_typecode`].
+    /// As [`Value::with_typecode`](crate::Value::with_typecode).
     ///
     /// # Examples
     ///
@@ -435,7 +367,7 @@ impl<T: Scalar> RawArray<T> {
     ///
     /// # Errors
     ///
-    /// As [`Array::with_typecode`].
+    /// As [`Array::with_typecode`](crate::Array::with_typecode).
     ///
     /// # Examples
     ///

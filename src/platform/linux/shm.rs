@@ -10,10 +10,12 @@
 //! Other processes' writes are reached only through atomics; never through a
 //! `&mut` into the mapping.
 
+use std::any::TypeId;
 use std::io::{self, IoSlice};
+use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
@@ -29,11 +31,17 @@ pub(crate) struct ShmRegion {
     ptr: NonNull<u8>,
     /// Length in bytes (> 0).
     len: usize,
+    /// Where the live [`PlainView`] of this mapping starts (it runs to the
+    /// end); `usize::MAX` when there is none. Process-local bookkeeping, not
+    /// shared memory.
+    view_from: AtomicUsize,
 }
 
 // SAFETY:
 // - the region is plain shared memory; every access through `ShmRegion` is via
-//   atomics or explicit copies, which are sound from any thread.
+//   atomics or explicit copies, which are sound from any thread, or through
+//   the one `PlainView` (itself neither `Send` nor `Sync`), while which the
+//   others refuse its bytes.
 // - the mapping lives until `Drop`, which needs `&mut self`, so no thread can
 //   use `ptr` after it is unmapped.
 unsafe impl Send for ShmRegion {}
@@ -157,6 +165,7 @@ impl ShmRegion {
             fd,
             ptr: ptr.cast(),
             len,
+            view_from: AtomicUsize::new(usize::MAX),
         })
     }
 
@@ -170,9 +179,23 @@ impl ShmRegion {
         self.len
     }
 
-    /// A pointer to `offset`, checked to hold `size` bytes aligned to `align`.
+    /// A pointer to `offset`, checked to hold `size` bytes aligned to `align`
+    /// that no live [`PlainView`] borrows.
     #[inline]
     fn at(&self, offset: usize, size: usize, align: usize) -> *mut u8 {
+        // Relaxed: the view is made and dropped by the thread that holds the
+        // lock, and only that thread could reach its bytes legitimately.
+        assert!(
+            size == 0 || offset.saturating_add(size) <= self.view_from.load(Ordering::Relaxed),
+            "shared array is borrowed in place by a live lock guard of this process; \
+             reach it through that guard until it is dropped"
+        );
+        self.bounded(offset, size, align)
+    }
+
+    /// A pointer to `offset`, checked to hold `size` bytes aligned to `align`.
+    #[inline]
+    fn bounded(&self, offset: usize, size: usize, align: usize) -> *mut u8 {
         assert!(
             offset.checked_add(size).is_some_and(|end| end <= self.len) && offset % align == 0,
             "shared-memory access out of bounds or misaligned: offset {offset}, size {size}, region {}",
@@ -239,6 +262,111 @@ impl ShmRegion {
         let p = self.at(offset, dst.len(), 1);
         // SAFETY: as for `copy_in`, in the other direction.
         unsafe { std::ptr::copy_nonoverlapping(p, dst.as_mut_ptr(), dst.len()) }
+    }
+}
+
+/// True when every bit pattern of `T` is a value: the integers, `f32`, `f64`.
+pub(crate) fn is_plain<T: 'static>() -> bool {
+    let t = TypeId::of::<T>();
+    [
+        TypeId::of::<u8>(),
+        TypeId::of::<i8>(),
+        TypeId::of::<u16>(),
+        TypeId::of::<i16>(),
+        TypeId::of::<u32>(),
+        TypeId::of::<i32>(),
+        TypeId::of::<u64>(),
+        TypeId::of::<i64>(),
+        TypeId::of::<usize>(),
+        TypeId::of::<isize>(),
+        TypeId::of::<f32>(),
+        TypeId::of::<f64>(),
+    ]
+    .contains(&t)
+}
+
+impl ShmRegion {
+    /// `len` elements of `T` from `offset` to the end of the mapping, as a
+    /// slice to read and write in place. For the holder of the lock that
+    /// every locked access to these bytes takes (an `Array`'s guard).
+    ///
+    /// `None` when `T` is not plain ([`is_plain`]) or this mapping already
+    /// has a live view (a second guard of a re-entered `RLock`). While the
+    /// view lives, every other access to its bytes through this mapping
+    /// (atomics, copies) panics instead of aliasing it.
+    ///
+    /// # Panics
+    ///
+    /// When the elements do not fit the mapping or are misaligned.
+    pub(crate) fn plain_view<T: Copy + 'static>(
+        &self,
+        offset: usize,
+        len: usize,
+    ) -> Option<PlainView<'_, T>> {
+        if !is_plain::<T>() {
+            return None;
+        }
+        let size = len.saturating_mul(size_of::<T>());
+        let ptr = NonNull::new(self.bounded(offset, size, align_of::<T>()).cast::<T>())?;
+        // Relaxed: see `at`.
+        self.view_from
+            .compare_exchange(usize::MAX, offset, Ordering::Relaxed, Ordering::Relaxed)
+            .ok()?;
+        Some(PlainView {
+            region: self,
+            ptr,
+            len,
+        })
+    }
+}
+
+/// Plain numbers in shared memory, borrowed in place: made by
+/// [`ShmRegion::plain_view`], one per mapping at a time.
+pub(crate) struct PlainView<'a, T> {
+    /// The mapping (its `view_from` names this view).
+    region: &'a ShmRegion,
+    /// The first element (in bounds and aligned, checked when made).
+    ptr: NonNull<T>,
+    /// Number of elements.
+    len: usize,
+}
+
+impl<T> Deref for PlainView<'_, T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY:
+        // - `ptr..ptr + len` is inside the mapping, aligned for `T` (checked
+        //   by `plain_view`), and the mapping outlives `'a`.
+        // - `T` is a plain number (checked by `plain_view`): every bit pattern
+        //   another process may have written is a valid `T`.
+        // - no other reference aliases it: this is the mapping's only view,
+        //   and `at` refuses every atomic or copying access to its bytes while
+        //   it lives. Other mappings of the memory (other processes) reach it
+        //   only under the lock the view's maker holds, or, lock-free (a raw
+        //   array), outside this process, where they can leave other numbers
+        //   but cannot make a Rust reference dangle or a value invalid.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T> DerefMut for PlainView<'_, T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as for `deref`; `&mut self` makes the slice unique within
+        // this process.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T> Drop for PlainView<'_, T> {
+    fn drop(&mut self) {
+        // Relaxed: see `ShmRegion::at`.
+        self.region.view_from.store(usize::MAX, Ordering::Relaxed);
+    }
+}
+
+impl<T> std::fmt::Debug for PlainView<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlainView").field("len", &self.len).finish()
     }
 }
 
@@ -535,5 +663,38 @@ mod tests {
     fn out_of_bounds_access_panics() {
         let r = ShmRegion::create(16).unwrap();
         r.atomic_u64(16);
+    }
+
+    #[test]
+    fn a_plain_view_is_the_memory_and_the_only_way_in() {
+        let r = ShmRegion::create(64).unwrap();
+        r.atomic_u64(0).store(5, Ordering::Relaxed);
+        assert!(r.plain_view::<bool>(8, 2).is_none(), "not plain");
+        assert!(r.plain_view::<char>(8, 2).is_none(), "not plain");
+        let mut v = r.plain_view::<u64>(8, 7).unwrap();
+        v[0] = 42;
+        v[6] = 7;
+        assert!(r.plain_view::<u64>(8, 7).is_none(), "one view at a time");
+        assert_eq!(
+            r.atomic_u64(0).load(Ordering::Relaxed),
+            5,
+            "before the view: free"
+        );
+        let inside = std::panic::catch_unwind(|| r.atomic_u64(8).load(Ordering::Relaxed));
+        assert!(inside.is_err(), "the view's bytes are refused to atomics");
+        drop(v);
+        assert_eq!(r.atomic_u64(8).load(Ordering::Relaxed), 42);
+        assert_eq!(r.atomic_u64(56).load(Ordering::Relaxed), 7);
+        assert!(
+            r.plain_view::<u64>(8, 7).is_some(),
+            "free again after the drop"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "out of bounds")]
+    fn a_plain_view_past_the_end_panics() {
+        let r = ShmRegion::create(16).unwrap();
+        let _ = r.plain_view::<u64>(8, 2);
     }
 }
