@@ -31,6 +31,7 @@ mod result;
 mod ring;
 mod scheduler;
 mod submit;
+mod task;
 mod worker_io;
 
 use crate::util::Unpoison;
@@ -51,7 +52,8 @@ pub(crate) use result::{ApplyJob, Slot};
 pub use result::{AsyncResult, IMapIterator};
 use result::{Callback, ErrorCallback, IMapJob, IMapShared, MapJob};
 pub(crate) use submit::{Body, Direct, Inner, Job};
-use submit::{InitSpec, PoolState, Shared, Task};
+use submit::{PoolState, Shared};
+use task::{InitSpec, Task};
 
 /// Chunks an `imap` may have read ahead of the consumer, per worker (at least
 /// [`READ_AHEAD_MIN`]): enough to keep every worker busy, little enough that

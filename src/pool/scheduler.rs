@@ -39,7 +39,8 @@ use std::time::{Duration, Instant};
 use super::child::{self, Reply, WireFailure};
 use super::gate::{self};
 use super::ring::{self, ParentRing, Record};
-use super::submit::{Body, Direct, Inner, Job, PoolState, Task};
+use super::submit::{Body, Direct, Inner, Job, PoolState, Scheduler};
+use super::task::Task;
 use super::worker_io::{InFlight, MAX_IN_FLIGHT, PREFETCH_MAX_TASK_TIME, Phase, Worker};
 use crate::connection::DEFAULT_MAX_MESSAGE_LEN;
 use crate::connection::reader::FrameReader;
@@ -67,37 +68,6 @@ const START_RETRY_DELAY: Duration = Duration::from_millis(100);
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
 /// How long the scheduler waits for a worker it killed to die.
 const KILL_WAIT: Duration = Duration::from_secs(5);
-
-/// The pool's scheduling state: the workers, the queue and the jobs. It
-/// lives in [`Inner::core`] under one lock: the handler thread holds it while
-/// it works (not while it sleeps in `poll`), and a submitting or waiting
-/// thread takes it (`try_lock`, never blocking behind the handler) for the
-/// direct path (see the section at the end of this file).
-pub(crate) struct Scheduler {
-    /// Shared with the pool handle.
-    inner: Arc<Inner>,
-    /// The live workers. Only the handler thread adds or removes one, so
-    /// they hold still while it sleeps.
-    workers: Vec<Worker>,
-    /// Tasks waiting for a worker, oldest first.
-    pending: VecDeque<Task>,
-    /// Jobs not finished.
-    jobs: HashMap<u64, Box<dyn Job>>,
-    /// The state last seen.
-    state: PoolState,
-    /// Why the pool is broken.
-    broken: Option<Error>,
-    /// Worker starts that failed in a row.
-    start_failures: u32,
-    /// Do not retry a failed start before this.
-    retry_at: Option<Instant>,
-    /// The last start error.
-    last_start_error: Option<String>,
-    /// When to look again for tasks to take back (see `steal`).
-    steal_at: Option<Instant>,
-    /// Where ring records are copied to be handled.
-    scratch: Vec<u8>,
-}
 
 /// The handler thread's own state (what it keeps while it sleeps unlocked).
 struct Handler {

@@ -1,25 +1,27 @@
-//! Submitting work to a pool: the task and job types, and the state the
+//! Submitting work to a pool: the job type, and the state the
 //! [`Pool`](super::Pool) handle, `imap` feeders and the scheduler thread
-//! share (the submit queue, the life-cycle state, the wake-up eventfd).
+//! share (the submit queue, the life-cycle state, the wake-up eventfd, and
+//! the [`Scheduler`] state under its lock).
 //!
-//! The scheduler (`scheduler.rs`) takes submitted tasks and places them on
-//! workers; `worker_io.rs` is the parent side of one worker's socket;
-//! `child.rs` is the loop that runs in the worker process.
+//! The scheduler (`scheduler.rs`) takes submitted tasks (`task.rs`) and
+//! places them on workers; `worker_io.rs` is the parent side of one worker's
+//! socket; `child.rs` is the loop that runs in the worker process. The
+//! [`Scheduler`] struct is defined here, beside the [`Inner`] that holds it,
+//! so that the modules depend on each other without a cycle.
 
 use crate::util::Unpoison;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::{JoinHandle, ThreadId};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::child::{self};
 use super::ring::RingWatch;
-use super::scheduler::Scheduler;
+use super::task::{InitSpec, Task};
+use super::worker_io::{self, Worker, WorkerSpec};
 use crate::error::{Error, Result};
 use crate::platform::fd::EventFd;
-use crate::reduction::{Encoded, FnRef};
 
 /// A task's encoded result as it came back, borrowed from the read buffer.
 pub(crate) struct Body<'a> {
@@ -78,70 +80,6 @@ pub(crate) struct Direct {
     pub(crate) held: bool,
 }
 
-/// One unit of work for a worker.
-pub(crate) struct Task {
-    /// Unique in the pool; echoed by the worker.
-    pub(crate) id: u64,
-    /// The job it belongs to.
-    pub(crate) job: u64,
-    /// Its index in the job (the chunk number for map/imap).
-    pub(crate) index: u64,
-    /// The frame: encoded argument and [`child::Call`] trailer.
-    pub(crate) frame: Vec<u8>,
-    /// The fds the argument's handles carry.
-    pub(crate) fds: Vec<OwnedFd>,
-    /// Kill the worker and fail the task if it runs longer.
-    pub(crate) timeout: Option<Duration>,
-    /// The function it runs (prefetch is only for a function known to be quick).
-    pub(crate) func: FnRef,
-    /// Failed before it was sent (its argument did not encode): the handler
-    /// answers it with this error instead of sending it.
-    pub(crate) failed: Option<Error>,
-}
-
-impl Task {
-    /// Builds a task calling `func` on the encoded `arg`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Encode`] if the trailer does not encode (it always does).
-    pub(crate) fn new(
-        id: u64,
-        job: u64,
-        index: u64,
-        func: FnRef,
-        arg: Encoded,
-        timeout: Option<Duration>,
-    ) -> Result<Task> {
-        let Encoded { mut bytes, fds } = arg;
-        child::append_trailer(&mut bytes, &child::Call { id, func }, 0)?;
-        Ok(Task {
-            id,
-            job,
-            index,
-            frame: bytes,
-            fds,
-            timeout,
-            func,
-            failed: None,
-        })
-    }
-
-    /// A task that already failed with `err`: it is answered, never sent.
-    pub(crate) fn failed(id: u64, job: u64, index: u64, func: FnRef, err: Error) -> Task {
-        Task {
-            id,
-            job,
-            index,
-            frame: Vec::new(),
-            fds: Vec::new(),
-            timeout: None,
-            func,
-            failed: Some(err),
-        }
-    }
-}
-
 /// The pool's life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PoolState {
@@ -174,14 +112,6 @@ pub(crate) struct Shared {
     /// Tasks whose worker is to be killed if it is running them
     /// (`mp::futures::Future::cancel_running`).
     pub(crate) kill_tasks: Vec<u64>,
-}
-
-/// The initializer and its encoded argument, kept for every worker start.
-pub(crate) struct InitSpec {
-    /// The initializer's trampoline.
-    pub(crate) func: FnRef,
-    /// Its encoded argument.
-    pub(crate) arg: Encoded,
 }
 
 /// The pool, shared by the `Pool` handle, the handler thread and feeders.
@@ -221,6 +151,17 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// Starts one worker (on any thread).
+    pub(crate) fn start_worker(&self) -> Result<Worker> {
+        worker_io::start_worker(WorkerSpec {
+            init: &self.init,
+            remote: self.remote.as_ref(),
+            wake: &self.wake,
+            maxtasks: self.maxtasks,
+            method: self.method,
+        })
+    }
+
     /// Hands a job and its tasks to the handler. `internal` submits (an `imap`
     /// feeder) are accepted after `close()`, since their call was.
     ///
@@ -349,4 +290,36 @@ impl Inner {
     pub(crate) fn next_id(&self) -> u64 {
         self.ids.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// The pool's scheduling state: the workers, the queue and the jobs. It
+/// lives in [`Inner::core`] under one lock: the handler thread holds it while
+/// it works (not while it sleeps in `poll`), and a submitting or waiting
+/// thread takes it (`try_lock`, never blocking behind the handler) for the
+/// direct path (see `scheduler.rs`, "The direct path"). It is defined here, beside
+/// [`Inner`] which holds it; its methods are in `scheduler.rs`.
+pub(crate) struct Scheduler {
+    /// Shared with the pool handle.
+    pub(super) inner: Arc<Inner>,
+    /// The live workers. Only the handler thread adds or removes one, so
+    /// they hold still while it sleeps.
+    pub(super) workers: Vec<Worker>,
+    /// Tasks waiting for a worker, oldest first.
+    pub(super) pending: VecDeque<Task>,
+    /// Jobs not finished.
+    pub(super) jobs: HashMap<u64, Box<dyn Job>>,
+    /// The state last seen.
+    pub(super) state: PoolState,
+    /// Why the pool is broken.
+    pub(super) broken: Option<Error>,
+    /// Worker starts that failed in a row.
+    pub(super) start_failures: u32,
+    /// Do not retry a failed start before this.
+    pub(super) retry_at: Option<Instant>,
+    /// The last start error.
+    pub(super) last_start_error: Option<String>,
+    /// When to look again for tasks to take back (see `steal`).
+    pub(super) steal_at: Option<Instant>,
+    /// Where ring records are copied to be handled.
+    pub(super) scratch: Vec<u8>,
 }

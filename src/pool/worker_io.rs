@@ -2,25 +2,28 @@
 //! non-blocking socket with a write cursor over the tasks sent to it and a
 //! [`FrameReader`] over what it sends back, and its [`Gate`] (which of the
 //! tasks sent ahead has started). Starting a worker is here too
-//! (`Inner::start_worker`). The scheduler (`scheduler.rs`) decides what to
+//! (`start_worker`). The scheduler (`scheduler.rs`) decides what to
 //! send; this file only moves bytes and keeps the bookkeeping per worker.
 
 use crate::util::Unpoison;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::child::{self, Setup};
 use super::gate::{self, Gate};
+use super::remote::RemoteSpec;
 use super::ring::ParentRing;
-use super::submit::{Inner, Task};
+use super::task::{InitSpec, Task};
 use crate::connection::DEFAULT_MAX_MESSAGE_LEN;
 use crate::connection::framing;
 use crate::connection::reader::FrameReader;
+use crate::context::method::StartMethod;
 use crate::error::{Error, Result};
 use crate::platform::fd;
+use crate::platform::fd::EventFd;
 use crate::platform::process as platform_process;
 use crate::reduction::{self, Encoded, FnRef, PreparedCall};
 use crate::spawn::{self, StartSpec};
@@ -36,108 +39,120 @@ pub(super) const PREFETCH_MAX_TASK_TIME: Duration = Duration::from_millis(2);
 /// Bytes read from a worker's socket per `recvmsg` at most.
 const READ_CHUNK: usize = 64 * 1024;
 
-impl Inner {
-    /// Starts one worker (on any thread).
-    pub(crate) fn start_worker(&self) -> Result<Worker> {
-        let spec = self.init.lock().unpoison();
-        let (body, fds, init) = match &*spec {
-            Some(i) => {
-                let fds = i
-                    .arg
-                    .fds
-                    .iter()
-                    .map(|f| f.try_clone())
-                    .collect::<io::Result<Vec<_>>>()?;
-                (i.arg.bytes.clone(), fds, Some(i.func))
-            }
-            None => (reduction::encode(&())?.bytes, Vec::new(), None),
-        };
-        drop(spec);
-        // A remote slot: the relay gets the initializer's argument wrapped
-        // (with the key and build id) and the listening socket (remote.rs).
-        let (body, fds) = match &self.remote {
-            Some(r) => (r.relay_body(body)?, Vec::new()),
-            None => (body, fds),
-        };
-        let gate = Gate::create()?;
-        let ring = ParentRing::create()?;
-        let mut fds = fds;
-        fds.push(gate.fd().try_clone_to_owned()?);
-        fds.push(ring.fd().try_clone_to_owned()?);
-        fds.push(self.wake.as_fd().try_clone_to_owned()?);
-        let target = match &self.remote {
-            Some(r) => {
-                fds.extend(r.relay_fds()?);
-                FnRef::internal(super::remote::relay_main)
-            }
-            None => FnRef::internal(child::worker_main),
-        };
-        let mut bytes = body;
-        child::append_trailer(
-            &mut bytes,
-            &Setup {
-                maxtasks: self.maxtasks,
-                init,
-            },
-            0,
-        )?;
-        let (identity, name) = spawn::next_child_identity("PoolWorker");
-        let child = spawn::start(StartSpec {
-            name: name.clone(),
-            identity,
-            daemon: true,
-            quiet_panics: true,
-            method: self.method,
-            call: PreparedCall {
-                target,
-                payload: Ok(Encoded { bytes, fds }),
-            },
-        })?;
-        let mut w = Worker {
-            pid: child.pid,
-            name,
-            pidfd: Arc::new(child.pidfd),
-            sock: None,
-            gate,
-            ring,
-            ring_blocked: false,
-            marker_waits: false,
-            ring_broken: None,
-            next_seq: 0,
-            phase: Phase::Booting,
-            started_at: child.started_at,
-            inflight: VecDeque::new(),
-            sent: 0,
-            partial: 0,
-            tail: Vec::new(),
-            tail_sent: 0,
-            assigned: 0,
-            inbuf: Vec::new(),
-            reader: FrameReader::new(DEFAULT_MAX_MESSAGE_LEN),
-            in_fds: VecDeque::new(),
-            eof: false,
-            write_broken: false,
-            life: Life::Running,
-            last_run: None,
-            last_func: None,
-            timed_out: None,
-            awaiting_remote: self.remote.is_some(),
-        };
-        // Our own copy of the socket, non-blocking; the Connection (and its
-        // fd) is dropped here.
-        let sock = child
-            .conn
-            .with_fd(|fd| fd.try_clone_to_owned())
-            .map_err(|_| Error::Closed);
-        match sock.and_then(|r| r.map_err(Error::from)) {
-            Ok(s) => match fd::set_nonblocking(s.as_fd(), true) {
-                Ok(()) => w.sock = Some(Arc::new(s)),
-                Err(e) => return Err(e.into()),
-            },
-            Err(e) => return Err(e),
+/// What starting a worker needs of the pool (`start_worker`).
+pub(super) struct WorkerSpec<'a> {
+    /// The initializer, if any (read under its lock at each start).
+    pub(super) init: &'a Mutex<Option<InitSpec>>,
+    /// Workers connect over TCP, each through a local relay (`remote.rs`).
+    pub(super) remote: Option<&'a RemoteSpec>,
+    /// The handler's eventfd, which the worker's ring writes wake.
+    pub(super) wake: &'a EventFd,
+    /// `maxtasksperchild`.
+    pub(super) maxtasks: Option<u64>,
+    /// How the worker is started.
+    pub(super) method: StartMethod,
+}
+
+/// Starts one worker (on any thread).
+pub(super) fn start_worker(s: WorkerSpec<'_>) -> Result<Worker> {
+    let spec = s.init.lock().unpoison();
+    let (body, fds, init) = match &*spec {
+        Some(i) => {
+            let fds = i
+                .arg
+                .fds
+                .iter()
+                .map(|f| f.try_clone())
+                .collect::<io::Result<Vec<_>>>()?;
+            (i.arg.bytes.clone(), fds, Some(i.func))
         }
-        Ok(w)
+        None => (reduction::encode(&())?.bytes, Vec::new(), None),
+    };
+    drop(spec);
+    // A remote slot: the relay gets the initializer's argument wrapped
+    // (with the key and build id) and the listening socket (remote.rs).
+    let (body, fds) = match s.remote {
+        Some(r) => (r.relay_body(body)?, Vec::new()),
+        None => (body, fds),
+    };
+    let gate = Gate::create()?;
+    let ring = ParentRing::create()?;
+    let mut fds = fds;
+    fds.push(gate.fd().try_clone_to_owned()?);
+    fds.push(ring.fd().try_clone_to_owned()?);
+    fds.push(s.wake.as_fd().try_clone_to_owned()?);
+    let target = match s.remote {
+        Some(r) => {
+            fds.extend(r.relay_fds()?);
+            FnRef::internal(super::remote::relay_main)
+        }
+        None => FnRef::internal(child::worker_main),
+    };
+    let mut bytes = body;
+    child::append_trailer(
+        &mut bytes,
+        &Setup {
+            maxtasks: s.maxtasks,
+            init,
+        },
+        0,
+    )?;
+    let (identity, name) = spawn::next_child_identity("PoolWorker");
+    let child = spawn::start(StartSpec {
+        name: name.clone(),
+        identity,
+        daemon: true,
+        quiet_panics: true,
+        method: s.method,
+        call: PreparedCall {
+            target,
+            payload: Ok(Encoded { bytes, fds }),
+        },
+    })?;
+    let mut w = Worker {
+        pid: child.pid,
+        name,
+        pidfd: Arc::new(child.pidfd),
+        sock: None,
+        gate,
+        ring,
+        ring_blocked: false,
+        marker_waits: false,
+        ring_broken: None,
+        next_seq: 0,
+        phase: Phase::Booting,
+        started_at: child.started_at,
+        inflight: VecDeque::new(),
+        sent: 0,
+        partial: 0,
+        tail: Vec::new(),
+        tail_sent: 0,
+        assigned: 0,
+        inbuf: Vec::new(),
+        reader: FrameReader::new(DEFAULT_MAX_MESSAGE_LEN),
+        in_fds: VecDeque::new(),
+        eof: false,
+        write_broken: false,
+        life: Life::Running,
+        last_run: None,
+        last_func: None,
+        timed_out: None,
+        awaiting_remote: s.remote.is_some(),
+    };
+    // Our own copy of the socket, non-blocking; the Connection (and its
+    // fd) is dropped here.
+    let sock = child
+        .conn
+        .with_fd(|fd| fd.try_clone_to_owned())
+        .map_err(|_| Error::Closed);
+    match sock.and_then(|r| r.map_err(Error::from)) {
+        Ok(s) => match fd::set_nonblocking(s.as_fd(), true) {
+            Ok(()) => w.sock = Some(Arc::new(s)),
+            Err(e) => return Err(e.into()),
+        },
+        Err(e) => return Err(e),
     }
+    Ok(w)
 }
 
 /// Where a worker stands.
