@@ -246,17 +246,18 @@ impl<'h> Ring<'h> {
     /// whenever the ring is drained.
     pub(super) fn skip_locked(&self, _held: &Locked<'_, '_>, new_tail: u64) {
         self.tail().store(new_tail, Ordering::Release);
-        let drained = new_tail == self.head().load(Ordering::Relaxed);
+        let head = self.head().load(Ordering::Relaxed);
+        let drained = new_tail == head;
         let whole = new_tail / PAGE * PAGE;
-        // Never more than the ring behind the tail (after a dropped ring).
-        let punched = self
-            .punched()
-            .load(Ordering::Relaxed)
-            .max(whole.saturating_sub(RING_LEN as u64));
+        let punched = self.punched().load(Ordering::Relaxed);
         if whole > punched && (drained || whole - punched >= PUNCH_CHUNK) {
+            // Count `x` shares its place with `x + RING_LEN`: below
+            // `head - RING_LEN`, that is a waiting record written since (the
+            // tail passed `x` a while ago), whose page must stay.
+            let from = punched.max((head.saturating_sub(RING_LEN as u64)).next_multiple_of(PAGE));
             // Memory only: a failure leaves pages allocated, never the ring
             // wrong, and the next punch covers the range again.
-            if self.punch(punched, whole).is_ok() {
+            if from >= whole || self.punch(from, whole).is_ok() {
                 self.punched().store(whole, Ordering::Relaxed);
             }
         }
@@ -334,6 +335,46 @@ mod tests {
         assert!(ring.head().load(Ordering::Relaxed) > 2 * RING_LEN as u64);
         assert!(ring.is_empty());
         // The counter page, and at most the page the tail is in.
+        assert!(shm::allocated_bytes(shm.fd()).unwrap() <= 2 * PAGE);
+    }
+
+    // Kept full: the producer fills every byte the consumer frees, for
+    // several turns of the ring, so the pages behind the tail are given back
+    // while newer records already share their places.
+    #[test]
+    fn a_ring_kept_full_gives_back_only_what_no_record_uses() {
+        let (shm, lock) = region();
+        let log = Log::new(&shm, &lock, 48);
+        let ring = Ring::new(&shm, 0);
+        ring.init();
+        let item = |i: u32| {
+            let mut v = vec![(i % 251) as u8; 10 + (i % 29) as usize];
+            v[..4].copy_from_slice(&i.to_le_bytes());
+            v
+        };
+        let mut scratch = vec![0u8; ITEM_MAX];
+        let (mut next_put, mut next_get) = (0u32, 0u32);
+        while ring.head().load(Ordering::Relaxed) < 3 * RING_LEN as u64 {
+            {
+                let held = log.lock(None).unwrap();
+                while ring.push_locked(&held, &item(next_put)) {
+                    next_put += 1;
+                }
+            }
+            for _ in 0..50 {
+                assert_eq!(
+                    take(&ring, &log, &mut scratch).unwrap(),
+                    item(next_get),
+                    "item {next_get}"
+                );
+                next_get += 1;
+            }
+        }
+        while next_get < next_put {
+            assert_eq!(take(&ring, &log, &mut scratch).unwrap(), item(next_get));
+            next_get += 1;
+        }
+        assert!(take(&ring, &log, &mut scratch).is_none());
         assert!(shm::allocated_bytes(shm.fd()).unwrap() <= 2 * PAGE);
     }
 
