@@ -887,7 +887,7 @@ fn joinable_and_simple_queues_spill_too() {
 #[derive(Serialize, Deserialize)]
 enum Mixed {
     N(u32),
-    /// An item of 4 KiB: 1,000 of them fill the ring and spill.
+    /// An item of 8 KiB: 1,000 of them fill the ring and spill.
     Padded(u32, ByteBuf),
     Conn(mp::Connection),
 }
@@ -915,7 +915,7 @@ fn items_with_handles_wait_behind_a_spilled_backlog() {
             assert_eq!(b.recv::<u8>().unwrap(), 1);
             // A backlog that spills past the ring (4 MiB).
             for i in 0..1000 {
-                q.put_nowait(Mixed::Padded(i, ByteBuf::from(vec![i as u8; 4096])))
+                q.put_nowait(Mixed::Padded(i, ByteBuf::from(vec![i as u8; 8192])))
                     .unwrap();
             }
             let (c, d) = mp::pipe(true).unwrap();
@@ -932,7 +932,7 @@ fn items_with_handles_wait_behind_a_spilled_backlog() {
                 |q: mp::Queue<Mixed>| {
                     for i in 0..1000 {
                         assert!(matches!(q.get().unwrap(), Mixed::Padded(n, b)
-                            if n == i && b.len() == 4096 && b[0] == i as u8));
+                            if n == i && b.len() == 8192 && b[0] == i as u8));
                     }
                     let Mixed::Conn(d) = q.get().unwrap() else {
                         panic!("expected the connection last")
@@ -1024,14 +1024,14 @@ fn items_with_and_without_handles_keep_each_producers_order() {
 // the item it was taking and the one it had not reported yet are missing.
 #[test]
 fn a_consumer_killed_while_taking_items_loses_at_most_one() {
-    const N: u32 = 400;
+    const N: u32 = 600;
     let _s = common::serial();
     within(
         LONG,
         "a_consumer_killed_while_taking_items_loses_at_most_one",
         || {
             let leaks = LeakCheck::new();
-            // 16 KiB items: the first 64 or so in the ring, the rest spilled.
+            // 16 KiB items: the first 250 or so in the ring, the rest spilled.
             let q = mp::Queue::<(u32, ByteBuf)>::new().unwrap();
             for i in 0..N {
                 q.put((i, ByteBuf::from(vec![i as u8; 16 * 1024]))).unwrap();

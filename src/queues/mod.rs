@@ -130,7 +130,10 @@ mod layout {
     pub(super) const UNFINISHED: usize = 4;
     /// `put`s waiting for room, so `get` skips the wake syscall when none are.
     pub(super) const PUT_WAITERS: usize = 8;
-    /// `get`s asleep on [`SEQ`], so `put` skips the wake syscall when none are.
+    /// Non-zero while `get`s may be asleep on [`SEQ`]: each sets it to 1
+    /// before it sleeps, and the first `put` after that swaps it to 0 and wakes
+    /// them all, so a burst of `put`s pays one wake, not one each (a woken
+    /// consumer takes tens of microseconds to run on a virtual machine).
     pub(super) const GET_WAITERS: usize = 12;
     /// Bounded queues: [`IN_FLIGHT_SLOTS`] words, each 0 or the pid of a
     /// producer between taking a slot (`LEN`) and sending its item. A `put`
@@ -263,11 +266,14 @@ impl Handles {
     /// Announces a placed item: bumps `SEQ` and wakes sleeping `get`s.
     fn announce(&self) {
         let seq = self.word(layout::SEQ);
-        // SeqCst with the load below, against the `get` side's increment of
+        let waiters = self.word(layout::GET_WAITERS);
+        // SeqCst with the load below, against the `get` side's store to
         // GET_WAITERS then futex wait on SEQ (Dekker): either we see the
-        // sleeper, or its futex sees the new SEQ and does not sleep.
+        // sleeper, or its futex sees the new SEQ and does not sleep. Only
+        // the `put` that swaps the word to 0 wakes: the sleepers it wakes
+        // raise it again if they sleep again.
         seq.fetch_add(1, Ordering::SeqCst);
-        if self.word(layout::GET_WAITERS).load(Ordering::SeqCst) > 0 {
+        if waiters.load(Ordering::SeqCst) > 0 && waiters.swap(0, Ordering::SeqCst) > 0 {
             futex::wake_all(seq);
         }
     }
@@ -815,9 +821,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 // nothing and sleep again.
                 let slice_end = now + GET_RECHECK_SLICE;
                 let until = deadline.map_or(slice_end, |d| d.min(slice_end));
-                waiters.fetch_add(1, Ordering::SeqCst);
+                // Not cleared after: the waking `put` did (a slice that ran
+                // out leaves it set: one needless wake later).
+                waiters.store(1, Ordering::SeqCst);
                 futex::wait(seq, seen, Some(until));
-                waiters.fetch_sub(1, Ordering::SeqCst);
             };
             self.release(h);
             match got {
