@@ -13,27 +13,36 @@
 //!
 //! # How it works
 //!
-//! A queue is one `AF_UNIX` `SOCK_SEQPACKET` socket pair that every holder
-//! (in every process) shares, plus one memfd: a small mapped counter block,
-//! followed by a sparse *spill log* (see `spill.rs`). Items are encoded and
-//! placed in one of the two:
+//! A queue is one memfd that every holder (in every process) maps: a small
+//! counter block, a 4 MiB *ring* (`ring.rs`) and, after it, a sparse *spill
+//! log* (`spill.rs`, never mapped); plus one `AF_UNIX` `SOCK_SEQPACKET`
+//! socket pair for items that carry handles. Items are encoded and placed,
+//! under the queue's lock (a `RawLock`, which a waiter takes over from a dead
+//! holder):
 //!
-//! * **the socket**, one datagram per item, while the spill log is empty and
-//!   fewer than `SOCKET_MAX` (128) items are in the socket. The kernel hands a
-//!   datagram to exactly one receiver, whole or not at all, so this fast
-//!   path needs no lock. Items carrying handles (connections, other queues,
-//!   locks) always take it: their fds must travel as `SCM_RIGHTS`;
-//! * **the spill log** otherwise: records packed in shared memory under a lock
-//!   that a waiter takes over from a dead holder, each costing its encoded
-//!   size plus a byte or two, and given back page by page as they are taken.
-//!   Items over 64 KiB without handles always go there.
+//! * **in the ring**, an item without handles of up to 64 KiB, while the
+//!   spill log is empty and the ring has room: the lock, a copy into the
+//!   mapping, the unlock, a counter bump, and a `FUTEX_WAKE` only when a
+//!   consumer sleeps. No system call per item: this is the fast path;
+//! * **in the spill log** otherwise (the ring is full, or the item is
+//!   larger): records packed in the memfd with `pwritev`, each costing its
+//!   encoded size plus a byte or two. Once the log holds anything every new
+//!   item goes to it until it drains, so every item in the ring is older than
+//!   every item in the log;
+//! * **in the socket**, an item with handles (connections, other queues,
+//!   locks): its fds must travel as `SCM_RIGHTS`. It is sent as one datagram
+//!   and a *placeholder* is put in the ring, both under the lock, so
+//!   placeholders and datagrams are in the same order and the item keeps its
+//!   place among the others. While the log holds items (the placeholder
+//!   would pass them) or the ring is full, it waits.
 //!
-//! Once the log holds anything, every new item goes to it until it drains,
-//! and a consumer takes from the socket before the log (checking the socket
-//! again under the log's lock), so the items of one producer are got in the
-//! order it put them. Consumers do not sleep in the socket: they watch a
-//! shared counter that every `put` bumps after placing its item (and sleep
-//! on it with a futex), so an item in the log wakes them as well.
+//! A consumer takes, under the lock, the ring's oldest record (an item, or a
+//! placeholder: then the socket's next datagram), else the log's. So the
+//! items of one producer are got in the order it put them. Consumers do not
+//! sleep in the socket: they watch a shared counter that every `put` bumps
+//! after placing its item, spin on it briefly, and sleep on it with a futex.
+//! Memory behind the ring's and the log's tails is given back page by page
+//! (`FALLOC_FL_PUNCH_HOLE`) as items are taken.
 //!
 //! So:
 //!
@@ -41,11 +50,12 @@
 //!   socket limits (no `SO_SNDBUFFORCE`, no privilege), and memory follows
 //!   what waits;
 //! * a consumer killed while it waits in `get` takes nothing with it, one
-//!   killed in the middle of a `get` takes at most that one item, and the
-//!   others go on (CPython's queue stays locked when a reader dies holding
-//!   its lock);
-//! * there is no feeder thread: `put` returns once the item is in the kernel
-//!   or in the shared memory, so a producer may exit at once (CPython's
+//!   killed in the middle of a `get` takes at most that one item (the ring's
+//!   and the log's tails move past a record only once it is copied out, a
+//!   placeholder only once its datagram is received), and the others go on
+//!   (CPython's queue stays locked when a reader dies holding its lock);
+//! * there is no feeder thread: `put` returns once the item is in the shared
+//!   memory or in the kernel, so a producer may exit at once (CPython's
 //!   "joining processes that use queues" deadlock cannot happen).
 //!
 //! An item with handles whose encoding exceeds 64 KiB travels out of band:
@@ -53,11 +63,11 @@
 //!
 //! # Capacity
 //!
-//! Unbounded means unbounded: items wait in the spill log, in memory (a
-//! memfd: the kernel frees it with the queue's last holder). The only
-//! exception is an item carrying handles: the kernel must hold its fds, so
-//! it waits until the log has drained and the socket has room (`put_nowait`
-//! and `put_timeout` give [`Error::Full`]).
+//! Unbounded means unbounded: items wait in the ring, then in the spill log,
+//! in memory (a memfd: the kernel frees it with the queue's last holder). The
+//! only exception is an item carrying handles: the kernel must hold its fds,
+//! so it waits until the log has drained and the ring and the socket have
+//! room (`put_nowait` and `put_timeout` give [`Error::Full`]).
 
 use std::cell::RefCell;
 use std::fmt;
@@ -322,9 +332,9 @@ struct Inner {
 ///
 /// # What `put` guarantees
 ///
-/// When `put` returns `Ok`, the item is in the kernel's buffer of the queue's
-/// socket or in the queue's shared memory (its spill log; see the module
-/// docs). It no longer depends on the producing process: that process may
+/// When `put` returns `Ok`, the item is in the queue's shared memory (its
+/// ring or its spill log; see the module docs) or, if it carries handles, in
+/// the kernel's buffer of the queue's socket. It no longer depends on the producing process: that process may
 /// exit, or be killed, at once, and the item is still delivered to a later
 /// `get` in any process that holds the queue. Items put by one process (or
 /// one thread) are got in the order they were put; items from different
@@ -333,11 +343,12 @@ struct Inner {
 ///
 /// An unbounded queue's `put` never waits and never fails for lack of room
 /// (`put_nowait` never gives [`Error::Full`]), whatever the socket limits:
-/// items that do not fit the socket wait in shared memory, which costs about
-/// their encoded size and is given back as they are taken. The exception is
-/// an item carrying handles (a [`Connection`](crate::Connection), a queue, a
-/// lock): its fds must travel in the socket, so it waits until items already
-/// spilled to shared memory have been taken and the socket has room.
+/// items wait in shared memory, which costs about their encoded size and is
+/// given back as they are taken. The exception is an item carrying handles
+/// (a [`Connection`](crate::Connection), a queue, a lock): its fds must
+/// travel in the socket, so behind a backlog that filled the 4 MiB ring and
+/// spilled, it waits until that backlog has been taken (and for room in the
+/// socket).
 ///
 /// Python: `multiprocessing.Queue`.
 ///
@@ -348,9 +359,9 @@ struct Inner {
 ///   nothing is queued.
 /// * `get` on a closed queue, like `put`, is [`Error::Closed`]. `close` is local
 ///   to this queue object and its clones; other processes' handles work on.
-/// * An item carrying handles, put behind items spilled to shared memory (or
-///   into a full socket), waits for them to be taken, even on an unbounded
-///   queue. Python does not wait there: it pickles a handle as a reference
+/// * An item carrying handles, put behind a backlog that filled the ring and
+///   spilled (or into a full socket), waits for it to be taken, even on an
+///   unbounded queue. Python does not wait there: it pickles a handle as a reference
 ///   the receiver fetches from the sending process (its resource sharer),
 ///   which must then still be alive; here the fds travel with the item.
 /// * `qsize()` is exact for completed operations (a shared counter), but a
