@@ -63,6 +63,7 @@ const PAGE: u64 = 4096;
 const PUNCH_CHUNK: u64 = 64 * 1024;
 
 const _: () = assert!(RING_LEN % PAGE as usize == 0 && ITEM_MAX + 8 < RING_LEN);
+const _: () = assert!(RING_END as u64 == super::spill::LOG_START);
 
 /// What [`Ring::take_locked`] found at the tail.
 pub(super) enum Next {

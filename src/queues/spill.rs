@@ -33,9 +33,10 @@ use crate::error::{Error, Result};
 use crate::platform::shm::{self, ShmRegion};
 use crate::synchronize::raw::RawLock;
 
-/// Where the log starts in the queue's memfd: after the counter page and the
-/// ring, so punching holes never touches either.
-pub(super) const LOG_START: u64 = super::ring::RING_END as u64;
+/// Where the log starts in the queue's memfd: after the counter page (4 KiB)
+/// and the ring (4 MiB), so punching holes never touches either (`ring.rs`
+/// checks that the two meet).
+pub(super) const LOG_START: u64 = 4096 + (4 << 20);
 
 /// Where the log ends: 2^60 bytes of records over a queue's life (the file is
 /// sparse, so only the waiting ones cost memory).
