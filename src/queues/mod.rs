@@ -13,27 +13,36 @@
 //!
 //! # How it works
 //!
-//! A queue is one `AF_UNIX` `SOCK_SEQPACKET` socket pair that every holder
-//! (in every process) shares, plus one memfd: a small mapped counter block,
-//! followed by a sparse *spill log* (see `spill.rs`). Items are encoded and
-//! placed in one of the two:
+//! A queue is one memfd that every holder (in every process) maps: a small
+//! counter block, a 4 MiB *ring* (`ring.rs`) and, after it, a sparse *spill
+//! log* (`spill.rs`, never mapped); plus one `AF_UNIX` `SOCK_SEQPACKET`
+//! socket pair for items that carry handles. Items are encoded and placed,
+//! under the queue's lock (a `RawLock`, which a waiter takes over from a dead
+//! holder):
 //!
-//! * **the socket**, one datagram per item, while the spill log is empty and
-//!   fewer than `SOCKET_MAX` (128) items are in the socket. The kernel hands a
-//!   datagram to exactly one receiver, whole or not at all, so this fast
-//!   path needs no lock. Items carrying handles (connections, other queues,
-//!   locks) always take it: their fds must travel as `SCM_RIGHTS`;
-//! * **the spill log** otherwise: records packed in shared memory under a lock
-//!   that a waiter takes over from a dead holder, each costing its encoded
-//!   size plus a byte or two, and given back page by page as they are taken.
-//!   Items over 64 KiB without handles always go there.
+//! * **in the ring**, an item without handles of up to 64 KiB, while the
+//!   spill log is empty and the ring has room: the lock, a copy into the
+//!   mapping, the unlock, a counter bump, and a `FUTEX_WAKE` only when a
+//!   consumer sleeps. No system call per item: this is the fast path;
+//! * **in the spill log** otherwise (the ring is full, or the item is
+//!   larger): records packed in the memfd with `pwritev`, each costing its
+//!   encoded size plus a byte or two. Once the log holds anything every new
+//!   item goes to it until it drains, so every item in the ring is older than
+//!   every item in the log;
+//! * **in the socket**, an item with handles (connections, other queues,
+//!   locks): its fds must travel as `SCM_RIGHTS`. It is sent as one datagram
+//!   and a *placeholder* is put in the ring, both under the lock, so
+//!   placeholders and datagrams are in the same order and the item keeps its
+//!   place among the others. While the log holds items (the placeholder
+//!   would pass them) or the ring is full, it waits.
 //!
-//! Once the log holds anything, every new item goes to it until it drains,
-//! and a consumer takes from the socket before the log (checking the socket
-//! again under the log's lock), so the items of one producer are got in the
-//! order it put them. Consumers do not sleep in the socket: they watch a
-//! shared counter that every `put` bumps after placing its item (and sleep
-//! on it with a futex), so an item in the log wakes them as well.
+//! A consumer takes, under the lock, the ring's oldest record (an item, or a
+//! placeholder: then the socket's next datagram), else the log's. So the
+//! items of one producer are got in the order it put them. Consumers do not
+//! sleep in the socket: they watch a shared counter that every `put` bumps
+//! after placing its item, spin on it briefly, and sleep on it with a futex.
+//! Memory behind the ring's and the log's tails is given back page by page
+//! (`FALLOC_FL_PUNCH_HOLE`) as items are taken.
 //!
 //! So:
 //!
@@ -41,11 +50,12 @@
 //!   socket limits (no `SO_SNDBUFFORCE`, no privilege), and memory follows
 //!   what waits;
 //! * a consumer killed while it waits in `get` takes nothing with it, one
-//!   killed in the middle of a `get` takes at most that one item, and the
-//!   others go on (CPython's queue stays locked when a reader dies holding
-//!   its lock);
-//! * there is no feeder thread: `put` returns once the item is in the kernel
-//!   or in the shared memory, so a producer may exit at once (CPython's
+//!   killed in the middle of a `get` takes at most that one item (the ring's
+//!   and the log's tails move past a record only once it is copied out, a
+//!   placeholder only once its datagram is received), and the others go on
+//!   (CPython's queue stays locked when a reader dies holding its lock);
+//! * there is no feeder thread: `put` returns once the item is in the shared
+//!   memory or in the kernel, so a producer may exit at once (CPython's
 //!   "joining processes that use queues" deadlock cannot happen).
 //!
 //! An item with handles whose encoding exceeds 64 KiB travels out of band:
@@ -53,11 +63,11 @@
 //!
 //! # Capacity
 //!
-//! Unbounded means unbounded: items wait in the spill log, in memory (a
-//! memfd: the kernel frees it with the queue's last holder). The only
-//! exception is an item carrying handles: the kernel must hold its fds, so
-//! it waits until the log has drained and the socket has room (`put_nowait`
-//! and `put_timeout` give [`Error::Full`]).
+//! Unbounded means unbounded: items wait in the ring, then in the spill log,
+//! in memory (a memfd: the kernel frees it with the queue's last holder). The
+//! only exception is an item carrying handles: the kernel must hold its fds,
+//! so it waits until the log has drained and the ring and the socket have
+//! room (`put_nowait` and `put_timeout` give [`Error::Full`]).
 
 use std::cell::RefCell;
 use std::fmt;
@@ -81,23 +91,17 @@ use crate::reduction;
 use crate::synchronize::raw::RawLock;
 
 mod joinable;
+mod ring;
 mod simple;
 mod spill;
 pub use joinable::JoinableQueue;
+use ring::{Next, Ring};
 pub use simple::SimpleQueue;
 use spill::{Log, Record};
 
 /// Encoded items up to this many bytes travel inside their datagram; larger
 /// ones go out of band in a sealed memfd.
 pub(crate) const INLINE_MAX: usize = 64 * 1024;
-
-/// Items without handles go to the socket only while fewer than this many
-/// are in it (and the spill log is empty); then to the spill log. It keeps
-/// the kernel memory of waiting datagrams (about 1 KiB each, whatever the
-/// item's size) small, and well below what a default 208 KiB socket buffer
-/// holds (278 small datagrams), so the fast path does not depend on socket
-/// limits.
-pub(crate) const SOCKET_MAX: u32 = 128;
 
 /// The name of a queue's memfd (counters and spill log), as
 /// `/proc/PID/fd` shows it: `/memfd:multiprocess-queue (deleted)`.
@@ -109,7 +113,8 @@ const MEMFD_NAME: &std::ffi::CStr = c"multiprocess-queue";
 const GET_RECHECK_SLICE: Duration = Duration::from_millis(100);
 
 /// How long a `put` of an item with handles waits between tries while the
-/// spill log drains or the socket is full (see `send_with_handles`).
+/// spill log drains, the ring is full or the socket is (see
+/// `send_with_handles`).
 const HANDLES_WAIT_SLICE: Duration = Duration::from_millis(2);
 
 /// How long a `get` that finds the queue empty watches the shared item
@@ -135,7 +140,10 @@ mod layout {
     pub(super) const UNFINISHED: usize = 4;
     /// `put`s waiting for room, so `get` skips the wake syscall when none are.
     pub(super) const PUT_WAITERS: usize = 8;
-    /// `get`s asleep on [`SEQ`], so `put` skips the wake syscall when none are.
+    /// Non-zero while `get`s may be asleep on [`SEQ`]: each sets it to 1
+    /// before it sleeps, and the first `put` after that swaps it to 0 and wakes
+    /// them all, so a burst of `put`s pays one wake, not one each (a woken
+    /// consumer takes tens of microseconds to run on a virtual machine).
     pub(super) const GET_WAITERS: usize = 12;
     /// Bounded queues: [`IN_FLIGHT_SLOTS`] words, each 0 or the pid of a
     /// producer between taking a slot (`LEN`) and sending its item. A `put`
@@ -143,22 +151,30 @@ mod layout {
     pub(super) const IN_FLIGHT: usize = 16;
     /// How many in-flight producers are recorded (more go unrecorded).
     pub(super) const IN_FLIGHT_SLOTS: usize = 12;
-    /// Bumped by every `put` after its item is placed (socket or log);
-    /// sleeping `get`s wait for it to change.
+    /// Bumped by every `put` after its item is placed (ring, log or
+    /// socket); sleeping `get`s wait for it to change.
     pub(super) const SEQ: usize = 64;
-    /// Items in the socket, raised before each send and lowered after each
-    /// receive: never below the truth, so 0 means the socket is empty. A
+    /// Datagrams in the socket, raised before each send and lowered after
+    /// each receive, both under the lock: 0 means the socket is empty. A
     /// process killed between its update and its send or receive leaves it
-    /// one high (the socket then holds one item fewer before spilling).
+    /// one high, until a `get` finds the queue empty under the lock and puts
+    /// it right.
     pub(super) const IN_SOCKET: usize = 68;
-    /// The spill log's lock (a `RawLock`, 16 bytes, 8-aligned).
+    /// The queue's lock, over the ring, the spill log and the socket's
+    /// senders and receivers (a `RawLock`, 16 bytes, 8-aligned).
     pub(super) const LOCK: usize = 72;
     /// The spill log's `HEAD`, `TAIL`, `PUNCHED` (u64 each).
     pub(super) const LOG: usize = 88;
-    /// Size of the mapped block (the spill log follows in the same memfd).
-    pub(super) const SIZE: usize = 128;
+    /// The ring's `HEAD`, `TAIL`, `PUNCHED` (u64 each).
+    pub(super) const RING: usize = 112;
+    /// Size of the counter block (the ring follows in the next page).
+    pub(super) const SIZE: usize = 136;
+    /// Bytes of the memfd every holder maps: the counter page and the ring
+    /// (the spill log follows, never mapped).
+    pub(super) const MAP_LEN: usize = super::ring::RING_END;
     const _: () = assert!(IN_FLIGHT + 4 * IN_FLIGHT_SLOTS <= SEQ);
-    const _: () = assert!(LOCK % 8 == 0 && LOG >= LOCK + 16 && LOG + 24 <= SIZE);
+    const _: () = assert!(LOCK % 8 == 0 && LOG >= LOCK + 16 && RING >= LOG + 24);
+    const _: () = assert!(RING + 24 <= SIZE && SIZE <= super::ring::RING_START);
 }
 
 /// How long a `put` on a full bounded queue sleeps before it checks for
@@ -171,10 +187,10 @@ struct Handles {
     tx: OwnedFd,
     /// Receive end of the socket pair.
     rx: OwnedFd,
-    /// The counter block (see [`layout`]), followed in its memfd by the
-    /// spill log.
+    /// The counter block (see [`layout`]) and the ring, followed in its
+    /// memfd by the spill log.
     shm: Arc<ShmRegion>,
-    /// The spill log's lock, in the counter block.
+    /// The queue's lock, in the counter block.
     lock: RawLock,
 }
 
@@ -182,7 +198,7 @@ struct Handles {
 enum Taken {
     /// A datagram from the socket, in the thread's receive buffer.
     Datagram(fd::Received),
-    /// A record from the spill log.
+    /// A record from the ring or the spill log.
     Record(Record),
     /// An item taken but lost (received without its fds, or a corrupt spill
     /// log dropped): its slot is given back like any other, then the `get`
@@ -206,9 +222,18 @@ impl Handles {
         Log::new(&self.shm, &self.lock, layout::LOG)
     }
 
+    fn ring(&self) -> Ring<'_> {
+        Ring::new(&self.shm, layout::RING)
+    }
+
     /// Tries to send one datagram without waiting, counting it in
-    /// `IN_SOCKET` first (a consumer may take it before `sendmsg` returns).
-    fn try_send(&self, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) -> Result<Sent> {
+    /// `IN_SOCKET` first. With the lock held (`_held`).
+    fn try_send(
+        &self,
+        _held: &spill::Locked<'_, '_>,
+        bufs: &[IoSlice<'_>],
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<Sent> {
         let in_socket = self.word(layout::IN_SOCKET);
         in_socket.fetch_add(1, Ordering::AcqRel);
         let sent = match fd::try_send_with_fds(self.tx.as_fd(), bufs, fds) {
@@ -222,8 +247,13 @@ impl Handles {
         sent
     }
 
-    /// Receives one datagram if one is there.
-    fn try_recv(&self, bufs: &mut RecvBufs, fds: &mut Vec<OwnedFd>) -> Result<Option<Taken>> {
+    /// Receives one datagram if one is there. With the lock held (`_held`).
+    fn try_recv(
+        &self,
+        _held: &spill::Locked<'_, '_>,
+        bufs: &mut RecvBufs,
+        fds: &mut Vec<OwnedFd>,
+    ) -> Result<Option<Taken>> {
         let got = fd::recv_flags_with(self.rx.as_fd(), &mut bufs.data, &mut bufs.cmsg, fds, true);
         match got {
             Ok(None) => Ok(None),
@@ -246,11 +276,14 @@ impl Handles {
     /// Announces a placed item: bumps `SEQ` and wakes sleeping `get`s.
     fn announce(&self) {
         let seq = self.word(layout::SEQ);
-        // SeqCst with the load below, against the `get` side's increment of
+        let waiters = self.word(layout::GET_WAITERS);
+        // SeqCst with the load below, against the `get` side's store to
         // GET_WAITERS then futex wait on SEQ (Dekker): either we see the
-        // sleeper, or its futex sees the new SEQ and does not sleep.
+        // sleeper, or its futex sees the new SEQ and does not sleep. Only
+        // the `put` that swaps the word to 0 wakes: the sleepers it wakes
+        // raise it again if they sleep again.
         seq.fetch_add(1, Ordering::SeqCst);
-        if self.word(layout::GET_WAITERS).load(Ordering::SeqCst) > 0 {
+        if waiters.load(Ordering::SeqCst) > 0 && waiters.swap(0, Ordering::SeqCst) > 0 {
             futex::wake_all(seq);
         }
     }
@@ -299,9 +332,9 @@ struct Inner {
 ///
 /// # What `put` guarantees
 ///
-/// When `put` returns `Ok`, the item is in the kernel's buffer of the queue's
-/// socket or in the queue's shared memory (its spill log; see the module
-/// docs). It no longer depends on the producing process: that process may
+/// When `put` returns `Ok`, the item is in the queue's shared memory (its
+/// ring or its spill log; see the module docs) or, if it carries handles, in
+/// the kernel's buffer of the queue's socket. It no longer depends on the producing process: that process may
 /// exit, or be killed, at once, and the item is still delivered to a later
 /// `get` in any process that holds the queue. Items put by one process (or
 /// one thread) are got in the order they were put; items from different
@@ -310,11 +343,12 @@ struct Inner {
 ///
 /// An unbounded queue's `put` never waits and never fails for lack of room
 /// (`put_nowait` never gives [`Error::Full`]), whatever the socket limits:
-/// items that do not fit the socket wait in shared memory, which costs about
-/// their encoded size and is given back as they are taken. The exception is
-/// an item carrying handles (a [`Connection`](crate::Connection), a queue, a
-/// lock): its fds must travel in the socket, so it waits until items already
-/// spilled to shared memory have been taken and the socket has room.
+/// items wait in shared memory, which costs about their encoded size and is
+/// given back as they are taken. The exception is an item carrying handles
+/// (a [`Connection`](crate::Connection), a queue, a lock): its fds must
+/// travel in the socket, so behind a backlog that filled the 4 MiB ring and
+/// spilled, it waits until that backlog has been taken (and for room in the
+/// socket).
 ///
 /// Python: `multiprocessing.Queue`.
 ///
@@ -325,9 +359,9 @@ struct Inner {
 ///   nothing is queued.
 /// * `get` on a closed queue, like `put`, is [`Error::Closed`]. `close` is local
 ///   to this queue object and its clones; other processes' handles work on.
-/// * An item carrying handles, put behind items spilled to shared memory (or
-///   into a full socket), waits for them to be taken, even on an unbounded
-///   queue. Python does not wait there: it pickles a handle as a reference
+/// * An item carrying handles, put behind a backlog that filled the ring and
+///   spilled (or into a full socket), waits for it to be taken, even on an
+///   unbounded queue. Python does not wait there: it pickles a handle as a reference
 ///   the receiver fetches from the sending process (its resource sharer),
 ///   which must then still be alive; here the fds travel with the item.
 /// * `qsize()` is exact for completed operations (a shared counter), but a
@@ -439,11 +473,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     pub(crate) fn create(maxsize: u32, joinable: bool) -> Result<Self> {
         let (tx, rx) = fd::socketpair_seqpacket()?;
-        // One memfd: the counter block mapped, the spill log after it, sparse.
-        let shm = ShmRegion::create_sparse(MEMFD_NAME, layout::SIZE, spill::LOG_END)?;
+        // One memfd: the counter page and the ring mapped, the spill log
+        // after them; sparse.
+        let shm = ShmRegion::create_sparse(MEMFD_NAME, layout::MAP_LEN, spill::LOG_END)?;
         let h = Handles::new(tx, rx, shm);
         RawLock::init(h.shm.clone(), layout::LOCK);
         h.log().init();
+        h.ring().init();
         Ok(Self::from_handles(h, maxsize, joinable))
     }
 
@@ -571,7 +607,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     pub fn empty(&self) -> bool {
         match self.handles() {
             Ok(h) => {
-                h.log().is_empty()
+                h.ring().is_empty()
+                    && h.log().is_empty()
                     && !fd::wait_for(h.rx.as_fd(), fd::READABLE, Some(Instant::now()))
                         .unwrap_or(false)
             }
@@ -751,8 +788,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     pub(crate) fn inject_datagram(&self, dgram: &[u8], fds: &[OwnedFd]) -> Result<()> {
         let h = self.handles()?;
         let fds: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
+        let log = h.log();
+        let held = log.lock_wait();
         h.word(layout::IN_SOCKET).fetch_add(1, Ordering::AcqRel);
         fd::send_with_fds(h.tx.as_fd(), &[IoSlice::new(dgram)], &fds)?;
+        // No room: the datagram is found as one whose producer died.
+        let _ = h.ring().push_handles_locked(&held);
+        drop(held);
         h.word(layout::LEN).fetch_add(1, Ordering::AcqRel);
         h.announce();
         Ok(())
@@ -790,9 +832,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 // nothing and sleep again.
                 let slice_end = now + GET_RECHECK_SLICE;
                 let until = deadline.map_or(slice_end, |d| d.min(slice_end));
-                waiters.fetch_add(1, Ordering::SeqCst);
+                // Not cleared after: the waking `put` did (a slice that ran
+                // out leaves it set: one needless wake later).
+                waiters.store(1, Ordering::SeqCst);
                 futex::wait(seq, seen, Some(until));
-                waiters.fetch_sub(1, Ordering::SeqCst);
             };
             self.release(h);
             match got {
@@ -810,8 +853,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         })
     }
 
-    /// Takes the next item if one is there: from the socket, else from the
-    /// spill log (waiting for its lock until `deadline`).
+    /// Takes the next item if one is there: the ring's oldest record (an
+    /// item, or a placeholder for the socket's next datagram), else the
+    /// spill log's (waiting for the lock until `deadline`).
     fn try_take(
         &self,
         h: &Handles,
@@ -819,37 +863,58 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         fds: &mut Vec<OwnedFd>,
         deadline: Option<Instant>,
     ) -> Result<Option<Taken>> {
-        // IN_SOCKET is raised before every send and lowered only after a
-        // receive (or a failed send), so 0 means no datagram is there: skip
-        // the syscall (the spill log's gets and an empty queue's spin).
         let in_socket = h.word(layout::IN_SOCKET);
-        if in_socket.load(Ordering::Acquire) > 0 {
-            if let Some(t) = h.try_recv(bufs, fds)? {
-                return Ok(Some(t));
-            }
-        }
-        let log = h.log();
-        if log.is_empty() {
+        let (ring, log) = (h.ring(), h.log());
+        // Without the lock or a system call: an empty queue's spin.
+        if ring.is_empty() && log.is_empty() && in_socket.load(Ordering::Acquire) == 0 {
             return Ok(None);
         }
         let Some(held) = log.lock(deadline) else {
             return Ok(None);
         };
-        // Under the lock, the socket once more: a producer that put an item
-        // in the socket and its next one in the log did so before the log
-        // record we are about to take was appended. Taking the log record
-        // first would reorder that producer's items.
-        if in_socket.load(Ordering::Acquire) > 0 {
-            if let Some(t) = h.try_recv(bufs, fds)? {
-                return Ok(Some(t));
+        // The ring first: an item went to the log only while the ring was
+        // full or the log not empty, so every item in the ring is older than
+        // every item in the log.
+        loop {
+            match ring.take_locked(&held, &mut bufs.data) {
+                Ok(Some(Next::Item(len))) => {
+                    return Ok(Some(Taken::Record(Record::InScratch { start: 0, len })));
+                }
+                Ok(Some(Next::Handles { next })) => {
+                    // Received before the placeholder is skipped: dying in
+                    // between loses this one item (the next taker finds the
+                    // placeholder stale), never a later one.
+                    let got = h.try_recv(&held, bufs, fds)?;
+                    ring.skip_locked(&held, next);
+                    if got.is_some() {
+                        return Ok(got);
+                    }
+                    // Stale: its datagram went to a consumer that died.
+                }
+                Ok(None) => break,
+                // The ring was dropped: at least its first record is lost.
+                Err(e) => return Ok(Some(Taken::Lost(e))),
             }
         }
         match log.take_locked(&held, &mut bufs.data) {
-            Ok(r) => Ok(r.map(Taken::Record)),
+            Ok(Some(r)) => return Ok(Some(Taken::Record(r))),
+            Ok(None) => {}
             // The log was dropped: at least its first record is lost.
-            Err(e @ Error::Decode(_)) => Ok(Some(Taken::Lost(e))),
-            Err(e) => Err(e),
+            Err(e @ Error::Decode(_)) => return Ok(Some(Taken::Lost(e))),
+            Err(e) => return Err(e),
         }
+        // Ring and log empty: a datagram still in the socket lost its
+        // placeholder (its producer died between sending it and writing the
+        // placeholder). Producers send only under the lock, so none is
+        // between the two now; an empty socket means IN_SOCKET is stale.
+        if in_socket.load(Ordering::Acquire) > 0 {
+            let got = h.try_recv(&held, bufs, fds)?;
+            if got.is_none() {
+                in_socket.store(0, Ordering::Release);
+            }
+            return Ok(got);
+        }
+        Ok(None)
     }
 }
 
@@ -956,10 +1021,11 @@ fn spin_while_unchanged(seq: &AtomicU32, seen: u32, until: Instant) -> bool {
     }
 }
 
-/// Places one encoded item: in the socket when it is the fast path (see the
-/// module docs), else in the spill log; items with handles in the socket
-/// always. `out_of_band`: the bytes of a large item with handles, already in
-/// a sealed memfd.
+/// Places one encoded item: in the ring while the spill log is empty and
+/// the ring has room, else in the spill log; items with handles in the
+/// socket, behind a placeholder in the ring (see the module docs).
+/// `out_of_band`: the bytes of a large item with handles, already in a
+/// sealed memfd.
 fn place_item(
     h: &Handles,
     enc: &reduction::Encoded,
@@ -969,23 +1035,23 @@ fn place_item(
     if !enc.fds.is_empty() {
         return send_with_handles(h, enc, out_of_band, deadline);
     }
-    if enc.bytes.len() <= INLINE_MAX
-        && h.word(layout::IN_SOCKET).load(Ordering::Relaxed) < SOCKET_MAX
-        && h.log().is_empty()
+    let log = h.log();
+    let held = log.lock_wait();
+    if enc.bytes.len() <= ring::ITEM_MAX
+        && log.is_empty()
+        && h.ring().push_locked(&held, &enc.bytes)
     {
-        let kind = [KIND_INLINE];
-        let bufs = [IoSlice::new(&kind), IoSlice::new(&enc.bytes)];
-        if let Sent::Yes = h.try_send(&bufs, &[])? {
-            return Ok(());
-        }
+        return Ok(());
     }
-    h.log().append(&enc.bytes)
+    log.append_locked(&held, &enc.bytes)
 }
 
 /// Sends an item carrying handles: one datagram with its fds, inline or
-/// (over 64 KiB, or too big for the socket buffer) out of band. It waits,
-/// until `deadline`, while the spill log holds items (sending now would pass
-/// them) or the socket is full.
+/// (over 64 KiB, or too big for the socket buffer) out of band, and its
+/// placeholder in the ring, both under the lock so that placeholders and
+/// datagrams are in the same order. It waits, until `deadline`, while the
+/// spill log holds items (a placeholder in the ring now would pass them), the
+/// ring is full, or the socket is.
 fn send_with_handles(
     h: &Handles,
     enc: &reduction::Encoded,
@@ -994,34 +1060,43 @@ fn send_with_handles(
 ) -> Result<()> {
     let item_fds: Vec<BorrowedFd<'_>> = enc.fds.iter().map(|f| f.as_fd()).collect();
     loop {
-        if h.log().is_empty() {
-            let sent = match &out_of_band {
-                None => {
-                    let kind = [KIND_INLINE];
-                    let bufs = [IoSlice::new(&kind), IoSlice::new(&enc.bytes)];
-                    h.try_send(&bufs, &item_fds)?
+        let sent = {
+            let (ring, log) = (h.ring(), h.log());
+            let held = log.lock_wait();
+            if log.is_empty() && ring.has_room_locked(&held, 0) {
+                let sent = match &out_of_band {
+                    None => {
+                        let kind = [KIND_INLINE];
+                        let bufs = [IoSlice::new(&kind), IoSlice::new(&enc.bytes)];
+                        h.try_send(&held, &bufs, &item_fds)?
+                    }
+                    Some(memfd) => {
+                        let mut fds = Vec::with_capacity(item_fds.len() + 1);
+                        fds.push(memfd.as_fd());
+                        fds.extend(item_fds.iter().copied());
+                        let mut head = [0u8; 9];
+                        head[0] = KIND_OUT_OF_BAND;
+                        head[1..].copy_from_slice(&(enc.bytes.len() as u64).to_le_bytes());
+                        h.try_send(&held, &[IoSlice::new(&head)], &fds)?
+                    }
+                };
+                if let Sent::Yes = sent {
+                    // Room was checked under this same hold.
+                    let _ = ring.push_handles_locked(&held);
+                    return Ok(());
                 }
-                Some(memfd) => {
-                    let mut fds = Vec::with_capacity(item_fds.len() + 1);
-                    fds.push(memfd.as_fd());
-                    fds.extend(item_fds.iter().copied());
-                    let mut head = [0u8; 9];
-                    head[0] = KIND_OUT_OF_BAND;
-                    head[1..].copy_from_slice(&(enc.bytes.len() as u64).to_le_bytes());
-                    h.try_send(&[IoSlice::new(&head)], &fds)?
-                }
-            };
-            match sent {
-                Sent::Yes => return Ok(()),
-                Sent::TooBig if out_of_band.is_none() => {
-                    out_of_band = Some(out_of_band_copy(enc, item_fds.len())?);
-                    continue;
-                }
-                Sent::TooBig => {
-                    return Err(Error::Io(fd::too_big()));
-                }
-                Sent::NoRoom => {}
+                Some(sent)
+            } else {
+                None
             }
+        };
+        match sent {
+            Some(Sent::TooBig) if out_of_band.is_none() => {
+                out_of_band = Some(out_of_band_copy(enc, item_fds.len())?);
+                continue;
+            }
+            Some(Sent::TooBig) => return Err(Error::Io(fd::too_big())),
+            _ => {}
         }
         let now = Instant::now();
         if deadline.is_some_and(|d| now >= d) {
@@ -1030,14 +1105,15 @@ fn send_with_handles(
         let until = deadline.map_or(now + HANDLES_WAIT_SLICE, |d| {
             d.min(now + HANDLES_WAIT_SLICE)
         });
-        if h.log().is_empty() {
+        if let Some(Sent::NoRoom) = sent {
             // POLLOUT on a datagram socket means "no more than a quarter of
             // the buffer is used", while a send succeeds whenever the item
             // fits: waiting for it alone could wait forever with room there.
             // So in slices, and the retry above tells the truth.
             fd::wait_for(h.tx.as_fd(), fd::WRITABLE, Some(until))?;
         } else {
-            // Rare (handles put behind a spilled backlog): look again soon.
+            // Rare (handles put behind a backlog that filled the ring and
+            // spilled): look again soon.
             std::thread::sleep(until.saturating_duration_since(now));
         }
     }
@@ -1101,6 +1177,7 @@ impl<T> fmt::Debug for Queue<T> {
                 "len",
                 &self.inner.handles.word(layout::LEN).load(Ordering::Relaxed),
             )
+            .field("ring_bytes", &self.inner.handles.ring().waiting_bytes())
             .field("spilled_bytes", &self.inner.handles.log().waiting_bytes())
             .field("maxsize", &self.inner.maxsize)
             .field("closed", &self.inner.closed.load(Ordering::Relaxed))
@@ -1153,7 +1230,7 @@ impl<'de, T: Serialize + DeserializeOwned> Deserialize<'de> for Queue<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error as _;
         let w = WireQueue::deserialize(deserializer)?;
-        let shm = ShmRegion::from_fd_prefix(w.shm, layout::SIZE).map_err(D::Error::custom)?;
+        let shm = ShmRegion::from_fd_prefix(w.shm, layout::MAP_LEN).map_err(D::Error::custom)?;
         if shm.file_len().map_err(D::Error::custom)? < spill::LOG_END {
             return Err(D::Error::custom("queue memory too small for its spill log"));
         }

@@ -1,5 +1,6 @@
-//! The spill log: where a queue's items wait once its socket holds enough of
-//! them, so that `put` never waits for a consumer.
+//! The spill log: where a queue's items wait once its ring (`ring.rs`) is
+//! full, and items over the ring's limit, so that `put` never waits for a
+//! consumer.
 //!
 //! The log lives in the queue's own memfd, after the counter block: the file
 //! is made huge and sparse at creation ([`LOG_END`]), so every holder already
@@ -32,9 +33,10 @@ use crate::error::{Error, Result};
 use crate::platform::shm::{self, ShmRegion};
 use crate::synchronize::raw::RawLock;
 
-/// Where the log starts in the queue's memfd: the page after the counter
-/// block, so punching holes never touches the counters.
-pub(super) const LOG_START: u64 = 4096;
+/// Where the log starts in the queue's memfd: after the counter page (4 KiB)
+/// and the ring (4 MiB), so punching holes never touches either (`ring.rs`
+/// checks that the two meet).
+pub(super) const LOG_START: u64 = 4096 + (4 << 20);
 
 /// Where the log ends: 2^60 bytes of records over a queue's life (the file is
 /// sparse, so only the waiting ones cost memory).
@@ -141,17 +143,30 @@ impl<'h> Log<'h> {
         Some(Locked { log: self })
     }
 
-    /// Appends one record holding `bytes`.
+    /// Takes the lock and appends one record holding `bytes`.
+    #[cfg(test)]
+    pub(super) fn append(&self, bytes: &[u8]) -> Result<()> {
+        let held = self.lock_wait();
+        self.append_locked(&held, bytes)
+    }
+
+    /// Takes the lock, waiting as long as it takes (as for `lock(None)`).
+    pub(super) fn lock_wait(&self) -> Locked<'_, 'h> {
+        // `None` only when a deadline passed; there is none.
+        let _ = self.lock.acquire_deadline(None);
+        Locked { log: self }
+    }
+
+    /// Appends one record holding `bytes`, with the lock held (`_held`).
     ///
     /// # Errors
     ///
     /// [`Error::Io`] when the system has no memory for it (`ENOSPC`/`ENOMEM`
     /// from the memfd), or in the unreachable case of a log past
     /// [`LOG_END`]. Nothing is appended then.
-    pub(super) fn append(&self, bytes: &[u8]) -> Result<()> {
+    pub(super) fn append_locked(&self, _held: &Locked<'_, '_>, bytes: &[u8]) -> Result<()> {
         let mut len_buf = [0u8; 10];
         let n = encode_len(bytes.len() as u64, &mut len_buf);
-        let _held = self.lock(None);
         let head = self.head().load(Ordering::Relaxed);
         let end = head + n as u64 + bytes.len() as u64;
         if end > LOG_END {
