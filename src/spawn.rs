@@ -189,6 +189,10 @@ pub fn init() {
     if INITIALIZED.swap(true, Ordering::AcqRel) {
         return;
     }
+    // The shared-memory tracker runs here (and never returns), or this child
+    // adopts its parent's tracker pipe. First, so that the forkserver (and
+    // so every child it forks) knows `init()` ran and may start a tracker.
+    crate::shared_memory::tracker::on_init();
     if let Some(var) = std::env::var_os(crate::forkserver::SERVER_VAR) {
         crate::platform::env::remove_var(crate::forkserver::SERVER_VAR);
         crate::forkserver::run_server(
@@ -199,9 +203,6 @@ pub fn init() {
             },
         )
     }
-    // The shared-memory tracker runs here (and never returns), or this child
-    // adopts its parent's tracker pipe.
-    crate::shared_memory::tracker::on_init();
     let Some(var) = std::env::var_os(CHILD_FD_VAR) else {
         return;
     };
