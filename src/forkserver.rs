@@ -283,6 +283,9 @@ pub(crate) fn run_server(var: OsString, child: ChildEntry) -> ! {
     }
     // The server holds no tracker pipe of its own (see `tracker::forget`).
     crate::shared_memory::tracker::forget();
+    // Computed once here (a `stat` of the executable), inherited by every
+    // child, which checks its parent's build against it.
+    let _ = reduction::fingerprint();
     let threads = os::thread_count().unwrap_or(0);
     let name = os::process_name().unwrap_or_default();
     let _ = os::set_process_name(SERVER_NAME);

@@ -3,7 +3,7 @@
 //! CPython: `_TestStartMethod` (`test_context`, `test_set_get`,
 //! `test_get_all`) and the parts of `_TestProcess` each method must pass
 //! (exit codes, `kill`/`terminate`, a daemon whose parent dies), run under
-//! both methods; `_TestPool` smoke under forkserver. What CPython does not
+//! both methods; `_TestPool` smoke under both. What CPython does not
 //! test and we promise: the child gets the parent's environment, working
 //! directory and umask at start time, the server is gone after the program
 //! exits or is SIGKILLed, and no fd or process is left.
@@ -136,6 +136,26 @@ fn test_get_all() {
     assert!(all.contains(&Spawn) && all.contains(&Forkserver));
     // Nothing in this process calls set_start_method: the default is first.
     assert_eq!(all[0], mp::get_start_method());
+}
+
+/// The default is the forkserver (CPython 3.14's POSIX default too), unless
+/// `MULTIPROCESS_START_METHOD` names another method.
+#[test]
+fn test_default_is_forkserver() {
+    let expected = match std::env::var(mp::START_METHOD_VAR) {
+        Ok(v) => v.parse().unwrap_or(Forkserver),
+        Err(_) => Forkserver,
+    };
+    assert_eq!(mp::get_start_method(), expected);
+    assert_eq!(mp::get_all_start_methods()[0], expected);
+    // A child started without a method uses the default: under the
+    // forkserver it is the server's sibling, so its parent is this process
+    // either way, and the server exists once it ran.
+    let _g = serial();
+    assert_eq!(run(mp::Process::new(|_: ()| (), ())), Some(0));
+    if expected == Forkserver {
+        assert!(own_forkserver().is_some());
+    }
 }
 
 /// In a fresh child: set once, same again is fine, another is refused.
@@ -564,25 +584,31 @@ fn test_child_holds_or_starts_the_tracker() {
 }
 
 // ---------------------------------------------------------------------------
-// _TestPool under forkserver
+// _TestPool under each start method (workers replaced by maxtasksperchild too)
 
 #[test]
-fn test_pool_under_forkserver() {
+fn test_pool_under_each_method() {
     let _g = serial();
     warm_forkserver();
     let leaks = LeakCheck::new();
-    within(LONG, "a forkserver pool", || {
-        let pool = mp::get_context(Forkserver)
-            .pool_builder()
-            .processes(2)
-            .maxtasksperchild(2)
-            .build()
-            .unwrap();
-        let squares = pool.map(|x: u64| x * x, 0..20u64).unwrap();
-        assert_eq!(squares, (0..20u64).map(|x| x * x).collect::<Vec<_>>());
-        assert_eq!(pool.apply(|x: i32| x - 1, 5).unwrap(), 4);
-        pool.close();
-        pool.join().unwrap();
-    });
+    for m in METHODS {
+        within(LONG, "a pool", move || {
+            let pool = mp::get_context(m)
+                .pool_builder()
+                .processes(2)
+                .maxtasksperchild(2)
+                .build()
+                .unwrap();
+            let squares = pool.map(|x: u64| x * x, 0..20u64).unwrap();
+            assert_eq!(
+                squares,
+                (0..20u64).map(|x| x * x).collect::<Vec<_>>(),
+                "{m}"
+            );
+            assert_eq!(pool.apply(|x: i32| x - 1, 5).unwrap(), 4, "{m}");
+            pool.close();
+            pool.join().unwrap();
+        });
+    }
     leaks.check();
 }
