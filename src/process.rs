@@ -736,9 +736,7 @@ impl Running {
         // (`drain_reports`), or at the start timeout, so that a short child
         // costs this thread one wake-up, not one for `Started` and one for
         // the exit.
-        if fd::wait_for(self.shared.pidfd.as_fd(), fd::READABLE, until)?
-            || Instant::now() < limit
-        {
+        if fd::wait_for(self.shared.pidfd.as_fd(), fd::READABLE, until)? || Instant::now() < limit {
             return Ok(());
         }
         let answered = child
