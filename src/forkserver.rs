@@ -13,7 +13,9 @@
 //!    time; end of file on the control socket (the program exited or was
 //!    killed) ends it too.
 //! 3. A request is the parent's current environment and umask, with four fds:
-//!    the child's bootstrap socket, the working directory, stdout and stderr.
+//!    the child's bootstrap socket, the working directory, stdout and stderr,
+//!    and a fifth when the parent has a shared-memory tracker: the write end
+//!    of its pipe, which the child holds as a spawned child would.
 //!    The server forks with `clone(CLONE_PARENT)`, so the new process is the
 //!    *program's* child (it waits for it, gets its exit code, sends it
 //!    signals, exactly as for a spawned child), and answers with its pid.
@@ -71,13 +73,16 @@ struct Request {
     env: Vec<(OsString, OsString)>,
     /// The parent's umask.
     umask: u32,
+    /// A fifth fd comes with the request: the shared-memory tracker's pipe.
+    tracker: bool,
 }
 
 /// The server's process name (`ps`, `/proc/<pid>/comm`), so that it is told
 /// apart from the children; each child takes back the program's name.
 pub(crate) const SERVER_NAME: &str = "mp-forkserver";
 
-/// The fds that come with a [`Request`], in this order.
+/// The fds that come with every [`Request`], in this order (the tracker's
+/// pipe, when [`Request::tracker`], follows them).
 const REQUEST_FDS: usize = 4;
 
 /// What `spawn` hands the forkserver (which sits below it): how to run the
@@ -118,18 +123,25 @@ enum Reply {
 /// [`Error::Spawn`] if the server could not be started or refused (threads
 /// before `init()`, fork failure); [`Error::Io`] when out of fds.
 pub(crate) fn start_child(channel: OwnedFd, launch: Launch<'_>) -> Result<u32> {
+    let tracker = crate::shared_memory::tracker::inheritable();
     let request = reduction::encode(&Request {
         env: std::env::vars_os()
-            .filter(|(k, _)| k != launch.child_fd_var && k != SERVER_VAR)
+            .filter(|(k, _)| {
+                k != launch.child_fd_var
+                    && k != SERVER_VAR
+                    && k != crate::shared_memory::tracker::FD_VAR
+            })
             .collect(),
         umask: os::current_umask()?,
+        tracker: tracker.is_some(),
     })?;
-    let fds = vec![
+    let mut fds = vec![
         channel,
         os::open_cwd()?,
         std::io::stdout().as_fd().try_clone_to_owned()?,
         std::io::stderr().as_fd().try_clone_to_owned()?,
     ];
+    fds.extend(tracker);
     let exe = launch.exe.clone();
     let mut guard = server();
     // A server that died (killed by someone) is replaced once.
@@ -191,9 +203,8 @@ fn start_server(launch: &Launch<'_>) -> Result<Server> {
                 args,
                 fd_var: SERVER_VAR,
                 channel: theirs.as_fd(),
-                // The server holds no shared-memory tracker pipe: it may
-                // outlive the tracker's start, and what it forks is told
-                // nothing of it (docs/design.md, "Start methods").
+                // The server holds no shared-memory tracker pipe: each
+                // request brings the parent's, for the child alone.
                 extra: None,
             });
             drop(theirs);
@@ -270,6 +281,11 @@ pub(crate) fn run_server(var: OsString, child: ChildEntry) -> ! {
     if let Err(e) = os::die_with_parent() {
         eprintln!("multiprocess: forkserver: PR_SET_PDEATHSIG failed: {e}");
     }
+    // The server holds no tracker pipe of its own (see `tracker::forget`).
+    crate::shared_memory::tracker::forget();
+    // Computed once here (a `stat` of the executable), inherited by every
+    // child, which checks its parent's build against it.
+    let _ = reduction::fingerprint();
     let threads = os::thread_count().unwrap_or(0);
     let name = os::process_name().unwrap_or_default();
     let _ = os::set_process_name(SERVER_NAME);
@@ -300,18 +316,22 @@ fn serve(
     name: &str,
     child: &ChildEntry,
     bytes: Vec<u8>,
-    fds: Vec<OwnedFd>,
+    mut fds: Vec<OwnedFd>,
 ) -> Reply {
     let request = match reduction::decode::<Request>(&bytes, Vec::new()) {
         Ok(r) => r,
         Err(e) => return Reply::Refused(format!("the forkserver got a bad request: {e}")),
     };
+    let tracker = if request.tracker { fds.pop() } else { None };
     let Ok(fds) = <[OwnedFd; REQUEST_FDS]>::try_from(fds) else {
-        return Reply::Refused("the forkserver got a request without its 4 fds".into());
+        return Reply::Refused(format!(
+            "the forkserver got a request without its {} fds",
+            REQUEST_FDS + usize::from(request.tracker)
+        ));
     };
     match os::fork_as_sibling() {
         Ok(Some(pid)) => Reply::Forked(pid),
-        Ok(None) => become_child(conn, name, child, request, fds),
+        Ok(None) => become_child(conn, name, child, request, fds, tracker),
         Err(e) => Reply::Refused(format!("the forkserver could not fork: {e}")),
     }
 }
@@ -323,9 +343,13 @@ fn become_child(
     child: &ChildEntry,
     request: Request,
     fds: [OwnedFd; REQUEST_FDS],
+    tracker: Option<OwnedFd>,
 ) -> ! {
     // The control socket is the server's alone.
     conn.close();
+    if let Some(w) = tracker {
+        crate::shared_memory::tracker::adopt(w);
+    }
     let _ = os::set_process_name(name);
     env::replace_all(&request.env);
     os::set_umask(request.umask);

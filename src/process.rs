@@ -732,18 +732,19 @@ impl Running {
         };
         let limit = child.started_at + spawn::start_timeout();
         let until = Some(deadline.map_or(limit, |d| d.min(limit)));
-        let events = child.conn.with_fd(|conn| {
-            fd::poll(
-                &[
-                    (self.shared.pidfd.as_fd(), fd::READABLE),
-                    (conn, fd::READABLE),
-                ],
-                until,
-            )
-        })??;
-        if events[1] != 0 {
+        // Only the exit ends a join: the start-up answer is read after it
+        // (`drain_reports`), or at the start timeout, so that a short child
+        // costs this thread one wake-up, not one for `Started` and one for
+        // the exit.
+        if fd::wait_for(self.shared.pidfd.as_fd(), fd::READABLE, until)? || Instant::now() < limit {
+            return Ok(());
+        }
+        let answered = child
+            .conn
+            .with_fd(|conn| fd::wait_for(conn, fd::READABLE, Some(Instant::now())))??;
+        if answered {
             self.read_startup_answer();
-        } else if events[0] == 0 && Instant::now() >= limit {
+        } else {
             // Nothing within the start timeout: kill it, the exit ends the wait.
             match child.wait_started(Some(Instant::now())) {
                 Ok(()) => self.startup = Startup::Confirmed,

@@ -79,6 +79,11 @@ pub fn set_start_timeout(timeout: Duration) {
     );
 }
 
+/// The largest argument sent to a forkserver child before it exists (the
+/// three bootstrap frames must fit in the socket's buffer, at least 200 KiB
+/// on Linux, since nothing reads them yet).
+const PRESEND_MAX: usize = 64 * 1024;
+
 /// The first frame: magic and build fingerprint.
 const BOOT_MAGIC: &[u8; 8] = b"MPBOOT1\0";
 /// The child's answer when the fingerprints differ.
@@ -174,6 +179,10 @@ pub(crate) fn init_process() -> bool {
     if INITIALIZED.swap(true, Ordering::AcqRel) {
         return false;
     }
+    // The shared-memory tracker runs here (and never returns), or this child
+    // adopts its parent's tracker pipe. First, so that the forkserver (and
+    // so every child it forks) knows `init()` ran and may start a tracker.
+    crate::shared_memory::tracker::on_init();
     if let Some(var) = std::env::var_os(crate::forkserver::SERVER_VAR) {
         crate::platform::env::remove_var(crate::forkserver::SERVER_VAR);
         crate::forkserver::run_server(
@@ -184,9 +193,6 @@ pub(crate) fn init_process() -> bool {
             },
         )
     }
-    // The shared-memory tracker runs here (and never returns), or this child
-    // adopts its parent's tracker pipe.
-    crate::shared_memory::tracker::on_init();
     let Some(var) = std::env::var_os(CHILD_FD_VAR) else {
         return true;
     };
@@ -318,6 +324,26 @@ pub(crate) fn start(spec: StartSpec) -> Result<Child> {
     let PreparedCall { target, payload } = spec.call;
     let payload = payload?;
     let (ours, theirs) = fd::socketpair_stream()?;
+    let conn = Connection::from_fd(ours, true, true);
+    let boot = Bootstrap {
+        name: spec.name,
+        identity: spec.identity,
+        daemon: spec.daemon,
+        quiet_panics: spec.quiet_panics,
+        parent_pid: std::process::id(),
+        parent_name: current_name().to_string(),
+        target,
+        authkey: current_authkey()?,
+    };
+    // A forkserver child can find its work waiting when it first runs, so
+    // that it never waits for this process to come back from the server's
+    // answer; a spawned child takes far longer to reach `init()` than the
+    // writes take. Only when it fits in the socket's buffer, which nobody
+    // reads until the child runs.
+    let presend = spec.method == StartMethod::Forkserver && payload.bytes.len() <= PRESEND_MAX;
+    if presend {
+        send_bootstrap(&conn, &boot, &payload)?;
+    }
     let pid = match spec.method {
         StartMethod::Spawn => {
             let (arg0, args) = child_argv();
@@ -350,23 +376,23 @@ pub(crate) fn start(spec: StartSpec) -> Result<Child> {
             },
         )?,
     };
-    let pidfd = fd::pidfd_open(pid)?;
+    let pidfd = match fd::pidfd_open(pid) {
+        Ok(p) => p,
+        Err(e) => {
+            kill(pid, Signal::SIGKILL);
+            let _ = reap_blocking(pid);
+            return Err(e.into());
+        }
+    };
     let child = Child {
         pid,
         pidfd,
-        conn: Connection::from_fd(ours, true, true),
+        conn,
         started_at: Instant::now(),
     };
-    let boot = Bootstrap {
-        name: spec.name,
-        identity: spec.identity,
-        daemon: spec.daemon,
-        quiet_panics: spec.quiet_panics,
-        parent_pid: std::process::id(),
-        parent_name: current_name().to_string(),
-        target,
-        authkey: current_authkey()?,
-    };
+    if presend {
+        return Ok(child);
+    }
     if let Err(e) = send_bootstrap(&child.conn, &boot, &payload) {
         // A child that died at once: its exit status says more than EPIPE.
         kill(pid, Signal::SIGKILL);

@@ -3,7 +3,7 @@
 //! CPython: `_TestStartMethod` (`test_context`, `test_set_get`,
 //! `test_get_all`) and the parts of `_TestProcess` each method must pass
 //! (exit codes, `kill`/`terminate`, a daemon whose parent dies), run under
-//! both methods; `_TestPool` smoke under forkserver. What CPython does not
+//! both methods; `_TestPool` smoke under both. What CPython does not
 //! test and we promise: the child gets the parent's environment, working
 //! directory and umask at start time, the server is gone after the program
 //! exits or is SIGKILLed, and no fd or process is left.
@@ -136,6 +136,26 @@ fn test_get_all() {
     assert!(all.contains(&Spawn) && all.contains(&Forkserver));
     // Nothing in this process calls set_start_method: the default is first.
     assert_eq!(all[0], mp::get_start_method());
+}
+
+/// The default is the forkserver (CPython 3.14's POSIX default too), unless
+/// `MULTIPROCESS_START_METHOD` names another method.
+#[test]
+fn test_default_is_forkserver() {
+    let expected = match std::env::var(mp::START_METHOD_VAR) {
+        Ok(v) => v.parse().unwrap_or(Forkserver),
+        Err(_) => Forkserver,
+    };
+    assert_eq!(mp::get_start_method(), expected);
+    assert_eq!(mp::get_all_start_methods()[0], expected);
+    // A child started without a method uses the default: under the
+    // forkserver it is the server's sibling, so its parent is this process
+    // either way, and the server exists once it ran.
+    let _g = serial();
+    assert_eq!(run(mp::Process::new(|_: ()| (), ())), Some(0));
+    if expected == Forkserver {
+        assert!(own_forkserver().is_some());
+    }
 }
 
 /// In a fresh child: set once, same again is fine, another is refused.
@@ -463,25 +483,132 @@ fn test_forkserver_start_guards() {
 }
 
 // ---------------------------------------------------------------------------
-// _TestPool under forkserver
+// The shared-memory tracker under both methods
 
+/// The pipes this process holds besides its standard streams: the
+/// shared-memory tracker's write end, once it has one, and whatever the
+/// test process inherited from its own environment (nothing else in these
+/// tests opens a pipe).
+fn tracker_pipes() -> Vec<String> {
+    let mut pipes: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|n| n > 2)
+        })
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|t| {
+            let t = t.to_str()?;
+            Some(t.strip_prefix("pipe:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    pipes.sort();
+    pipes.dedup();
+    pipes
+}
+
+/// A child's view of the tracker: the pipes it holds before and after it
+/// creates (and unlinks) a tracked block.
+fn tracker_child(conn: mp::Connection) {
+    let before = tracker_pipes();
+    let block = mp::shared_memory::SharedMemory::create(None, 64).unwrap();
+    let after = tracker_pipes();
+    block.unlink().unwrap();
+    conn.send(&(before, after)).unwrap();
+}
+
+/// What a child of `method` sees of the tracker: `(before, after)`.
+fn tracker_seen_by_child(method: StartMethod) -> (Vec<String>, Vec<String>) {
+    let (ours, theirs) = mp::pipe(true).unwrap();
+    let mut p = mp::get_context(method).process(tracker_child, theirs);
+    p.start().unwrap();
+    let seen = ours.recv().unwrap();
+    p.join().unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+    seen
+}
+
+/// Runs in a fresh process without a tracker: a child started then starts
+/// its own; once this process has one, a child holds this process's pipe
+/// and registers through it. Sends every observation.
+fn tracker_driver((method, conn): (StartMethod, mp::Connection)) {
+    let none = tracker_pipes();
+    let first = tracker_seen_by_child(method);
+    let block = mp::shared_memory::SharedMemory::create(None, 64).unwrap();
+    let own = tracker_pipes();
+    let second = tracker_seen_by_child(method);
+    block.unlink().unwrap();
+    conn.send(&(none, first, own, second)).unwrap();
+}
+
+/// A forkserver child is a spawned one as far as the tracker goes: it holds
+/// its parent's pipe (sent with the request), or starts a tracker itself.
 #[test]
-fn test_pool_under_forkserver() {
+fn test_child_holds_or_starts_the_tracker() {
     let _g = serial();
     warm_forkserver();
     let leaks = LeakCheck::new();
-    within(LONG, "a forkserver pool", || {
-        let pool = mp::get_context(Forkserver)
-            .pool_builder()
-            .processes(2)
-            .maxtasksperchild(2)
-            .build()
-            .unwrap();
-        let squares = pool.map(|x: u64| x * x, 0..20u64).unwrap();
-        assert_eq!(squares, (0..20u64).map(|x| x * x).collect::<Vec<_>>());
-        assert_eq!(pool.apply(|x: i32| x - 1, 5).unwrap(), 4);
-        pool.close();
-        pool.join().unwrap();
-    });
+    for m in METHODS {
+        let (ours, theirs) = mp::pipe(true).unwrap();
+        // The driver is a fresh process, so it starts without a tracker.
+        let driver = mp::get_context(Spawn).process(tracker_driver, (m, theirs));
+        assert_eq!(run(driver), Some(0), "{m}");
+        type Seen = (Vec<String>, Vec<String>);
+        let (none, first, own, second): (Vec<String>, Seen, Vec<String>, Seen) =
+            ours.recv().unwrap();
+        // Pipes this test process got from whoever ran it are not the tracker's.
+        let inherited = tracker_pipes();
+        let mine = |v: Vec<String>| -> Vec<String> {
+            v.into_iter().filter(|p| !inherited.contains(p)).collect()
+        };
+        let (none, own) = (mine(none), mine(own));
+        let first = (mine(first.0), mine(first.1));
+        let second = (mine(second.0), mine(second.1));
+        assert!(
+            none.is_empty(),
+            "{m}: the driver had a pipe at start: {none:?}"
+        );
+        // The first child had no tracker and started one of its own.
+        assert!(first.0.is_empty(), "{m}: {first:?}");
+        assert_eq!(first.1.len(), 1, "{m}: {first:?}");
+        // The driver's own tracker is another one.
+        assert_eq!(own.len(), 1, "{m}: {own:?}");
+        assert_ne!(own, first.1, "{m}");
+        // The second child holds the driver's pipe and registers through it.
+        assert_eq!(second, (own.clone(), own.clone()), "{m}");
+    }
+    leaks.check();
+}
+
+// ---------------------------------------------------------------------------
+// _TestPool under each start method (workers replaced by maxtasksperchild too)
+
+#[test]
+fn test_pool_under_each_method() {
+    let _g = serial();
+    warm_forkserver();
+    let leaks = LeakCheck::new();
+    for m in METHODS {
+        within(LONG, "a pool", move || {
+            let pool = mp::get_context(m)
+                .pool_builder()
+                .processes(2)
+                .maxtasksperchild(2)
+                .build()
+                .unwrap();
+            let squares = pool.map(|x: u64| x * x, 0..20u64).unwrap();
+            assert_eq!(
+                squares,
+                (0..20u64).map(|x| x * x).collect::<Vec<_>>(),
+                "{m}"
+            );
+            assert_eq!(pool.apply(|x: i32| x - 1, 5).unwrap(), 4, "{m}");
+            pool.close();
+            pool.join().unwrap();
+        });
+    }
     leaks.check();
 }

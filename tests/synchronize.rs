@@ -910,11 +910,13 @@ fn barrier_default_timeout_breaks_it_for_everyone() {
     let _s = serial();
     // Three parties, two come: both give up after the default timeout.
     let b = mp::Barrier::builder(3).timeout(ms(200)).build().unwrap();
+    // Before the start: a forkserver child can be waiting (its timeout
+    // running) before `start` returns, and breaks the barrier 200 ms later.
+    let t0 = Instant::now();
     let p = start(
         |b: mp::Barrier| assert!(matches!(b.wait(), Err(mp::Error::BrokenBarrier))),
         b.clone(),
     );
-    let t0 = Instant::now();
     assert!(matches!(b.wait(), Err(mp::Error::BrokenBarrier)));
     assert!(t0.elapsed() >= ms(200));
     joined_ok(p);

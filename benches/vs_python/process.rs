@@ -14,7 +14,8 @@ pub const WORKLOADS: &[Workload] = &[
         side: Side::Both,
         count: 20,
         quick_count: 2,
-        baseline: Some("baseline_fork_exec_wait_ms"),
+        // The default is the forkserver: a fork, as the server makes it.
+        baseline: Some("baseline_fork_wait_ms"),
         what: "start + join of a no-op child, per child (the default start method)",
         run: spawn_join_ms,
     },

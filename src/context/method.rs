@@ -96,19 +96,20 @@ impl FromStr for StartMethod {
 }
 
 /// The method when nothing chose one: [`START_METHOD_VAR`] if set and valid,
-/// else spawn (see README.md for why not yet forkserver).
+/// else the forkserver (the same children as spawn's, started several times
+/// faster; CPython 3.14's POSIX default too).
 fn default_method() -> StartMethod {
     let Some(v) = std::env::var_os(START_METHOD_VAR) else {
-        return StartMethod::Spawn;
+        return StartMethod::Forkserver;
     };
     match v.to_str().map(str::parse::<StartMethod>) {
         Some(Ok(m)) => m,
         _ => {
             eprintln!(
                 "multiprocess: ignoring {START_METHOD_VAR}={v:?} (expected 'spawn' or \
-                 'forkserver'); using 'spawn'"
+                 'forkserver'); using 'forkserver'"
             );
-            StartMethod::Spawn
+            StartMethod::Forkserver
         }
     }
 }
@@ -163,7 +164,7 @@ pub fn set_start_method(method: StartMethod) -> Result<()> {
 }
 
 /// The start method in force: the one [`set_start_method`] chose, else the
-/// default (`spawn`, or [`START_METHOD_VAR`] when set).
+/// default (`forkserver`, or [`START_METHOD_VAR`] when set).
 ///
 /// Python: `multiprocessing.get_start_method()`.
 ///

@@ -76,10 +76,24 @@ pub(crate) fn on_init() {
     }
 }
 
-/// A close-on-exec copy of the write end, for a child being spawned (`None`
-/// while this process has no tracker).
+/// A close-on-exec copy of the write end, for a child being started (`None`
+/// while this process has no tracker): a spawned child inherits it under
+/// [`FD_VAR`], a forkserver child gets it with its request (`SCM_RIGHTS`).
 pub(crate) fn inheritable() -> Option<OwnedFd> {
     pipe_lock().as_ref().and_then(|w| w.try_clone().ok())
+}
+
+/// Makes `w` this process's write end: a forkserver child takes the one its
+/// parent sent with the request, as a spawned child adopts [`FD_VAR`].
+pub(crate) fn adopt(w: OwnedFd) {
+    *pipe_lock() = Some(w);
+}
+
+/// Drops this process's write end, if any: the forkserver holds none, so
+/// that the tracker's end of file means "every process of the program is
+/// gone" and what it forks is given its parent's pipe, or none.
+pub(crate) fn forget() {
+    pipe_lock().take();
 }
 
 /// Registers `path` (a POSIX shm name): it will be unlinked when the program

@@ -33,21 +33,36 @@ pub(crate) fn keep_freed_memory() {
     }
 }
 
-/// Replaces this process's whole environment by `vars`.
+/// Replaces this process's whole environment by `vars`, touching only the
+/// variables that differ (usually none: a forked child already has the
+/// server's environment, which is the program's at the server's start).
 ///
 /// Called only by a child the forkserver has just forked, before it runs
 /// anything else: the child is single-threaded then.
 pub(crate) fn replace_all(vars: &[(std::ffi::OsString, std::ffi::OsString)]) {
-    let old: Vec<_> = std::env::vars_os().map(|(k, _)| k).collect();
-    for k in old {
+    let wanted: std::collections::HashMap<_, _> = vars
+        .iter()
+        .map(|(k, v)| (k.as_os_str(), v.as_os_str()))
+        .collect();
+    let old: Vec<_> = std::env::vars_os().collect();
+    for (k, _) in old
+        .iter()
+        .filter(|(k, _)| !wanted.contains_key(k.as_os_str()))
+    {
         // SAFETY:
         // - a child of the forkserver runs this first, while it is the only
         //   thread of its process (the server is single-threaded and the
         //   child is its copy), so nothing reads the environment concurrently.
         unsafe { std::env::remove_var(k) };
     }
+    let current: std::collections::HashMap<_, _> = old
+        .iter()
+        .map(|(k, v)| (k.as_os_str(), v.as_os_str()))
+        .collect();
     for (k, v) in vars {
-        // SAFETY: as above.
-        unsafe { std::env::set_var(k, v) };
+        if current.get(k.as_os_str()) != Some(&v.as_os_str()) {
+            // SAFETY: as above.
+            unsafe { std::env::set_var(k, v) };
+        }
     }
 }
