@@ -1575,6 +1575,38 @@ fn direct_two_waiters_on_one_result() {
     });
 }
 
+fn slow_plus_one(x: i64) -> i64 {
+    // A task that takes a while (a workload, not a synchronization).
+    std::thread::sleep(Duration::from_millis(300));
+    x + 1
+}
+
+fn triple(x: i64) -> i64 {
+    x * 3
+}
+
+// One worker: the first task goes direct; the second queues behind it (the
+// worker is busy and last ran another function, so nothing is sent ahead),
+// and the first task's waiter takes its answer from the ring itself. The
+// freed worker must still get the queued task: the waiter tells the
+// handler, which otherwise sleeps with no deadline (a review found the hang).
+#[test]
+fn direct_answer_taken_by_its_waiter_frees_the_worker_for_the_queue() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "a task queued behind a direct one", || {
+        let pool = mp::Pool::new(1).unwrap();
+        assert_eq!(pool.apply(triple, 1).unwrap(), 3);
+        for round in 0..3i64 {
+            let r1 = pool.apply_async(slow_plus_one, round).unwrap();
+            let r2 = pool.apply_async(sqr, round + 5).unwrap();
+            assert_eq!(r1.get().unwrap(), round + 1);
+            assert_eq!(r2.get().unwrap(), (round + 5) * (round + 5));
+            assert_eq!(pool.apply(triple, round).unwrap(), round * 3);
+        }
+    });
+}
+
 // Many threads applying at once: each gets its own answer, whichever path
 // (direct or through the handler) each call took.
 #[test]

@@ -1209,10 +1209,17 @@ impl Inner {
             Ok(t) => t,
             Err(t) => return t,
         };
-        // `close()` waits for the last answer: tell the handler it came.
-        let closing = self.shared.lock().unpoison().state != PoolState::Run;
+        // The handler sleeps without a deadline while the worker is busy, and
+        // the worker woke only us: tell the handler when this answer frees
+        // work for it — `close()` waiting for the last answer, a task queued
+        // behind this one, or tasks sent ahead elsewhere that may be stolen.
+        let wake = {
+            let s = self.shared.lock().unpoison();
+            s.state != PoolState::Run || !s.queue.is_empty()
+        } || !core.pending.is_empty()
+            || core.workers.iter().any(|w| w.inflight.len() > 1);
         drop(g);
-        if closing {
+        if wake {
             self.tick_handler();
         }
         if let Some(mut j) = job {
