@@ -240,20 +240,21 @@ pub(crate) fn check_typecode<T: Scalar>(typecode: char) -> Result<()> {
 
 /// Reads element `T` at `offset` with a relaxed atomic of its size. Relaxed:
 /// a single element needs no ordering of its own; the lock orders the rest.
+/// Announced to the region (`element`), so no in-place view overlaps it.
 fn load<T: Scalar>(region: &ShmRegion, offset: usize) -> T {
-    let bits = match T::SIZE {
+    let bits = region.element(offset, T::SIZE, || match T::SIZE {
         1 => u64::from(region.atomic_u8(offset).load(Ordering::Relaxed)),
         2 => u64::from(region.atomic_u16(offset).load(Ordering::Relaxed)),
         4 => u64::from(region.atomic_u32(offset).load(Ordering::Relaxed)),
         _ => region.atomic_u64(offset).load(Ordering::Relaxed),
-    };
+    });
     T::from_bits(bits)
 }
 
 /// Writes element `T` at `offset` (see [`load`]).
 fn store<T: Scalar>(region: &ShmRegion, offset: usize, x: T) {
     let bits = x.to_bits();
-    match T::SIZE {
+    region.element(offset, T::SIZE, || match T::SIZE {
         1 => region
             .atomic_u8(offset)
             .store(bits as u8, Ordering::Relaxed),
@@ -264,7 +265,7 @@ fn store<T: Scalar>(region: &ShmRegion, offset: usize, x: T) {
             .atomic_u32(offset)
             .store(bits as u32, Ordering::Relaxed),
         _ => region.atomic_u64(offset).store(bits, Ordering::Relaxed),
-    }
+    })
 }
 
 /// A region of `kind` for `len` elements of `T`, its own `RLock` initialised

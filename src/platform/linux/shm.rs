@@ -35,6 +35,9 @@ pub(crate) struct ShmRegion {
     /// end); `usize::MAX` when there is none. Process-local bookkeeping, not
     /// shared memory.
     view_from: AtomicUsize,
+    /// Element accesses in progress ([`ShmRegion::element`]): a view waits
+    /// for them to end, so that none overlaps it (process-local).
+    accessors: AtomicUsize,
 }
 
 // SAFETY:
@@ -166,6 +169,7 @@ impl ShmRegion {
             ptr: ptr.cast(),
             len,
             view_from: AtomicUsize::new(usize::MAX),
+            accessors: AtomicUsize::new(0),
         })
     }
 
@@ -191,6 +195,33 @@ impl ShmRegion {
              reach it through that guard until it is dropped"
         );
         self.bounded(offset, size, align)
+    }
+
+    /// Runs `f`, an access to the `size` bytes at `offset` that a
+    /// [`PlainView`] may cover (an array's element), announced so that no view
+    /// is made while it runs: the access counts itself, then checks for a view
+    /// (SeqCst both, against `plain_view`'s SeqCst claim then count check), so
+    /// either it sees the view and refuses, or the view waits for it to end.
+    ///
+    /// # Panics
+    ///
+    /// While a live view of this mapping covers those bytes.
+    pub(crate) fn element<R>(&self, offset: usize, size: usize, f: impl FnOnce() -> R) -> R {
+        /// Ends the announcement however the access ends.
+        struct Announced<'a>(&'a AtomicUsize);
+        impl Drop for Announced<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.accessors.fetch_add(1, Ordering::SeqCst);
+        let _announced = Announced(&self.accessors);
+        assert!(
+            size == 0 || offset.saturating_add(size) <= self.view_from.load(Ordering::SeqCst),
+            "shared array is borrowed in place by a live lock guard of this process; \
+             reach it through that guard until it is dropped"
+        );
+        f()
     }
 
     /// A pointer to `offset`, checked to hold `size` bytes aligned to `align`.
@@ -308,10 +339,15 @@ impl ShmRegion {
         }
         let size = len.saturating_mul(size_of::<T>());
         let ptr = NonNull::new(self.bounded(offset, size, align_of::<T>()).cast::<T>())?;
-        // Relaxed: see `at`.
+        // SeqCst, then the count: see `element`. Accesses already announced
+        // end in a few instructions (or refuse, seeing the view), so this
+        // wait is short.
         self.view_from
-            .compare_exchange(usize::MAX, offset, Ordering::Relaxed, Ordering::Relaxed)
+            .compare_exchange(usize::MAX, offset, Ordering::SeqCst, Ordering::SeqCst)
             .ok()?;
+        while self.accessors.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
         Some(PlainView {
             region: self,
             ptr,
@@ -339,12 +375,15 @@ impl<T> Deref for PlainView<'_, T> {
         //   by `plain_view`), and the mapping outlives `'a`.
         // - `T` is a plain number (checked by `plain_view`): every bit pattern
         //   another process may have written is a valid `T`.
-        // - no other reference aliases it: this is the mapping's only view,
-        //   and `at` refuses every atomic or copying access to its bytes while
-        //   it lives. Other mappings of the memory (other processes) reach it
-        //   only under the lock the view's maker holds, or, lock-free (a raw
-        //   array), outside this process, where they can leave other numbers
-        //   but cannot make a Rust reference dangle or a value invalid.
+        // - no other reference aliases it: this is the mapping's only view;
+        //   element accesses through this mapping (`element`) refuse its
+        //   bytes while it lives, and it was made only once those in progress
+        //   had ended. Other mappings of the memory (another process, or a
+        //   second mapping in this one, e.g. an array sent to itself) reach
+        //   it under the lock the view's maker holds or, lock-free (a raw
+        //   array), as another process's writer would: they can leave other
+        //   numbers, never make a reference dangle or a value invalid (the
+        //   documented exception for shared memory, docs/design.md).
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
