@@ -342,6 +342,7 @@ const RING_LEN: u64 = 4096 + 2 * 128 * 1024;
 /// Byte offsets of the ring's control words (src/pool/ring.rs: `ctl`).
 const T_TAIL: usize = 64;
 const R_HEAD: usize = 256;
+const WAITERS: usize = 576;
 /// Where the result ring's data starts (`DATA + AREA`).
 const R_AREA: usize = 4096 + 128 * 1024;
 
@@ -356,6 +357,9 @@ enum Scribble {
     LyingResultLength,
     /// The task ring's read index, which the worker publishes, is moved.
     MovedTaskIndex,
+    /// The word saying parent threads wait in the ring for their own results
+    /// is raised, so the worker stops waking the pool's handler.
+    RaisedWaiters,
 }
 
 /// Maps this process's ring (the one memfd of its size) for writing.
@@ -415,6 +419,9 @@ fn scribble(how: Scribble) -> u32 {
         Scribble::MovedTaskIndex => {
             word(T_TAIL).fetch_add(4, Ordering::SeqCst);
         }
+        Scribble::RaisedWaiters => {
+            word(WAITERS).store(1000, Ordering::SeqCst);
+        }
     }
     std::process::id()
 }
@@ -461,4 +468,27 @@ fn a_lying_result_length_fails_the_task() {
 #[test]
 fn a_moved_task_index_fails_the_task() {
     a_scribbled_ring_fails_its_task_and_replaces_the_worker(Scribble::MovedTaskIndex);
+}
+
+// The waiters word tells the worker whom to wake; the parent keeps its own
+// count. A task that raises the shared word only silences the worker's wakes
+// of the pool's handler, which still looks at a busy worker's ring now and
+// then: every answer comes, none hangs (a review found the hang).
+#[test]
+fn a_raised_waiters_word_delays_answers_but_loses_none() {
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "raised waiters word", || {
+        let pool = mp::Pool::new(1).unwrap();
+        let pid = pool.worker_pids()[0];
+        // Through the handler (map), not the direct path.
+        let got = pool.map(scribble, [Scribble::RaisedWaiters]).unwrap();
+        assert_eq!(got, vec![pid]);
+        let out = pool.map(|x: u64| x * 3, 0..20).unwrap();
+        assert_eq!(out, (0..20).map(|x| x * 3).collect::<Vec<u64>>());
+        let r = pool.apply_async(|x: u64| x + 1, 41).unwrap();
+        assert_eq!(r.get().unwrap(), 42);
+        pool.close();
+        pool.join().unwrap();
+    });
 }

@@ -30,7 +30,11 @@
 //! corruption, never followed. A task runs in the worker's address space and
 //! can scribble on the mapping: the worker checks its own published words
 //! after every task, and the parent fails the tasks whose answers were in a
-//! corrupted ring with a clear error and replaces the worker.
+//! corrupted ring with a clear error and replaces the worker. The words only
+//! the worker reads (whether a parent thread waits, whether the handler
+//! sleeps) are hints: the parent keeps its own count of waiters, and its
+//! handler looks at a busy worker's ring now and then, so a hint overwritten
+//! by a task delays answers and loses none.
 
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -192,6 +196,10 @@ fn pad8(n: usize) -> usize {
 /// The shared region and the operations both sides use.
 struct Rings {
     region: ShmRegion,
+    /// Parent threads waiting in this ring for their own result: the
+    /// parent's own count, which it trusts (the shared `WAITERS` word only
+    /// tells the worker, and a task could overwrite it).
+    waiting: AtomicU32,
 }
 
 impl Rings {
@@ -326,6 +334,7 @@ impl ParentRing {
         Ok(ParentRing {
             rings: Arc::new(Rings {
                 region: ShmRegion::create(LEN)?,
+                waiting: AtomicU32::new(0),
             }),
             t_head: 0,
             r_tail: 0,
@@ -453,7 +462,7 @@ impl RingWatch {
 
     /// True while a parent thread waits in this ring for its own result.
     pub(crate) fn has_waiters(&self) -> bool {
-        self.rings.word(ctl::WAITERS).load(Ordering::SeqCst) != 0
+        self.rings.waiting.load(Ordering::SeqCst) != 0
     }
 
     /// Raises or lowers the flag saying the scheduler sleeps in `poll`.
@@ -466,6 +475,7 @@ impl RingWatch {
     /// Registers a waiting thread: from now on the worker wakes waiters,
     /// not the scheduler.
     pub(crate) fn enter(&self) {
+        self.rings.waiting.fetch_add(1, Ordering::SeqCst);
         self.rings.word(ctl::WAITERS).fetch_add(1, Ordering::SeqCst);
     }
 
@@ -474,6 +484,7 @@ impl RingWatch {
     /// must wake it.
     pub(crate) fn leave(&self) -> bool {
         self.rings.word(ctl::WAITERS).fetch_sub(1, Ordering::SeqCst);
+        self.rings.waiting.fetch_sub(1, Ordering::SeqCst);
         self.has_unread()
     }
 
@@ -539,7 +550,10 @@ impl WorkerRing {
                 "the pool worker's ring is too small",
             ));
         }
-        let rings = Rings { region };
+        let rings = Rings {
+            region,
+            waiting: AtomicU32::new(0),
+        };
         let t_tail = rings.word(ctl::T_TAIL).load(Ordering::Acquire);
         let r_head = rings.word(ctl::R_HEAD).load(Ordering::Acquire);
         Ok(WorkerRing {

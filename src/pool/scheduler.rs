@@ -59,6 +59,9 @@ const START_POLL: Duration = Duration::from_millis(5);
 /// the next task (records taken back, which the worker skips when it next
 /// reads).
 const RING_RETRY: Duration = Duration::from_millis(1);
+/// While a worker has tasks, the handler looks at its ring at least this
+/// often, whatever woke it or not (see `next_deadline`).
+const IN_FLIGHT_LOOK: Duration = Duration::from_millis(200);
 /// Consecutive worker start-up failures after which the pool is broken.
 const MAX_START_FAILURES: u32 = 3;
 /// Pause before retrying a failed worker start.
@@ -573,6 +576,14 @@ impl Scheduler {
             }
             if w.ring_blocked {
                 earliest(now + RING_RETRY);
+            }
+            // A worker wakes the handler only when no parent thread waits
+            // in its ring, as the shared `WAITERS` word says; a task that
+            // overwrote that word would leave its results unannounced. So
+            // while a worker has work, the handler looks again now and then:
+            // a result so hidden comes late instead of never.
+            if !w.inflight.is_empty() {
+                earliest(now + IN_FLIGHT_LOOK);
             }
             let started = w.note_start();
             if let Some(t) = w.inflight.front().and_then(|f| f.task.timeout) {
