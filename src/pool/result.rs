@@ -921,6 +921,9 @@ pub struct IMapIterator<R> {
     pool: Weak<Inner>,
     /// The job's id in the pool.
     job: u64,
+    /// Whether spinning for the next chunk pays (per iterator: one slow
+    /// input says nothing about another imap's chunks).
+    spin: SpinGate,
     /// The items are produced by the pool, not owned by this handle.
     _marker: PhantomData<fn() -> R>,
 }
@@ -931,6 +934,7 @@ impl<R> IMapIterator<R> {
             shared,
             pool,
             job,
+            spin: SpinGate::new(),
             _marker: PhantomData,
         }
     }
@@ -968,7 +972,6 @@ impl<R> IMapIterator<R> {
         // Chunks of short tasks come back every few microseconds: spinning
         // that long on the arrival count costs this thread no sleep and the
         // handler no cross-core wake per chunk.
-        static SPIN: SpinGate = SpinGate::new();
         let mut spun = false;
         let mut s = self.shared.lock();
         loop {
@@ -1014,11 +1017,13 @@ impl<R> IMapIterator<R> {
                 s.submitted = s.consumed;
                 return Some(Err(Error::Closed));
             }
-            if !spun {
+            // The first chunk waits for the feeder to start and the pipeline
+            // to fill: no spin, so that wait does not turn the spin off.
+            if !spun && s.received > 0 {
                 spun = true;
                 let seen = self.shared.arrivals.load(Ordering::Acquire);
                 drop(s);
-                self.spin_for_arrival(seen, deadline, &SPIN);
+                self.spin_for_arrival(seen, deadline);
                 s = self.shared.lock();
                 continue;
             }
@@ -1040,7 +1045,8 @@ impl<R> IMapIterator<R> {
 
     /// Watches the arrival count while it still reads `seen`, for the spin
     /// budget (not past `deadline`).
-    fn spin_for_arrival(&self, seen: u64, deadline: Option<Instant>, spin: &SpinGate) {
+    fn spin_for_arrival(&self, seen: u64, deadline: Option<Instant>) {
+        let spin = &self.spin;
         let budget = spin.budget();
         if budget.is_zero() {
             return;
