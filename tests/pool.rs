@@ -994,6 +994,35 @@ fn endless_imap_is_lazy_and_dropping_it_frees_the_pool() {
 }
 
 #[test]
+fn imap_feeder_refills_window_after_window_and_stays_bounded() {
+    // The feeder sleeps once its read-ahead is full and is woken only when
+    // the consumer has drained it to half: consuming many windows' worth
+    // must neither hang nor let the feeder run ahead of the bound.
+    let _s = common::serial();
+    let _leak = LeakCheck::new();
+    within(LONG, "imap refills", || {
+        let pool = mp::Pool::new(2).unwrap();
+        let read = Arc::new(AtomicUsize::new(0));
+        let r = read.clone();
+        let counted = (0u64..).inspect(move |_| {
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+        // 32 chunks of 4 items read ahead at most (the pool's minimum).
+        let mut it = pool
+            .imap_with_chunksize(|x: u64| x * 3, counted, 4)
+            .unwrap();
+        for want in 0..2_000u64 {
+            assert_eq!(it.next().unwrap().unwrap(), want * 3);
+            let ahead = read.load(Ordering::SeqCst) as u64 - (want + 1);
+            assert!(ahead <= 33 * 4, "read {ahead} items ahead of the consumer");
+        }
+        drop(it);
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
+#[test]
 fn imap_next_timeout() {
     let _s = common::serial();
     let _leak = LeakCheck::new();

@@ -1396,9 +1396,14 @@ impl<R> Feeder<R> {
             // Back-pressure: wait while the consumer is far enough behind.
             {
                 let mut s = self.shared.lock();
+                // Woken at the low-water mark (half the read-ahead), then
+                // refilled to the full read-ahead: one wake per half window,
+                // not one per chunk consumed.
                 while !s.dropped && !s.abandoned && s.submitted - s.consumed >= self.read_ahead {
-                    s = self.shared.cond.wait(s).unpoison();
+                    s.feeder_waits = Some(self.read_ahead / 2);
+                    s = self.shared.room.wait(s).unpoison();
                 }
+                s.feeder_waits = None;
                 if s.dropped || s.abandoned {
                     break;
                 }
@@ -1449,7 +1454,7 @@ impl<R> Feeder<R> {
             }
         }
         self.shared.lock().feeding_done = true;
-        self.shared.cond.notify_all();
+        self.shared.wake_all();
         if let Some(pool) = self.pool.upgrade() {
             pool.tick(self.job);
         }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -738,8 +738,17 @@ impl<R> Drop for MapJob<R> {
 pub(crate) struct IMapShared<R> {
     /// Everything below.
     pub(crate) state: Mutex<IMapState<R>>,
-    /// Signalled when a chunk arrives, one is consumed, or the iterator is dropped.
+    /// The consumer's: signalled when a chunk arrives while it sleeps
+    /// ([`IMapState::consumer_waits`]), when the input ends, or when the
+    /// job is abandoned.
     pub(crate) cond: Condvar,
+    /// The feeder's: signalled when the consumer has drained the read-ahead
+    /// to the feeder's low-water mark ([`IMapState::feeder_waits`]), or when
+    /// the iterator is dropped or the job abandoned.
+    pub(crate) room: Condvar,
+    /// Chunks answered (as `received`, outside the lock): what a consumer
+    /// watches while it spins before it sleeps.
+    pub(crate) arrivals: AtomicU64,
 }
 
 /// See [`IMapShared`].
@@ -770,6 +779,12 @@ pub(crate) struct IMapState<R> {
     pub(crate) dropped: bool,
     /// The pool dropped the job before all chunks came back.
     pub(crate) abandoned: bool,
+    /// The consumer sleeps on `cond`: an arriving chunk must signal it.
+    pub(crate) consumer_waits: bool,
+    /// The feeder sleeps on `room` until no more than this many chunks are
+    /// submitted and not consumed (a low-water mark, so that it wakes once
+    /// per batch of chunks, not once per chunk).
+    pub(crate) feeder_waits: Option<u64>,
 }
 
 impl<R> IMapShared<R> {
@@ -789,13 +804,24 @@ impl<R> IMapShared<R> {
                 feed_panic: None,
                 dropped: false,
                 abandoned: false,
+                consumer_waits: false,
+                feeder_waits: None,
             }),
             cond: Condvar::new(),
+            room: Condvar::new(),
+            arrivals: AtomicU64::new(0),
         })
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, IMapState<R>> {
         self.state.lock().unpoison()
+    }
+
+    /// Wakes the consumer and the feeder whatever they wait for (the
+    /// iterator was dropped, the job abandoned, the input ended).
+    pub(crate) fn wake_all(&self) {
+        self.cond.notify_all();
+        self.room.notify_all();
     }
 }
 
@@ -831,8 +857,16 @@ impl<R: DeserializeOwned + Send + 'static> Job for IMapJob<R> {
             }
         }
         let finished = s.finished();
+        let wake = s.consumer_waits;
         drop(s);
-        self.shared.cond.notify_all();
+        // Released after the chunk is in place: a spinning consumer that
+        // sees the count finds the chunk when it takes the lock.
+        self.shared.arrivals.fetch_add(1, Ordering::Release);
+        // Only a sleeping consumer needs the signal (it raised its flag
+        // under the lock, so it cannot miss this chunk).
+        if wake {
+            self.shared.cond.notify_all();
+        }
         finished
     }
 
@@ -851,7 +885,7 @@ impl<R> Drop for IMapJob<R> {
         if !s.finished() {
             s.abandoned = true;
             drop(s);
-            self.shared.cond.notify_all();
+            self.shared.wake_all();
         }
     }
 }
@@ -887,6 +921,9 @@ pub struct IMapIterator<R> {
     pool: Weak<Inner>,
     /// The job's id in the pool.
     job: u64,
+    /// Whether spinning for the next chunk pays (per iterator: one slow
+    /// input says nothing about another imap's chunks).
+    spin: SpinGate,
     /// The items are produced by the pool, not owned by this handle.
     _marker: PhantomData<fn() -> R>,
 }
@@ -897,6 +934,7 @@ impl<R> IMapIterator<R> {
             shared,
             pool,
             job,
+            spin: SpinGate::new(),
             _marker: PhantomData,
         }
     }
@@ -931,6 +969,10 @@ impl<R> IMapIterator<R> {
     }
 
     fn next_deadline(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
+        // Chunks of short tasks come back every few microseconds: spinning
+        // that long on the arrival count costs this thread no sleep and the
+        // handler no cross-core wake per chunk.
+        let mut spun = false;
         let mut s = self.shared.lock();
         loop {
             if let Some(v) = s.current.next() {
@@ -944,7 +986,12 @@ impl<R> IMapIterator<R> {
             };
             if let Some(chunk) = next {
                 s.consumed += 1;
-                self.shared.cond.notify_all();
+                // The feeder sleeps until the read-ahead is down to its mark.
+                if s.feeder_waits
+                    .is_some_and(|low| s.submitted - s.consumed <= low)
+                {
+                    self.shared.room.notify_all();
+                }
                 match chunk {
                     Ok(items) => {
                         s.current = items.into_iter();
@@ -970,16 +1017,57 @@ impl<R> IMapIterator<R> {
                 s.submitted = s.consumed;
                 return Some(Err(Error::Closed));
             }
+            // The first chunk waits for the feeder to start and the pipeline
+            // to fill: no spin, so that wait does not turn the spin off.
+            if !spun && s.received > 0 {
+                spun = true;
+                let seen = self.shared.arrivals.load(Ordering::Acquire);
+                drop(s);
+                self.spin_for_arrival(seen, deadline);
+                s = self.shared.lock();
+                continue;
+            }
+            s.consumer_waits = true;
             s = match deadline {
                 None => self.shared.cond.wait(s).unpoison(),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
+                        s.consumer_waits = false;
                         return Some(Err(Error::Timeout));
                     }
                     self.shared.cond.wait_timeout(s, d - now).unpoison().0
                 }
             };
+            s.consumer_waits = false;
+        }
+    }
+
+    /// Watches the arrival count while it still reads `seen`, for the spin
+    /// budget (not past `deadline`).
+    fn spin_for_arrival(&self, seen: u64, deadline: Option<Instant>) {
+        let spin = &self.spin;
+        let budget = spin.budget();
+        if budget.is_zero() {
+            return;
+        }
+        let until = Instant::now() + budget;
+        let until = deadline.map_or(until, |d| d.min(until));
+        loop {
+            for _ in 0..64 {
+                if self.shared.arrivals.load(Ordering::Acquire) != seen {
+                    spin.record(true);
+                    return;
+                }
+                std::hint::spin_loop();
+            }
+            if Instant::now() >= until {
+                // A wait cut short by its deadline says nothing about the spin.
+                if deadline.is_none_or(|d| d > until) {
+                    spin.record(false);
+                }
+                return;
+            }
         }
     }
 }
@@ -1002,7 +1090,7 @@ impl<R> Drop for IMapIterator<R> {
         s.by_index.clear();
         s.arrived.clear();
         drop(s);
-        self.shared.cond.notify_all();
+        self.shared.wake_all();
         // The job may be finished now: let the pool forget it (close() waits
         // for it otherwise).
         if let Some(pool) = self.pool.upgrade() {

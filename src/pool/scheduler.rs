@@ -41,7 +41,10 @@ use super::gate::{self};
 use super::ring::{self, ParentRing, Record};
 use super::submit::{Body, Direct, Inner, Job, PoolState, Scheduler};
 use super::task::Task;
-use super::worker_io::{InFlight, MAX_IN_FLIGHT, PREFETCH_MAX_TASK_TIME, Phase, Worker};
+use super::worker_io::{
+    InFlight, MAX_IN_FLIGHT, MAX_IN_FLIGHT_TINY, PREFETCH_MAX_TASK_TIME, Phase, TINY_TASK_TIME,
+    Worker,
+};
 use crate::connection::DEFAULT_MAX_MESSAGE_LEN;
 use crate::connection::reader::FrameReader;
 use crate::error::{Error, RemoteError, Result};
@@ -492,7 +495,7 @@ impl Scheduler {
         for w in &mut self.workers {
             w.note_start();
         }
-        for depth in 0..MAX_IN_FLIGHT {
+        for depth in 0..MAX_IN_FLIGHT_TINY {
             for wi in 0..self.workers.len() {
                 if self.pending.is_empty() {
                     break;
@@ -511,6 +514,9 @@ impl Scheduler {
                 // Nothing waits behind a frame on the socket, nor goes there
                 // behind another task: the ring and the socket never
                 // interleave (see `Worker::flush`).
+                if depth >= MAX_IN_FLIGHT && w.last_run.is_none_or(|d| d >= TINY_TASK_TIME) {
+                    continue;
+                }
                 if depth > 0
                     && (w.last_run.is_none_or(|d| d >= PREFETCH_MAX_TASK_TIME)
                         || w.last_func != self.pending.front().map(|t| t.func)

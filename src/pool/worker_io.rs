@@ -36,6 +36,13 @@ pub(super) const MAX_IN_FLIGHT: usize = 8;
 /// this: for short tasks the prefetch hides the round trip, for long ones it
 /// would only make a task wait behind another while a worker may be idle.
 pub(super) const PREFETCH_MAX_TASK_TIME: Duration = Duration::from_millis(2);
+/// Tasks in flight per worker while its tasks are tiny (its last one ran
+/// under [`TINY_TASK_TIME`]): a window of eight such tasks is run before the
+/// scheduler's next pass, so the worker would wait on the scheduler; a
+/// deeper window lets each pass serve and refill more tasks at once.
+pub(super) const MAX_IN_FLIGHT_TINY: usize = 32;
+/// See [`MAX_IN_FLIGHT_TINY`].
+pub(super) const TINY_TASK_TIME: Duration = Duration::from_micros(50);
 /// Bytes read from a worker's socket per `recvmsg` at most.
 const READ_CHUNK: usize = 64 * 1024;
 
