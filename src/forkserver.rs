@@ -12,17 +12,23 @@
 //!    when that thread (so the program) dies, then serves requests one at a
 //!    time; end of file on the control socket (the program exited or was
 //!    killed) ends it too.
-//! 3. A request is the parent's current environment and umask, with four fds:
-//!    the child's bootstrap socket, the working directory, stdout and stderr,
-//!    and a fifth when the parent has a shared-memory tracker: the write end
-//!    of its pipe, which the child holds as a spawned child would.
-//!    The server forks with `clone(CLONE_PARENT)`, so the new process is the
-//!    *program's* child (it waits for it, gets its exit code, sends it
-//!    signals, exactly as for a spawned child), and answers with its pid.
-//! 4. The new process closes the control socket, takes the environment,
-//!    umask, directory and streams, and runs the bootstrap protocol of
-//!    `spawn.rs` unchanged over its bootstrap socket: the build check, the
-//!    `Started` report, the start timeout.
+//! 3. A request is the parent's current environment and umask and a count
+//!    of children (one for a `Process`, a pool's workers at once), with the
+//!    fds: each child's bootstrap socket, then the working directory, stdout
+//!    and stderr, and one more when the parent has a shared-memory tracker:
+//!    the write end of its pipe, which the child holds as a spawned child
+//!    would. The server forks each child with `clone(CLONE_PARENT)`, so it
+//!    is the *program's* child (it waits for it, gets its exit code, sends
+//!    it signals, exactly as for a spawned child), and answers with their
+//!    pids: one round trip for a whole pool.
+//! 4. The new process closes the control socket and its siblings' sockets,
+//!    takes the environment, umask, directory and streams, and runs the
+//!    bootstrap protocol of `spawn.rs` unchanged over its bootstrap socket:
+//!    the build check, the `Started` report, the start timeout.
+//!
+//! A request is sent again to a new server only when it could not be sent
+//! (the server had died before): once sent, a child may have been forked
+//! with its bootstrap socket, which must never reach a second child.
 //!
 //! The server refuses to fork (every request gets an error) if the code
 //! before `init()` started threads: a fork copies only the calling thread.
@@ -73,7 +79,9 @@ struct Request {
     env: Vec<(OsString, OsString)>,
     /// The parent's umask.
     umask: u32,
-    /// A fifth fd comes with the request: the shared-memory tracker's pipe.
+    /// How many children to fork (their bootstrap sockets come first).
+    children: u32,
+    /// One more fd comes with the request: the shared-memory tracker's pipe.
     tracker: bool,
 }
 
@@ -81,9 +89,14 @@ struct Request {
 /// apart from the children; each child takes back the program's name.
 pub(crate) const SERVER_NAME: &str = "mp-forkserver";
 
-/// The fds that come with every [`Request`], in this order (the tracker's
-/// pipe, when [`Request::tracker`], follows them).
-const REQUEST_FDS: usize = 4;
+/// The fds that come with every [`Request`] after the children's bootstrap
+/// sockets, in this order: the working directory, stdout, stderr (the
+/// tracker's pipe, when [`Request::tracker`], follows them).
+const SHARED_FDS: usize = 3;
+
+/// The most children one request may ask for (the fds of a request travel in
+/// one message, whose limit is 253).
+pub(crate) const MAX_BATCH: usize = 64;
 
 /// What `spawn` hands the forkserver (which sits below it): how to run the
 /// server and how the child side starts.
@@ -109,10 +122,12 @@ pub(crate) struct ChildEntry {
 /// The server's answer.
 #[derive(Debug, Serialize, Deserialize)]
 enum Reply {
-    /// The child's pid.
-    Forked(u32),
+    /// The children's pids, in the order of their sockets.
+    Forked(Vec<u32>),
     /// Why no child was made.
     Refused(String),
+    /// The children forked before a fork failed, and why it failed.
+    Partial(Vec<u32>, String),
 }
 
 /// Forks a child from the server (started now if need be) whose bootstrap
@@ -120,9 +135,29 @@ enum Reply {
 ///
 /// # Errors
 ///
-/// [`Error::Spawn`] if the server could not be started or refused (threads
-/// before `init()`, fork failure); [`Error::Io`] when out of fds.
+/// As [`start_children`].
 pub(crate) fn start_child(channel: OwnedFd, launch: Launch<'_>) -> Result<u32> {
+    let pids = start_children(vec![channel], launch)?;
+    Ok(pids[0])
+}
+
+/// Forks one child per bootstrap socket of `channels` (at most
+/// [`MAX_BATCH`]) in one request to the server; returns their pids, in the
+/// same order. Either all are forked or none is left: children forked before
+/// a failure are killed and reaped here.
+///
+/// # Errors
+///
+/// [`Error::Spawn`] if the server could not be started, refused (threads
+/// before `init()`, fork failure) or died while forking; [`Error::Io`] when
+/// out of fds.
+pub(crate) fn start_children(channels: Vec<OwnedFd>, launch: Launch<'_>) -> Result<Vec<u32>> {
+    let wanted = channels.len();
+    if wanted == 0 || wanted > MAX_BATCH {
+        return Err(Error::value(format!(
+            "a forkserver request forks 1 to {MAX_BATCH} children, not {wanted}"
+        )));
+    }
     let tracker = crate::shared_memory::tracker::inheritable();
     let request = reduction::encode(&Request {
         env: std::env::vars_os()
@@ -133,14 +168,15 @@ pub(crate) fn start_child(channel: OwnedFd, launch: Launch<'_>) -> Result<u32> {
             })
             .collect(),
         umask: os::current_umask()?,
+        children: wanted as u32,
         tracker: tracker.is_some(),
     })?;
-    let mut fds = vec![
-        channel,
+    let mut fds = channels;
+    fds.extend([
         os::open_cwd()?,
         std::io::stdout().as_fd().try_clone_to_owned()?,
         std::io::stderr().as_fd().try_clone_to_owned()?,
-    ];
+    ]);
     fds.extend(tracker);
     let exe = launch.exe.clone();
     let mut guard = server();
@@ -152,12 +188,33 @@ pub(crate) fn start_child(channel: OwnedFd, launch: Launch<'_>) -> Result<u32> {
             *guard = Some(start_server(&launch)?);
         }
         let s = guard.as_ref().expect("a server was just started");
-        match ask(s, &request.bytes, &fds, launch.timeout) {
-            Ok(Reply::Forked(pid)) => return Ok(pid),
+        // It died before the request went out (killed by someone): one more
+        // try with a new one. Nothing was forked.
+        if let Err(e) = s.conn.send_frame(&request.bytes, &fds) {
+            last = format!("{e}; {}", describe_exit(retire(guard.take())));
+            continue;
+        }
+        match answer(s, launch.timeout) {
+            Ok(Reply::Forked(pids)) if pids.len() == wanted => return Ok(pids),
+            Ok(Reply::Forked(pids)) => {
+                discard(&pids);
+                return Err(Error::Spawn(format!(
+                    "the forkserver forked {} children of {wanted}",
+                    pids.len()
+                )));
+            }
+            Ok(Reply::Partial(pids, why)) => {
+                discard(&pids);
+                return Err(Error::Spawn(why));
+            }
             Ok(Reply::Refused(why)) => return Err(Error::Spawn(why)),
-            // It died (or never got to `init()`): one more try with a new one.
+            // It died with the request: children may have been forked with
+            // these sockets, so they are not sent again.
             Err(e @ (Error::Eof | Error::Io(_))) => {
-                last = format!("{e}; {}", describe_exit(retire(guard.take())));
+                let why = describe_exit(retire(guard.take()));
+                return Err(Error::Spawn(format!(
+                    "the forkserver died while starting the child ({e}; {why}); is mp::init()                      the first line of main?"
+                )));
             }
             Err(Error::Timeout) => {
                 let pid = guard.as_ref().map_or(0, |s| s.pid);
@@ -181,11 +238,19 @@ pub(crate) fn start_child(channel: OwnedFd, launch: Launch<'_>) -> Result<u32> {
     )))
 }
 
-/// Sends one request and reads the answer, within the start timeout.
-fn ask(s: &Server, request: &[u8], fds: &[OwnedFd], timeout: Duration) -> Result<Reply> {
-    s.conn.send_frame(request, fds)?;
+/// Reads the server's answer to the request just sent, within the start
+/// timeout.
+fn answer(s: &Server, timeout: Duration) -> Result<Reply> {
     let frame = s.conn.recv_frame(Some(Instant::now() + timeout))?;
     reduction::decode(&frame.bytes, frame.fds)
+}
+
+/// Kills and reaps children of a request that failed as a whole.
+fn discard(pids: &[u32]) {
+    for &pid in pids {
+        kill(pid, Signal::SIGKILL);
+        let _ = crate::platform::process::reap_blocking(pid);
+    }
 }
 
 /// Starts a server running `exe`, from a thread that then reaps it.
@@ -310,7 +375,7 @@ pub(crate) fn run_server(var: OsString, child: ChildEntry) -> ! {
     }
 }
 
-/// Forks one child for a request; in the child, never returns.
+/// Forks the children of a request; in a child, never returns.
 fn serve(
     conn: &Connection,
     name: &str,
@@ -322,18 +387,43 @@ fn serve(
         Ok(r) => r,
         Err(e) => return Reply::Refused(format!("the forkserver got a bad request: {e}")),
     };
-    let tracker = if request.tracker { fds.pop() } else { None };
-    let Ok(fds) = <[OwnedFd; REQUEST_FDS]>::try_from(fds) else {
+    let wanted = request.children as usize;
+    let expected = wanted + SHARED_FDS + usize::from(request.tracker);
+    if wanted == 0 || wanted > MAX_BATCH || fds.len() != expected {
         return Reply::Refused(format!(
-            "the forkserver got a request without its {} fds",
-            REQUEST_FDS + usize::from(request.tracker)
+            "the forkserver got a request for {wanted} children with {} fds, not {expected}",
+            fds.len()
         ));
-    };
-    match os::fork_as_sibling() {
-        Ok(Some(pid)) => Reply::Forked(pid),
-        Ok(None) => become_child(conn, name, child, request, fds, tracker),
-        Err(e) => Reply::Refused(format!("the forkserver could not fork: {e}")),
     }
+    let tracker = if request.tracker { fds.pop() } else { None };
+    let shared = fds.split_off(wanted);
+    let Ok(shared) = <[OwnedFd; SHARED_FDS]>::try_from(shared) else {
+        unreachable!("the count was checked above");
+    };
+    let mut channels: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
+    let mut pids = Vec::with_capacity(wanted);
+    for i in 0..wanted {
+        match os::fork_as_sibling() {
+            Ok(Some(pid)) => {
+                // The child has its copy; the server keeps none.
+                channels[i] = None;
+                pids.push(pid);
+            }
+            Ok(None) => {
+                let own = channels[i].take().expect("each socket is forked once");
+                // The sockets of the children still to come are theirs alone.
+                drop(channels);
+                become_child(conn, name, child, &request, own, shared, tracker)
+            }
+            Err(e) if pids.is_empty() => {
+                return Reply::Refused(format!("the forkserver could not fork: {e}"));
+            }
+            Err(e) => {
+                return Reply::Partial(pids, format!("the forkserver could not fork: {e}"));
+            }
+        }
+    }
+    Reply::Forked(pids)
 }
 
 /// The new process: takes the parent's state, then runs the child bootstrap.
@@ -341,8 +431,9 @@ fn become_child(
     conn: &Connection,
     name: &str,
     child: &ChildEntry,
-    request: Request,
-    fds: [OwnedFd; REQUEST_FDS],
+    request: &Request,
+    channel: OwnedFd,
+    fds: [OwnedFd; SHARED_FDS],
     tracker: Option<OwnedFd>,
 ) -> ! {
     // The control socket is the server's alone.
@@ -353,7 +444,7 @@ fn become_child(
     let _ = os::set_process_name(name);
     env::replace_all(&request.env);
     os::set_umask(request.umask);
-    let [channel, cwd, stdout, stderr] = fds;
+    let [cwd, stdout, stderr] = fds;
     let applied = os::change_dir(cwd.as_fd())
         .and_then(|()| os::take_std_streams(stdout.as_fd(), stderr.as_fd()));
     if let Err(e) = applied {

@@ -321,6 +321,86 @@ pub(crate) fn executable() -> std::path::PathBuf {
 /// exec or the bootstrap write failed.
 pub(crate) fn start(spec: StartSpec) -> Result<Child> {
     check_initialized()?;
+    let method = spec.method;
+    let mut p = prepare(spec)?;
+    let theirs = p.theirs.take().expect("a prepared child has its socket");
+    let pid = match method {
+        StartMethod::Spawn => spawn_one(theirs)?,
+        // The server gets `theirs` and closes its copy once the child has it.
+        StartMethod::Forkserver => crate::forkserver::start_child(theirs, launch())?,
+    };
+    finish(p, pid)
+}
+
+/// Starts several children at once, all with the same start method: under
+/// the forkserver in one request (one round trip to the server for a whole
+/// pool), under spawn one after the other. Either all are started or none is
+/// left running: on an error the children started so far are killed and
+/// reaped.
+///
+/// # Errors
+///
+/// As [`start`].
+pub(crate) fn start_many(specs: Vec<StartSpec>) -> Result<Vec<Child>> {
+    check_initialized()?;
+    let batched = specs.len() > 1
+        && specs.len() <= crate::forkserver::MAX_BATCH
+        && specs.iter().all(|s| s.method == StartMethod::Forkserver);
+    if !batched {
+        let mut children = Vec::with_capacity(specs.len());
+        for spec in specs {
+            match start(spec) {
+                Ok(c) => children.push(c),
+                Err(e) => {
+                    abandon(children.iter().map(|c| c.pid));
+                    return Err(e);
+                }
+            }
+        }
+        return Ok(children);
+    }
+    let mut prepared = specs.into_iter().map(prepare).collect::<Result<Vec<_>>>()?;
+    let channels = prepared
+        .iter_mut()
+        .map(|p| p.theirs.take().expect("a prepared child has its socket"))
+        .collect();
+    let pids = crate::forkserver::start_children(channels, launch())?;
+    let mut children = Vec::with_capacity(pids.len());
+    for (i, (p, &pid)) in prepared.into_iter().zip(&pids).enumerate() {
+        match finish(p, pid) {
+            Ok(c) => children.push(c),
+            Err(e) => {
+                // `finish` disposed of child `i` itself.
+                abandon(pids[..i].iter().chain(&pids[i + 1..]).copied());
+                return Err(e);
+            }
+        }
+    }
+    Ok(children)
+}
+
+/// Kills and reaps children that will not be handed out.
+pub(crate) fn abandon(pids: impl Iterator<Item = u32>) {
+    for pid in pids {
+        kill(pid, Signal::SIGKILL);
+        let _ = reap_blocking(pid);
+    }
+}
+
+/// A child about to be started: its socket, and its bootstrap unless that
+/// is already on the wire.
+struct Prepared {
+    /// The parent's end of the bootstrap socket.
+    conn: Connection,
+    /// The child's end, until handed to the spawn or the server.
+    theirs: Option<OwnedFd>,
+    /// The bootstrap and argument, when not sent ahead.
+    later: Option<(Bootstrap, Encoded)>,
+}
+
+/// Makes a child's socket and bootstrap; sends the bootstrap ahead under the
+/// forkserver (see [`PRESEND_MAX`]).
+fn prepare(spec: StartSpec) -> Result<Prepared> {
     let PreparedCall { target, payload } = spec.call;
     let payload = payload?;
     let (ours, theirs) = fd::socketpair_stream()?;
@@ -341,58 +421,67 @@ pub(crate) fn start(spec: StartSpec) -> Result<Child> {
     // writes take. Only when it fits in the socket's buffer, which nobody
     // reads until the child runs.
     let presend = spec.method == StartMethod::Forkserver && payload.bytes.len() <= PRESEND_MAX;
-    if presend {
+    let later = if presend {
         send_bootstrap(&conn, &boot, &payload)?;
-    }
-    let pid = match spec.method {
-        StartMethod::Spawn => {
-            let (arg0, args) = child_argv();
-            // The shared-memory tracker's pipe, when this process has one:
-            // the child is part of the same program (see
-            // `shared_memory::tracker`).
-            let tracker = crate::shared_memory::tracker::inheritable();
-            let pid = os_spawn::spawn_child(os_spawn::SpawnSpec {
-                exe: &executable(),
-                arg0,
-                args,
-                fd_var: CHILD_FD_VAR,
-                channel: theirs.as_fd(),
-                extra: tracker
-                    .as_ref()
-                    .map(|fd| (fd.as_fd(), crate::shared_memory::tracker::FD_VAR)),
-            })?;
-            drop(tracker);
-            drop(theirs);
-            pid
-        }
-        // The server gets `theirs` and closes its copy once the child has it.
-        StartMethod::Forkserver => crate::forkserver::start_child(
-            theirs,
-            crate::forkserver::Launch {
-                exe: executable(),
-                argv: child_argv(),
-                timeout: start_timeout(),
-                child_fd_var: CHILD_FD_VAR,
-            },
-        )?,
+        None
+    } else {
+        Some((boot, payload))
     };
+    Ok(Prepared {
+        conn,
+        theirs: Some(theirs),
+        later,
+    })
+}
+
+/// Runs the executable as a child whose bootstrap socket is `theirs`.
+fn spawn_one(theirs: OwnedFd) -> Result<u32> {
+    let (arg0, args) = child_argv();
+    // The shared-memory tracker's pipe, when this process has one: the child
+    // is part of the same program (see `shared_memory::tracker`).
+    let tracker = crate::shared_memory::tracker::inheritable();
+    let pid = os_spawn::spawn_child(os_spawn::SpawnSpec {
+        exe: &executable(),
+        arg0,
+        args,
+        fd_var: CHILD_FD_VAR,
+        channel: theirs.as_fd(),
+        extra: tracker
+            .as_ref()
+            .map(|fd| (fd.as_fd(), crate::shared_memory::tracker::FD_VAR)),
+    })?;
+    Ok(pid)
+}
+
+/// How the forkserver is run and answers.
+fn launch() -> crate::forkserver::Launch<'static> {
+    crate::forkserver::Launch {
+        exe: executable(),
+        argv: child_argv(),
+        timeout: start_timeout(),
+        child_fd_var: CHILD_FD_VAR,
+    }
+}
+
+/// The child `pid` exists: opens its pidfd and sends its bootstrap if it was
+/// not sent ahead. On an error the child is killed and reaped.
+fn finish(p: Prepared, pid: u32) -> Result<Child> {
     let pidfd = match fd::pidfd_open(pid) {
-        Ok(p) => p,
+        Ok(fd) => fd,
         Err(e) => {
-            kill(pid, Signal::SIGKILL);
-            let _ = reap_blocking(pid);
+            abandon(std::iter::once(pid));
             return Err(e.into());
         }
     };
     let child = Child {
         pid,
         pidfd,
-        conn,
+        conn: p.conn,
         started_at: Instant::now(),
     };
-    if presend {
+    let Some((boot, payload)) = p.later else {
         return Ok(child);
-    }
+    };
     if let Err(e) = send_bootstrap(&child.conn, &boot, &payload) {
         // A child that died at once: its exit status says more than EPIPE.
         kill(pid, Signal::SIGKILL);

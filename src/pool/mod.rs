@@ -282,12 +282,17 @@ impl PoolBuilder {
             thread_id: OnceLock::new(),
             remote,
         });
-        let mut workers = Vec::with_capacity(processes);
-        for _ in 0..processes {
-            // On error the workers started so far are killed and reaped by
-            // their drop.
-            workers.push(inner.start_worker()?);
-        }
+        // All at once (one forkserver round trip); on error none is left.
+        let workers = worker_io::start_workers(
+            worker_io::WorkerSpec {
+                init: &inner.init,
+                remote: inner.remote.as_ref(),
+                wake: &inner.wake,
+                maxtasks: inner.maxtasks,
+                method: inner.method,
+            },
+            processes,
+        )?;
         scheduler::spawn_scheduler(inner.clone(), workers)?;
         Ok(Pool { inner })
     }

@@ -62,6 +62,62 @@ pub(super) struct WorkerSpec<'a> {
 
 /// Starts one worker (on any thread).
 pub(super) fn start_worker(s: WorkerSpec<'_>) -> Result<Worker> {
+    let (start, parts) = prepare_worker(&s)?;
+    let child = spawn::start(start)?;
+    finish_worker(&s, parts, child)
+}
+
+/// Starts `n` workers at once: under the forkserver in one request, so the
+/// pool's start-up costs one round trip to the server, not one per worker.
+/// Either all are started or none is left.
+pub(super) fn start_workers(s: WorkerSpec<'_>, n: usize) -> Result<Vec<Worker>> {
+    let mut starts = Vec::with_capacity(n);
+    let mut parts = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (start, p) = prepare_worker(&s)?;
+        starts.push(start);
+        parts.push(p);
+    }
+    let mut children = Vec::with_capacity(n);
+    // A pool of more workers than one request takes is started in several.
+    while !starts.is_empty() {
+        let rest = starts.split_off(starts.len().min(crate::forkserver::MAX_BATCH));
+        match spawn::start_many(std::mem::replace(&mut starts, rest)) {
+            Ok(c) => children.extend(c),
+            Err(e) => {
+                spawn::abandon(children.iter().map(|c| c.pid));
+                return Err(e);
+            }
+        }
+    }
+    let mut workers = Vec::with_capacity(n);
+    let mut children = children.into_iter();
+    for p in parts {
+        let child = children.next().expect("one child per worker");
+        match finish_worker(&s, p, child) {
+            Ok(w) => workers.push(w),
+            // This worker and those so far are killed by their drop.
+            Err(e) => {
+                spawn::abandon(children.map(|c| c.pid));
+                return Err(e);
+            }
+        }
+    }
+    Ok(workers)
+}
+
+/// What a worker has before its process exists.
+struct WorkerParts {
+    /// `PoolWorker-N`.
+    name: String,
+    /// Its start gate.
+    gate: Gate,
+    /// Its ring.
+    ring: ParentRing,
+}
+
+/// Makes a worker's gate, ring and start request.
+fn prepare_worker(s: &WorkerSpec<'_>) -> Result<(StartSpec, WorkerParts)> {
     let spec = s.init.lock().unpoison();
     let (body, fds, init) = match &*spec {
         Some(i) => {
@@ -105,7 +161,7 @@ pub(super) fn start_worker(s: WorkerSpec<'_>) -> Result<Worker> {
         0,
     )?;
     let (identity, name) = spawn::next_child_identity("PoolWorker");
-    let child = spawn::start(StartSpec {
+    let start = StartSpec {
         name: name.clone(),
         identity,
         daemon: true,
@@ -115,7 +171,13 @@ pub(super) fn start_worker(s: WorkerSpec<'_>) -> Result<Worker> {
             target,
             payload: Ok(Encoded { bytes, fds }),
         },
-    })?;
+    };
+    Ok((start, WorkerParts { name, gate, ring }))
+}
+
+/// Makes the parent's side of a worker whose process `child` has started.
+fn finish_worker(s: &WorkerSpec<'_>, parts: WorkerParts, child: spawn::Child) -> Result<Worker> {
+    let WorkerParts { name, gate, ring } = parts;
     let mut w = Worker {
         pid: child.pid,
         name,
