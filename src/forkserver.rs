@@ -21,10 +21,12 @@
 //!    is the *program's* child (it waits for it, gets its exit code, sends
 //!    it signals, exactly as for a spawned child), and answers with their
 //!    pids: one round trip for a whole pool.
+//!    The server takes the request's environment (when it differs from the
+//!    one it holds) and umask before it forks, so the children inherit them.
 //! 4. The new process closes the control socket and its siblings' sockets,
-//!    takes the environment, umask, directory and streams, and runs the
-//!    bootstrap protocol of `spawn.rs` unchanged over its bootstrap socket:
-//!    the build check, the `Started` report, the start timeout.
+//!    takes the directory and streams, and runs the bootstrap protocol of
+//!    `spawn.rs` unchanged over its bootstrap socket: the build check, the
+//!    `Started` report, the start timeout.
 //!
 //! A request is sent again to a new server only when it could not be sent
 //! (the server had died before): once sent, a child may have been forked
@@ -117,6 +119,9 @@ pub(crate) struct ChildEntry {
     pub(crate) run: fn(OwnedFd) -> !,
     /// Reports a start-up failure and exits.
     pub(crate) failed: fn(&str) -> !,
+    /// Computes, once in the server, what every child would otherwise work
+    /// out again after its fork.
+    pub(crate) warm: fn(),
 }
 
 /// The server's answer.
@@ -351,9 +356,12 @@ pub(crate) fn run_server(var: OsString, child: ChildEntry) -> ! {
     // Computed once here (a `stat` of the executable), inherited by every
     // child, which checks its parent's build against it.
     let _ = reduction::fingerprint();
+    (child.warm)();
     let threads = os::thread_count().unwrap_or(0);
     let name = os::process_name().unwrap_or_default();
     let _ = os::set_process_name(SERVER_NAME);
+    // The environment the server holds, as last taken from a request.
+    let mut env_held = Vec::new();
     loop {
         let frame = match conn.recv_frame(None) {
             Ok(f) => f,
@@ -367,7 +375,7 @@ pub(crate) fn run_server(var: OsString, child: ChildEntry) -> ! {
                  the spawn start method"
             ))
         } else {
-            serve(&conn, &name, &child, frame.bytes, frame.fds)
+            serve(&conn, &name, &child, &mut env_held, frame.bytes, frame.fds)
         };
         if conn.send(&reply).is_err() {
             std::process::exit(0);
@@ -376,10 +384,16 @@ pub(crate) fn run_server(var: OsString, child: ChildEntry) -> ! {
 }
 
 /// Forks the children of a request; in a child, never returns.
+///
+/// The server takes the request's environment and umask itself before it
+/// forks (the children inherit them): the environment is usually the one it
+/// already holds (`env_held`), and then costs nothing, where each child would
+/// otherwise compare and rebuild it, touching (so copying) pages of its own.
 fn serve(
     conn: &Connection,
     name: &str,
     child: &ChildEntry,
+    env_held: &mut Vec<(OsString, OsString)>,
     bytes: Vec<u8>,
     mut fds: Vec<OwnedFd>,
 ) -> Reply {
@@ -400,6 +414,11 @@ fn serve(
     let Ok(shared) = <[OwnedFd; SHARED_FDS]>::try_from(shared) else {
         unreachable!("the count was checked above");
     };
+    if request.env != *env_held {
+        env::replace_all(&request.env);
+        *env_held = request.env;
+    }
+    os::set_umask(request.umask);
     let mut channels: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
     let mut pids = Vec::with_capacity(wanted);
     for i in 0..wanted {
@@ -413,7 +432,7 @@ fn serve(
                 let own = channels[i].take().expect("each socket is forked once");
                 // The sockets of the children still to come are theirs alone.
                 drop(channels);
-                become_child(conn, name, child, &request, own, shared, tracker)
+                become_child(conn, name, child, own, shared, tracker)
             }
             Err(e) if pids.is_empty() => {
                 return Reply::Refused(format!("the forkserver could not fork: {e}"));
@@ -431,7 +450,6 @@ fn become_child(
     conn: &Connection,
     name: &str,
     child: &ChildEntry,
-    request: &Request,
     channel: OwnedFd,
     fds: [OwnedFd; SHARED_FDS],
     tracker: Option<OwnedFd>,
@@ -442,8 +460,6 @@ fn become_child(
         crate::shared_memory::tracker::adopt(w);
     }
     let _ = os::set_process_name(name);
-    env::replace_all(&request.env);
-    os::set_umask(request.umask);
     let [cwd, stdout, stderr] = fds;
     let applied = os::change_dir(cwd.as_fd())
         .and_then(|()| os::take_std_streams(stdout.as_fd(), stderr.as_fd()));

@@ -174,8 +174,10 @@ pub(crate) fn inherit_authkey(key: Vec<u8>) {
 /// initialized, runs the forkserver or a child's work (never returning
 /// then). True when this was the first call, in a process that is neither a
 /// child nor the forkserver: the caller may then look further (a remote pool
-/// worker, `cluster/entry.rs`).
-pub(crate) fn init_process() -> bool {
+/// worker, `cluster/entry.rs`). `warm` is run once in the forkserver, so that
+/// what it computes is inherited by every child (it comes from above, so
+/// that this module does not depend on the pool).
+pub(crate) fn init_process(warm: fn()) -> bool {
     if INITIALIZED.swap(true, Ordering::AcqRel) {
         return false;
     }
@@ -190,6 +192,7 @@ pub(crate) fn init_process() -> bool {
             crate::forkserver::ChildEntry {
                 run: run_child_on,
                 failed: bootstrap_failed,
+                warm,
             },
         )
     }
@@ -332,20 +335,34 @@ pub(crate) fn start(spec: StartSpec) -> Result<Child> {
     finish(p, pid)
 }
 
-/// Starts several children at once, all with the same start method: under
-/// the forkserver in one request (one round trip to the server for a whole
-/// pool), under spawn one after the other. Either all are started or none is
-/// left running: on an error the children started so far are killed and
-/// reaped.
+/// Starts several children at once: under the forkserver in one request
+/// (one round trip to the server for a whole pool; several past
+/// `forkserver::MAX_BATCH` children), under spawn one after the other.
+/// Either all are started or none is left running: on an error the children
+/// started so far are killed and reaped.
 ///
 /// # Errors
 ///
 /// As [`start`].
-pub(crate) fn start_many(specs: Vec<StartSpec>) -> Result<Vec<Child>> {
+pub(crate) fn start_many(mut specs: Vec<StartSpec>) -> Result<Vec<Child>> {
+    let mut children = Vec::with_capacity(specs.len());
+    while !specs.is_empty() {
+        let rest = specs.split_off(specs.len().min(crate::forkserver::MAX_BATCH));
+        match start_batch(std::mem::replace(&mut specs, rest)) {
+            Ok(c) => children.extend(c),
+            Err(e) => {
+                abandon(children.iter().map(|c: &Child| c.pid));
+                return Err(e);
+            }
+        }
+    }
+    Ok(children)
+}
+
+/// [`start_many`] for at most `forkserver::MAX_BATCH` children.
+fn start_batch(specs: Vec<StartSpec>) -> Result<Vec<Child>> {
     check_initialized()?;
-    let batched = specs.len() > 1
-        && specs.len() <= crate::forkserver::MAX_BATCH
-        && specs.iter().all(|s| s.method == StartMethod::Forkserver);
+    let batched = specs.len() > 1 && specs.iter().all(|s| s.method == StartMethod::Forkserver);
     if !batched {
         let mut children = Vec::with_capacity(specs.len());
         for spec in specs {

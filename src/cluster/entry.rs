@@ -29,7 +29,7 @@
 /// }
 /// ```
 pub fn init() {
-    if crate::spawn::init_process() {
+    if crate::spawn::init_process(crate::pool::warm_fork_image) {
         // Not our child: maybe a remote pool worker, which never returns.
         super::worker::divert();
     }

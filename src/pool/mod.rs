@@ -298,6 +298,13 @@ impl PoolBuilder {
     }
 }
 
+/// Computes in the forkserver, once, what each worker it forks would
+/// otherwise work out again (whether to spin: a look at the CPU count, about
+/// twenty system calls), so that the workers inherit it.
+pub(crate) fn warm_fork_image() {
+    let _ = ring::spin_for();
+}
+
 /// A pool of worker processes.
 ///
 /// Workers are this binary run again ([`init`](crate::init) sends them to

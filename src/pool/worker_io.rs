@@ -78,18 +78,7 @@ pub(super) fn start_workers(s: WorkerSpec<'_>, n: usize) -> Result<Vec<Worker>> 
         starts.push(start);
         parts.push(p);
     }
-    let mut children = Vec::with_capacity(n);
-    // A pool of more workers than one request takes is started in several.
-    while !starts.is_empty() {
-        let rest = starts.split_off(starts.len().min(crate::forkserver::MAX_BATCH));
-        match spawn::start_many(std::mem::replace(&mut starts, rest)) {
-            Ok(c) => children.extend(c),
-            Err(e) => {
-                spawn::abandon(children.iter().map(|c| c.pid));
-                return Err(e);
-            }
-        }
-    }
+    let children = spawn::start_many(starts)?;
     let mut workers = Vec::with_capacity(n);
     let mut children = children.into_iter();
     for p in parts {

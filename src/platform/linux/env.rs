@@ -34,11 +34,11 @@ pub(crate) fn keep_freed_memory() {
 }
 
 /// Replaces this process's whole environment by `vars`, touching only the
-/// variables that differ (usually none: a forked child already has the
-/// server's environment, which is the program's at the server's start).
+/// variables that differ.
 ///
-/// Called only by a child the forkserver has just forked, before it runs
-/// anything else: the child is single-threaded then.
+/// Called only by the forkserver before it forks children with the
+/// program's current environment; the server is single-threaded (it refuses
+/// to fork otherwise).
 pub(crate) fn replace_all(vars: &[(std::ffi::OsString, std::ffi::OsString)]) {
     let wanted: std::collections::HashMap<_, _> = vars
         .iter()
@@ -50,9 +50,9 @@ pub(crate) fn replace_all(vars: &[(std::ffi::OsString, std::ffi::OsString)]) {
         .filter(|(k, _)| !wanted.contains_key(k.as_os_str()))
     {
         // SAFETY:
-        // - a child of the forkserver runs this first, while it is the only
-        //   thread of its process (the server is single-threaded and the
-        //   child is its copy), so nothing reads the environment concurrently.
+        // - only the forkserver runs this, and only while it is the only
+        //   thread of its process, so nothing reads the environment
+        //   concurrently.
         unsafe { std::env::remove_var(k) };
     }
     let current: std::collections::HashMap<_, _> = old
