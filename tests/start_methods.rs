@@ -612,3 +612,135 @@ fn test_pool_under_each_method() {
     }
     leaks.check();
 }
+
+// ---------------------------------------------------------------------------
+// A pool's workers forked by one forkserver request
+
+/// What a pool worker reports of itself: pid, parent pid, the probe variable.
+fn worker_self(_: u64) -> (u32, u32, Option<String>) {
+    (
+        std::process::id(),
+        std::os::unix::process::parent_id(),
+        std::env::var("MP_BATCH_PROBE").ok(),
+    )
+}
+
+/// Under the forkserver: a pool with the probe variable set, then one with it
+/// removed. Sends, for each pool, its worker pids, what its tasks saw, and
+/// this process's children (which the workers must be).
+#[allow(clippy::type_complexity)]
+fn batch_driver(conn: mp::Connection) {
+    let ctx = mp::get_context(Forkserver);
+    let mut seen = Vec::new();
+    for value in [Some("batched"), None] {
+        // SAFETY: this process's only other threads are the forkserver's
+        // (blocked in waitpid) and no pool runs now; nothing reads the
+        // environment while it changes.
+        match value {
+            Some(v) => unsafe { std::env::set_var("MP_BATCH_PROBE", v) },
+            None => unsafe { std::env::remove_var("MP_BATCH_PROBE") },
+        }
+        let pool = ctx.pool_builder().processes(3).build().unwrap();
+        let pids = pool.worker_pids();
+        // (A worker just forked may still bear the server's name.)
+        let children: Vec<u32> = children_of(std::process::id())
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .collect();
+        let reports = pool.map_with_chunksize(worker_self, 0..12u64, 1).unwrap();
+        pool.close();
+        pool.join().unwrap();
+        seen.push((pids, children, reports));
+    }
+    conn.send(&(std::process::id(), seen)).unwrap();
+}
+
+#[test]
+fn test_pool_workers_forked_at_once() {
+    let _g = serial();
+    warm_forkserver();
+    let leaks = LeakCheck::new();
+    let (ours, theirs) = mp::pipe(true).unwrap();
+    assert_eq!(run(mp::Process::new(batch_driver, theirs)), Some(0));
+    #[allow(clippy::type_complexity)]
+    let (driver, seen): (
+        u32,
+        Vec<(Vec<u32>, Vec<u32>, Vec<(u32, u32, Option<String>)>)>,
+    ) = ours.recv().unwrap();
+    drop(ours);
+    assert_eq!(seen.len(), 2);
+    for ((pids, children, reports), want) in seen.into_iter().zip([Some("batched"), None]) {
+        let mut distinct = pids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 3, "{pids:?}");
+        // Every worker is the driver's own child.
+        for pid in &pids {
+            assert!(children.contains(pid), "{pid} not in {children:?}");
+        }
+        assert_eq!(reports.len(), 12);
+        for (pid, ppid, var) in reports {
+            assert!(pids.contains(&pid), "{pid} not in {pids:?}");
+            assert_eq!(ppid, driver);
+            assert_eq!(var.as_deref(), want);
+        }
+    }
+    leaks.check();
+}
+
+#[test]
+fn test_pool_maxtasksperchild_one_under_forkserver() {
+    let _g = serial();
+    warm_forkserver();
+    let leaks = LeakCheck::new();
+    within(LONG, "a pool replacing each worker", || {
+        let pool = mp::get_context(Forkserver)
+            .pool_builder()
+            .processes(2)
+            .maxtasksperchild(1)
+            .build()
+            .unwrap();
+        let first = pool.worker_pids();
+        let pids = pool
+            .map_with_chunksize(|_: u64| std::process::id(), 0..6u64, 1)
+            .unwrap();
+        pool.close();
+        pool.join().unwrap();
+        let mut distinct = pids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        // One task per worker: six workers, the two of the batch among them.
+        assert_eq!(distinct.len(), 6, "{pids:?}");
+        for pid in first {
+            assert!(pids.contains(&pid), "{pid} not in {pids:?}");
+        }
+    });
+    leaks.check();
+}
+
+#[test]
+fn test_forkserver_replaced_after_it_was_killed() {
+    let _g = serial();
+    warm_forkserver();
+    let leaks = LeakCheck::new();
+    let old = own_forkserver().expect("a forkserver runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until(SHORT, "the killed forkserver gone", || pid_gone(old));
+    within(LONG, "a pool after the server died", || {
+        let pool = mp::get_context(Forkserver)
+            .pool_builder()
+            .processes(2)
+            .build()
+            .unwrap();
+        assert_eq!(pool.apply(|x: i32| x * 3, 5).unwrap(), 15);
+        pool.close();
+        pool.join().unwrap();
+    });
+    let new = own_forkserver().expect("a new forkserver runs");
+    assert_ne!(new, old);
+    leaks.check();
+}
