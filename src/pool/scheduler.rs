@@ -91,6 +91,10 @@ struct Watch {
     deadline: Option<Instant>,
     /// One entry per worker, in `workers` order.
     workers: Vec<WatchedWorker>,
+    /// No worker is ready yet (the pool's start-up): what comes next comes
+    /// on a socket (`Started`, `Ready`), which a spin does not watch, and a
+    /// submit could go nowhere, so the wait does not spin.
+    none_ready: bool,
 }
 
 struct WatchedWorker {
@@ -207,7 +211,7 @@ impl Handler {
     /// Spins, then polls the wake fd and every worker until the deadline.
     /// The poll's events, or `None` when the spin saw work come.
     fn wait(&self, watch: &Watch) -> Option<Polled> {
-        if self.spin_for_work(watch) {
+        if !watch.none_ready && self.spin_for_work(watch) {
             return None;
         }
         // Raise the flags that make a worker write the eventfd, then look once
@@ -348,7 +352,12 @@ impl Scheduler {
                 servable: !w.marker_waits && w.ring_broken.is_none() && w.phase == Phase::Ready,
             })
             .collect();
-        Watch { deadline, workers }
+        let none_ready = self.workers.iter().all(|w| w.phase != Phase::Ready);
+        Watch {
+            deadline,
+            workers,
+            none_ready,
+        }
     }
 
     /// Serves what the wait brought: the poll's events (`None`: the spin saw
