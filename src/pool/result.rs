@@ -857,7 +857,8 @@ impl<R: DeserializeOwned + Send + 'static> Job for IMapJob<R> {
             }
         }
         let finished = s.finished();
-        let wake = s.consumer_waits;
+        // Only the first chunk after the consumer fell asleep signals it.
+        let wake = std::mem::take(&mut s.consumer_waits);
         drop(s);
         // Released after the chunk is in place: a spinning consumer that
         // sees the count finds the chunk when it takes the lock.
@@ -990,6 +991,8 @@ impl<R> IMapIterator<R> {
                 if s.feeder_waits
                     .is_some_and(|low| s.submitted - s.consumed <= low)
                 {
+                    // Once: the feeder raises it again if it sleeps again.
+                    s.feeder_waits = None;
                     self.shared.room.notify_all();
                 }
                 match chunk {

@@ -680,8 +680,15 @@ impl WorkerRing {
         // A parent thread waiting for this result reads it itself: wake it,
         // and not the scheduler (see `RingWatch`).
         self.rings.wake_waiters();
+        // The first result after the scheduler went to sleep wakes it and
+        // lowers the flag: the results after it, published before the
+        // scheduler is up, cost no more writes (it drains them all).
         if self.rings.word(ctl::WAITERS).load(Ordering::SeqCst) == 0
-            && self.rings.word(ctl::PARENT_SLEEPS).load(Ordering::SeqCst) != 0
+            && self
+                .rings
+                .word(ctl::PARENT_SLEEPS)
+                .swap(0, Ordering::SeqCst)
+                != 0
         {
             wake_parent();
         }
