@@ -141,7 +141,7 @@ pub(crate) fn spawn_scheduler(inner: Arc<Inner>, workers: Vec<Worker>) -> Result
     core.publish_pids();
     let mut h = Handler {
         inner: inner.clone(),
-        spin: ring::SpinGate::new(),
+        spin: ring::SpinGate::tolerant(),
     };
     // Put in place before the thread runs; taken out (which ends the cycle
     // `Inner` -> `Scheduler` -> `Inner`) when it exits.
