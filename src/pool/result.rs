@@ -202,9 +202,13 @@ impl<R> Slot<R> {
         // A result that comes within the spin (a short task on a worker that
         // spins on its ring too) costs this thread no sleep and wake-up.
         static SPIN: SpinGate = SpinGate::new();
+        // The direct path's waits (one short task each, `apply`) keep a gate
+        // of their own: a wait for a whole `map` misses its spin every time,
+        // and must not stop the spins of the round trips that pay.
+        static DIRECT_SPIN: SpinGate = SpinGate::new();
         let direct = self.direct.lock().unpoison().clone();
         if let Some(d) = direct {
-            self.wait_direct(&d, deadline, &SPIN);
+            self.wait_direct(&d, deadline, &DIRECT_SPIN);
         }
         let start = Instant::now();
         let budget = if self.done.load(Ordering::Acquire) {
