@@ -861,8 +861,13 @@ impl<R: DeserializeOwned + Send + 'static> Job for IMapJob<R> {
             }
         }
         let finished = s.finished();
-        // Only the first chunk after the consumer fell asleep signals it.
-        let wake = std::mem::take(&mut s.consumer_waits);
+        // Only the first chunk after the consumer fell asleep that lets it
+        // go on signals it: in order, the chunk it waits for (one that came
+        // early would only wake it to sleep again).
+        let wake = s.consumer_waits && (!s.ordered || index == s.next_index);
+        if wake {
+            s.consumer_waits = false;
+        }
         drop(s);
         // Released after the chunk is in place: a spinning consumer that
         // sees the count finds the chunk when it takes the lock.
