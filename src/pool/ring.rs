@@ -704,13 +704,13 @@ impl WorkerRing {
         self.rings.wake_waiters();
         // The first result after the scheduler went to sleep wakes it and
         // lowers the flag: the results after it, published before the
-        // scheduler is up, cost no more writes (it drains them all).
+        // scheduler is up, cost no more writes (it drains them all). The
+        // load first: while the scheduler is awake the flag's line is only
+        // read, not written, by every result.
+        let parent_sleeps = self.rings.word(ctl::PARENT_SLEEPS);
         if self.rings.word(ctl::WAITERS).load(Ordering::SeqCst) == 0
-            && self
-                .rings
-                .word(ctl::PARENT_SLEEPS)
-                .swap(0, Ordering::SeqCst)
-                != 0
+            && parent_sleeps.load(Ordering::SeqCst) != 0
+            && parent_sleeps.swap(0, Ordering::SeqCst) != 0
         {
             wake_parent();
         }
