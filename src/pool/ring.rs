@@ -16,7 +16,7 @@
 //! futex on the index, the parent's scheduler in its `poll` (it also watches
 //! pidfds and sockets). A writer publishes its index, then wakes the reader
 //! only if that flag is up (`FUTEX_WAKE`, or a write to the pool's eventfd
-//! for the parent). Both sides use `SeqCst` for the flag and the index, so
+//! for the parent, which lowers the flag: one write per sleep). Both sides use `SeqCst` for the flag and the index, so
 //! either the writer sees the flag or the reader sees the new index. A
 //! parent thread waiting for its own task's answer (the pool's direct path,
 //! see [`RingWatch`]) counts itself in a *waiters* word: while it is there,
