@@ -944,7 +944,7 @@ impl<R> IMapIterator<R> {
             shared,
             pool,
             job,
-            spin: SpinGate::new(),
+            spin: SpinGate::tolerant(),
             _marker: PhantomData,
         }
     }
@@ -1065,6 +1065,7 @@ impl<R> IMapIterator<R> {
         }
         let until = Instant::now() + budget;
         let until = deadline.map_or(until, |d| d.min(until));
+        let mut rounds = 0u32;
         loop {
             for _ in 0..64 {
                 if self.shared.arrivals.load(Ordering::Acquire) != seen {
@@ -1072,6 +1073,12 @@ impl<R> IMapIterator<R> {
                     return;
                 }
                 std::hint::spin_loop();
+            }
+            // The chunk comes from the pool's scheduler, which may be
+            // waiting for this CPU on a loaded machine.
+            rounds += 1;
+            if rounds % 4 == 0 {
+                std::thread::yield_now();
             }
             if Instant::now() >= until {
                 // A wait cut short by its deadline says nothing about the spin.

@@ -116,7 +116,8 @@ pub(crate) fn spin_for() -> Duration {
 /// (a worker waiting for its next task, a caller waiting for its answer)
 /// stops at the first miss and probes rarely ([`new`](Self::new)): on a
 /// loaded machine its spin delays the very answer it waits for. The pool's
-/// scheduler ([`tolerant`](Self::tolerant)) serves several workers at once,
+/// scheduler and an `imap` consumer ([`tolerant`](Self::tolerant), each
+/// yielding its CPU now and then while it spins) serve several workers at once,
 /// so a stream of short tasks keeps its spin paying even when one wait in a
 /// few misses (the end of one worker's window while the other still runs);
 /// stopping it at the first miss made it sleep in `poll` and be woken by an
