@@ -202,9 +202,13 @@ impl<R> Slot<R> {
         // A result that comes within the spin (a short task on a worker that
         // spins on its ring too) costs this thread no sleep and wake-up.
         static SPIN: SpinGate = SpinGate::new();
+        // The direct path's waits (one short task each, `apply`) keep a gate
+        // of their own: a wait for a whole `map` misses its spin every time,
+        // and must not stop the spins of the round trips that pay.
+        static DIRECT_SPIN: SpinGate = SpinGate::new();
         let direct = self.direct.lock().unpoison().clone();
         if let Some(d) = direct {
-            self.wait_direct(&d, deadline, &SPIN);
+            self.wait_direct(&d, deadline, &DIRECT_SPIN);
         }
         let start = Instant::now();
         let budget = if self.done.load(Ordering::Acquire) {
@@ -857,7 +861,13 @@ impl<R: DeserializeOwned + Send + 'static> Job for IMapJob<R> {
             }
         }
         let finished = s.finished();
-        let wake = s.consumer_waits;
+        // Only the first chunk after the consumer fell asleep that lets it
+        // go on signals it: in order, the chunk it waits for (one that came
+        // early would only wake it to sleep again).
+        let wake = s.consumer_waits && (!s.ordered || index == s.next_index);
+        if wake {
+            s.consumer_waits = false;
+        }
         drop(s);
         // Released after the chunk is in place: a spinning consumer that
         // sees the count finds the chunk when it takes the lock.
@@ -934,7 +944,7 @@ impl<R> IMapIterator<R> {
             shared,
             pool,
             job,
-            spin: SpinGate::new(),
+            spin: SpinGate::tolerant(),
             _marker: PhantomData,
         }
     }
@@ -990,6 +1000,8 @@ impl<R> IMapIterator<R> {
                 if s.feeder_waits
                     .is_some_and(|low| s.submitted - s.consumed <= low)
                 {
+                    // Once: the feeder raises it again if it sleeps again.
+                    s.feeder_waits = None;
                     self.shared.room.notify_all();
                 }
                 match chunk {
@@ -1053,6 +1065,7 @@ impl<R> IMapIterator<R> {
         }
         let until = Instant::now() + budget;
         let until = deadline.map_or(until, |d| d.min(until));
+        let mut rounds = 0u32;
         loop {
             for _ in 0..64 {
                 if self.shared.arrivals.load(Ordering::Acquire) != seen {
@@ -1060,6 +1073,12 @@ impl<R> IMapIterator<R> {
                     return;
                 }
                 std::hint::spin_loop();
+            }
+            // The chunk comes from the pool's scheduler, which may be
+            // waiting for this CPU on a loaded machine.
+            rounds += 1;
+            if rounds % 4 == 0 {
+                std::thread::yield_now();
             }
             if Instant::now() >= until {
                 // A wait cut short by its deadline says nothing about the spin.

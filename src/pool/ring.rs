@@ -16,7 +16,7 @@
 //! futex on the index, the parent's scheduler in its `poll` (it also watches
 //! pidfds and sockets). A writer publishes its index, then wakes the reader
 //! only if that flag is up (`FUTEX_WAKE`, or a write to the pool's eventfd
-//! for the parent). Both sides use `SeqCst` for the flag and the index, so
+//! for the parent, which lowers the flag: one write per sleep). Both sides use `SeqCst` for the flag and the index, so
 //! either the writer sees the flag or the reader sees the new index. A
 //! parent thread waiting for its own task's answer (the pool's direct path,
 //! see [`RingWatch`]) counts itself in a *waiters* word: while it is there,
@@ -109,34 +109,57 @@ pub(crate) fn spin_for() -> Duration {
 /// Spinning pays only while the other side answers within the spin: on a
 /// machine whose CPUs are all busy, a spinning thread takes the CPU the
 /// other side needs to answer. A waiting site spins while its recent spins
-/// ended with an answer; after [`SpinGate::MISSES`] misses in a row it sleeps
-/// at once, and tries a spin again only every [`SpinGate::PROBE`]th wait.
+/// ended with an answer; after `misses` misses in a row it sleeps at once,
+/// and tries a spin again only every `probe`th wait.
+///
+/// Two settings. A site whose spin competes with the thread it waits for
+/// (a worker waiting for its next task, a caller waiting for its answer)
+/// stops at the first miss and probes rarely ([`new`](Self::new)): on a
+/// loaded machine its spin delays the very answer it waits for. The pool's
+/// scheduler and an `imap` consumer ([`tolerant`](Self::tolerant), each
+/// yielding its CPU now and then while it spins) serve several workers at once,
+/// so a stream of short tasks keeps its spin paying even when one wait in a
+/// few misses (the end of one worker's window while the other still runs);
+/// stopping it at the first miss made it sleep in `poll` and be woken by an
+/// `eventfd` write for each handful of results.
 pub(crate) struct SpinGate {
     /// Spins in a row that ended without an answer.
     misses: AtomicU32,
     /// Waits since the spins stopped paying.
     waits: AtomicU32,
+    /// Misses in a row after which the site stops spinning.
+    max_misses: u32,
+    /// While stopped, one wait in this many spins, to see if it pays again.
+    probe: u32,
 }
 
 impl SpinGate {
-    /// Misses in a row after which the site stops spinning.
-    const MISSES: u32 = 1;
-    /// While stopped, one wait in this many spins, to see if it pays again.
-    const PROBE: u32 = 256;
-
-    /// A site whose spins have paid so far.
+    /// A site whose spins have paid so far, stopping at the first miss.
     pub(crate) const fn new() -> SpinGate {
         SpinGate {
             misses: AtomicU32::new(0),
             waits: AtomicU32::new(0),
+            max_misses: 1,
+            probe: 256,
+        }
+    }
+
+    /// A site that stops spinning after four misses in a row and, while
+    /// stopped, spins one wait in sixteen (the pool's scheduler).
+    pub(crate) const fn tolerant() -> SpinGate {
+        SpinGate {
+            misses: AtomicU32::new(0),
+            waits: AtomicU32::new(0),
+            max_misses: 4,
+            probe: 16,
         }
     }
 
     /// How long this wait should spin: [`spin_for`], or zero while spins do
     /// not pay.
     pub(crate) fn budget(&self) -> Duration {
-        if self.misses.load(Ordering::Relaxed) < Self::MISSES
-            || self.waits.fetch_add(1, Ordering::Relaxed) % Self::PROBE == 0
+        if self.misses.load(Ordering::Relaxed) < self.max_misses
+            || self.waits.fetch_add(1, Ordering::Relaxed) % self.probe == 0
         {
             spin_for()
         } else {
@@ -680,8 +703,15 @@ impl WorkerRing {
         // A parent thread waiting for this result reads it itself: wake it,
         // and not the scheduler (see `RingWatch`).
         self.rings.wake_waiters();
+        // The first result after the scheduler went to sleep wakes it and
+        // lowers the flag: the results after it, published before the
+        // scheduler is up, cost no more writes (it drains them all). The
+        // load first: while the scheduler is awake the flag's line is only
+        // read, not written, by every result.
+        let parent_sleeps = self.rings.word(ctl::PARENT_SLEEPS);
         if self.rings.word(ctl::WAITERS).load(Ordering::SeqCst) == 0
-            && self.rings.word(ctl::PARENT_SLEEPS).load(Ordering::SeqCst) != 0
+            && parent_sleeps.load(Ordering::SeqCst) != 0
+            && parent_sleeps.swap(0, Ordering::SeqCst) != 0
         {
             wake_parent();
         }
@@ -802,6 +832,66 @@ mod tests {
         // A wrap record that is not at the end of the area.
         p.rings.header(RESULTS, 0, 8, KIND_WRAP);
         assert!(p.peek(&mut buf).is_err());
+    }
+
+    #[test]
+    fn a_sleeping_scheduler_is_woken_once_per_sleep() {
+        let (p, mut w) = pair();
+        let wakes = std::cell::Cell::new(0);
+        let wake = || wakes.set(wakes.get() + 1);
+        // Awake: no write to the eventfd.
+        w.push(Some(b"a"), wake, || false).unwrap();
+        assert_eq!(wakes.get(), 0);
+        // Asleep: the first result wakes it, the next ones before it is up
+        // do not (it drains them all).
+        p.watch().set_parent_sleeps(true);
+        for frame in [b"b", b"c", b"d"] {
+            w.push(Some(frame), wake, || false).unwrap();
+        }
+        assert_eq!(wakes.get(), 1);
+        // Asleep again: woken again.
+        p.watch().set_parent_sleeps(true);
+        w.push(Some(b"e"), wake, || false).unwrap();
+        assert_eq!(wakes.get(), 2);
+        let mut buf = Vec::new();
+        let mut seen = Vec::new();
+        let mut p = p;
+        while let Some((_, tail)) = p.peek(&mut buf).unwrap() {
+            seen.push(buf.clone());
+            p.consume(tail);
+        }
+        assert_eq!(seen, [b"a", b"b", b"c", b"d", b"e"]);
+    }
+
+    /// Spins granted in `waits` waits that all miss.
+    fn spins_while_missing(gate: &SpinGate, waits: u32) -> u32 {
+        (0..waits)
+            .filter(|_| {
+                let spun = !gate.budget().is_zero();
+                if spun {
+                    gate.record(false);
+                }
+                spun
+            })
+            .count() as u32
+    }
+
+    #[test]
+    fn spin_gates_stop_after_their_misses_and_a_hit_restarts_them() {
+        if spin_for().is_zero() {
+            // One CPU: no site ever spins.
+            assert!(SpinGate::tolerant().budget().is_zero());
+            return;
+        }
+        // Strict: one miss, then one wait in 256.
+        let strict = SpinGate::new();
+        assert_eq!(spins_while_missing(&strict, 1 + 512), 1 + 2);
+        // Tolerant: four misses, then one wait in 16.
+        let tolerant = SpinGate::tolerant();
+        assert_eq!(spins_while_missing(&tolerant, 4 + 64), 4 + 4);
+        // A probe that hits makes it spin on every wait again.
+        tolerant.record(true);
+        assert_eq!(spins_while_missing(&tolerant, 4), 4);
     }
 
     #[test]

@@ -65,6 +65,9 @@ const RING_RETRY: Duration = Duration::from_millis(1);
 /// While a worker has tasks, the handler looks at its ring at least this
 /// often, whatever woke it or not (see `next_deadline`).
 const IN_FLIGHT_LOOK: Duration = Duration::from_millis(200);
+/// The scheduler's spin yields its CPU once in this many rounds of checks (a
+/// few microseconds).
+const YIELD_EVERY: u32 = 8;
 /// Consecutive worker start-up failures after which the pool is broken.
 const MAX_START_FAILURES: u32 = 3;
 /// Pause before retrying a failed worker start.
@@ -145,7 +148,7 @@ pub(crate) fn spawn_scheduler(inner: Arc<Inner>, workers: Vec<Worker>) -> Result
     core.publish_pids();
     let mut h = Handler {
         inner: inner.clone(),
-        spin: ring::SpinGate::new(),
+        spin: ring::SpinGate::tolerant(),
     };
     // Put in place before the thread runs; taken out (which ends the cycle
     // `Inner` -> `Scheduler` -> `Inner`) when it exits.
@@ -265,6 +268,7 @@ impl Handler {
         let deadline = watch.deadline;
         let until = deadline.map_or(start + budget, |d| d.min(start + budget));
         let seen = self.inner.submits.load(Ordering::Acquire);
+        let mut rounds = 0u32;
         loop {
             for _ in 0..16 {
                 if self.inner.submits.load(Ordering::Relaxed) != seen
@@ -274,6 +278,13 @@ impl Handler {
                     return true;
                 }
                 std::hint::spin_loop();
+            }
+            // On a machine whose CPUs are all taken, the thread this spin
+            // waits for (a worker, a feeder) may be waiting for this CPU:
+            // let it run now and then (a no-op when nothing else is runnable).
+            rounds += 1;
+            if rounds % YIELD_EVERY == 0 {
+                std::thread::yield_now();
             }
             if Instant::now() >= until {
                 // A wait cut short by a deadline says nothing about the spin.
