@@ -324,6 +324,41 @@ mod tests {
         assert!(!s.until_readable(a.as_fd(), Some(t0 - SPIN_MAX)).unwrap());
     }
 
+    // Each `until` below is the first spin of its test's thread, so the
+    // contention check (which only takes the count on a thread's first
+    // call) cannot make it rest.
+
+    #[test]
+    fn a_look_that_finds_ends_the_spin_at_once() {
+        let s = on();
+        let mut looks = 0;
+        let found = s.until(None, || {
+            looks += 1;
+            Ok::<_, ()>(looks == 3)
+        });
+        assert_eq!((found, looks), (Ok(true), 3));
+        assert_eq!(s.budget_now(), nanos(SPIN_MAX));
+        // Resting: no look at all.
+        s.rest();
+        let mut looks = 0;
+        let none = s.until(None, || {
+            looks += 1;
+            Ok::<_, ()>(true)
+        });
+        assert_eq!((none, looks), (Ok(false), 0));
+    }
+
+    #[test]
+    fn a_look_that_fails_ends_the_spin_with_its_error() {
+        let s = on();
+        let mut looks = 0;
+        let failed = s.until(None, || {
+            looks += 1;
+            Err::<bool, _>("look failed")
+        });
+        assert_eq!((failed, looks), (Err("look failed"), 1));
+    }
+
     #[test]
     fn misses_halve_the_budget_then_rest_then_probe() {
         let s = on();
