@@ -24,9 +24,9 @@
 //! machine with 1.5 of its 2 cores taken by others. So before each spin the
 //! thread's count of involuntary context switches is read (one `getrusage`,
 //! made when the wait begins, while the peer is still at work on its
-//! answer, so that it never delays handling the answer a spin finds); if
-//! it rose since the last look, it rests, and probes ever more rarely (the interval doubles
-//! up to [`PROBE_MAX`]) while the contention lasts. For the same reason the
+//! answer, so that it never delays handling the answer a spin finds); if it
+//! rose since the last look, it rests, and probes ever more rarely (the
+//! interval doubles up to [`PROBE_MAX`]) while the contention lasts. For the same reason the
 //! spin never yields: `sched_yield` hands the CPU to a busy process for its
 //! whole slice.
 //!

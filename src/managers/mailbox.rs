@@ -8,8 +8,8 @@
 //! spins (the usual case: the answer comes within microseconds) sees it with
 //! no system call at all (for up to [`SPIN`], less after misses, none while
 //! the CPUs are contended: the `Connection`'s policy, `connection/spin.rs`).
-//! A reader that found nothing marks itself asleep and sleeps in `poll` on the socket; a sender that sees that
-//! mark writes one byte to wake it. The mark and the slot are a Dekker pair
+//! A reader that found nothing marks itself asleep and sleeps in `poll` on
+//! the socket; a sender that sees that mark writes one byte to wake it. The mark and the slot are a Dekker pair
 //! (store, full fence, load on both sides), so a wake-up is never missed.
 //! Messages longer than a slot travel as a sealed memfd passed with the wake
 //! byte. The peer's death closes the socket: a sleeping reader wakes to end
