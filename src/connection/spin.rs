@@ -21,13 +21,13 @@
 //! spinning in turn) is made to wait a whole time slice while its message
 //! sits there, where a thread asleep in `recvmsg` would have been woken at
 //! once; measured, the ping-pong got 2x slower than not spinning at all on a
-//! machine with 1.5 of its 2 cores taken by others. So before each spin the
+//! machine with 1.5 of its 2 cores taken by others. So before a spin the
 //! thread's count of involuntary context switches is read (one `getrusage`,
-//! made when the wait begins, while the peer is still at work on its
-//! answer, so that it never delays handling the answer a spin finds); if it
-//! rose since the last look, it rests, and probes ever more rarely (the
-//! interval doubles up to [`PROBE_MAX`]) while the contention lasts. For the same reason the
-//! spin never yields: `sched_yield` hands the CPU to a busy process for its
+//! at most every 100 µs, made when the wait begins, while the peer is still
+//! at work on its answer, so that it never delays handling the answer a
+//! spin finds); if it rose since the last look, it rests, and probes ever
+//! more rarely (the interval doubles up to [`PROBE_MAX`]) while the
+//! contention lasts. For the same reason the spin never yields: `sched_yield` hands the CPU to a busy process for its
 //! whole slice.
 //!
 //! Never on a machine with one CPU to run on (`cpu_count() == 1`: one CPU,
@@ -264,17 +264,32 @@ impl Spin {
     }
 }
 
-/// Whether this thread was preempted since its last spin ended (the
-/// kernel's count of involuntary context switches rose): the CPUs are
-/// contended, and spinning would hurt (see [`Spin::rest`]). The first call
-/// on a thread only takes the count.
+/// How often a thread asks the kernel whether it was preempted: a
+/// `getrusage` costs about a microsecond on a virtual machine, more than a
+/// whole round trip through shared memory (an `Event` or a queue
+/// ping-pong), while preemption comes in time slices of milliseconds. A
+/// preemption between two asks is still seen, by the next one.
+const CONTENTION_CHECK_EVERY: Duration = Duration::from_micros(100);
+
+/// Whether this thread was preempted since it last asked (the kernel's
+/// count of involuntary context switches rose): the CPUs are contended, and
+/// spinning would hurt (see [`Spin::rest`]). Asks the kernel at most once
+/// per [`CONTENTION_CHECK_EVERY`] (false in between). The first call on a
+/// thread only takes the count.
 fn cpu_contended() -> bool {
     thread_local! {
-        static SEEN: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+        static SEEN: std::cell::Cell<Option<(Instant, u64)>> =
+            const { std::cell::Cell::new(None) };
     }
-    let now = fd::involuntary_switches();
-    SEEN.with(|seen| seen.replace(Some(now)))
-        .is_some_and(|before| now != before)
+    let now = Instant::now();
+    SEEN.with(|seen| match seen.get() {
+        Some((at, _)) if now.duration_since(at) < CONTENTION_CHECK_EVERY => false,
+        before => {
+            let count = fd::involuntary_switches();
+            seen.set(Some((now, count)));
+            before.is_some_and(|(_, b)| b != count)
+        }
+    })
 }
 
 /// `d` in nanoseconds (the budgets are far below 4 s).

@@ -199,17 +199,23 @@ impl Event {
         set
     }
 
-    /// Watches the flag without sleeping, for this wait's budget (at most
-    /// [`SPIN_MAX`], cut short by `deadline`), or for [`SPIN_LIMIT`] rounds
-    /// when the policy says not to spin now; true once it is seen set.
+    /// Watches the flag without sleeping: [`SPIN_LIMIT`] rounds, then, if
+    /// the policy says to spin now, for this wait's budget (at most
+    /// [`SPIN_MAX`], cut short by `deadline`); true once it is seen set.
     fn spin_until_set(&self, deadline: Option<Instant>) -> bool {
         let state = self.state();
         let is_set = || state.load(Ordering::Relaxed) == SET;
+        // First a few rounds, whatever the policy: a flag set from another
+        // core is often seen within them, before the policy is asked.
+        let soon = (0..SPIN_LIMIT).any(|_| {
+            std::hint::spin_loop();
+            is_set()
+        });
+        if soon {
+            return true;
+        }
         let Some(budget) = self.spin.begin() else {
-            return (0..SPIN_LIMIT).any(|_| {
-                std::hint::spin_loop();
-                is_set()
-            });
+            return false;
         };
         let full = Instant::now() + budget.min(SPIN_MAX);
         let until = deadline.map_or(full, |d| d.min(full));
