@@ -6,10 +6,9 @@
 //! per connection on each side), so each direction holds at most one message.
 //! The sender copies it into its slot and marks the slot full; a reader that
 //! spins (the usual case: the answer comes within microseconds) sees it with
-//! no system call at all (for up to [`SPIN`], less after misses, none while
-//! the CPUs are contended: the `Connection`'s policy, `connection/spin.rs`).
-//! A reader that found nothing marks itself asleep and sleeps in `poll` on
-//! the socket; a sender that sees that mark writes one byte to wake it. The mark and the slot are a Dekker pair
+//! no system call at all. A reader that found nothing for [`SPIN`] marks
+//! itself asleep and sleeps in `poll` on the socket; a sender that sees that
+//! mark writes one byte to wake it. The mark and the slot are a Dekker pair
 //! (store, full fence, load on both sides), so a wake-up is never missed.
 //! Messages longer than a slot travel as a sealed memfd passed with the wake
 //! byte. The peer's death closes the socket: a sleeping reader wakes to end
@@ -25,7 +24,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, Instant};
 
-use crate::connection::spin::Spin;
 use crate::error::{Error, Result};
 use crate::platform::fd;
 use crate::platform::shm::{self, ShmRegion};
@@ -75,9 +73,6 @@ pub(crate) struct Mailbox {
     side: Side,
     /// Where a message is copied out to (reused, one reader at a time).
     inbox: Mutex<Vec<u8>>,
-    /// How long a reader watches its slot before it sleeps (the
-    /// `Connection`'s adaptive policy, `connection/spin.rs`).
-    spin: Spin,
 }
 
 impl Mailbox {
@@ -117,7 +112,6 @@ impl Mailbox {
             rx,
             side,
             inbox: Mutex::new(Vec::new()),
-            spin: Spin::new(true),
         }
     }
 
@@ -199,32 +193,6 @@ impl Mailbox {
         }
     }
 
-    /// Watches the read slot for this wait's budget (at most [`SPIN`]) and
-    /// claims the message if one comes; true if it did. The policy shortens
-    /// the watch after misses and drops it while the CPUs are contended.
-    /// Never `sched_yield`: on a busy machine that hands the CPU to another
-    /// process for its whole slice while the answer waits.
-    fn spin_to_take(&self) -> bool {
-        let Some(budget) = self.spin.begin() else {
-            return self.try_take();
-        };
-        let until = Instant::now() + budget.min(SPIN);
-        let taken = loop {
-            // The clock is read once per 64 looks: a look is one load.
-            if (0..64).any(|_| {
-                std::hint::spin_loop();
-                self.try_take()
-            }) {
-                break true;
-            }
-            if Instant::now() >= until {
-                break false;
-            }
-        };
-        self.spin.end(taken, budget, false);
-        taken
-    }
-
     /// Claims the message in the read slot, if there is one.
     fn try_take(&self) -> bool {
         let state = self.region.atomic_u32(self.rx + STATE);
@@ -253,7 +221,23 @@ impl Mailbox {
         let mut memfds = Vec::new();
         let mut taken = false;
         if spin {
-            taken = self.spin_to_take();
+            let until = Instant::now() + SPIN;
+            let mut polls = 0u32;
+            loop {
+                if self.try_take() {
+                    taken = true;
+                    break;
+                }
+                polls += 1;
+                if polls % 256 == 0 {
+                    if Instant::now() >= until {
+                        break;
+                    }
+                    // On a busy machine the peer may need this very CPU.
+                    std::thread::yield_now();
+                }
+                std::hint::spin_loop();
+            }
         }
         while !taken {
             asleep.store(1, Ordering::Relaxed);
