@@ -639,3 +639,60 @@ fn timeouts_are_kept_while_spinning() {
         assert!(matches!(a.recv_timeout::<u32>(ms(1)), Err(mp::Error::Eof)));
     });
 }
+
+/// One reader of an end shared with another process: under the shared
+/// lock, takes one message at a time until `None`, checks each is whole
+/// (`[i; i % 300]` after its index) and adds its index and a count to
+/// `seen`.
+fn shared_end_reader((conn, lock, seen): (mp::Connection, mp::Lock, mp::Array<u64>)) {
+    loop {
+        let msg = {
+            let _g = lock.lock();
+            conn.recv::<Option<(u64, Vec<u8>)>>().unwrap()
+        };
+        let Some((i, body)) = msg else { return };
+        assert_eq!(body, vec![i as u8; (i % 300) as usize], "message {i}");
+        let mut s = seen.lock();
+        let (sum, count) = (s.get(0), s.get(1));
+        s.set(0, sum + i);
+        s.set(1, count + 1);
+    }
+}
+
+#[test]
+fn an_end_shared_by_two_readers_hands_each_message_whole_to_one() {
+    // CPython's Queue shares a pipe end between its readers the same way
+    // (a lock around each recv). A spinning receive looks for a message by
+    // reading its header, and must never read past the message it takes:
+    // the next one belongs to whichever process takes the lock next.
+    let _s = common::serial();
+    within(SHORT, "an_end_shared_by_two_readers", || {
+        let leaks = LeakCheck::new();
+        let (rx, tx) = mp::pipe(false).unwrap();
+        let lock = mp::Lock::new().unwrap();
+        let seen = mp::Array::<u64>::new(2).unwrap();
+        let readers: Vec<mp::Process> = (0..2)
+            .map(|_| {
+                common::start(
+                    shared_end_reader,
+                    (rx.try_clone().unwrap(), lock.clone(), seen.clone()),
+                )
+            })
+            .collect();
+        drop(rx);
+        const N: u64 = 3000;
+        for i in 0..N {
+            tx.send(&Some((i, vec![i as u8; (i % 300) as usize])))
+                .unwrap();
+        }
+        for _ in &readers {
+            tx.send(&None::<(u64, Vec<u8>)>).unwrap();
+        }
+        for p in readers {
+            common::joined_ok(p);
+        }
+        assert_eq!(seen.to_vec(), [N * (N - 1) / 2, N]);
+        drop((tx, lock, seen));
+        leaks.check();
+    });
+}

@@ -396,6 +396,47 @@ fn event_wakes_every_waiting_process() {
     assert_eq!(woke.get_value(), 3);
 }
 
+/// The child of `event_ping_pong_quick_and_slow_loses_no_round`: `rounds`
+/// times, waits for `ping`, clears it and sets `pong`; in runs of rounds it
+/// computes a while first, so the parent's spin sometimes finds `pong` and
+/// sometimes gives up and sleeps.
+fn event_echo((ping, pong, rounds): (mp::Event, mp::Event, u64)) {
+    for i in 0..rounds {
+        assert!(ping.wait_timeout(LONG), "round {i}: no ping");
+        ping.clear();
+        if (i / 200) % 2 == 1 {
+            let mut acc = i;
+            for k in 0..50_000u64 {
+                acc = std::hint::black_box(acc.wrapping_mul(6364136223846793005).wrapping_add(k));
+            }
+            std::hint::black_box(acc);
+        }
+        pong.set();
+    }
+}
+
+#[test]
+fn event_ping_pong_quick_and_slow_loses_no_round() {
+    // A waiter watches the flag before it sleeps, for a budget that shrinks
+    // after misses: every set must still be seen, spinning or asleep.
+    let _s = serial();
+    within(SHORT, "event_ping_pong", || {
+        let leaks = LeakCheck::new();
+        let (ping, pong) = (mp::Event::new().unwrap(), mp::Event::new().unwrap());
+        const ROUNDS: u64 = 1000;
+        let p = start(event_echo, (ping.clone(), pong.clone(), ROUNDS));
+        for i in 0..ROUNDS {
+            ping.set();
+            assert!(pong.wait_timeout(LONG), "round {i}: no pong");
+            pong.clear();
+        }
+        joined_ok(p);
+        assert!(!ping.is_set() && !pong.is_set());
+        drop((ping, pong));
+        leaks.check();
+    });
+}
+
 // ---------------------------------------------------------------------------
 // Condition
 

@@ -496,15 +496,24 @@ impl Connection {
             }
             // Look before sleeping, once per call, for the frame's start: a
             // peer on this machine often answers sooner than a sleeper wakes.
-            let mut ready = false;
+            // The look is the header's own non-blocking read, not a `poll`
+            // followed by the read: a look that finds nothing costs the same
+            // system call, and one that finds the frame saves one (a small
+            // frame is then two reads, header and payload).
             if !spun && st.at_frame_start() {
                 spun = true;
-                ready = self.inner.spin.until_readable(fd, deadline)?;
+                if self
+                    .inner
+                    .spin
+                    .until(deadline, || st.read_once(fd, max, true))?
+                {
+                    continue;
+                }
             }
             // The deadline bounds the wait for a frame to start; once its first
             // bytes are in, the rest is read without one (as CPython does).
             let waiting_for_start = deadline.is_some() && st.at_frame_start();
-            if waiting_for_start && !ready && !fd::wait_for(fd, fd::READABLE, deadline)? {
+            if waiting_for_start && !fd::wait_for(fd, fd::READABLE, deadline)? {
                 return Err(Error::Timeout);
             }
             // Non-blocking after a poll: another process sharing this end may
@@ -615,13 +624,16 @@ impl RecvState {
         }
     }
 
-    /// One read for the frame being received; completes frames in the reader.
-    fn read_once(&mut self, fd: BorrowedFd<'_>, max: u64, nonblocking: bool) -> Result<()> {
+    /// One read for the frame being received; completes frames in the
+    /// reader. True if it took bytes or met end of file, false if nothing
+    /// was there (`nonblocking` only).
+    fn read_once(&mut self, fd: BorrowedFd<'_>, max: u64, nonblocking: bool) -> Result<bool> {
         self.reader.set_max(max);
         let cmsg = self.socket.then_some(&mut self.cmsg);
-        self.reader
+        let n = self
+            .reader
             .read_with(|buf, want, fds| read_append(fd, cmsg, buf, want, fds, nonblocking))?;
-        Ok(())
+        Ok(n.is_some())
     }
 }
 

@@ -21,11 +21,13 @@
 //! spinning in turn) is made to wait a whole time slice while its message
 //! sits there, where a thread asleep in `recvmsg` would have been woken at
 //! once; measured, the ping-pong got 2x slower than not spinning at all on a
-//! machine with 1.5 of its 2 cores taken by others. So after each spin the
-//! thread's count of involuntary context switches is read (one `getrusage`);
-//! if it rose, it rests, and probes ever more rarely (the interval doubles
-//! up to [`PROBE_MAX`]) while the contention lasts. For the same reason the
-//! spin never yields: `sched_yield` hands the CPU to a busy process for its
+//! machine with 1.5 of its 2 cores taken by others. So before a spin the
+//! thread's count of involuntary context switches is read (one `getrusage`,
+//! at most every 100 µs, made when the wait begins, while the peer is still
+//! at work on its answer, so that it never delays handling the answer a
+//! spin finds); if it rose since the last look, it rests, and probes ever
+//! more rarely (the interval doubles up to [`PROBE_MAX`]) while the
+//! contention lasts. For the same reason the spin never yields: `sched_yield` hands the CPU to a busy process for its
 //! whole slice.
 //!
 //! Never on a machine with one CPU to run on (`cpu_count() == 1`: one CPU,
@@ -121,14 +123,31 @@ impl Spin {
         fd: BorrowedFd<'_>,
         deadline: Option<Instant>,
     ) -> io::Result<bool> {
-        let Some(budget) = self.budget() else {
+        self.until(deadline, || Ok(fd::poll_now(fd, fd::READABLE)? != 0))
+    }
+
+    /// Calls `look` until it returns true (what was waited for is there),
+    /// the budget is spent, or `deadline` passes; true if `look` did. False
+    /// at once, without a look, when spinning is off or resting. `look` is a
+    /// system call (a `poll`, or a non-blocking read that takes what it
+    /// finds), so the loop reads the clock and never yields.
+    ///
+    /// # Errors
+    ///
+    /// `look`'s error, as it returned it (the spin then teaches nothing).
+    pub(crate) fn until<E>(
+        &self,
+        deadline: Option<Instant>,
+        mut look: impl FnMut() -> std::result::Result<bool, E>,
+    ) -> std::result::Result<bool, E> {
+        let Some(budget) = self.start() else {
             return Ok(false);
         };
         let start = Instant::now();
         let full = start + budget;
         let until = deadline.map_or(full, |d| d.min(full));
         let ready = loop {
-            if fd::poll_now(fd, fd::READABLE)? != 0 {
+            if look()? {
                 break true;
             }
             if Instant::now() >= until {
@@ -143,15 +162,13 @@ impl Spin {
         } else {
             Outcome::CutShort
         };
-        self.learn(outcome, cpu_contended());
+        self.learn(outcome);
         Ok(ready)
     }
 
-    /// Sets the next budget from how a spin went, and whether this thread
-    /// was preempted since its last spin.
-    fn learn(&self, outcome: Outcome, contended: bool) {
+    /// Sets the next budget from how a spin went.
+    fn learn(&self, outcome: Outcome) {
         match outcome {
-            _ if contended => self.rest(),
             Outcome::Found => self.found(),
             Outcome::Missed(spent) => self.missed(spent),
             // Cut short by the caller's deadline: says nothing of the peer.
@@ -163,7 +180,7 @@ impl Spin {
     /// shared counter): this wait's budget, `None` for no spin. Each call
     /// counts as one wait; report how it went with [`end`](Spin::end).
     pub(crate) fn begin(&self) -> Option<Duration> {
-        self.budget()
+        self.start()
     }
 
     /// Reports a spin begun with [`begin`](Spin::begin): whether it found
@@ -175,10 +192,26 @@ impl Spin {
             (false, false) => Outcome::Missed(budget),
             (false, true) => Outcome::CutShort,
         };
-        self.learn(outcome, cpu_contended());
+        self.learn(outcome);
     }
 
-    /// This wait's budget, or `None` for no spin.
+    /// This wait's budget, or `None` for no spin: as [`budget`](Spin::budget)
+    /// says, unless this thread was preempted since its last look, and then
+    /// it rests instead (see [`rest`](Spin::rest)). Asked here, when a wait
+    /// begins, and not when a spin ends: a wait begins right after this
+    /// thread's own message went out, so the system call (`getrusage`, about
+    /// a microsecond on a virtual machine) overlaps the peer's work instead
+    /// of delaying the handling of the answer a spin has just found.
+    fn start(&self) -> Option<Duration> {
+        let budget = self.budget()?;
+        if cpu_contended() {
+            self.rest();
+            return None;
+        }
+        Some(budget)
+    }
+
+    /// This wait's budget by the rules alone, or `None` for no spin.
     fn budget(&self) -> Option<Duration> {
         if !self.enabled {
             return None;
@@ -231,17 +264,32 @@ impl Spin {
     }
 }
 
-/// Whether this thread was preempted since its last spin ended (the
-/// kernel's count of involuntary context switches rose): the CPUs are
-/// contended, and spinning would hurt (see [`Spin::rest`]). The first call
-/// on a thread only takes the count.
+/// How often a thread asks the kernel whether it was preempted: a
+/// `getrusage` costs about a microsecond on a virtual machine, more than a
+/// whole round trip through shared memory (an `Event` or a queue
+/// ping-pong), while preemption comes in time slices of milliseconds. A
+/// preemption between two asks is still seen, by the next one.
+const CONTENTION_CHECK_EVERY: Duration = Duration::from_micros(100);
+
+/// Whether this thread was preempted since it last asked (the kernel's
+/// count of involuntary context switches rose): the CPUs are contended, and
+/// spinning would hurt (see [`Spin::rest`]). Asks the kernel at most once
+/// per [`CONTENTION_CHECK_EVERY`] (false in between). The first call on a
+/// thread only takes the count.
 fn cpu_contended() -> bool {
     thread_local! {
-        static SEEN: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+        static SEEN: std::cell::Cell<Option<(Instant, u64)>> =
+            const { std::cell::Cell::new(None) };
     }
-    let now = fd::involuntary_switches();
-    SEEN.with(|seen| seen.replace(Some(now)))
-        .is_some_and(|before| now != before)
+    let now = Instant::now();
+    SEEN.with(|seen| match seen.get() {
+        Some((at, _)) if now.duration_since(at) < CONTENTION_CHECK_EVERY => false,
+        before => {
+            let count = fd::involuntary_switches();
+            seen.set(Some((now, count)));
+            before.is_some_and(|(_, b)| b != count)
+        }
+    })
 }
 
 /// `d` in nanoseconds (the budgets are far below 4 s).
@@ -291,20 +339,55 @@ mod tests {
         assert!(!s.until_readable(a.as_fd(), Some(t0 - SPIN_MAX)).unwrap());
     }
 
+    // Each `until` below is the first spin of its test's thread, so the
+    // contention check (which only takes the count on a thread's first
+    // call) cannot make it rest.
+
+    #[test]
+    fn a_look_that_finds_ends_the_spin_at_once() {
+        let s = on();
+        let mut looks = 0;
+        let found = s.until(None, || {
+            looks += 1;
+            Ok::<_, ()>(looks == 3)
+        });
+        assert_eq!((found, looks), (Ok(true), 3));
+        assert_eq!(s.budget_now(), nanos(SPIN_MAX));
+        // Resting: no look at all.
+        s.rest();
+        let mut looks = 0;
+        let none = s.until(None, || {
+            looks += 1;
+            Ok::<_, ()>(true)
+        });
+        assert_eq!((none, looks), (Ok(false), 0));
+    }
+
+    #[test]
+    fn a_look_that_fails_ends_the_spin_with_its_error() {
+        let s = on();
+        let mut looks = 0;
+        let failed = s.until(None, || {
+            looks += 1;
+            Err::<bool, _>("look failed")
+        });
+        assert_eq!((failed, looks), (Err("look failed"), 1));
+    }
+
     #[test]
     fn misses_halve_the_budget_then_rest_then_probe() {
         let s = on();
         let full = nanos(SPIN_MAX);
         let mut budgets = vec![s.budget_now()];
         while let Some(b) = s.budget().filter(|_| budgets.len() < 10) {
-            s.learn(Outcome::Missed(b), false);
+            s.learn(Outcome::Missed(b));
             budgets.push(s.budget_now());
         }
         assert_eq!(budgets, [full, full / 2, full / 4, full / 8, 0]);
         // Resting: a full spin every PROBE_EVERY-th wait only.
         assert_eq!(spins_in(&s, PROBE_EVERY * 3), 3);
         // A message found restores the full budget.
-        s.learn(Outcome::Found, false);
+        s.learn(Outcome::Found);
         assert_eq!(s.budget_now(), full);
         assert_eq!(spins_in(&s, 4), 4);
     }
@@ -312,24 +395,24 @@ mod tests {
     #[test]
     fn contention_rests_at_once_and_probes_ever_more_rarely() {
         let s = on();
-        s.learn(Outcome::Found, true);
+        s.rest();
         assert_eq!(s.budget_now(), 0);
         assert_eq!(spins_in(&s, PROBE_EVERY * 2), 1);
-        s.learn(Outcome::Missed(SPIN_MAX), true);
+        s.rest();
         assert_eq!(spins_in(&s, PROBE_EVERY * 4), 1);
         for _ in 0..20 {
-            s.learn(Outcome::Found, true);
+            s.rest();
         }
         assert_eq!(spins_in(&s, PROBE_MAX), 1);
         // A quiet spin that finds its message ends the rest.
-        s.learn(Outcome::Found, false);
+        s.learn(Outcome::Found);
         assert_eq!(spins_in(&s, 4), 4);
     }
 
     #[test]
     fn a_spin_cut_short_by_a_deadline_teaches_nothing() {
         let s = on();
-        s.learn(Outcome::CutShort, false);
+        s.learn(Outcome::CutShort);
         assert_eq!(s.budget_now(), nanos(SPIN_MAX));
     }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::raw::{SPIN_LIMIT, deadline_after};
 use super::region::{self, HEADER, Kind};
+use crate::connection::spin::{SPIN_MAX, Spin};
 use crate::error::Result;
 use crate::platform::futex;
 use crate::platform::shm::ShmRegion;
@@ -24,7 +25,10 @@ const SET: u32 = 1;
 /// `waiters: u32` (sleepers; `set` makes the wake syscall only if > 0). `set`
 /// swaps the state and then reads `waiters`; a waiter increments `waiters` and
 /// then reads the state (both `SeqCst`), so either `set` sees the waiter or the
-/// waiter sees the flag.
+/// waiter sees the flag. Before it sleeps, a waiter watches the flag for up
+/// to 50 µs (the `Connection`'s adaptive policy, `connection/spin.rs`: less
+/// after misses, none while the CPUs are contended), so a flag set back and
+/// forth between two processes costs no sleep and no wake-up.
 ///
 /// Python: `multiprocessing.Event()`.
 ///
@@ -46,6 +50,9 @@ const SET: u32 = 1;
 pub struct Event {
     /// `state` at `HEADER`, `waiters` at `HEADER + 4`.
     region: Arc<ShmRegion>,
+    /// How long this process's waits watch the flag before they sleep
+    /// (shared by clones; a received `Event` starts afresh).
+    spin: Arc<Spin>,
 }
 
 impl Event {
@@ -66,6 +73,7 @@ impl Event {
     pub fn new() -> Result<Event> {
         Ok(Event {
             region: region::create(Kind::Event, HEADER + 8)?,
+            spin: Arc::new(Spin::new(true)),
         })
     }
 
@@ -174,11 +182,8 @@ impl Event {
     #[cold]
     fn wait_slow(&self, deadline: Option<Instant>) -> bool {
         let state = self.state();
-        for _ in 0..SPIN_LIMIT {
-            if state.load(Ordering::Relaxed) == SET {
-                return self.is_set();
-            }
-            std::hint::spin_loop();
+        if self.spin_until_set(deadline) {
+            return self.is_set();
         }
         // SeqCst: pairs with `set` (see the type doc).
         self.waiters().fetch_add(1, Ordering::SeqCst);
@@ -192,6 +197,42 @@ impl Event {
         };
         self.waiters().fetch_sub(1, Ordering::Relaxed);
         set
+    }
+
+    /// Watches the flag without sleeping: [`SPIN_LIMIT`] rounds, then, if
+    /// the policy says to spin now, for this wait's budget (at most
+    /// [`SPIN_MAX`], cut short by `deadline`); true once it is seen set.
+    fn spin_until_set(&self, deadline: Option<Instant>) -> bool {
+        let state = self.state();
+        let is_set = || state.load(Ordering::Relaxed) == SET;
+        // First a few rounds, whatever the policy: a flag set from another
+        // core is often seen within them, before the policy is asked.
+        let soon = (0..SPIN_LIMIT).any(|_| {
+            std::hint::spin_loop();
+            is_set()
+        });
+        if soon {
+            return true;
+        }
+        let Some(budget) = self.spin.begin() else {
+            return false;
+        };
+        let full = Instant::now() + budget.min(SPIN_MAX);
+        let until = deadline.map_or(full, |d| d.min(full));
+        let found = loop {
+            // The clock is read once per 64 looks: a look is one load.
+            if (0..64).any(|_| {
+                std::hint::spin_loop();
+                is_set()
+            }) {
+                break true;
+            }
+            if Instant::now() >= until {
+                break false;
+            }
+        };
+        self.spin.end(found, budget, until != full);
+        found
     }
 }
 
@@ -213,6 +254,7 @@ impl<'de> Deserialize<'de> for Event {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Ok(Event {
             region: region::deserialize(d, &[Kind::Event], HEADER + 8)?,
+            spin: Arc::new(Spin::new(true)),
         })
     }
 }
