@@ -218,7 +218,8 @@ pub(crate) fn start_children(channels: Vec<OwnedFd>, launch: Launch<'_>) -> Resu
             Err(e @ (Error::Eof | Error::Io(_))) => {
                 let why = describe_exit(retire(guard.take()));
                 return Err(Error::Spawn(format!(
-                    "the forkserver died while starting the child ({e}; {why}); is mp::init()                      the first line of main?"
+                    "the forkserver died while starting the child ({e}; {why}); is mp::init() \
+                     the first line of main?"
                 )));
             }
             Err(Error::Timeout) => {
@@ -360,8 +361,10 @@ pub(crate) fn run_server(var: OsString, child: ChildEntry) -> ! {
     let threads = os::thread_count().unwrap_or(0);
     let name = os::process_name().unwrap_or_default();
     let _ = os::set_process_name(SERVER_NAME);
-    // The environment the server holds, as last taken from a request.
-    let mut env_held = Vec::new();
+    // The environment the server holds, as last taken from a request; none
+    // yet (what it was started with need not be what a request brings,
+    // even an empty one).
+    let mut env_held: Option<Vec<(OsString, OsString)>> = None;
     loop {
         let frame = match conn.recv_frame(None) {
             Ok(f) => f,
@@ -393,7 +396,7 @@ fn serve(
     conn: &Connection,
     name: &str,
     child: &ChildEntry,
-    env_held: &mut Vec<(OsString, OsString)>,
+    env_held: &mut Option<Vec<(OsString, OsString)>>,
     bytes: Vec<u8>,
     mut fds: Vec<OwnedFd>,
 ) -> Reply {
@@ -414,9 +417,9 @@ fn serve(
     let Ok(shared) = <[OwnedFd; SHARED_FDS]>::try_from(shared) else {
         unreachable!("the count was checked above");
     };
-    if request.env != *env_held {
+    if env_held.as_ref() != Some(&request.env) {
         env::replace_all(&request.env);
-        *env_held = request.env;
+        *env_held = Some(request.env);
     }
     os::set_umask(request.umask);
     let mut channels: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
