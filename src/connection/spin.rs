@@ -27,7 +27,12 @@
 //! at work on its answer, so that it never delays handling the answer a
 //! spin finds); if it rose since the last look, it rests, and probes ever
 //! more rarely (the interval doubles up to [`PROBE_MAX`]) while the
-//! contention lasts. For the same reason the spin never yields: `sched_yield` hands the CPU to a busy process for its
+//! contention lasts. A probe starts the count afresh: preemptions while
+//! resting say nothing about spinning, and on a virtual machine they come
+//! from resting itself (a sleeper's idle virtual CPU looks busy to the
+//! guest's scheduler, which then wakes the sleeper onto its peer's CPU, the
+//! peer's "preemption"); counting them kept both sides resting for good,
+//! 4-15 µs a round trip where spinning takes 0.1-1 µs. For the same reason the spin never yields: `sched_yield` hands the CPU to a busy process for its
 //! whole slice.
 //!
 //! Never on a machine with one CPU to run on (`cpu_count() == 1`: one CPU,
@@ -56,8 +61,11 @@ pub(crate) const SPIN_MIN: Duration = Duration::from_micros(4);
 pub(crate) const PROBE_EVERY: u32 = 16;
 
 /// The rarest probing, under lasting contention: a machine that turns idle
-/// again is noticed within this many waits.
-pub(crate) const PROBE_MAX: u32 = 1024;
+/// again is noticed within this many waits. Low, because a probe that
+/// happens to spin while the peer probes too is what brings two resting
+/// sides back to spinning (measured with a busy loop on one core: as fast at
+/// 64 as at 1,024; on a quiet machine, far fewer ping-pongs stuck resting).
+pub(crate) const PROBE_MAX: u32 = 64;
 
 /// Whether this process has more than one CPU to run on, asked once (std's
 /// `available_parallelism`: the affinity mask, capped by a cgroup quota).
@@ -203,12 +211,21 @@ impl Spin {
     /// a microsecond on a virtual machine) overlaps the peer's work instead
     /// of delaying the handling of the answer a spin has just found.
     fn start(&self) -> Option<Duration> {
+        let probe = self.resting();
         let budget = self.budget()?;
-        if cpu_contended() {
+        if probe {
+            // What happened while resting is not held against the probe.
+            contention_count_afresh();
+        } else if cpu_contended() {
             self.rest();
             return None;
         }
         Some(budget)
+    }
+
+    /// Whether this connection is resting (a wait spins only as a probe).
+    fn resting(&self) -> bool {
+        self.budget_ns.load(Ordering::Relaxed) == 0
     }
 
     /// This wait's budget by the rules alone, or `None` for no spin.
@@ -264,6 +281,13 @@ impl Spin {
     }
 }
 
+thread_local! {
+    /// When this thread last asked whether it was preempted, and the count
+    /// of involuntary context switches it then had.
+    static SEEN: std::cell::Cell<Option<(Instant, u64)>> =
+        const { std::cell::Cell::new(None) };
+}
+
 /// How often a thread asks the kernel whether it was preempted: a
 /// `getrusage` costs about a microsecond on a virtual machine, more than a
 /// whole round trip through shared memory (an `Event` or a queue
@@ -277,10 +301,6 @@ const CONTENTION_CHECK_EVERY: Duration = Duration::from_micros(100);
 /// per [`CONTENTION_CHECK_EVERY`] (false in between). The first call on a
 /// thread only takes the count.
 fn cpu_contended() -> bool {
-    thread_local! {
-        static SEEN: std::cell::Cell<Option<(Instant, u64)>> =
-            const { std::cell::Cell::new(None) };
-    }
     let now = Instant::now();
     SEEN.with(|seen| match seen.get() {
         Some((at, _)) if now.duration_since(at) < CONTENTION_CHECK_EVERY => false,
@@ -290,6 +310,12 @@ fn cpu_contended() -> bool {
             before.is_some_and(|(_, b)| b != count)
         }
     })
+}
+
+/// Takes this thread's count of involuntary context switches now, so that
+/// the next [`cpu_contended`] judges only what comes after.
+fn contention_count_afresh() {
+    SEEN.with(|seen| seen.set(Some((Instant::now(), fd::involuntary_switches()))));
 }
 
 /// `d` in nanoseconds (the budgets are far below 4 s).
@@ -407,6 +433,34 @@ mod tests {
         // A quiet spin that finds its message ends the rest.
         s.learn(Outcome::Found);
         assert_eq!(spins_in(&s, 4), 4);
+    }
+
+    /// Makes this thread's last contention look say one preemption fewer
+    /// than now, long enough ago to be asked again: as if it was just
+    /// preempted.
+    fn as_if_just_preempted() {
+        let count = fd::involuntary_switches();
+        let long_ago = Instant::now() - CONTENTION_CHECK_EVERY * 2;
+        SEEN.with(|seen| seen.set(Some((long_ago, count.wrapping_sub(1)))));
+    }
+
+    #[test]
+    fn a_preemption_rests_a_spinning_connection_but_not_a_probe() {
+        let s = on();
+        as_if_just_preempted();
+        assert_eq!(s.start(), None, "spinning, a preemption means rest");
+        let interval = s.interval.load(Ordering::Relaxed);
+        assert_eq!(interval, PROBE_EVERY * 2);
+        for _ in 1..interval {
+            assert_eq!(s.start(), None);
+        }
+        // The probe's turn: preempted while resting, it probes all the same,
+        // and takes the count afresh for the looks that follow.
+        as_if_just_preempted();
+        let before = Instant::now();
+        assert_eq!(s.start(), Some(SPIN_MAX));
+        let taken = SEEN.with(|seen| seen.get()).map(|(at, _)| at);
+        assert!(taken.is_some_and(|at| at >= before), "{taken:?}");
     }
 
     #[test]
