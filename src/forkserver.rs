@@ -19,8 +19,11 @@
 //!    the write end of its pipe, which the child holds as a spawned child
 //!    would. The server forks each child with `clone(CLONE_PARENT)`, so it
 //!    is the *program's* child (it waits for it, gets its exit code, sends
-//!    it signals, exactly as for a spawned child), and answers with their
-//!    pids: one round trip for a whole pool.
+//!    it signals, exactly as for a spawned child). It announces each pid as
+//!    soon as its fork returns, before the next fork, and ends with the
+//!    list: one request for a whole pool. A server killed between its forks
+//!    leaves no child the program does not know of: the program ends (kills
+//!    and reaps) every child announced before the failure.
 //!    The server takes the request's environment (when it differs from the
 //!    one it holds) and umask before it forks, so the children inherit them.
 //! 4. The new process closes the control socket and its siblings' sockets,
@@ -127,7 +130,12 @@ pub(crate) struct ChildEntry {
 /// The server's answer.
 #[derive(Debug, Serialize, Deserialize)]
 enum Reply {
-    /// The children's pids, in the order of their sockets.
+    /// One child forked: its pid, sent at once, before the next fork, so
+    /// that a server killed before its last answer leaves no child the
+    /// program does not know of. The request's final answer follows.
+    Child(u32),
+    /// The children's pids, in the order of their sockets (each announced
+    /// before by a [`Reply::Child`]).
     Forked(Vec<u32>),
     /// Why no child was made.
     Refused(String),
@@ -199,55 +207,66 @@ pub(crate) fn start_children(channels: Vec<OwnedFd>, launch: Launch<'_>) -> Resu
             last = format!("{e}; {}", describe_exit(retire(guard.take())));
             continue;
         }
-        match answer(s, launch.timeout) {
-            Ok(Reply::Forked(pids)) if pids.len() == wanted => return Ok(pids),
-            Ok(Reply::Forked(pids)) => {
-                discard(&pids);
-                return Err(Error::Spawn(format!(
-                    "the forkserver forked {} children of {wanted}",
-                    pids.len()
-                )));
+        let deadline = Instant::now() + launch.timeout;
+        let mut announced = Vec::with_capacity(wanted);
+        let failed = loop {
+            match answer(s, deadline) {
+                Ok(Reply::Child(pid)) if announced.len() < wanted => announced.push(pid),
+                Ok(Reply::Child(pid)) => {
+                    announced.push(pid);
+                    break format!("the forkserver announced more than {wanted} children");
+                }
+                Ok(Reply::Forked(pids)) if pids == announced && pids.len() == wanted => {
+                    return Ok(pids);
+                }
+                Ok(Reply::Forked(pids)) => {
+                    break format!(
+                        "the forkserver forked {} children of {wanted} (announced {})",
+                        pids.len(),
+                        announced.len()
+                    );
+                }
+                Ok(Reply::Partial(_, why)) => break why,
+                Ok(Reply::Refused(why)) => break why,
+                // It died with the request: children may have been forked
+                // with these sockets, so they are not sent again.
+                Err(e @ (Error::Eof | Error::Io(_))) => {
+                    let why = describe_exit(retire(guard.take()));
+                    break format!(
+                        "the forkserver died while starting the child ({e}; {why}); is \
+                         mp::init() the first line of main?"
+                    );
+                }
+                Err(Error::Timeout) => {
+                    let pid = guard.as_ref().map_or(0, |s| s.pid);
+                    let _ = retire(guard.take());
+                    break format!(
+                        "the forkserver (pid {pid}) did not start within {:?}; is mp::init() \
+                         the first line of main?",
+                        launch.timeout
+                    );
+                }
+                Err(e) => {
+                    let _ = retire(guard.take());
+                    break format!(
+                        "the forkserver did not answer ({e}); is mp::init() the first line of \
+                         main?"
+                    );
+                }
             }
-            Ok(Reply::Partial(pids, why)) => {
-                discard(&pids);
-                return Err(Error::Spawn(why));
-            }
-            Ok(Reply::Refused(why)) => return Err(Error::Spawn(why)),
-            // It died with the request: children may have been forked with
-            // these sockets, so they are not sent again.
-            Err(e @ (Error::Eof | Error::Io(_))) => {
-                let why = describe_exit(retire(guard.take()));
-                return Err(Error::Spawn(format!(
-                    "the forkserver died while starting the child ({e}; {why}); is mp::init() \
-                     the first line of main?"
-                )));
-            }
-            Err(Error::Timeout) => {
-                let pid = guard.as_ref().map_or(0, |s| s.pid);
-                let _ = retire(guard.take());
-                return Err(Error::Spawn(format!(
-                    "the forkserver (pid {pid}) did not start within {:?}; is mp::init() the \
-                     first line of main?",
-                    launch.timeout
-                )));
-            }
-            Err(e) => {
-                let _ = retire(guard.take());
-                return Err(Error::Spawn(format!(
-                    "the forkserver did not answer ({e}); is mp::init() the first line of main?"
-                )));
-            }
-        }
+        };
+        // Every child it announced is ended here, whatever came after.
+        discard(&announced);
+        return Err(Error::Spawn(failed));
     }
     Err(Error::Spawn(format!(
         "the forkserver did not answer ({last}); is mp::init() the first line of main?"
     )))
 }
 
-/// Reads the server's answer to the request just sent, within the start
-/// timeout.
-fn answer(s: &Server, timeout: Duration) -> Result<Reply> {
-    let frame = s.conn.recv_frame(Some(Instant::now() + timeout))?;
+/// Reads the server's next answer to the request just sent, by `deadline`.
+fn answer(s: &Server, deadline: Instant) -> Result<Reply> {
+    let frame = s.conn.recv_frame(Some(deadline))?;
     reduction::decode(&frame.bytes, frame.fds)
 }
 
@@ -430,6 +449,12 @@ fn serve(
                 // The child has its copy; the server keeps none.
                 channels[i] = None;
                 pids.push(pid);
+                // Announced before the next fork (see `Reply::Child`); a
+                // program that is gone ends the server.
+                if conn.send(&Reply::Child(pid)).is_err() {
+                    std::process::exit(0);
+                }
+                stop_here_if_a_test_asks(i);
             }
             Ok(None) => {
                 let own = channels[i].take().expect("each socket is forked once");
@@ -446,6 +471,20 @@ fn serve(
         }
     }
     Reply::Forked(pids)
+}
+
+/// The variable with which a test makes the server stop itself (SIGSTOP)
+/// right after announcing the first child of a request, to be killed there:
+/// between a request's forks, where only the announcements tell the program
+/// which children exist.
+const TEST_STOP_VAR: &str = "MULTIPROCESS_TEST_FORKSERVER_STOP_AFTER_FIRST";
+
+/// Stops this server if the request's environment (which it holds now)
+/// carries [`TEST_STOP_VAR`] and `child` is the first of the request.
+fn stop_here_if_a_test_asks(child: usize) {
+    if child == 0 && std::env::var_os(TEST_STOP_VAR).is_some() {
+        kill(std::process::id(), Signal::SIGSTOP);
+    }
 }
 
 /// The new process: takes the parent's state, then runs the child bootstrap.

@@ -744,3 +744,79 @@ fn test_forkserver_replaced_after_it_was_killed() {
     assert_ne!(new, old);
     leaks.check();
 }
+
+/// Makes a forkserver stop itself (SIGSTOP) right after announcing the
+/// first child of a request (read by the server from the request's
+/// environment).
+const STOP_AFTER_FIRST: &str = "MULTIPROCESS_TEST_FORKSERVER_STOP_AFTER_FIRST";
+
+/// Whether `pid` is stopped (state `T` in /proc).
+fn stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('T'))
+    })
+}
+
+/// Under the forkserver, a pool of three whose server stops after its first
+/// fork and is SIGKILLed there by a second thread. Sends the pool's error,
+/// the first child's pid as the server announced it (the server's own
+/// children list cannot tell: the child is this process's), and this
+/// process's children once the error is back.
+fn killed_between_forks_driver(conn: mp::Connection) {
+    // SAFETY: no other thread of this process runs yet, and none reads the
+    // environment while it changes.
+    unsafe { std::env::set_var(STOP_AFTER_FIRST, "1") };
+    let killer = std::thread::spawn(|| {
+        let mut server = 0;
+        wait_until(LONG, "the forkserver stopped after its first fork", || {
+            server = own_forkserver().filter(|&pid| stopped(pid)).unwrap_or(0);
+            server != 0
+        });
+        let others: Vec<u32> = children_of(std::process::id())
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .filter(|&pid| pid != server)
+            .collect();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(server as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        others
+    });
+    let err = mp::get_context(Forkserver)
+        .pool_builder()
+        .processes(3)
+        .build()
+        .err();
+    let forked = killer.join().unwrap();
+    // SAFETY: the killer thread has ended; this is the only thread again.
+    unsafe { std::env::remove_var(STOP_AFTER_FIRST) };
+    let err = err.map(|e| (matches!(e, mp::Error::Spawn(_)), e.to_string()));
+    conn.send(&(err, forked, children_of(std::process::id())))
+        .unwrap();
+}
+
+#[test]
+fn test_forkserver_killed_between_forks_leaves_no_child() {
+    let _g = serial();
+    warm_forkserver();
+    let leaks = LeakCheck::new();
+    let (ours, theirs) = mp::pipe(true).unwrap();
+    assert_eq!(
+        run(mp::Process::new(killed_between_forks_driver, theirs)),
+        Some(0)
+    );
+    #[allow(clippy::type_complexity)]
+    let (err, forked, left): (Option<(bool, String)>, Vec<u32>, Vec<(u32, String)>) =
+        ours.recv().unwrap();
+    drop(ours);
+    let (is_spawn, text) = err.expect("the pool's start fails");
+    assert!(is_spawn && text.contains("forkserver died"), "{text}");
+    // The server had forked its first child (the one it announced) ...
+    assert_eq!(forked.len(), 1, "{forked:?}");
+    // ... and it is gone with the server: killed and reaped, no zombie.
+    assert!(left.is_empty(), "children left: {left:?}");
+    leaks.check();
+}
