@@ -212,14 +212,18 @@ pub(crate) fn start_children(channels: Vec<OwnedFd>, launch: Launch<'_>) -> Resu
         let failed = loop {
             match answer(s, deadline) {
                 Ok(Reply::Child(pid)) if announced.len() < wanted => announced.push(pid),
+                // A server that breaks the protocol is not kept: frames of
+                // this request may still be on their way.
                 Ok(Reply::Child(pid)) => {
                     announced.push(pid);
+                    let _ = retire_collecting(guard.take(), &mut announced);
                     break format!("the forkserver announced more than {wanted} children");
                 }
                 Ok(Reply::Forked(pids)) if pids == announced && pids.len() == wanted => {
                     return Ok(pids);
                 }
                 Ok(Reply::Forked(pids)) => {
+                    let _ = retire_collecting(guard.take(), &mut announced);
                     break format!(
                         "the forkserver forked {} children of {wanted} (announced {})",
                         pids.len(),
@@ -239,7 +243,7 @@ pub(crate) fn start_children(channels: Vec<OwnedFd>, launch: Launch<'_>) -> Resu
                 }
                 Err(Error::Timeout) => {
                     let pid = guard.as_ref().map_or(0, |s| s.pid);
-                    let _ = retire(guard.take());
+                    let _ = retire_collecting(guard.take(), &mut announced);
                     break format!(
                         "the forkserver (pid {pid}) did not start within {:?}; is mp::init() \
                          the first line of main?",
@@ -247,7 +251,7 @@ pub(crate) fn start_children(channels: Vec<OwnedFd>, launch: Launch<'_>) -> Resu
                     );
                 }
                 Err(e) => {
-                    let _ = retire(guard.take());
+                    let _ = retire_collecting(guard.take(), &mut announced);
                     break format!(
                         "the forkserver did not answer ({e}); is mp::init() the first line of \
                          main?"
@@ -322,8 +326,35 @@ fn start_server(launch: &Launch<'_>) -> Result<Server> {
 fn retire(server: Option<Server>) -> Option<i32> {
     let s = server?;
     s.conn.close();
-    kill(s.pid, Signal::SIGKILL);
+    // Once reaped, its pid may be another process's.
+    if !s.reaper.is_finished() {
+        kill(s.pid, Signal::SIGKILL);
+    }
     s.reaper.join().ok().flatten()
+}
+
+/// How long a failed request's last announcements are waited for, once
+/// the server is killed: its children close their copies of the control
+/// socket first thing, so end of file comes at once; a hang guard.
+const COLLECT_GUARD: Duration = Duration::from_secs(5);
+
+/// As [`retire`], for a server that failed in the middle of a request
+/// while still alive (timed out, answered garbage): killed first, so that
+/// it forks no more, then its control socket is read to the end, so that
+/// every child it announced (some perhaps after the deadline) is added to
+/// `announced`, for the caller to end.
+fn retire_collecting(server: Option<Server>, announced: &mut Vec<u32>) -> Option<i32> {
+    let s = server?;
+    if !s.reaper.is_finished() {
+        kill(s.pid, Signal::SIGKILL);
+    }
+    let guard = Instant::now() + COLLECT_GUARD;
+    while let Ok(frame) = s.conn.recv_frame(Some(guard)) {
+        if let Ok(Reply::Child(pid)) = reduction::decode(&frame.bytes, frame.fds) {
+            announced.push(pid);
+        }
+    }
+    retire(Some(s))
 }
 
 /// "it exited with code 0" / "it was killed by signal 9".
@@ -473,10 +504,12 @@ fn serve(
     Reply::Forked(pids)
 }
 
-/// The variable with which a test makes the server stop itself (SIGSTOP)
-/// right after announcing the first child of a request, to be killed there:
-/// between a request's forks, where only the announcements tell the program
-/// which children exist.
+/// For tests only (tests/start_methods.rs): the variable with which a test
+/// makes the server stop itself (SIGSTOP) right after announcing the first
+/// child of a request, to be killed there: between a request's forks, where
+/// only the announcements tell the program which children exist. A program
+/// that sets it gets a server that stops, and starts that fail after the
+/// start timeout.
 const TEST_STOP_VAR: &str = "MULTIPROCESS_TEST_FORKSERVER_STOP_AFTER_FIRST";
 
 /// Stops this server if the request's environment (which it holds now)

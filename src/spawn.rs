@@ -336,8 +336,8 @@ pub(crate) fn start(spec: StartSpec) -> Result<Child> {
 }
 
 /// Starts several children at once: under the forkserver in one request
-/// (one round trip to the server for a whole pool; several past
-/// `forkserver::MAX_BATCH` children), under spawn one after the other.
+/// for a whole pool (several past `forkserver::MAX_BATCH` children), under
+/// spawn one after the other.
 /// Either all are started or none is left running: on an error the children
 /// started so far are killed and reaped.
 ///

@@ -758,16 +758,32 @@ fn stopped(pid: u32) -> bool {
     })
 }
 
+/// How the server stopped after its first fork is ended in
+/// [`stopped_server_driver`].
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+enum Ending {
+    /// SIGKILLed by a second thread.
+    Killed,
+    /// Left stopped until the start timeout (set to [`STOPPED_TIMEOUT`]).
+    TimedOut,
+}
+
+/// The start timeout of [`Ending::TimedOut`].
+const STOPPED_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Under the forkserver, a pool of three whose server stops after its first
-/// fork and is SIGKILLed there by a second thread. Sends the pool's error,
-/// the first child's pid as the server announced it (the server's own
-/// children list cannot tell: the child is this process's), and this
-/// process's children once the error is back.
-fn killed_between_forks_driver(conn: mp::Connection) {
+/// fork and is then ended as `ending` says. Sends the pool's error, this
+/// process's other children while the server was stopped (the one child
+/// forked so far), and this process's children once the error is back (none
+/// may be left).
+fn stopped_server_driver((ending, conn): (Ending, mp::Connection)) {
     // SAFETY: no other thread of this process runs yet, and none reads the
     // environment while it changes.
     unsafe { std::env::set_var(STOP_AFTER_FIRST, "1") };
-    let killer = std::thread::spawn(|| {
+    if let Ending::TimedOut = ending {
+        mp::set_start_timeout(STOPPED_TIMEOUT);
+    }
+    let watcher = std::thread::spawn(move || {
         let mut server = 0;
         wait_until(LONG, "the forkserver stopped after its first fork", || {
             server = own_forkserver().filter(|&pid| stopped(pid)).unwrap_or(0);
@@ -778,11 +794,13 @@ fn killed_between_forks_driver(conn: mp::Connection) {
             .map(|(pid, _)| pid)
             .filter(|&pid| pid != server)
             .collect();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(server as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
+        if let Ending::Killed = ending {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(server as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+        }
         others
     });
     let err = mp::get_context(Forkserver)
@@ -790,22 +808,25 @@ fn killed_between_forks_driver(conn: mp::Connection) {
         .processes(3)
         .build()
         .err();
-    let forked = killer.join().unwrap();
-    // SAFETY: the killer thread has ended; this is the only thread again.
+    let forked = watcher.join().unwrap();
+    mp::set_start_timeout(Duration::from_secs(30));
+    // SAFETY: the watcher thread has ended; this is the only thread again.
     unsafe { std::env::remove_var(STOP_AFTER_FIRST) };
     let err = err.map(|e| (matches!(e, mp::Error::Spawn(_)), e.to_string()));
     conn.send(&(err, forked, children_of(std::process::id())))
         .unwrap();
 }
 
-#[test]
-fn test_forkserver_killed_between_forks_leaves_no_child() {
+/// Runs [`stopped_server_driver`] with `ending`; checks the start failed
+/// with an `Error::Spawn` saying `why`, after one child was forked, and that
+/// no child is left.
+fn stopped_server_leaves_no_child(ending: Ending, why: &str) {
     let _g = serial();
     warm_forkserver();
     let leaks = LeakCheck::new();
     let (ours, theirs) = mp::pipe(true).unwrap();
     assert_eq!(
-        run(mp::Process::new(killed_between_forks_driver, theirs)),
+        run(mp::Process::new(stopped_server_driver, (ending, theirs))),
         Some(0)
     );
     #[allow(clippy::type_complexity)]
@@ -813,10 +834,20 @@ fn test_forkserver_killed_between_forks_leaves_no_child() {
         ours.recv().unwrap();
     drop(ours);
     let (is_spawn, text) = err.expect("the pool's start fails");
-    assert!(is_spawn && text.contains("forkserver died"), "{text}");
+    assert!(is_spawn && text.contains(why), "{text}");
     // The server had forked its first child (the one it announced) ...
     assert_eq!(forked.len(), 1, "{forked:?}");
     // ... and it is gone with the server: killed and reaped, no zombie.
     assert!(left.is_empty(), "children left: {left:?}");
     leaks.check();
+}
+
+#[test]
+fn test_forkserver_killed_between_forks_leaves_no_child() {
+    stopped_server_leaves_no_child(Ending::Killed, "forkserver died");
+}
+
+#[test]
+fn test_forkserver_timed_out_between_forks_leaves_no_child() {
+    stopped_server_leaves_no_child(Ending::TimedOut, "did not start within");
 }

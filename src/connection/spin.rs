@@ -25,15 +25,25 @@
 //! thread's count of involuntary context switches is read (one `getrusage`,
 //! at most every 100 µs, made when the wait begins, while the peer is still
 //! at work on its answer, so that it never delays handling the answer a
-//! spin finds); if it rose since the last look, it rests, and probes ever
-//! more rarely (the interval doubles up to [`PROBE_MAX`]) while the
-//! contention lasts. A probe starts the count afresh: preemptions while
-//! resting say nothing about spinning, and on a virtual machine they come
-//! from resting itself (a sleeper's idle virtual CPU looks busy to the
-//! guest's scheduler, which then wakes the sleeper onto its peer's CPU, the
-//! peer's "preemption"); counting them kept both sides resting for good,
-//! 4-15 µs a round trip where spinning takes 0.1-1 µs. For the same reason the spin never yields: `sched_yield` hands the CPU to a busy process for its
-//! whole slice.
+//! spin finds); if it rose since the last look, it rests. For the same
+//! reason the spin never yields: `sched_yield` hands the CPU to a busy
+//! process for its whole slice.
+//!
+//! Resting for contention, a connection probes: it spins in full on every
+//! 32nd wait. A
+//! probe that finds its message restores the full budget (and the interval
+//! of [`PROBE_EVERY`]), until the next look sees a new preemption: under
+//! lasting contention with a quick peer, a probe every 16 to 32 waits. Each
+//! rest that follows one without a found message doubles the interval, up
+//! to [`PROBE_MAX`] (a peer that is slow as well). A probe starts the count
+//! afresh: preemptions while resting say nothing about spinning, and on a
+//! virtual machine they come from resting itself (a sleeper's idle virtual
+//! CPU looks busy to the guest's scheduler, which then wakes the sleeper
+//! onto its peer's CPU, the peer's "preemption"); counting them kept both
+//! sides of a ping-pong resting for good, 4-15 µs a round trip where
+//! spinning takes 0.1-1 µs. The count is per thread: a probe on one
+//! connection also clears a preemption another connection of the same
+//! thread had yet to see, as the first look after a preemption always did.
 //!
 //! Never on a machine with one CPU to run on (`cpu_count() == 1`: one CPU,
 //! an affinity mask of one, or a cgroup quota below two): there the peer
@@ -97,7 +107,8 @@ pub(crate) struct Spin {
     /// Waits since resting began (a probe spins when it reaches `interval`).
     rested: AtomicU32,
     /// While resting, spin on every this-many-th wait: [`PROBE_EVERY`],
-    /// doubled by each rest for contention up to [`PROBE_MAX`].
+    /// doubled by each rest for contention up to [`PROBE_MAX`], back to
+    /// [`PROBE_EVERY`] when a spin finds its message.
     interval: AtomicU32,
 }
 
@@ -205,8 +216,9 @@ impl Spin {
 
     /// This wait's budget, or `None` for no spin: as [`budget`](Spin::budget)
     /// says, unless this thread was preempted since its last look, and then
-    /// it rests instead (see [`rest`](Spin::rest)). Asked here, when a wait
-    /// begins, and not when a spin ends: a wait begins right after this
+    /// it rests instead (see [`rest`](Spin::rest)); a probe (a spin while
+    /// resting) is not judged, it takes the count afresh. Asked here, when a
+    /// wait begins, and not when a spin ends: a wait begins right after this
     /// thread's own message went out, so the system call (`getrusage`, about
     /// a microsecond on a virtual machine) overlaps the peer's work instead
     /// of delaying the handling of the answer a spin has just found.

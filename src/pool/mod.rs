@@ -282,7 +282,7 @@ impl PoolBuilder {
             thread_id: OnceLock::new(),
             remote,
         });
-        // All at once (one forkserver round trip); on error none is left.
+        // All at once (one forkserver request); on error none is left.
         let workers = worker_io::start_workers(
             worker_io::WorkerSpec {
                 init: &inner.init,

@@ -68,7 +68,7 @@ pub(super) fn start_worker(s: WorkerSpec<'_>) -> Result<Worker> {
 }
 
 /// Starts `n` workers at once: under the forkserver in one request, so the
-/// pool's start-up costs one round trip to the server, not one per worker.
+/// pool's start-up costs one request to the server, not one per worker.
 /// Either all are started or none is left.
 pub(super) fn start_workers(s: WorkerSpec<'_>, n: usize) -> Result<Vec<Worker>> {
     let mut starts = Vec::with_capacity(n);
