@@ -30,12 +30,11 @@
 //! process for its whole slice.
 //!
 //! Resting for contention, a connection probes: it spins in full on every
-//! 32nd wait. A
-//! probe that finds its message restores the full budget (and the interval
-//! of [`PROBE_EVERY`]), until the next look sees a new preemption: under
-//! lasting contention with a quick peer, a probe every 16 to 32 waits. Each
-//! rest that follows one without a found message doubles the interval, up
-//! to [`PROBE_MAX`] (a peer that is slow as well). A probe starts the count
+//! 32nd wait. A probe that finds its message restores the full budget (and
+//! the interval of [`PROBE_EVERY`]), until the next look sees a new
+//! preemption: under lasting contention with a quick peer, a probe every 16
+//! to 32 waits. Each rest that follows one without a found message doubles
+//! the interval, up to [`PROBE_MAX`] (a peer that is slow as well). A probe starts the count
 //! afresh: preemptions while resting say nothing about spinning, and on a
 //! virtual machine they come from resting itself (a sleeper's idle virtual
 //! CPU looks busy to the guest's scheduler, which then wakes the sleeper
