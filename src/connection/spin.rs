@@ -34,15 +34,15 @@
 //! the interval of [`PROBE_EVERY`]), until the next look sees a new
 //! preemption: under lasting contention with a quick peer, a probe every 16
 //! to 32 waits. Each rest that follows one without a found message doubles
-//! the interval, up to [`PROBE_MAX`] (a peer that is slow as well). A probe starts the count
-//! afresh: preemptions while resting say nothing about spinning, and on a
-//! virtual machine they come from resting itself (a sleeper's idle virtual
-//! CPU looks busy to the guest's scheduler, which then wakes the sleeper
-//! onto its peer's CPU, the peer's "preemption"); counting them kept both
-//! sides of a ping-pong resting for good, 4-15 µs a round trip where
-//! spinning takes 0.1-1 µs. The count is per thread: a probe on one
-//! connection also clears a preemption another connection of the same
-//! thread had yet to see, as the first look after a preemption always did.
+//! the interval, up to [`PROBE_MAX`] (a peer that is slow as well). A probe
+//! starts the count afresh: preemptions while resting say nothing about
+//! spinning, and on a virtual machine they come from resting itself (a
+//! sleeper's idle virtual CPU looks busy to the guest's scheduler, which then
+//! wakes the sleeper onto its peer's CPU, the peer's "preemption"); counting
+//! them kept both sides of a ping-pong resting for good, 4-15 µs a round trip
+//! where spinning takes 0.1-1 µs. The count is per thread: a probe on one
+//! connection also clears a preemption another connection of the same thread
+//! had yet to see, as the first look after a preemption always did.
 //!
 //! Never on a machine with one CPU to run on (`cpu_count() == 1`: one CPU,
 //! an affinity mask of one, or a cgroup quota below two): there the peer
