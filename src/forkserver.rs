@@ -42,8 +42,8 @@ use crate::util::Unpoison;
 use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -67,7 +67,43 @@ struct Server {
     /// The executable it runs (a new one is started if that changes).
     exe: PathBuf,
     /// The thread that started it and reaps it; gives its exit code.
-    reaper: JoinHandle<Option<i32>>,
+    reaper: Reaper,
+}
+
+/// The thread that starts a server and reaps it, seen from the program.
+///
+/// The thread never ends before the program does: it is the real parent of
+/// the server *and of every child the server forks* (`CLONE_PARENT`), and
+/// the kernel sends a parent-death signal when that thread ends, not the
+/// process. The server dies with it (its `PR_SET_PDEATHSIG`), as does each
+/// daemon child (see `spawn::guard_daemon`), so a server replaced after it
+/// died must not take the daemons it forked along: its thread, once it has
+/// reaped it, parks for the rest of the program's life (one parked thread
+/// per server ever started, which is one unless servers are killed).
+struct Reaper {
+    /// The server's exit code once the thread has reaped it (a condition
+    /// variable, not a channel: waited for from the exit handler too, where
+    /// a channel's wait would need this thread's thread-locals).
+    code: Arc<(Mutex<Option<Option<i32>>>, Condvar)>,
+}
+
+impl Reaper {
+    /// Whether the server was reaped (then its pid may be another process's).
+    fn is_finished(&self) -> bool {
+        self.code.0.lock().unpoison().is_some()
+    }
+
+    /// Waits for the server to be reaped; its exit code, if it ran.
+    fn join(self) -> Option<i32> {
+        let (lock, reaped) = &*self.code;
+        let mut code = lock.lock().unpoison();
+        loop {
+            if let Some(c) = *code {
+                return c;
+            }
+            code = reaped.wait(code).unpoison();
+        }
+    }
 }
 
 /// The server of this process, once started.
@@ -288,7 +324,9 @@ fn start_server(launch: &Launch<'_>) -> Result<Server> {
     let (arg0, args) = launch.argv.clone();
     let exe_owned = launch.exe.clone();
     let (tx, rx) = std::sync::mpsc::channel();
-    let reaper = std::thread::Builder::new()
+    let code = Arc::new((Mutex::new(None), Condvar::new()));
+    let code_out = Arc::clone(&code);
+    std::thread::Builder::new()
         .name("multiprocess-forkserver".into())
         .spawn(move || {
             let started = os_spawn::spawn_child(os_spawn::SpawnSpec {
@@ -306,12 +344,22 @@ fn start_server(launch: &Launch<'_>) -> Result<Server> {
             let _ = tx.send(started);
             // The server's parent-death signal follows this thread: it lives
             // exactly as long as the server does.
-            pid.and_then(crate::platform::process::reap_blocking)
+            let exit = pid.and_then(crate::platform::process::reap_blocking);
+            *code_out.0.lock().unpoison() = Some(exit);
+            code_out.1.notify_all();
+            // ... and so do the daemons it forked: this thread stays (see
+            // `Reaper`).
+            if pid.is_some() {
+                loop {
+                    std::thread::park();
+                }
+            }
         })?;
     let pid = match rx.recv() {
         Ok(r) => r?,
         Err(_) => return Err(Error::Spawn("the forkserver thread died".into())),
     };
+    let reaper = Reaper { code };
     register_exit_handler();
     Ok(Server {
         pid,
@@ -330,7 +378,7 @@ fn retire(server: Option<Server>) -> Option<i32> {
     if !s.reaper.is_finished() {
         kill(s.pid, Signal::SIGKILL);
     }
-    s.reaper.join().ok().flatten()
+    s.reaper.join()
 }
 
 /// How long a failed request's last announcements are waited for, once
@@ -520,6 +568,16 @@ fn stop_here_if_a_test_asks(child: usize) {
     }
 }
 
+/// Set in a child the server forked, before its bootstrap.
+static FORKED_BY_SERVER: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process is a child the forkserver forked: its real parent is
+/// then the program's thread that started the server, which lives as long as
+/// the program (see [`Reaper`]).
+pub(crate) fn forked_by_server() -> bool {
+    FORKED_BY_SERVER.load(Ordering::Relaxed)
+}
+
 /// The new process: takes the parent's state, then runs the child bootstrap.
 fn become_child(
     conn: &Connection,
@@ -529,6 +587,7 @@ fn become_child(
     fds: [OwnedFd; SHARED_FDS],
     tracker: Option<OwnedFd>,
 ) -> ! {
+    FORKED_BY_SERVER.store(true, Ordering::Relaxed);
     // The control socket is the server's alone.
     conn.close();
     if let Some(w) = tracker {

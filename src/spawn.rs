@@ -646,7 +646,7 @@ pub(crate) fn run_child_on(channel: OwnedFd) -> ! {
     let ctx = SELF_INFO.get_or_init(|| ctx);
     inherit_authkey(boot.authkey);
     if ctx.daemon {
-        watch_parent();
+        guard_daemon(ctx.parent_pid);
     }
     install_panic_hook(ctx.name.clone(), boot.quiet_panics);
     if let Err(e) = ctx.parent_conn.send(&Report::Started) {
@@ -688,6 +688,27 @@ pub(crate) fn exit_child(code: i32) -> ! {
 fn bootstrap_failed(why: &str) -> ! {
     eprintln!("multiprocess: child start-up failed: {why}");
     exit_child(EXIT_BOOTSTRAP_FAILED)
+}
+
+/// Makes a daemon child die with its parent, however the parent dies.
+///
+/// A child of the forkserver asks the kernel (`PR_SET_PDEATHSIG`): its real
+/// parent is the program's thread that started the server, which lives as
+/// long as the program does, and no thread of ours is then needed (a thread
+/// costs a stack, a malloc arena and their teardown on every pool worker's
+/// start and exit). A parent already gone before the request is seen by the
+/// parent pid. A spawned child's real parent is whichever thread started
+/// it, which may end long before the program: a watcher thread is used.
+fn guard_daemon(parent_pid: u32) {
+    if crate::forkserver::forked_by_server()
+        && crate::platform::forkserver::die_with_parent().is_ok()
+    {
+        if std::os::unix::process::parent_id() != parent_pid {
+            kill_self();
+        }
+        return;
+    }
+    watch_parent();
 }
 
 /// A daemon child dies with its parent: a thread waits for the parent's end of

@@ -745,6 +745,56 @@ fn test_forkserver_replaced_after_it_was_killed() {
     leaks.check();
 }
 
+/// A daemon that answers each number it gets with the same number.
+fn echo_daemon(conn: mp::Connection) {
+    while let Ok(x) = conn.recv::<u32>() {
+        conn.send(&x).unwrap();
+    }
+}
+
+/// A daemon dies with the program, not with the server that forked it: its
+/// parent-death signal follows the program's forkserver thread, which stays
+/// after reaping a killed server. A thread that ended there would take the
+/// daemon along (SIGKILL queued as the thread exits, before the echo below).
+#[test]
+fn test_daemon_outlives_a_replaced_forkserver() {
+    let _g = serial();
+    warm_forkserver();
+    let leaks = LeakCheck::new();
+    let ctx = mp::get_context(Forkserver);
+    let (ours, theirs) = mp::pipe(true).unwrap();
+    let mut d = ctx.process(echo_daemon, theirs);
+    d.set_daemon(true);
+    within(LONG, "a daemon across a server's replacement", move || {
+        d.start().unwrap();
+        ours.send(&1u32).unwrap();
+        assert_eq!(ours.recv::<u32>().unwrap(), 1);
+        let old = own_forkserver().expect("a forkserver runs");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(old as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        wait_until(SHORT, "the killed forkserver reaped", || pid_gone(old));
+        // The next child needs a new server: the old one is retired.
+        let mut p = ctx.process(|_: ()| (), ());
+        p.start().unwrap();
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+        assert_ne!(own_forkserver(), Some(old));
+        ours.send(&2u32).unwrap();
+        assert_eq!(
+            ours.recv::<u32>().unwrap(),
+            2,
+            "the daemon died with the old server"
+        );
+        drop(ours);
+        d.join().unwrap();
+        assert_eq!(d.exitcode(), Some(0));
+    });
+    leaks.check();
+}
+
 /// Makes a forkserver stop itself (SIGSTOP) right after announcing the
 /// first child of a request (read by the server from the request's
 /// environment).

@@ -94,6 +94,8 @@ const KIND_FRAME: u32 = 1;
 const KIND_SOCKET: u32 = 2;
 /// A record filling the end of the area.
 const KIND_WRAP: u32 = 3;
+/// A record saying: no more tasks (see [`ParentRing::close`]).
+const KIND_CLOSE: u32 = 4;
 
 /// How long a reader watches an empty ring before it sleeps (the queue's
 /// figure: one cross-core hop with room to spare); zero on a machine with one
@@ -191,6 +193,8 @@ pub(crate) enum Record {
     Frame,
     /// The next frame is on the socket.
     Socket,
+    /// No more tasks (only in the task ring).
+    Closed,
 }
 
 /// One direction's offsets.
@@ -320,6 +324,9 @@ impl Rings {
                 KIND_SOCKET if len == 0 => {
                     return Ok(Some((Record::Socket, tail.wrapping_add(HDR as u32))));
                 }
+                KIND_CLOSE if len == 0 && d.head == TASKS.head => {
+                    return Ok(Some((Record::Closed, tail.wrapping_add(HDR as u32))));
+                }
                 _ => {
                     return Err(format!(
                         "a record of kind {kind} declaring {len} bytes at offset {pos}, with {avail} bytes published"
@@ -438,8 +445,18 @@ impl ParentRing {
     }
 
     /// No more tasks: the worker exits once it has read the ring.
-    pub(crate) fn close(&self) {
+    ///
+    /// The `CLOSED` flag alone can be missed: a worker that found it clear
+    /// sleeps on the task ring's head index, which the flag leaves as it
+    /// was, so a wake sent before it sleeps is lost and it would sleep its
+    /// whole slice. A close record moves the head. A ring with no room for
+    /// it holds records the worker reads first, and it sees the flag after.
+    pub(crate) fn close(&mut self) {
         self.rings.word(ctl::CLOSED).store(1, Ordering::SeqCst);
+        let room = self.rings.room(TASKS, self.t_head).unwrap_or(0);
+        if Rings::need(self.t_head, 0) <= room {
+            self.rings.write(TASKS, &mut self.t_head, KIND_CLOSE, &[]);
+        }
         futex::wake_all(self.rings.word(ctl::T_HEAD));
     }
 
@@ -613,6 +630,7 @@ impl WorkerRing {
                 return Ok(match rec {
                     Record::Frame => Next::Frame,
                     Record::Socket => Next::Socket,
+                    Record::Closed => Next::Closed,
                 });
             }
             if self.rings.word(ctl::CLOSED).load(Ordering::SeqCst) != 0 {
@@ -793,6 +811,36 @@ mod tests {
         let mut buf = Vec::new();
         assert_eq!(w.next(&mut buf, || false).unwrap(), Next::Frame);
         assert_eq!(w.next(&mut buf, || false).unwrap(), Next::Closed);
+    }
+
+    /// The lost wake-up `close` guards against: a worker that read the
+    /// `CLOSED` flag just before it was set, then sleeps on the head index.
+    /// Simulated by clearing the flag after the close: the close record
+    /// alone must end the worker (with the parent never seen hung up, a
+    /// missed close would keep it asleep for good).
+    #[test]
+    fn close_ends_a_worker_that_missed_the_flag() {
+        let (mut p, mut w) = pair();
+        p.close();
+        p.rings.word(ctl::CLOSED).store(0, Ordering::SeqCst);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = tx.send(w.next(&mut buf, || false));
+        });
+        let got = rx.recv_timeout(Duration::from_secs(30));
+        assert_eq!(got, Ok(Ok(Next::Closed)), "hang guard: no answer in 30 s");
+    }
+
+    #[test]
+    fn a_close_record_in_the_result_ring_is_an_error() {
+        let (p, _w) = pair();
+        p.rings.header(RESULTS, 0, 0, KIND_CLOSE);
+        p.rings
+            .word(ctl::R_HEAD)
+            .store(HDR as u32, Ordering::SeqCst);
+        let mut buf = Vec::new();
+        assert!(p.peek(&mut buf).is_err());
     }
 
     #[test]

@@ -682,6 +682,12 @@ impl Scheduler {
                 }
             };
             let handled = match rec {
+                // Read only from a task ring; a result ring refuses it as
+                // corrupt before it gets here.
+                Record::Closed => {
+                    self.ring_error(wi, "a close record in the result ring".into());
+                    break;
+                }
                 Record::Frame => {
                     w.ring.consume(tail);
                     w.marker_waits = false;
