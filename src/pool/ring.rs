@@ -616,7 +616,10 @@ impl WorkerRing {
     ) -> Result<Next, String> {
         let head = self.rings.word(ctl::T_HEAD);
         let sleeps = self.rings.word(ctl::WORKER_SLEEPS);
-        let spin_until = Instant::now() + WORKER_SPIN.budget();
+        // Read the clock only once the ring is found empty: a busy worker
+        // finds its next task at once, and a clock read costs as much as a
+        // small task on a virtual machine.
+        let mut spin_until = None;
         // 0: not spun yet, 1: spinning, 2: slept.
         let mut phase = 0;
         loop {
@@ -636,9 +639,10 @@ impl WorkerRing {
             if self.rings.word(ctl::CLOSED).load(Ordering::SeqCst) != 0 {
                 return Ok(Next::Closed);
             }
-            if Instant::now() < spin_until {
+            let until = *spin_until.get_or_insert_with(|| Instant::now() + WORKER_SPIN.budget());
+            if Instant::now() < until {
                 phase = 1;
-                spin_while(head, seen, spin_until);
+                spin_while(head, seen, until);
                 continue;
             }
             if phase == 1 {
@@ -697,14 +701,16 @@ impl WorkerRing {
         let need = Rings::need(self.r_head, bytes.len());
         let tail = self.rings.word(ctl::R_TAIL);
         let sleeps = self.rings.word(ctl::WRITER_SLEEPS);
-        let spin_until = Instant::now() + spin_for();
+        // The clock only once the ring is found full (see `next`).
+        let mut spin_until = None;
         loop {
             let seen = tail.load(Ordering::SeqCst);
             if self.rings.room(RESULTS, self.r_head)? >= need {
                 break;
             }
-            if Instant::now() < spin_until {
-                spin_while(tail, seen, spin_until);
+            let until = *spin_until.get_or_insert_with(|| Instant::now() + spin_for());
+            if Instant::now() < until {
+                spin_while(tail, seen, until);
                 continue;
             }
             sleeps.store(1, Ordering::SeqCst);

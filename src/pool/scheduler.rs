@@ -412,7 +412,7 @@ impl Scheduler {
         for (id, job) in s.new_jobs.drain(..) {
             self.jobs.insert(id, job);
         }
-        self.pending.extend(s.queue.drain(..));
+        self.pending.append(&mut s.queue);
         let ticks = std::mem::take(&mut s.ticks);
         let kills = std::mem::take(&mut s.kill_tasks);
         s.asleep = true;
@@ -578,7 +578,7 @@ impl Scheduler {
     fn next_task(&mut self) -> Option<Task> {
         while let Some(mut t) = self.pending.pop_front() {
             if let Some(e) = t.failed.take() {
-                self.finish(t.job, t.index, Err(e));
+                self.finish(t.job, t.index, Err(*e));
                 continue;
             }
             if self.jobs.get(&t.job).is_some_and(|j| !j.claim()) {

@@ -27,8 +27,9 @@ pub(crate) struct Task {
     /// The function it runs (prefetch is only for a function known to be quick).
     pub(crate) func: FnRef,
     /// Failed before it was sent (its argument did not encode): the handler
-    /// answers it with this error instead of sending it.
-    pub(crate) failed: Option<Error>,
+    /// answers it with this error instead of sending it. Boxed: an error is
+    /// rare and half the size of a task, and a big map holds every task.
+    pub(crate) failed: Option<Box<Error>>,
 }
 
 impl Task {
@@ -69,7 +70,7 @@ impl Task {
             fds: Vec::new(),
             timeout: None,
             func,
-            failed: Some(err),
+            failed: Some(Box::new(err)),
         }
     }
 }

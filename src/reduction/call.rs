@@ -261,8 +261,10 @@ impl FnRef {
     }
 
     fn checksum(offset: i64) -> u64 {
-        let mut key = fingerprint().to_le_bytes().to_vec();
-        key.extend_from_slice(&offset.to_le_bytes());
+        // On the stack: checked for every task a worker runs.
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&fingerprint().to_le_bytes());
+        key[8..].copy_from_slice(&offset.to_le_bytes());
         fnv1a(&key)
     }
 
