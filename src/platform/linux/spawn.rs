@@ -193,6 +193,8 @@ impl Drop for SpawnAttr {
 /// or `std::process::exit` (both end in libc's `exit`), not after a signal or
 /// `_exit`. Handlers run in the reverse order of registration.
 pub(crate) fn at_exit(f: extern "C" fn()) -> io::Result<()> {
+    // Set before the call: a handler that may be registered must be run.
+    EXIT_HANDLERS.store(true, std::sync::atomic::Ordering::Relaxed);
     // SAFETY: `f` is a plain `extern "C" fn()` with no captured state, valid
     // for the whole life of the process (a function item of this binary).
     let rc = unsafe { libc::atexit(f) };
@@ -200,6 +202,27 @@ pub(crate) fn at_exit(f: extern "C" fn()) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::other("atexit() refused the exit handler"))
+    }
+}
+
+/// Whether [`at_exit`] registered a handler in this process.
+static EXIT_HANDLERS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process has exit handlers of ours, which only libc's `exit`
+/// runs (see [`exit_now`]).
+pub(crate) fn exit_handlers_registered() -> bool {
+    EXIT_HANDLERS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Ends this process with `code` at once (`_exit`), after flushing C's stdio
+/// buffers: libc's exit handlers and the libraries' destructors do not run.
+/// The caller flushes Rust's streams and runs its own exit duties first.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: fflush(NULL) flushes every open C stream and touches no
+    // memory of ours; _exit ends the process without returning.
+    unsafe {
+        libc::fflush(std::ptr::null_mut());
+        libc::_exit(code)
     }
 }
 
