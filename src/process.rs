@@ -127,8 +127,9 @@ impl Registry {
 }
 
 /// How long a daemon child gets to exit after SIGTERM at this process's exit
-/// before it is killed: it would die anyway once we are gone (it watches the
-/// bootstrap socket), so nothing is gained by waiting longer.
+/// before it is killed: it would die anyway once we are gone (its
+/// parent-death signal, or its watch on the bootstrap socket when spawned),
+/// so nothing is gained by waiting longer.
 const DAEMON_EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// Python's `util._exit_function` for children: at this process's normal exit
@@ -366,6 +367,13 @@ impl Process {
     /// daemon child still running gets SIGTERM instead of being waited for,
     /// and it dies with this process however it dies, even by SIGKILL.
     /// The default is the creating process's own flag.
+    ///
+    /// A daemon started by the forkserver (the default start method) dies
+    /// with its parent by the kernel's parent-death signal, which the kernel
+    /// drops when the daemon changes its user or group ids (`setuid`): one
+    /// that drops privileges should watch `parent_process()` itself, or be
+    /// started with the spawn method, whose daemons watch their parent's
+    /// socket.
     ///
     /// # Panics
     ///

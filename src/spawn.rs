@@ -22,7 +22,9 @@
 //!    exit, or after [`set_start_timeout`], when it kills it. Nothing waits forever.
 //!
 //! The socket stays open for the child's life. Its hang-up tells the child that
-//! the parent died (`parent_process().is_alive()`); a daemon child then exits.
+//! the parent died (`parent_process().is_alive()`); a spawned daemon child then
+//! exits (one of the forkserver has the kernel's parent-death signal instead,
+//! see `guard_daemon`).
 
 use crate::util::Unpoison;
 use std::ffi::OsString;
@@ -678,20 +680,29 @@ pub(crate) fn run_child_on(channel: OwnedFd) -> ! {
     exit_child(code)
 }
 
+/// Set by `cargo llvm-cov` and any LLVM coverage run: children then exit
+/// through libc, whose exit handlers write the counts (see [`exit_child`]).
+const COVERAGE_VAR: &str = "LLVM_PROFILE_FILE";
+
 /// Flushes stdout and exits with `code`.
 ///
 /// A child of the forkserver ends as CPython's forked children do
 /// (`os._exit` once the target returned): libc's exit handlers (any that the
-/// code before `init()` registered, copied with the server) and the
-/// libraries' destructors do not run. They would cost about 7% of a
-/// `Process` start and join, mostly in page faults on the pages they touch.
-/// A child with exit duties of ours (it started processes of its own) exits
-/// through libc, which runs them. A spawned child, a program of its own,
-/// always does.
+/// code before `init()` registered, copied with the server), the main
+/// thread's thread-local destructors and the libraries' destructors do not
+/// run. They would cost about 7% of a `Process` start and join, mostly in
+/// page faults on the pages they touch. A child with exit duties of ours (it
+/// started processes of its own) exits through libc, which runs them, as
+/// does one under a coverage run ([`COVERAGE_VAR`] set: LLVM's profile
+/// runtime writes its counts from an exit handler). A spawned child, a
+/// program of its own, always does.
 pub(crate) fn exit_child(code: i32) -> ! {
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
-    if crate::forkserver::forked_by_server() && !os_spawn::exit_handlers_registered() {
+    if crate::forkserver::forked_by_server()
+        && !os_spawn::exit_handlers_registered()
+        && std::env::var_os(COVERAGE_VAR).is_none()
+    {
         os_spawn::exit_now(code);
     }
     std::process::exit(code)

@@ -795,6 +795,73 @@ fn test_daemon_outlives_a_replaced_forkserver() {
     leaks.check();
 }
 
+/// Where [`mark_exit`] writes: a variable of the child's environment.
+const EXIT_MARK_VAR: &str = "MP_TEST_EXIT_MARK";
+
+/// A libc exit handler: writes "ran" where [`EXIT_MARK_VAR`] says.
+extern "C" fn mark_exit() {
+    if let Some(path) = std::env::var_os(EXIT_MARK_VAR) {
+        let _ = std::fs::write(path, b"ran");
+    }
+}
+
+/// Registers [`mark_exit`], then returns (the child exits 0).
+fn registers_exit_handler(_: ()) {
+    // SAFETY: `mark_exit` is a plain function of this binary, valid for the
+    // whole life of the process, and touches no state of ours.
+    assert_eq!(unsafe { libc::atexit(mark_exit) }, 0);
+}
+
+/// Sets the child's environment (a mark file per case, `LLVM_PROFILE_FILE`
+/// for a coverage run or not), starts one child per case that registers a
+/// libc exit handler, and sends back whether each handler ran.
+fn exit_handler_driver((cases, dir, conn): (Vec<(StartMethod, bool)>, String, mp::Connection)) {
+    let mut ran = Vec::new();
+    for (i, (method, coverage)) in cases.into_iter().enumerate() {
+        let mark = format!("{dir}/mark-{i}");
+        // SAFETY: this driver runs no other thread of its own while the
+        // environment changes (its forkserver's thread, if started, only
+        // waits for its server).
+        unsafe {
+            std::env::set_var(EXIT_MARK_VAR, &mark);
+            if coverage {
+                std::env::set_var("LLVM_PROFILE_FILE", format!("{dir}/cov-%p.profraw"));
+            } else {
+                std::env::remove_var("LLVM_PROFILE_FILE");
+            }
+        }
+        let mut p = mp::get_context(method).process(registers_exit_handler, ());
+        p.start().unwrap();
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+        ran.push(std::fs::read(&mark).is_ok_and(|b| b == b"ran"));
+    }
+    conn.send(&ran).unwrap();
+}
+
+/// A child of the forkserver ends as CPython's forked children do (with
+/// `_exit`: libc's exit handlers do not run), except under a coverage run;
+/// a spawned child exits through libc, which runs them.
+#[test]
+fn test_forkserver_child_exits_as_with_os_exit() {
+    let _g = serial();
+    let leaks = LeakCheck::new();
+    let dir = std::env::temp_dir().join(format!("mp-exit-mark-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = vec![(Forkserver, false), (Forkserver, true), (Spawn, false)];
+    let (ours, theirs) = mp::pipe(true).unwrap();
+    let driver = mp::Process::new(
+        exit_handler_driver,
+        (cases, dir.to_string_lossy().into_owned(), theirs),
+    );
+    assert_eq!(run(driver), Some(0));
+    let ran: Vec<bool> = ours.recv().unwrap();
+    drop(ours);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(ran, vec![false, true, true]);
+    leaks.check();
+}
+
 /// Makes a forkserver stop itself (SIGSTOP) right after announcing the
 /// first child of a request (read by the server from the request's
 /// environment).

@@ -453,6 +453,9 @@ impl ParentRing {
     /// it holds records the worker reads first, and it sees the flag after.
     pub(crate) fn close(&mut self) {
         self.rings.word(ctl::CLOSED).store(1, Ordering::SeqCst);
+        // Either the worker sees the flag or this side sees the tail it
+        // published before it looked: the room is not judged on a stale tail.
+        std::sync::atomic::fence(Ordering::SeqCst);
         let room = self.rings.room(TASKS, self.t_head).unwrap_or(0);
         if Rings::need(self.t_head, 0) <= room {
             self.rings.write(TASKS, &mut self.t_head, KIND_CLOSE, &[]);

@@ -1114,6 +1114,9 @@ impl Scheduler {
         }
         let w = &mut self.workers[wi];
         if w.inflight.is_empty() && !w.exited() {
+            // The close record wakes a worker asleep on its empty ring (the
+            // hang-up alone is seen only at the end of its sleep slice).
+            w.ring.close();
             w.sock = None;
         }
     }

@@ -42,8 +42,11 @@ pub(crate) fn fork_as_sibling() -> io::Result<Option<u32>> {
     }
 }
 
-/// Asks the kernel to SIGKILL this process when the thread that started it
-/// exits (`PR_SET_PDEATHSIG`). Not inherited by children.
+/// Asks the kernel to SIGKILL this process when its parent thread exits
+/// (`PR_SET_PDEATHSIG`): the thread that created it, or, for a child forked
+/// with `CLONE_PARENT`, that of the process it was forked from. Not
+/// inherited by children; cleared by the kernel when this process changes
+/// its user or group ids.
 pub(crate) fn die_with_parent() -> io::Result<()> {
     // SAFETY: PR_SET_PDEATHSIG takes a signal number by value and touches no
     // memory of ours.
