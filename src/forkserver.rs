@@ -79,7 +79,8 @@ struct Server {
 /// daemon child (see `spawn::guard_daemon`), so a server replaced after it
 /// died must not take the daemons it forked along: its thread, once it has
 /// reaped it, parks for the rest of the program's life (one parked thread
-/// per server ever started, which is one unless servers are killed).
+/// per server ever started, which is one unless a server is killed or
+/// replaced for another executable).
 struct Reaper {
     /// The server's exit code once the thread has reaped it (a condition
     /// variable, not a channel: waited for from the exit handler too, where
@@ -343,7 +344,7 @@ fn start_server(launch: &Launch<'_>) -> Result<Server> {
             let pid = started.as_ref().ok().copied();
             let _ = tx.send(started);
             // The server's parent-death signal follows this thread: it lives
-            // exactly as long as the server does.
+            // at least as long as the server does.
             let exit = pid.and_then(crate::platform::process::reap_blocking);
             *code_out.0.lock().unpoison() = Some(exit);
             code_out.1.notify_all();
