@@ -765,8 +765,6 @@ pub(crate) struct IMapState<R> {
     pub(crate) arrived: VecDeque<Result<Vec<R>>>,
     /// Ordered: the chunk to hand out next.
     pub(crate) next_index: u64,
-    /// Items of the chunk being handed out.
-    pub(crate) current: std::vec::IntoIter<R>,
     /// Chunks submitted to the pool.
     pub(crate) submitted: u64,
     /// Chunks answered by the pool.
@@ -799,7 +797,6 @@ impl<R> IMapShared<R> {
                 by_index: BTreeMap::new(),
                 arrived: VecDeque::new(),
                 next_index: 0,
-                current: Vec::new().into_iter(),
                 submitted: 0,
                 received: 0,
                 consumed: 0,
@@ -934,6 +931,10 @@ pub struct IMapIterator<R> {
     /// Whether spinning for the next chunk pays (per iterator: one slow
     /// input says nothing about another imap's chunks).
     spin: SpinGate,
+    /// Items of the chunk being handed out: this handle's alone, so an item
+    /// costs no lock of the shared state (a `Mutex` only so that the handle
+    /// stays `Sync` whatever `R` is; it is reached by `get_mut`, never locked).
+    current: Mutex<std::vec::IntoIter<R>>,
     /// The items are produced by the pool, not owned by this handle.
     _marker: PhantomData<fn() -> R>,
 }
@@ -945,6 +946,7 @@ impl<R> IMapIterator<R> {
             pool,
             job,
             spin: SpinGate::tolerant(),
+            current: Mutex::new(Vec::new().into_iter()),
             _marker: PhantomData,
         }
     }
@@ -982,12 +984,12 @@ impl<R> IMapIterator<R> {
         // Chunks of short tasks come back every few microseconds: spinning
         // that long on the arrival count costs this thread no sleep and the
         // handler no cross-core wake per chunk.
+        if let Some(v) = self.current.get_mut().unpoison().next() {
+            return Some(Ok(v));
+        }
         let mut spun = false;
         let mut s = self.shared.lock();
         loop {
-            if let Some(v) = s.current.next() {
-                return Some(Ok(v));
-            }
             let next = if s.ordered {
                 let i = s.next_index;
                 s.by_index.remove(&i).inspect(|_| s.next_index += 1)
@@ -1006,8 +1008,13 @@ impl<R> IMapIterator<R> {
                 }
                 match chunk {
                     Ok(items) => {
-                        s.current = items.into_iter();
-                        continue;
+                        let current = self.current.get_mut().unpoison();
+                        *current = items.into_iter();
+                        match current.next() {
+                            Some(v) => return Some(Ok(v)),
+                            // An empty chunk: the next one.
+                            None => continue,
+                        }
                     }
                     Err(e) => return Some(Err(e)),
                 }
