@@ -719,7 +719,7 @@ fn bootstrap_failed(why: &str) -> ! {
 /// parent is the program's thread that started the server, which lives as
 /// long as the program does, and no thread of ours is then needed (a thread
 /// costs a stack, a malloc arena and their teardown on every pool worker's
-/// start and exit). A parent already gone before the request is seen by the
+/// start and exit). A parent already gone before the `prctl` is seen by the
 /// parent pid. A spawned child's real parent is whichever thread started
 /// it, which may end long before the program: a watcher thread is used.
 fn guard_daemon(parent_pid: u32) {

@@ -981,12 +981,12 @@ impl<R> IMapIterator<R> {
     }
 
     fn next_deadline(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
-        // Chunks of short tasks come back every few microseconds: spinning
-        // that long on the arrival count costs this thread no sleep and the
-        // handler no cross-core wake per chunk.
         if let Some(v) = self.current.get_mut().unpoison().next() {
             return Some(Ok(v));
         }
+        // Chunks of short tasks come back every few microseconds: spinning
+        // that long on the arrival count costs this thread no sleep and the
+        // handler no cross-core wake per chunk.
         let mut spun = false;
         let mut s = self.shared.lock();
         loop {
