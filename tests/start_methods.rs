@@ -63,6 +63,15 @@ fn pid_gone(pid: u32) -> bool {
     }
 }
 
+/// Sends SIGKILL to `pid`.
+fn sigkill(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
 /// Polls /proc until `cond` holds (a hang guard loop, not synchronisation).
 fn wait_until(guard: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -724,11 +733,7 @@ fn test_forkserver_replaced_after_it_was_killed() {
     warm_forkserver();
     let leaks = LeakCheck::new();
     let old = own_forkserver().expect("a forkserver runs");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(old as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    sigkill(old);
     wait_until(SHORT, "the killed forkserver gone", || pid_gone(old));
     within(LONG, "a pool after the server died", || {
         let pool = mp::get_context(Forkserver)
@@ -770,11 +775,7 @@ fn test_daemon_outlives_a_replaced_forkserver() {
         ours.send(&1u32).unwrap();
         assert_eq!(ours.recv::<u32>().unwrap(), 1);
         let old = own_forkserver().expect("a forkserver runs");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(old as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
+        sigkill(old);
         wait_until(SHORT, "the killed forkserver reaped", || pid_gone(old));
         // The next child needs a new server: the old one is retired.
         let mut p = ctx.process(|_: ()| (), ());
@@ -912,11 +913,7 @@ fn stopped_server_driver((ending, conn): (Ending, mp::Connection)) {
             .filter(|&pid| pid != server)
             .collect();
         if let Ending::Killed = ending {
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(server as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            )
-            .unwrap();
+            sigkill(server);
         }
         others
     });
