@@ -537,6 +537,12 @@ fn serve(
                 stop_here_if_a_test_asks(i);
             }
             Ok(None) => {
+                // A new child often runs at once on the server's CPU: yield
+                // it back, so that the server announces this child and forks
+                // the next before this one's start-up takes the CPU (pool
+                // start-up, 2 workers, medians of 200: the request 345 µs
+                // without, 260 µs with; the whole start 7-13% shorter).
+                std::thread::yield_now();
                 let own = channels[i].take().expect("each socket is forked once");
                 // The sockets of the children still to come are theirs alone.
                 drop(channels);

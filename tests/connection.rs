@@ -249,6 +249,87 @@ fn mutual_big_sends_between_processes() {
     });
 }
 
+/// The send buffer of a socket fd, as the kernel reports it.
+fn send_buffer(fd: i32) -> usize {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `v`, a live c_int.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&raw mut v).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(r, 0, "getsockopt: {}", std::io::Error::last_os_error());
+    v as usize
+}
+
+// A connection over a Unix socket asks for a 1 MiB send buffer
+// (`LOCAL_SEND_BUFFER`): a process that is not root gets it as root does (the
+// kernel's cap, wmem_max, binds both), and a message bigger than the buffer
+// still crosses whole.
+#[test]
+fn a_non_root_process_gets_the_pipes_bigger_send_buffer() {
+    let _s = common::serial();
+    within(
+        SHORT,
+        "a_non_root_process_gets_the_pipes_bigger_send_buffer",
+        || {
+            let mut p = mp::Process::new(
+                |(): ()| {
+                    // SAFETY: plain credential syscalls in a child whose only
+                    // other threads are the crate's own (setuid applies to all).
+                    unsafe {
+                        if libc::geteuid() == 0 {
+                            assert_eq!(libc::setgroups(0, std::ptr::null()), 0);
+                            assert_eq!(libc::setgid(65534), 0);
+                            assert_eq!(libc::setuid(65534), 0);
+                        }
+                        assert_ne!(libc::geteuid(), 0);
+                    }
+                    let cap: usize = std::fs::read_to_string("/proc/sys/net/core/wmem_max")
+                        .unwrap()
+                        .trim()
+                        .parse()
+                        .unwrap();
+                    let want = 2 * (1usize << 20).min(cap);
+                    let (a, b) = mp::pipe(true).unwrap();
+                    for end in [&a, &b] {
+                        assert_eq!(send_buffer(end.fileno().unwrap()), want);
+                    }
+                    // Both ends of a Listener/Client pair on a Unix address.
+                    let name = format!("mp-sndbuf-{}", std::process::id());
+                    let l = mp::connection::Listener::bind(
+                        mp::connection::Address::Abstract(name),
+                        None,
+                    )
+                    .unwrap();
+                    let addr = l.address();
+                    let client = std::thread::spawn(move || {
+                        mp::connection::Client::connect(addr, None).unwrap()
+                    });
+                    let served = l.accept().unwrap();
+                    let client = client.join().unwrap();
+                    assert_eq!(send_buffer(served.fileno().unwrap()), want);
+                    assert_eq!(send_buffer(client.fileno().unwrap()), want);
+                    let big: Vec<u8> = (0..(5u32 << 20)).map(|i| (i % 253) as u8).collect();
+                    let want = big.clone();
+                    let sender = std::thread::spawn(move || a.send_bytes(&big).unwrap());
+                    assert!(b.recv_bytes().unwrap() == want);
+                    sender.join().unwrap();
+                },
+                (),
+            );
+            p.start().unwrap();
+            p.join().unwrap();
+            assert_eq!(p.exitcode(), Some(0));
+        },
+    );
+}
+
 // A value of the wrong type is a Decode error; the stream goes on.
 #[test]
 fn wrong_type_from_a_child_is_a_clear_error() {

@@ -515,7 +515,15 @@ impl Scheduler {
         for w in &mut self.workers {
             w.note_start();
         }
-        for depth in 0..MAX_IN_FLIGHT_TINY {
+        // Level the windows: every worker gets its `depth`th task before any
+        // gets its next. Start at the shallowest window, and stop at a depth
+        // that placed nothing with no deeper window left to serve (a full
+        // window of 256 would otherwise cost a pass that many idle rounds).
+        let shallowest = self.workers.iter().map(|w| w.inflight.len()).min();
+        for depth in shallowest.unwrap_or(MAX_IN_FLIGHT_TINY)..MAX_IN_FLIGHT_TINY {
+            if self.pending.is_empty() || self.workers.iter().all(|w| w.inflight.len() < depth) {
+                break;
+            }
             for wi in 0..self.workers.len() {
                 if self.pending.is_empty() {
                     break;

@@ -39,8 +39,14 @@ pub(super) const PREFETCH_MAX_TASK_TIME: Duration = Duration::from_millis(2);
 /// Tasks in flight per worker while its tasks are tiny (its last one ran
 /// under [`TINY_TASK_TIME`]): a window of eight such tasks is run before the
 /// scheduler's next pass, so the worker would wait on the scheduler; a
-/// deeper window lets each pass serve and refill more tasks at once.
-pub(super) const MAX_IN_FLIGHT_TINY: usize = 32;
+/// deeper window lets each pass serve and refill more tasks at once, and the
+/// worker finds its ring empty (and sleeps, and must be woken) less often.
+/// Measured with `map_with_chunksize(square, 0..20_000, 1)` on a fresh pool
+/// of 2: 1.28-1.38M tasks/s with 32, 1.56-1.75M with 128, 1.61-1.85M with
+/// 256, no better with 512. A worker holds at most 256 tasks of under 50 µs
+/// (13 ms of work) that another could have run; stealing takes them back
+/// when one turns out long.
+pub(super) const MAX_IN_FLIGHT_TINY: usize = 256;
 /// See [`MAX_IN_FLIGHT_TINY`].
 pub(super) const TINY_TASK_TIME: Duration = Duration::from_micros(50);
 /// Bytes read from a worker's socket per `recvmsg` at most.

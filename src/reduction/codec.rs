@@ -23,6 +23,17 @@ use crate::error::{Error, Result};
 const ENVELOPE_MAGIC: u8 = 0xA7;
 /// Magic byte, fd count (u8), type tag (u64 LE).
 const ENVELOPE_HEADER: usize = 1 + 1 + 8;
+/// Room a new message starts with: a small value, a pool task's trailer
+/// included, fits without a reallocation (growing from the bare header took
+/// a `calloc` and two `realloc`s per task of a chunksize-1 `map`).
+const FIRST_CAPACITY: usize = 64;
+
+/// A message buffer holding a blank envelope header.
+fn new_message() -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(FIRST_CAPACITY);
+    bytes.resize(ENVELOPE_HEADER, 0);
+    bytes
+}
 
 /// An encoded value: its bytes and the fds its handles refer to, in order.
 #[derive(Debug, Default)]
@@ -147,7 +158,7 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
 /// non-string key shape postcard cannot express, more than 253 handles).
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Encoded> {
     let scope = FdsOut::enter();
-    let result = append_postcard(value, vec![0u8; ENVELOPE_HEADER]);
+    let result = append_postcard(value, new_message());
     let fds = scope.finish();
     let bytes = result.map_err(|e| Error::encode(format!("{} ({e})", type_name::<T>())))?;
     seal_envelope::<T>(bytes, fds)
@@ -170,7 +181,7 @@ pub(crate) fn encode_seq<A: Serialize>(
         len,
         ended_early: std::cell::Cell::new(false),
     };
-    let result = append_postcard(&seq, vec![0u8; ENVELOPE_HEADER]);
+    let result = append_postcard(&seq, new_message());
     let fds = scope.finish();
     if seq.ended_early.get() {
         // postcard keeps no message of its own errors: say it here.

@@ -77,6 +77,28 @@ pub(crate) fn monotonic_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// Asks for a send buffer of `bytes` on a socket. The kernel doubles the
+/// request and caps it at `net.core.wmem_max`, for root as for anyone (only
+/// `SO_SNDBUFFORCE` goes past the cap, and it needs a privilege this crate
+/// does not ask for), so the result is the same with or without privileges.
+pub(crate) fn set_send_buffer(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
+    Ok(nix::sys::socket::setsockopt(
+        &fd,
+        nix::sys::socket::sockopt::SndBuf,
+        &bytes,
+    )?)
+}
+
+/// The send buffer of a socket, in bytes (as the kernel counts it: twice
+/// what was asked for).
+#[cfg(test)]
+pub(crate) fn send_buffer(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    Ok(nix::sys::socket::getsockopt(
+        &fd,
+        nix::sys::socket::sockopt::SndBuf,
+    )?)
+}
+
 /// Whether `fd` is a socket (it can carry fds) rather than a pipe.
 pub(crate) fn is_socket(fd: BorrowedFd<'_>) -> bool {
     nix::sys::stat::fstat(fd)
