@@ -1007,7 +1007,7 @@ fn imap_feeder_refills_window_after_window_and_stays_bounded() {
         let counted = (0u64..).inspect(move |_| {
             r.fetch_add(1, Ordering::SeqCst);
         });
-        // 128 chunks of 4 items read ahead at most (the read-ahead of
+        // 256 chunks of 4 items read ahead at most (the read-ahead of
         // small chunks), plus the chunk the feeder reads as it stops.
         let mut it = pool
             .imap_with_chunksize(|x: u64| x * 3, counted, 4)
@@ -1015,23 +1015,23 @@ fn imap_feeder_refills_window_after_window_and_stays_bounded() {
         for want in 0..4_000u64 {
             assert_eq!(it.next().unwrap().unwrap(), want * 3);
             let ahead = read.load(Ordering::SeqCst) as u64 - (want + 1);
-            assert!(ahead <= 129 * 4, "read {ahead} items ahead of the consumer");
+            assert!(ahead <= 257 * 4, "read {ahead} items ahead of the consumer");
         }
         drop(it);
-        // Chunks of 256 items keep the least read-ahead, 32 chunks.
+        // Chunks of 512 items keep the least read-ahead, 32 chunks.
         let read = Arc::new(AtomicUsize::new(0));
         let r = read.clone();
         let counted = (0u64..).inspect(move |_| {
             r.fetch_add(1, Ordering::SeqCst);
         });
         let mut it = pool
-            .imap_with_chunksize(|x: u64| x * 3, counted, 256)
+            .imap_with_chunksize(|x: u64| x * 3, counted, 512)
             .unwrap();
-        for want in 0..40_000u64 {
+        for want in 0..80_000u64 {
             assert_eq!(it.next().unwrap().unwrap(), want * 3);
             let ahead = read.load(Ordering::SeqCst) as u64 - (want + 1);
             assert!(
-                ahead <= 33 * 256,
+                ahead <= 33 * 512,
                 "read {ahead} items ahead of the consumer"
             );
         }

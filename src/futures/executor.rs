@@ -167,7 +167,7 @@ pub struct MapOptions {
     pub timeout: Option<Duration>,
     /// Tasks (chunks) submitted ahead of the consumer, at most (Python 3.14's
     /// `buffersize`; `None`: the pool's default read-ahead, 8 per worker and
-    /// at least 32, or up to 128 where that many chunks hold at most 8192
+    /// at least 32, or up to 256 where that many chunks hold at most 16384
     /// items).
     pub buffersize: Option<usize>,
 }
