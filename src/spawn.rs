@@ -423,6 +423,8 @@ fn prepare(spec: StartSpec) -> Result<Prepared> {
     let PreparedCall { target, payload } = spec.call;
     let payload = payload?;
     let (ours, theirs) = fd::socketpair_stream()?;
+    crate::connection::widen_send_buffer(ours.as_fd());
+    crate::connection::widen_send_buffer(theirs.as_fd());
     let conn = Connection::from_fd(ours, true, true);
     let boot = Bootstrap {
         name: spec.name,

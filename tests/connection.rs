@@ -253,7 +253,9 @@ fn mutual_big_sends_between_processes() {
 fn send_buffer(fd: i32) -> usize {
     let mut v: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `v`, a live c_int.
+    // SAFETY:
+    // - getsockopt writes at most `len` bytes into `v`, a live c_int, and
+    //   `len` into `len`; `fd` is only read.
     let r = unsafe {
         libc::getsockopt(
             fd,
@@ -280,8 +282,10 @@ fn a_non_root_process_gets_the_pipes_bigger_send_buffer() {
         || {
             let mut p = mp::Process::new(
                 |(): ()| {
-                    // SAFETY: plain credential syscalls in a child whose only
-                    // other threads are the crate's own (setuid applies to all).
+                    // SAFETY:
+                    // - plain credential syscalls, passing no memory but a
+                    //   null list of length 0; the kernel applies them to
+                    //   every thread of this child.
                     unsafe {
                         if libc::geteuid() == 0 {
                             assert_eq!(libc::setgroups(0, std::ptr::null()), 0);

@@ -1036,6 +1036,22 @@ fn imap_feeder_refills_window_after_window_and_stays_bounded() {
             );
         }
         drop(it);
+        // Small chunks with big results (20 KB each, more than a ring record)
+        // keep the least read-ahead too: the results held stay few.
+        let read = Arc::new(AtomicUsize::new(0));
+        let r = read.clone();
+        let counted = (0u64..).inspect(move |_| {
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+        let mut it = pool
+            .imap_with_chunksize(|x: u64| vec![x as u8; 20_000], counted, 1)
+            .unwrap();
+        for want in 0..400u64 {
+            assert_eq!(it.next().unwrap().unwrap(), vec![want as u8; 20_000]);
+            let ahead = read.load(Ordering::SeqCst) as u64 - (want + 1);
+            assert!(ahead <= 33, "read {ahead} big-result items ahead");
+        }
+        drop(it);
         pool.close();
         pool.join().unwrap();
     });
@@ -1487,6 +1503,83 @@ fn a_steal_is_not_lost_when_the_queue_empties_without_sending() {
     });
 }
 
+/// The tasks of `a_deep_window_that_slows_down_is_taken_back`. They carry no
+/// handle: a task with an fd goes by the socket and is never sent ahead.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum Paced {
+    /// Returns at once.
+    Tiny,
+    /// Keeps the CPU for this many µs, then writes a byte to the FIFO at
+    /// this path, if any.
+    Busy(u64, Option<std::path::PathBuf>),
+    /// Waits for a byte from the FIFO at this path (asleep in `open` and
+    /// `read`, so that it takes no CPU from the busy worker).
+    Hold(std::path::PathBuf),
+}
+
+/// Runs a [`Paced`] task; returns the pid of the worker that ran it.
+fn paced(p: Paced) -> u32 {
+    match p {
+        Paced::Tiny => {}
+        Paced::Busy(us, file) => {
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_micros(us) {
+                std::hint::spin_loop();
+            }
+            if let Some(f) = file {
+                std::fs::write(f, b"g").unwrap();
+            }
+        }
+        Paced::Hold(f) => {
+            // The test's `within` is the hang guard.
+            assert_eq!(std::fs::read(f).unwrap(), b"g");
+        }
+    }
+    std::process::id()
+}
+
+// A worker whose tasks were tiny gets a deep window of them (up to 256); when
+// they turn out to take a millisecond each, the other worker, once idle,
+// takes the window back at once (no task of it ever runs the 2 ms that
+// stealing otherwise waits for), instead of idling while one worker has 150
+// ms of work queued.
+#[test]
+fn a_deep_window_that_slows_down_is_taken_back() {
+    let _s = common::serial();
+    let _leaks = LeakCheck::new();
+    within(LONG, "a deep window taken back", || {
+        let file = std::env::temp_dir().join(format!("mp-deep-window-{}", std::process::id()));
+        let _ = std::fs::remove_file(&file);
+        nix::unistd::mkfifo(&file, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let pool = mp::Pool::new(2).unwrap();
+        // Both workers' last task: 100 µs, not tiny (few tasks sent ahead).
+        let warm = (0..20).map(|_| Paced::Busy(100, None));
+        pool.map_with_chunksize(paced, warm.collect::<Vec<_>>(), 1)
+            .unwrap();
+        // One worker holds until the map's first task is done (asleep).
+        let hold = pool.apply_async(paced, Paced::Hold(file.clone())).unwrap();
+        // The other worker's last task becomes tiny: it gets the deep window.
+        // (A map, not `apply`: the handler times the tasks it serves.)
+        let tiny = (0..10).map(|_| Paced::Tiny).collect::<Vec<_>>();
+        let deep = pool.map_with_chunksize(paced, tiny, 1).unwrap()[9];
+        let items: Vec<Paced> = (0..150)
+            .map(|i| Paced::Busy(1000, (i == 0).then(|| file.clone())))
+            .collect();
+        let pids = pool.map_with_chunksize(paced, items, 1).unwrap();
+        let held = hold.get_timeout(LONG).unwrap();
+        assert_ne!(held, deep, "the hold and the tiny tasks ran on one worker");
+        let by_held = pids.iter().filter(|&&p| p == held).count();
+        eprintln!("the freed worker ran {by_held} of the 150 slow tasks");
+        assert!(
+            by_held >= 20,
+            "the freed worker ran {by_held} of the 150 slow tasks"
+        );
+        pool.close();
+        pool.join().unwrap();
+        std::fs::remove_file(&file).unwrap();
+    });
+}
+
 // A task too big for the socket buffer, sent ahead to a worker that holds a
 // long task, is still half written when the other worker becomes idle: it is
 // taken back all the same (its written half is dropped by the holder, whose
@@ -1506,16 +1599,16 @@ fn a_half_written_task_is_taken_back_too() {
                 .iter()
                 .map(|e| pool.apply_async(step, Step::Hold(e.clone())).unwrap())
                 .collect();
-            // Goes ahead to one of the holding workers (1 MiB: far more than
-            // a socket buffer), behind its hold.
+            // Goes ahead to one of the holding workers (8 MiB: far more than
+            // a socket buffer, 2 MiB at most), behind its hold.
             let big = pool
-                .map_async(step, vec![Step::Big(vec![7; 1 << 20])])
+                .map_async(step, vec![Step::Big(vec![7; 8 << 20])])
                 .unwrap();
             let (release, keep) = (round % 2, 1 - round % 2);
             events[release].set();
             let got = big.get_timeout(LONG);
             events[keep].set();
-            assert_eq!(got.unwrap(), [1 << 20], "round {round}");
+            assert_eq!(got.unwrap(), [8 << 20], "round {round}");
             for h in holds {
                 assert_eq!(h.get_timeout(LONG).unwrap(), 1);
             }

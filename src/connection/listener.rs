@@ -229,6 +229,7 @@ impl Socket {
             }
             Socket::Unix(l) => {
                 let (s, peer) = l.accept()?;
+                super::widen_send_buffer(s.as_fd());
                 Ok((OwnedFd::from(s), Address::from_unix(&peer)))
             }
         }
@@ -614,6 +615,9 @@ impl Client {
             Address::Unix(p) => UnixStream::connect(p)?.into(),
             Address::Abstract(n) => UnixStream::connect_addr(&Address::abstract_addr(n)?)?.into(),
         };
+        if !matches!(address, Address::Tcp(_)) {
+            super::widen_send_buffer(stream.as_fd());
+        }
         Ok(Connection::from_fd(stream, true, true))
     }
 }

@@ -109,10 +109,6 @@ impl Connection {
         // A Unix socket's peer is a process on this machine: worth spinning
         // for. A TCP peer may be anywhere, and a pipe is CPython's business.
         let local = socket && fd::is_unix_socket(fd.as_fd());
-        if local && writable {
-            // Best effort: a smaller buffer only makes big messages slower.
-            let _ = fd::set_send_buffer(fd.as_fd(), LOCAL_SEND_BUFFER);
-        }
         Connection {
             inner: Arc::new(Inner {
                 fd: Mutex::new(Some(Arc::new(fd))),
@@ -539,17 +535,27 @@ fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// The send buffer a writable connection over a Unix socket asks for (a
-/// `pipe()` end, a `Listener`/`Client` connection on a Unix address; the
-/// kernel doubles it, up to `net.core.wmem_max`, see `fd::set_send_buffer`;
-/// a TCP socket keeps the kernel's autotuning, which setting one would end). The default (about
-/// 208 KiB) split a 1 MiB message into five sends and as many wake-ups of
-/// the reader: a child sending 1 MiB messages to its parent over
-/// `pipe(true)` moved 3.0 GB/s with it, 7.6 GB/s asking for 256 KiB, 9.5-10.3
-/// GB/s asking for 1 MiB and 8.5-9.2 asking for 4 MiB (this VM's
-/// `wmem_max` is 4 MiB; where it is the kernel's default 208 KiB the buffer
-/// still doubles). A buffer holds only bytes sent and not yet read.
+/// The send buffer asked for on the Unix sockets the crate makes for
+/// connections: both ends of a `pipe()`, a `Listener`'s accepted connections
+/// and a `Client`'s on a Unix address, and a child's bootstrap socket (a
+/// `Process`'s channel, a pool worker's socket). The kernel doubles it, up to
+/// `net.core.wmem_max` (see `fd::set_send_buffer`). Set where the socket is
+/// made, never on a connection rebuilt from an fd (a clone, one received), so
+/// a value the user set through `fileno()` stays; TCP keeps the kernel's
+/// autotuning, which setting one would end. The default (about 208 KiB)
+/// split a 1 MiB message into five sends and as many wake-ups of the reader:
+/// a child sending 1 MiB messages to its parent over `pipe(true)` moved 3.0
+/// GB/s with it, 7.6 GB/s asking for 256 KiB, 9.5-10.3 GB/s asking for 1 MiB
+/// and 8.5-9.2 asking for 4 MiB (this VM's `wmem_max` is 4 MiB; where it is
+/// the kernel's default 208 KiB the buffer still doubles). A buffer holds
+/// only bytes sent and not yet read.
 const LOCAL_SEND_BUFFER: usize = 1 << 20;
+
+/// Asks for [`LOCAL_SEND_BUFFER`] on a Unix socket the crate just made. Best
+/// effort: a smaller buffer only makes big messages slower.
+pub(crate) fn widen_send_buffer(fd: BorrowedFd<'_>) {
+    let _ = fd::set_send_buffer(fd, LOCAL_SEND_BUFFER);
+}
 
 /// Most bytes one `read` from a pipe asks for (a pipe's default maximum
 /// size, `/proc/sys/fs/pipe-max-size`).
@@ -980,6 +986,8 @@ impl<'de> Deserialize<'de> for Connection {
 /// ```
 pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
     let (a, b) = fd::socketpair_stream()?;
+    widen_send_buffer(a.as_fd());
+    widen_send_buffer(b.as_fd());
     if duplex {
         Ok((
             Connection::from_fd(a, true, true),

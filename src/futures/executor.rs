@@ -167,8 +167,8 @@ pub struct MapOptions {
     pub timeout: Option<Duration>,
     /// Tasks (chunks) submitted ahead of the consumer, at most (Python 3.14's
     /// `buffersize`; `None`: the pool's default read-ahead, 8 per worker and
-    /// at least 32, or up to 256 where that many chunks hold at most 16384
-    /// items).
+    /// at least 32, or, while chunks and results are small, as many chunks
+    /// as hold 16384 items, at most 256).
     pub buffersize: Option<usize>,
 }
 

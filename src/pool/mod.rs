@@ -76,9 +76,14 @@ const READ_AHEAD_MAX: usize = 256;
 /// more (at most 256). Chunks of 512 items or more keep the first rule, so
 /// the memory a window of big chunks holds is what it was.
 fn default_read_ahead(processes: usize, chunksize: usize) -> usize {
-    let by_workers = (READ_AHEAD_PER_WORKER * processes).max(READ_AHEAD_MIN);
     let by_items = (READ_AHEAD_ITEMS / chunksize.max(1)).min(READ_AHEAD_MAX);
-    by_workers.max(by_items)
+    narrow_read_ahead(processes).max(by_items)
+}
+
+/// The first rule of [`default_read_ahead`]: 8 chunks per worker, at least
+/// 32 (what an `imap` of big chunks or big results keeps to).
+fn narrow_read_ahead(processes: usize) -> usize {
+    (READ_AHEAD_PER_WORKER * processes).max(READ_AHEAD_MIN)
 }
 
 /// A `map` hands its chunks to the pool in batches of at most this many...
@@ -1173,6 +1178,8 @@ impl Pool {
                 || default_read_ahead(self.inner.processes, chunksize),
                 |n| n.max(1),
             ) as u64,
+            narrow: read_ahead.map_or_else(|| narrow_read_ahead(self.inner.processes), |n| n.max(1))
+                as u64,
             timeout: self.inner.task_timeout,
         };
         let iter = items.into_iter();
@@ -1414,13 +1421,31 @@ struct Feeder<R> {
     func: FnRef,
     /// Items per task.
     chunksize: usize,
-    /// Chunks submitted but not yet consumed, at most.
+    /// Chunks submitted but not yet consumed, at most, while chunks and
+    /// results are small (see [`window`](Self::window)).
     read_ahead: u64,
+    /// The same bound before the first window of results came back small,
+    /// and once a chunk or a result was big: the first rule of
+    /// [`default_read_ahead`] (or the `buffersize` given).
+    narrow: u64,
     /// The pool's task timeout.
     timeout: Option<Duration>,
 }
 
 impl<R> Feeder<R> {
+    /// Chunks that may be submitted and not consumed now. The wide read-ahead
+    /// only counts chunks, so it is used only where chunks are known small:
+    /// after a first narrow window of results all came back in ring records
+    /// (16 KiB at most), and as long as no chunk or result was bigger. Big
+    /// items then hold no more memory ahead than the narrow rule allows.
+    fn window(&self, s: &result::IMapState<R>) -> u64 {
+        if s.big_frames || s.small_results < self.narrow {
+            self.narrow
+        } else {
+            self.read_ahead
+        }
+    }
+
     fn run<A: Serialize>(self, mut iter: impl Iterator<Item = A>) {
         let mut index: u64 = 0;
         loop {
@@ -1430,8 +1455,8 @@ impl<R> Feeder<R> {
                 // Woken at the low-water mark (half the read-ahead), then
                 // refilled to the full read-ahead: one wake per half window,
                 // not one per chunk consumed.
-                while !s.dropped && !s.abandoned && s.submitted - s.consumed >= self.read_ahead {
-                    s.feeder_waits = Some(self.read_ahead / 2);
+                while !s.dropped && !s.abandoned && s.submitted - s.consumed >= self.window(&s) {
+                    s.feeder_waits = Some(self.window(&s) / 2);
                     s = self.shared.room.wait(s).unpoison();
                 }
                 s.feeder_waits = None;
@@ -1470,6 +1495,12 @@ impl<R> Feeder<R> {
             let mut s = self.shared.lock();
             if s.dropped {
                 break;
+            }
+            if task
+                .as_ref()
+                .is_ok_and(|t| t.frame.len() > ring::RECORD_MAX)
+            {
+                s.big_frames = true;
             }
             let submitted = task.and_then(|t| pool.submit(None, vec![t], true));
             drop(pool);

@@ -787,6 +787,14 @@ pub(crate) struct IMapState<R> {
     /// submitted and not consumed (a low-water mark, so that it wakes once
     /// per batch of chunks, not once per chunk).
     pub(crate) feeder_waits: Option<u64>,
+    /// Chunks answered so far whose result was small (at most a ring
+    /// record): the feeder reads further ahead only once a first window of
+    /// them came back small (see `Feeder::window`).
+    pub(crate) small_results: u64,
+    /// A chunk or a chunk's result was bigger than a ring record: the feeder
+    /// keeps to the narrow read-ahead from then on, so that the chunks held
+    /// ahead and their results stay few when they are big.
+    pub(crate) big_frames: bool,
 }
 
 impl<R> IMapShared<R> {
@@ -807,6 +815,8 @@ impl<R> IMapShared<R> {
                 abandoned: false,
                 consumer_waits: false,
                 feeder_waits: None,
+                small_results: 0,
+                big_frames: false,
             }),
             cond: Condvar::new(),
             room: Condvar::new(),
@@ -847,9 +857,17 @@ impl<R> IMapJob<R> {
 
 impl<R: DeserializeOwned + Send + 'static> Job for IMapJob<R> {
     fn complete(&mut self, index: u64, outcome: Result<Body<'_>>) -> bool {
+        let small = outcome
+            .as_ref()
+            .is_ok_and(|b| b.bytes.len() <= super::ring::RECORD_MAX);
         let result = outcome.and_then(|b| reduction::decode::<Vec<R>>(b.bytes, b.fds));
         let mut s = self.shared.lock();
         s.received += 1;
+        if small {
+            s.small_results += 1;
+        } else if result.is_ok() {
+            s.big_frames = true;
+        }
         if !s.dropped {
             if s.ordered {
                 s.by_index.insert(index, result);

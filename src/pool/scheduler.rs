@@ -545,6 +545,10 @@ impl Scheduler {
                 if depth >= MAX_IN_FLIGHT && w.last_run.is_none_or(|d| d >= TINY_TASK_TIME) {
                     continue;
                 }
+                if depth > 0 {
+                    self.drop_dead_front();
+                }
+                let w = &self.workers[wi];
                 if depth > 0
                     && (w.last_run.is_none_or(|d| d >= PREFETCH_MAX_TASK_TIME)
                         || w.last_func != self.pending.front().map(|t| t.func)
@@ -560,6 +564,18 @@ impl Scheduler {
                 let Some(mut task) = self.next_task() else {
                     break;
                 };
+                // The front was checked after `drop_dead_front`; a job
+                // cancelled since (by another thread) makes `next_task` skip
+                // it and return a later task, maybe another function or one
+                // for the socket: that one waits for a worker that can take
+                // it. (A future it belongs to already reads as running.)
+                if depth > 0
+                    && (self.workers[wi].last_func != Some(task.func)
+                        || !ParentRing::fits(&task.frame, task.fds.len()))
+                {
+                    self.pending.push_front(task);
+                    continue;
+                }
                 let w = &mut self.workers[wi];
                 w.next_seq = w.next_seq.wrapping_add(1);
                 let seq = w.next_seq;
@@ -579,6 +595,21 @@ impl Scheduler {
             if w.unsent() {
                 w.flush();
             }
+        }
+    }
+
+    /// Answers the tasks at the front of the queue that will not run (failed
+    /// before they were sent, or their job was cancelled), so that the front
+    /// is the task `next_task` returns and a check of it holds for that task.
+    fn drop_dead_front(&mut self) {
+        while let Some(t) = self.pending.front() {
+            let cancelled = self.jobs.get(&t.job).is_some_and(|j| j.cancelled());
+            if t.failed.is_none() && !cancelled {
+                return;
+            }
+            let mut t = self.pending.pop_front().expect("the front is there");
+            let e = t.failed.take().map_or(Error::Closed, |e| *e);
+            self.finish(t.job, t.index, Err(e));
         }
     }
 
@@ -653,7 +684,13 @@ impl Scheduler {
             // A start not yet seen is looked for again then (a claim wakes
             // nobody).
             let since = w.note_start().unwrap_or(now);
-            if now < since + STEAL_AFTER {
+            // A deep window was sent while its tasks were tiny; once they
+            // run longer, what waits in it is taken back at once, not after
+            // one of them has run `STEAL_AFTER` (256 tasks of 1 ms each
+            // would otherwise sit on this worker while another is idle).
+            let slowed =
+                w.inflight.len() > MAX_IN_FLIGHT && w.last_run.is_some_and(|d| d >= TINY_TASK_TIME);
+            if !slowed && now < since + STEAL_AFTER {
                 let at = since + STEAL_AFTER;
                 self.steal_at = Some(self.steal_at.map_or(at, |x| x.min(at)));
                 continue;

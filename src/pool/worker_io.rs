@@ -44,8 +44,9 @@ pub(super) const PREFETCH_MAX_TASK_TIME: Duration = Duration::from_millis(2);
 /// Measured with `map_with_chunksize(square, 0..20_000, 1)` on a fresh pool
 /// of 2: 1.28-1.38M tasks/s with 32, 1.56-1.75M with 128, 1.61-1.85M with
 /// 256, no better with 512. A worker holds at most 256 tasks of under 50 µs
-/// (13 ms of work) that another could have run; stealing takes them back
-/// when one turns out long.
+/// (13 ms of work) that another could have run; while another worker is
+/// idle, stealing takes the window back once a task of it ran 50 µs or more
+/// (`Scheduler::steal`).
 pub(super) const MAX_IN_FLIGHT_TINY: usize = 256;
 /// See [`MAX_IN_FLIGHT_TINY`].
 pub(super) const TINY_TASK_TIME: Duration = Duration::from_micros(50);
