@@ -993,6 +993,41 @@ fn endless_imap_is_lazy_and_dropping_it_frees_the_pool() {
     });
 }
 
+/// Takes `n` results of `f` over `0..` by `imap` in chunks of `chunksize`,
+/// checking each against `want` and that the feeder has read at most `bound`
+/// items ahead of the consumer.
+fn read_ahead_stays_under<F, R>(
+    pool: &mp::Pool,
+    f: F,
+    chunksize: usize,
+    n: u64,
+    bound: u64,
+    want: impl Fn(u64) -> R,
+) where
+    F: Fn(u64) -> R,
+    R: serde::Serialize
+        + serde::de::DeserializeOwned
+        + PartialEq
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    let read = Arc::new(AtomicUsize::new(0));
+    let r = read.clone();
+    let counted = (0u64..).inspect(move |_| {
+        r.fetch_add(1, Ordering::SeqCst);
+    });
+    let mut it = pool.imap_with_chunksize(f, counted, chunksize).unwrap();
+    for i in 0..n {
+        assert_eq!(it.next().unwrap().unwrap(), want(i));
+        let ahead = read.load(Ordering::SeqCst) as u64 - (i + 1);
+        assert!(
+            ahead <= bound,
+            "chunksize {chunksize}: read {ahead} items ahead of the consumer"
+        );
+    }
+}
+
 #[test]
 fn imap_feeder_refills_window_after_window_and_stays_bounded() {
     // The feeder sleeps once its read-ahead is full and is woken only when
@@ -1002,56 +1037,15 @@ fn imap_feeder_refills_window_after_window_and_stays_bounded() {
     let _leak = LeakCheck::new();
     within(LONG, "imap refills", || {
         let pool = mp::Pool::new(2).unwrap();
-        let read = Arc::new(AtomicUsize::new(0));
-        let r = read.clone();
-        let counted = (0u64..).inspect(move |_| {
-            r.fetch_add(1, Ordering::SeqCst);
-        });
         // 256 chunks of 4 items read ahead at most (the read-ahead of
         // small chunks), plus the chunk the feeder reads as it stops.
-        let mut it = pool
-            .imap_with_chunksize(|x: u64| x * 3, counted, 4)
-            .unwrap();
-        for want in 0..4_000u64 {
-            assert_eq!(it.next().unwrap().unwrap(), want * 3);
-            let ahead = read.load(Ordering::SeqCst) as u64 - (want + 1);
-            assert!(ahead <= 257 * 4, "read {ahead} items ahead of the consumer");
-        }
-        drop(it);
+        read_ahead_stays_under(&pool, |x: u64| x * 3, 4, 4_000, 257 * 4, |i| i * 3);
         // Chunks of 512 items keep the least read-ahead, 32 chunks.
-        let read = Arc::new(AtomicUsize::new(0));
-        let r = read.clone();
-        let counted = (0u64..).inspect(move |_| {
-            r.fetch_add(1, Ordering::SeqCst);
-        });
-        let mut it = pool
-            .imap_with_chunksize(|x: u64| x * 3, counted, 512)
-            .unwrap();
-        for want in 0..80_000u64 {
-            assert_eq!(it.next().unwrap().unwrap(), want * 3);
-            let ahead = read.load(Ordering::SeqCst) as u64 - (want + 1);
-            assert!(
-                ahead <= 33 * 512,
-                "read {ahead} items ahead of the consumer"
-            );
-        }
-        drop(it);
+        read_ahead_stays_under(&pool, |x: u64| x * 3, 512, 80_000, 33 * 512, |i| i * 3);
         // Small chunks with big results (20 KB each, more than a ring record)
         // keep the least read-ahead too: the results held stay few.
-        let read = Arc::new(AtomicUsize::new(0));
-        let r = read.clone();
-        let counted = (0u64..).inspect(move |_| {
-            r.fetch_add(1, Ordering::SeqCst);
-        });
-        let mut it = pool
-            .imap_with_chunksize(|x: u64| vec![x as u8; 20_000], counted, 1)
-            .unwrap();
-        for want in 0..400u64 {
-            assert_eq!(it.next().unwrap().unwrap(), vec![want as u8; 20_000]);
-            let ahead = read.load(Ordering::SeqCst) as u64 - (want + 1);
-            assert!(ahead <= 33, "read {ahead} big-result items ahead");
-        }
-        drop(it);
+        let big = |x: u64| vec![x as u8; 20_000];
+        read_ahead_stays_under(&pool, big, 1, 400, 33, big);
         pool.close();
         pool.join().unwrap();
     });
