@@ -14,8 +14,12 @@
 use multiprocess as mp;
 use std::collections::BTreeSet;
 
-/// One item: its square, and who computed it.
+/// One item: its square, and who computed it. Each item stands for real work
+/// (200 µs of waiting, as on a disk or a service): a map of instant items can
+/// be over before the last worker of a fresh pool has started, and the count
+/// of workers below would then say 2.
 fn square_where(x: u64) -> (u64, String, u32) {
+    std::thread::sleep(std::time::Duration::from_micros(200));
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();

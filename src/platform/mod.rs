@@ -10,4 +10,4 @@ compile_error!("multiprocess supports Linux only: it relies on memfd, futex, pid
 
 mod linux;
 
-pub(crate) use linux::{env, fd, forkserver, futex, named_shm, process, shm, spawn};
+pub(crate) use linux::{env, fd, forkserver, futex, membarrier, named_shm, process, shm, spawn};

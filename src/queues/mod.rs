@@ -133,6 +133,8 @@ const KIND_OUT_OF_BAND: u8 = 2;
 
 /// Shared counter block: byte offsets of its `AtomicU32`s.
 mod layout {
+    use crate::synchronize::raw::RawLock;
+
     /// Items put (or being put) and not yet taken: `qsize()`, and the word
     /// bounded `put`s wait on.
     pub(super) const LEN: usize = 0;
@@ -161,19 +163,19 @@ mod layout {
     /// it right.
     pub(super) const IN_SOCKET: usize = 68;
     /// The queue's lock, over the ring, the spill log and the socket's
-    /// senders and receivers (a `RawLock`, 16 bytes, 8-aligned).
+    /// senders and receivers (a `RawLock`, 8-aligned).
     pub(super) const LOCK: usize = 72;
     /// The spill log's `HEAD`, `TAIL`, `PUNCHED` (u64 each).
-    pub(super) const LOG: usize = 88;
+    pub(super) const LOG: usize = LOCK + RawLock::SIZE;
     /// The ring's `HEAD`, `TAIL`, `PUNCHED` (u64 each).
-    pub(super) const RING: usize = 112;
+    pub(super) const RING: usize = LOG + 24;
     /// Size of the counter block (the ring follows in the next page).
-    pub(super) const SIZE: usize = 136;
+    pub(super) const SIZE: usize = RING + 24;
     /// Bytes of the memfd every holder maps: the counter page and the ring
     /// (the spill log follows, never mapped).
     pub(super) const MAP_LEN: usize = super::ring::RING_END;
     const _: () = assert!(IN_FLIGHT + 4 * IN_FLIGHT_SLOTS <= SEQ);
-    const _: () = assert!(LOCK % 8 == 0 && LOG >= LOCK + 16 && RING >= LOG + 24);
+    const _: () = assert!(LOCK % 8 == 0 && LOG % 8 == 0);
     const _: () = assert!(RING + 24 <= SIZE && SIZE <= super::ring::RING_START);
 }
 

@@ -242,19 +242,43 @@ pub(crate) fn check_typecode<T: Scalar>(typecode: char) -> Result<()> {
 /// a single element needs no ordering of its own; the lock orders the rest.
 /// Announced to the region (`element`), so no in-place view overlaps it.
 fn load<T: Scalar>(region: &ShmRegion, offset: usize) -> T {
-    let bits = region.element(offset, T::SIZE, || match T::SIZE {
-        1 => u64::from(region.atomic_u8(offset).load(Ordering::Relaxed)),
-        2 => u64::from(region.atomic_u16(offset).load(Ordering::Relaxed)),
-        4 => u64::from(region.atomic_u32(offset).load(Ordering::Relaxed)),
-        _ => region.atomic_u64(offset).load(Ordering::Relaxed),
-    });
-    T::from_bits(bits)
+    T::from_bits(region.element(offset, T::SIZE, || read_bits::<T>(region, offset)))
 }
 
 /// Writes element `T` at `offset` (see [`load`]).
 fn store<T: Scalar>(region: &ShmRegion, offset: usize, x: T) {
-    let bits = x.to_bits();
-    region.element(offset, T::SIZE, || match T::SIZE {
+    region.element(offset, T::SIZE, || {
+        write_bits::<T>(region, offset, x.to_bits())
+    });
+}
+
+/// Reads a value's scalar at `offset`, unannounced: only an array's region is
+/// ever viewed in place, so a value's needs none of `element`'s two locked
+/// instructions, which were most of a `Value` access under its lock.
+fn load_scalar<T: Scalar>(region: &ShmRegion, offset: usize) -> T {
+    T::from_bits(read_bits::<T>(region, offset))
+}
+
+/// Writes a value's scalar at `offset` (see [`load_scalar`]).
+fn store_scalar<T: Scalar>(region: &ShmRegion, offset: usize, x: T) {
+    write_bits::<T>(region, offset, x.to_bits());
+}
+
+/// The bits of the `T` at `offset`, read with a relaxed atomic of its size.
+#[inline]
+fn read_bits<T: Scalar>(region: &ShmRegion, offset: usize) -> u64 {
+    match T::SIZE {
+        1 => u64::from(region.atomic_u8(offset).load(Ordering::Relaxed)),
+        2 => u64::from(region.atomic_u16(offset).load(Ordering::Relaxed)),
+        4 => u64::from(region.atomic_u32(offset).load(Ordering::Relaxed)),
+        _ => region.atomic_u64(offset).load(Ordering::Relaxed),
+    }
+}
+
+/// Writes `bits` as the `T` at `offset` with a relaxed atomic of its size.
+#[inline]
+fn write_bits<T: Scalar>(region: &ShmRegion, offset: usize, bits: u64) {
+    match T::SIZE {
         1 => region
             .atomic_u8(offset)
             .store(bits as u8, Ordering::Relaxed),
@@ -265,7 +289,7 @@ fn store<T: Scalar>(region: &ShmRegion, offset: usize, x: T) {
             .atomic_u32(offset)
             .store(bits as u32, Ordering::Relaxed),
         _ => region.atomic_u64(offset).store(bits, Ordering::Relaxed),
-    })
+    }
 }
 
 /// A region of `kind` for `len` elements of `T`, its own `RLock` initialised

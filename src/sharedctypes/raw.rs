@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{DATA, Scalar, attach, create, load, store};
+use super::{DATA, Scalar, attach, create, load, load_scalar, store, store_scalar};
 use crate::error::Result;
 use crate::platform::shm::ShmRegion;
 use crate::synchronize::region::{self, Kind};
@@ -60,7 +60,7 @@ impl<T: Scalar> RawValue<T> {
     /// ```
     pub fn new(x: T) -> Result<RawValue<T>> {
         let region = create::<T>(Kind::Value, 1)?;
-        store(&region, DATA, x);
+        store_scalar(&region, DATA, x);
         Ok(RawValue {
             region,
             _t: PhantomData,
@@ -78,7 +78,7 @@ impl<T: Scalar> RawValue<T> {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn get(&self) -> T {
-        load(&self.region, DATA)
+        load_scalar(&self.region, DATA)
     }
 
     /// Stores `x` (one atomic write).
@@ -94,7 +94,7 @@ impl<T: Scalar> RawValue<T> {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn set(&self, x: T) {
-        store(&self.region, DATA, x);
+        store_scalar(&self.region, DATA, x);
     }
 }
 

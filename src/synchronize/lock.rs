@@ -351,9 +351,9 @@ const NOT_OWNER: &str = "attempt to release recursive lock not owned by thread; 
 ///
 /// | offset | field |
 /// |---|---|
-/// | 0 | `RawLock` (16 bytes) |
-/// | 16 | `owner_tid: u32` (0 when unlocked) |
-/// | 20 | `count: u32` |
+/// | 0 | `RawLock` ([`RawLock::SIZE`] bytes) |
+/// | `RawLock::SIZE` | `owner_tid: u32` (0 when unlocked) |
+/// | `RawLock::SIZE + 4` | `count: u32` |
 #[derive(Clone)]
 pub(crate) struct RawRLock {
     /// The process-level lock.
@@ -387,11 +387,15 @@ impl RawRLock {
     }
 
     fn tid(&self) -> &AtomicU32 {
-        self.raw.region().atomic_u32(self.raw.offset() + 16)
+        self.raw
+            .region()
+            .atomic_u32(self.raw.offset() + RawLock::SIZE)
     }
 
     fn count(&self) -> &AtomicU32 {
-        self.raw.region().atomic_u32(self.raw.offset() + 20)
+        self.raw
+            .region()
+            .atomic_u32(self.raw.offset() + RawLock::SIZE + 4)
     }
 
     /// True when the calling thread holds it. Relaxed: `owner_tid` equals our
@@ -401,12 +405,19 @@ impl RawRLock {
     }
 
     /// Takes it (again, if ours), blocking until `deadline`.
+    ///
+    /// The compare-and-swap comes before the ownership check: when it takes
+    /// the lock, the lock cannot have been ours, and a cache line another
+    /// process holds is fetched once, for writing, instead of read first and
+    /// then fetched again (a third of the time of a contended `Value`).
     pub(crate) fn acquire_deadline(&self, deadline: Option<Instant>) -> Option<Acquired> {
-        if self.is_mine() {
-            self.count().fetch_add(1, Ordering::Relaxed);
+        let how = if self.raw.try_acquire() {
+            Acquired::Clean
+        } else if self.again() {
             return Some(Acquired::Clean);
-        }
-        let how = self.raw.acquire_deadline(deadline)?;
+        } else {
+            self.raw.acquire_deadline(deadline)?
+        };
         self.tid().store(my_tid(), Ordering::Relaxed);
         self.count().store(1, Ordering::Relaxed);
         Some(how)
@@ -414,16 +425,21 @@ impl RawRLock {
 
     /// Takes it if free or ours; never blocks.
     pub(crate) fn try_acquire(&self) -> bool {
-        if self.is_mine() {
-            self.count().fetch_add(1, Ordering::Relaxed);
+        if self.raw.try_acquire() {
+            self.tid().store(my_tid(), Ordering::Relaxed);
+            self.count().store(1, Ordering::Relaxed);
             return true;
         }
-        if !self.raw.try_acquire() {
-            return false;
+        self.again()
+    }
+
+    /// One more level if the calling thread holds it.
+    fn again(&self) -> bool {
+        let mine = self.is_mine();
+        if mine {
+            self.count().fetch_add(1, Ordering::Relaxed);
         }
-        self.tid().store(my_tid(), Ordering::Relaxed);
-        self.count().store(1, Ordering::Relaxed);
-        true
+        mine
     }
 
     /// Undoes one acquire by the owner.

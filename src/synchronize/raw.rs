@@ -14,17 +14,18 @@
 //! cores can share one region (the queues put a semaphore next to their ring).
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering, compiler_fence};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::platform::futex;
 use crate::platform::process::{exists, gettid};
 use crate::platform::shm::ShmRegion;
+use crate::platform::{futex, membarrier};
 
-/// How many times a contended acquire re-reads the word before it sleeps in the
-/// kernel (std's futex mutex spins 100 times too). Each round is one relaxed load
+/// How many times a contended semaphore acquire (or an `Event` wait) re-reads
+/// its word before it sleeps in the kernel (std's futex mutex spins 100 times
+/// too; the lock backs off instead, [`spin_backoff`]). Each round is one relaxed load
 /// and a `spin_loop` hint, a few microseconds in all: enough to catch a holder
 /// that is about to release, too short to burn a core.
 pub(crate) const SPIN_LIMIT: u32 = 100;
@@ -49,6 +50,38 @@ fn spin_while(mut busy: impl FnMut() -> bool) {
             return;
         }
         std::hint::spin_loop();
+    }
+}
+
+/// How many `spin_loop` hints a contended [`RawLock`] acquire may spend before
+/// it sleeps in the kernel: 10 µs where a hint takes 10 ns (the Xeon of
+/// docs/benchmarks.md), up to 50 µs where it takes 140 cycles (Skylake).
+const LOCK_SPIN_PAUSES: u32 = 1000;
+
+/// The longest pause between two looks at a contended lock word, in hints.
+const LOCK_SPIN_MAX_GAP: u32 = 64;
+
+/// Waits while `busy()` holds, looking at it after pauses that double up to
+/// [`LOCK_SPIN_MAX_GAP`] hints, for [`LOCK_SPIN_PAUSES`] hints in all. Each look
+/// pulls the lock's cache line away from the holder, whose next write must
+/// fetch it back: looking rarely lets a holder that takes the lock again and
+/// again run at its own speed, and a lock that changes hands often is still
+/// seen free within a gap. Against [`spin_while`]'s 100 back-to-back looks,
+/// two processes incrementing a `Value` went from 6-9M to 17-20M increments/s,
+/// and far fewer waiters fell asleep.
+#[inline]
+fn spin_backoff(mut busy: impl FnMut() -> bool) {
+    let mut gap = 1;
+    let mut spent = 0;
+    while spent < LOCK_SPIN_PAUSES {
+        if !busy() {
+            return;
+        }
+        for _ in 0..gap {
+            std::hint::spin_loop();
+        }
+        spent += gap;
+        gap = (gap * 2).min(LOCK_SPIN_MAX_GAP);
     }
 }
 
@@ -256,8 +289,46 @@ impl fmt::Debug for RawSemLock {
 
 /// Bits of the lock word that hold the holder's pid (`PID_MAX_LIMIT` is 2^22).
 const PID_MASK: u32 = (1 << 22) - 1;
-/// Set in the lock word when a waiter may be asleep on it.
-const CONTENDED: u32 = 1 << 31;
+
+/// How long a [`RawLock`] waiter first sleeps before it pays for the barrier
+/// that makes its sleep safe (see the type doc): a lock that changes hands
+/// often wakes it well within this, and a wake lost in the few nanoseconds the
+/// barrier closes costs at most this much.
+const FIRST_SLEEP: Duration = Duration::from_micros(100);
+
+/// How long a waiter sleeps at a time when the barrier is refused (a seccomp
+/// filter): it then looks at the word this often instead of trusting a wake.
+const UNFENCED_SLEEP: Duration = Duration::from_millis(1);
+
+/// [`RELEASE_MODE`]: not decided yet in this process.
+const UNDECIDED: u8 = 0;
+/// [`RELEASE_MODE`]: registered for waiters' barriers; release is a plain store.
+const LIGHT: u8 = 1;
+/// [`RELEASE_MODE`]: the kernel refused; release is a swap (a full fence).
+const FENCED: u8 = 2;
+
+/// How this process releases a [`RawLock`]; decided on its first release.
+static RELEASE_MODE: AtomicU8 = AtomicU8::new(UNDECIDED);
+
+/// True when this process releases with a plain store: it is registered, so a
+/// waiter's barrier reaches it.
+#[inline]
+fn light_release() -> bool {
+    match RELEASE_MODE.load(Ordering::Relaxed) {
+        LIGHT => true,
+        FENCED => false,
+        _ => decide_release_mode(),
+    }
+}
+
+/// Registers this process for waiters' barriers, once (a race registers twice,
+/// which the kernel takes as once).
+#[cold]
+fn decide_release_mode() -> bool {
+    let light = membarrier::register_global_expedited();
+    RELEASE_MODE.store(if light { LIGHT } else { FENCED }, Ordering::Relaxed);
+    light
+}
 
 /// This process: its pid and its holder stamp (`start time << 22 | pid`).
 #[derive(Clone, Copy, Debug)]
@@ -397,23 +468,42 @@ impl Acquired {
 ///
 /// | offset | field | meaning |
 /// |---|---|---|
-/// | 0 | `word: u32` | 0 = unlocked; else the holder's pid, plus `CONTENDED` (bit 31) when a waiter may sleep |
-/// | 4 | `recoveries: u32` | how many times a waiter took the lock over from a dead holder |
+/// | 0 | `word: u32` | 0 = unlocked; else the holder's pid |
+/// | 4 | `waiters: u32` | acquirers past their spin, which may sleep on `word` |
 /// | 8 | `holder: u64` | the holder's stamp: `start_time << 22 \| pid`, written just after the CAS |
+/// | 16 | `recoveries: u32` | how many times a waiter took the lock over from a dead holder |
 ///
-/// States of `word` (std's futex mutex, with the pid in place of `LOCKED`):
+/// Acquire is one CAS `0 -> pid` plus a relaxed store of the stamp. Release
+/// (any process may release, as Python allows) stores 0 and wakes one sleeper
+/// if `waiters` is not 0.
 ///
-/// | word | meaning |
-/// |---|---|
-/// | `0` | unlocked |
-/// | `pid` | locked by `pid`, nobody asleep |
-/// | `pid \| CONTENDED` | locked by `pid`, waiters may be asleep: release wakes one |
+/// That check is a Dekker handshake: the releaser writes `word` then reads
+/// `waiters`, a waiter raises `waiters` then reads `word` before it sleeps, and
+/// without a full fence on both sides each may miss the other's write, leaving
+/// the waiter asleep on a free lock. The fence on the release side would be a
+/// locked instruction, half the cost of an uncontended lock and unlock (7 ns of
+/// 14 on the machine of docs/benchmarks.md). So the release side has none: a
+/// process registers with `membarrier` on its first release, releases with a
+/// plain store and a plain load, and a waiter runs `membarrier` before it
+/// trusts its sleep, which forces a full fence on every CPU running a
+/// registered thread. Either the releaser's store was then visible, or its
+/// load of `waiters` comes after the fence and sees the waiter. Because that
+/// barrier interrupts other CPUs, a waiter first sleeps [`FIRST_SLEEP`] without
+/// it: a lock that changes hands wakes it sooner, and only a waiter still
+/// asleep after that pays. Where the kernel refuses `membarrier`, releases
+/// swap (a full fence) and a waiter that cannot fence looks at the word every
+/// [`UNFENCED_SLEEP`]; a process of either kind may share a lock with the other.
 ///
-/// Acquire is one CAS `0 -> pid` plus a relaxed store of the stamp; release is
-/// one swap to 0 (any process may release, as Python allows), and a wake only
-/// if `CONTENDED` was set. Waiters sleep in slices of [`OWNER_CHECK_SLICE`];
-/// after each one they look the holder up in `/proc`: gone or a zombie means
-/// dead; alive with another start time than the stamp means the pid was reused
+/// Two trades of the plain release. Two processes releasing the same held
+/// `Lock` at once may both succeed, where a swap would make one of them fail
+/// with "released too many times"; and a release racing with an acquire may
+/// free the lock just taken, as a release arriving just after it would. And a
+/// waiter killed while it waits stays counted in `waiters`, so every later
+/// release of the lock makes a wake call that finds nobody.
+///
+/// Waiters sleep in slices of [`OWNER_CHECK_SLICE`]; after one without a
+/// release they look the holder up in `/proc`: gone or a zombie means dead;
+/// alive with another start time than the stamp means the pid was reused
 /// (dead), unless the stamp is merely late (so that case must hold for two
 /// slices). A dead holder's word is CAS'd to the waiter's pid: only one waiter
 /// wins, and a release racing with it makes the CAS fail.
@@ -425,16 +515,28 @@ pub(crate) struct RawLock {
     offset: usize,
 }
 
+/// How a sleeping [`RawLock`] waiter knows a release will wake it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Vigil {
+    /// Not yet fenced: the first sleep is short ([`FIRST_SLEEP`]).
+    Unfenced,
+    /// Fenced: every release from now on sees `waiters`.
+    Fenced,
+    /// The barrier was refused: sleeps are short ([`UNFENCED_SLEEP`]).
+    Polling,
+}
+
 impl RawLock {
     /// Bytes taken in the region.
-    pub(crate) const SIZE: usize = 16;
+    pub(crate) const SIZE: usize = 24;
 
     /// Writes an unlocked lock at `offset` (8-aligned) of `region`.
     pub(crate) fn init(region: Arc<ShmRegion>, offset: usize) -> RawLock {
         let l = RawLock { region, offset };
         l.word().store(0, Ordering::Relaxed);
-        l.recoveries_word().store(0, Ordering::Relaxed);
+        l.waiters().store(0, Ordering::Relaxed);
         l.holder().store(0, Ordering::Relaxed);
+        l.recoveries_word().store(0, Ordering::Relaxed);
         l
     }
 
@@ -458,13 +560,18 @@ impl RawLock {
         self.region.atomic_u32(self.offset)
     }
 
-    fn recoveries_word(&self) -> &AtomicU32 {
+    #[inline]
+    fn waiters(&self) -> &AtomicU32 {
         self.region.atomic_u32(self.offset + 4)
     }
 
     #[inline]
     fn holder(&self) -> &AtomicU64 {
         self.region.atomic_u64(self.offset + 8)
+    }
+
+    fn recoveries_word(&self) -> &AtomicU32 {
+        self.region.atomic_u32(self.offset + 16)
     }
 
     /// The pid of the holder, `None` when unlocked.
@@ -520,21 +627,39 @@ impl RawLock {
 
     #[cold]
     fn acquire_slow(&self, deadline: Option<Instant>) -> Option<Acquired> {
-        let me = me();
         let word = self.word();
-        spin_while(|| word.load(Ordering::Relaxed) != 0);
+        if expired(deadline) {
+            // A try with a zero timeout: no spin.
+            return None;
+        }
+        spin_backoff(|| word.load(Ordering::Relaxed) != 0);
         if self.try_acquire() {
             return Some(Acquired::Clean);
         }
-        // A word seen `Suspect` on the previous slice (see type doc).
+        // SeqCst: one side of the handshake (see type doc).
+        self.waiters().fetch_add(1, Ordering::SeqCst);
+        let got = self.wait_for_release(deadline, membarrier::global_expedited);
+        self.waiters().fetch_sub(1, Ordering::Relaxed);
+        got
+    }
+
+    /// The sleeping part of an acquire, counted in `waiters`; `fence` is the
+    /// barrier of the handshake (false: refused).
+    fn wait_for_release(&self, deadline: Option<Instant>, fence: fn() -> bool) -> Option<Acquired> {
+        let me = me();
+        let word = self.word();
+        let mut vigil = Vigil::Unfenced;
+        // When the holder is next looked up in /proc: after a whole slice
+        // without a release.
+        let mut check_at = Instant::now() + OWNER_CHECK_SLICE;
+        // A word seen `Suspect` on the previous check (see type doc).
         let mut suspect: Option<u32> = None;
         loop {
-            let s = word.load(Ordering::Relaxed);
-            if s & PID_MASK == 0 {
-                // Free. Take it as CONTENDED: others may still sleep (std does
-                // the same; at worst one needless wake).
+            // SeqCst: the other side of a fenced releaser's handshake.
+            let s = word.load(Ordering::SeqCst);
+            if s == 0 {
                 if word
-                    .compare_exchange(s, me.pid | CONTENDED, Ordering::Acquire, Ordering::Relaxed)
+                    .compare_exchange(0, me.pid, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
                     self.record(me);
@@ -542,42 +667,49 @@ impl RawLock {
                 }
                 continue;
             }
-            if s & CONTENDED == 0
-                && word
-                    .compare_exchange(s, s | CONTENDED, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
-            {
-                continue;
-            }
-            let s = s | CONTENDED;
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
                 return None;
             }
-            let slice_end = now + OWNER_CHECK_SLICE;
-            let until = match deadline {
-                Some(d) if d < slice_end => d,
-                _ => slice_end,
-            };
-            if futex::wait(word, s, Some(until)) || Instant::now() < slice_end {
-                // Woken (or the user's deadline, checked at the loop's top).
+            if now >= check_at {
+                let pid = s & PID_MASK;
+                let verdict = match liveness(pid, self.holder().load(Ordering::Relaxed)) {
+                    Liveness::Suspect if suspect == Some(s) => Liveness::Dead,
+                    v => v,
+                };
+                suspect = (verdict == Liveness::Suspect).then_some(s);
+                if verdict == Liveness::Dead
+                    && word
+                        .compare_exchange(s, me.pid, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    self.record(me);
+                    self.recoveries_word().fetch_add(1, Ordering::Relaxed);
+                    return Some(Acquired::OwnerDied { pid });
+                }
+                check_at = now + OWNER_CHECK_SLICE;
                 continue;
             }
-            // A whole slice without a release: is the holder still there?
-            let pid = s & PID_MASK;
-            let verdict = match liveness(pid, self.holder().load(Ordering::Relaxed)) {
-                Liveness::Suspect if suspect == Some(s) => Liveness::Dead,
-                v => v,
+            let nap = match vigil {
+                Vigil::Unfenced => Some(now + FIRST_SLEEP),
+                Vigil::Polling => Some(now + UNFENCED_SLEEP),
+                Vigil::Fenced => None,
             };
-            suspect = (verdict == Liveness::Suspect).then_some(s);
-            if verdict == Liveness::Dead
-                && word
-                    .compare_exchange(s, me.pid | CONTENDED, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
-                self.record(me);
-                self.recoveries_word().fetch_add(1, Ordering::Relaxed);
-                return Some(Acquired::OwnerDied { pid });
+            let until = [Some(check_at), deadline, nap]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(check_at);
+            if futex::wait(word, s, Some(until)) {
+                // Woken (or the word changed): a new holder gets a new slice.
+                check_at = Instant::now() + OWNER_CHECK_SLICE;
+            } else if vigil == Vigil::Unfenced && nap.is_some_and(|n| Instant::now() >= n) {
+                // Still held after the first sleep: make later sleeps safe.
+                vigil = if fence() {
+                    Vigil::Fenced
+                } else {
+                    Vigil::Polling
+                };
             }
         }
     }
@@ -589,23 +721,37 @@ impl RawLock {
     /// [`Error::Value`] when it is not locked.
     #[inline]
     pub(crate) fn release(&self) -> Result<()> {
-        // Release: what the holder wrote is visible to the next acquirer.
-        let old = self.word().swap(0, Ordering::Release);
-        if old & CONTENDED != 0 || old == 0 {
-            return self.release_slow(old);
+        self.release_with(light_release())
+    }
+
+    /// [`release`](Self::release) with a plain store (`light`) or a swap.
+    #[inline]
+    fn release_with(&self, light: bool) -> Result<()> {
+        let word = self.word();
+        if light {
+            if word.load(Ordering::Relaxed) == 0 {
+                return Err(Error::value(RELEASED_TOO_MANY));
+            }
+            // Release: what the holder wrote is visible to the next acquirer.
+            word.store(0, Ordering::Release);
+            // No fence: a waiter's barrier stands in for it (see type doc); the
+            // compiler must still keep the load after the store.
+            compiler_fence(Ordering::SeqCst);
+        } else if word.swap(0, Ordering::SeqCst) == 0 {
+            return Err(Error::value(RELEASED_TOO_MANY));
+        }
+        if self.waiters().load(Ordering::SeqCst) != 0 {
+            self.wake_one();
         }
         Ok(())
     }
 
+    /// Wakes one sleeping waiter. One suffices: a woken waiter that takes the
+    /// lock stays counted in `waiters` until then, so its own release wakes the
+    /// next.
     #[cold]
-    fn release_slow(&self, old: u32) -> Result<()> {
-        if old == 0 {
-            return Err(Error::value(RELEASED_TOO_MANY));
-        }
-        // One wake suffices: the woken waiter takes the lock as CONTENDED, so
-        // its own release wakes the next.
+    fn wake_one(&self) {
         futex::wake(self.word(), 1);
-        Ok(())
     }
 }
 
@@ -735,6 +881,91 @@ mod tests {
         assert!(t0.elapsed() >= Duration::from_millis(20));
         l.release().unwrap();
         assert!(matches!(l.release(), Err(Error::Value(_))));
+    }
+
+    /// A lock held by a pid no process has (above any `pid_max` default).
+    fn held_by_nobody() -> RawLock {
+        let region = Arc::new(ShmRegion::create(64).unwrap());
+        let l = RawLock::init(region, 8);
+        l.word().store(PID_MASK - 1, Ordering::Relaxed);
+        l
+    }
+
+    /// Starts a thread waiting as `acquire_slow` does, with `fence`, and
+    /// returns once it is counted in `waiters`.
+    fn start_waiter(l: &RawLock, fence: fn() -> bool) -> std::thread::JoinHandle<Option<Acquired>> {
+        let l2 = l.clone();
+        let t = std::thread::spawn(move || {
+            l2.waiters().fetch_add(1, Ordering::SeqCst);
+            let got = l2.wait_for_release(deadline_after(Duration::from_secs(60)), fence);
+            l2.waiters().fetch_sub(1, Ordering::Relaxed);
+            got
+        });
+        while l.waiters().load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        t
+    }
+
+    #[test]
+    fn both_release_modes_refuse_a_release_too_many() {
+        for light in [true, false] {
+            let region = Arc::new(ShmRegion::create(64).unwrap());
+            let l = RawLock::init(region, 0);
+            assert!(l.try_acquire());
+            l.release_with(light).unwrap();
+            assert!(matches!(l.release_with(light), Err(Error::Value(_))));
+            assert_eq!(l.owner_pid(), None);
+        }
+    }
+
+    #[test]
+    fn both_release_modes_wake_a_sleeping_waiter() {
+        for light in [true, false] {
+            let l = held_by_nobody();
+            let t = start_waiter(&l, membarrier::global_expedited);
+            l.release_with(light).unwrap();
+            assert_eq!(t.join().unwrap(), Some(Acquired::Clean));
+            assert_eq!(l.owner_pid(), Some(my_pid()));
+            assert_eq!(l.waiters().load(Ordering::Relaxed), 0);
+            assert_eq!(l.recoveries(), 0);
+        }
+    }
+
+    /// Set by [`fence_called`] and [`fence_refused`] once the waiter has
+    /// slept its first nap and asked for the barrier.
+    static FENCE_ASKED: [AtomicU8; 2] = [AtomicU8::new(0), AtomicU8::new(0)];
+
+    fn fence_called() -> bool {
+        FENCE_ASKED[0].store(1, Ordering::SeqCst);
+        membarrier::global_expedited()
+    }
+
+    fn fence_refused() -> bool {
+        FENCE_ASKED[1].store(1, Ordering::SeqCst);
+        false
+    }
+
+    #[test]
+    fn a_wake_that_never_comes_is_made_up_for() {
+        // A release that stores 0 without waking, made once the waiter is
+        // past its first nap: what a lost wake would leave. A fenced waiter
+        // finds the lock free at its next slice, a waiter whose barrier was
+        // refused at its next poll; neither hangs, and neither takes it as a
+        // dead holder's.
+        for (i, fence) in [fence_called as fn() -> bool, fence_refused]
+            .into_iter()
+            .enumerate()
+        {
+            let l = held_by_nobody();
+            let t = start_waiter(&l, fence);
+            while FENCE_ASKED[i].load(Ordering::SeqCst) == 0 {
+                std::thread::yield_now();
+            }
+            l.word().store(0, Ordering::SeqCst);
+            assert_eq!(t.join().unwrap(), Some(Acquired::Clean));
+            assert_eq!(l.recoveries(), 0);
+        }
     }
 
     #[test]
