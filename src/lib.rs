@@ -191,6 +191,9 @@ pub use sharedctypes::{
     Array, ArrayGuard, RawArray, RawValue, Scalar, SharedLock, Value, ValueGuard,
 };
 pub use spawn::{reset_executable, set_executable, set_start_timeout};
+/// For the crate's tests only: wakes this process's lock waiters missed.
+#[doc(hidden)]
+pub use synchronize::missed_lock_wakes as __missed_lock_wakes;
 pub use synchronize::{
     Acquired, Barrier, BarrierBuilder, BoundedSemaphore, Condition, Event, Lock, LockGuard, RLock,
     RLockGuard, Semaphore,

@@ -109,24 +109,41 @@ fn a_child_blocks_until_the_parent_releases() {
     joined_ok(p);
 }
 
-/// Three processes add to a plain value under one `Lock`; every 500th
-/// addition holds the lock for 300 µs of work, so that waiters pass from the
-/// spin through the short first sleep into the sleep after the barrier of the
-/// plain release (`synchronize::raw`), where only a release's wake (or the
-/// next slice) gets them out. No addition is lost and nobody hangs.
+/// Three processes meet at a barrier and add to a `Value` under its lock as
+/// fast as they can; then they add to a plain value under one `Lock`, every
+/// 500th addition holding it for 300 µs of work, so that waiters pass from the
+/// spin through the short first sleep into the fenced sleep of the plain
+/// release (`synchronize::raw`). No addition is lost, and no waiter's sleep ran
+/// out its 100 ms slice to find the lock free: a lost wake costs that much,
+/// not a hang, so only this count shows one.
 #[test]
-fn waiters_of_long_holds_are_woken_and_no_update_is_lost() {
+fn lock_waiters_are_woken_and_no_update_is_lost() {
     const ADDS: u64 = 20_000;
+    type Args = (
+        mp::Lock,
+        mp::RawValue<u64>,
+        mp::Value<u64>,
+        mp::Barrier,
+        mp::Queue<u64>,
+    );
     let _s = serial();
     let lock = mp::Lock::new().unwrap();
-    let total = mp::RawValue::new(0u64).unwrap();
+    let plain = mp::RawValue::new(0u64).unwrap();
+    let value = mp::Value::new(0u64).unwrap();
+    let barrier = mp::Barrier::new(3).unwrap();
+    let missed = mp::Queue::<u64>::new().unwrap();
     let children: Vec<_> = (0..3)
         .map(|_| {
             start(
-                |(lock, total): (mp::Lock, mp::RawValue<u64>)| {
+                |(lock, plain, value, barrier, missed): Args| {
+                    barrier.wait().unwrap();
+                    for _ in 0..ADDS {
+                        *value.lock() += 1;
+                    }
+                    barrier.wait().unwrap();
                     for i in 0..ADDS {
                         let _g = lock.lock();
-                        total.set(total.get() + 1);
+                        plain.set(plain.get() + 1);
                         if i % 500 == 0 {
                             let t = Instant::now();
                             while t.elapsed() < Duration::from_micros(300) {
@@ -134,15 +151,25 @@ fn waiters_of_long_holds_are_woken_and_no_update_is_lost() {
                             }
                         }
                     }
+                    missed.put(mp::__missed_lock_wakes()).unwrap();
                 },
-                (lock.clone(), total.clone()),
+                (
+                    lock.clone(),
+                    plain.clone(),
+                    value.clone(),
+                    barrier.clone(),
+                    missed.clone(),
+                ),
             )
         })
         .collect();
+    let lost: Vec<u64> = (0..3).map(|_| missed.get_timeout(LONG).unwrap()).collect();
     for p in children {
         joined_ok(p);
     }
-    assert_eq!(total.get(), 3 * ADDS);
+    assert_eq!(value.get(), 3 * ADDS);
+    assert_eq!(plain.get(), 3 * ADDS);
+    assert_eq!(lost, [0, 0, 0], "wakes missed by each child's lock waiters");
     assert!(!lock.is_locked());
     assert_eq!(lock.recoveries(), 0);
 }

@@ -165,18 +165,18 @@ mod layout {
     /// The queue's lock, over the ring, the spill log and the socket's
     /// senders and receivers (a `RawLock`, 8-aligned).
     pub(super) const LOCK: usize = 72;
-    /// The spill log's `HEAD`, `TAIL`, `PUNCHED` (u64 each).
-    pub(super) const LOG: usize = LOCK + RawLock::SIZE;
     /// The ring's `HEAD`, `TAIL`, `PUNCHED` (u64 each).
-    pub(super) const RING: usize = LOG + 24;
+    pub(super) const RING: usize = LOCK + RawLock::SIZE;
+    /// The spill log's `HEAD`, `TAIL`, `PUNCHED` (u64 each).
+    pub(super) const LOG: usize = RING + 24;
     /// Size of the counter block (the ring follows in the next page).
-    pub(super) const SIZE: usize = RING + 24;
+    pub(super) const SIZE: usize = LOG + 24;
     /// Bytes of the memfd every holder maps: the counter page and the ring
     /// (the spill log follows, never mapped).
     pub(super) const MAP_LEN: usize = super::ring::RING_END;
     const _: () = assert!(IN_FLIGHT + 4 * IN_FLIGHT_SLOTS <= SEQ);
-    const _: () = assert!(LOCK % 8 == 0 && LOG % 8 == 0);
-    const _: () = assert!(RING + 24 <= SIZE && SIZE <= super::ring::RING_START);
+    const _: () = assert!(LOCK % 8 == 0 && RING % 8 == 0);
+    const _: () = assert!(LOG + 24 <= SIZE && SIZE <= super::ring::RING_START);
 }
 
 /// How long a `put` on a full bounded queue sleeps before it checks for

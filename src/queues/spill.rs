@@ -31,7 +31,7 @@ use std::time::Instant;
 use crate::connection::DEFAULT_MAX_MESSAGE_LEN;
 use crate::error::{Error, Result};
 use crate::platform::shm::{self, ShmRegion};
-use crate::synchronize::raw::RawLock;
+use crate::synchronize::raw::{RawLock, Spin};
 
 /// Where the log starts in the queue's memfd: after the counter page (4 KiB)
 /// and the ring (4 MiB), so punching holes never touches either (`ring.rs`
@@ -139,7 +139,7 @@ impl<'h> Log<'h> {
     pub(super) fn lock(&self, deadline: Option<Instant>) -> Option<Locked<'_, 'h>> {
         // A dead holder left the log whole (see the module docs): nothing to
         // repair, so `OwnerDied` is as good as `Clean`.
-        self.lock.acquire_deadline(deadline)?;
+        self.lock.acquire_with(deadline, Spin::Eager)?;
         Some(Locked { log: self })
     }
 
@@ -153,7 +153,7 @@ impl<'h> Log<'h> {
     /// Takes the lock, waiting as long as it takes (as for `lock(None)`).
     pub(super) fn lock_wait(&self) -> Locked<'_, 'h> {
         // `None` only when a deadline passed; there is none.
-        let _ = self.lock.acquire_deadline(None);
+        let _ = self.lock.acquire_with(None, Spin::Eager);
         Locked { log: self }
     }
 

@@ -65,7 +65,7 @@ const TYPECODE: usize = HEADER + RawRLock::SIZE;
 /// Where an array's length is stored (`u64`).
 const LEN: usize = TYPECODE + 8;
 /// Where the data starts (8-aligned).
-const DATA: usize = 64;
+const DATA: usize = LEN + 8;
 const _: () = assert!(LEN + 8 <= DATA && DATA % 8 == 0);
 
 mod sealed {

@@ -49,6 +49,7 @@ pub use condition::Condition;
 pub use event::Event;
 pub use lock::{Lock, LockGuard, RLock, RLockGuard};
 pub use raw::Acquired;
+pub use raw::missed_lock_wakes;
 
 use raw::{RawSemLock, deadline_after};
 use region::{HEADER, Kind};
