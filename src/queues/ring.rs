@@ -290,9 +290,13 @@ mod tests {
     use crate::synchronize::raw::RawLock;
     use std::sync::Arc;
 
+    /// Where the tests' lock and log counters go (the ring's are at 0).
+    const LOCK_AT: usize = 32;
+    const LOG_AT: usize = LOCK_AT + RawLock::SIZE;
+
     fn region() -> (Arc<ShmRegion>, RawLock) {
         let shm = Arc::new(ShmRegion::create_sparse(c"t", RING_END, LOG_END).unwrap());
-        let lock = RawLock::init(shm.clone(), 32);
+        let lock = RawLock::init(shm.clone(), LOCK_AT);
         (shm, lock)
     }
 
@@ -310,7 +314,7 @@ mod tests {
     #[test]
     fn records_wrap_around_in_order_and_pages_are_given_back() {
         let (shm, lock) = region();
-        let log = Log::new(&shm, &lock, 56);
+        let log = Log::new(&shm, &lock, LOG_AT);
         let ring = Ring::new(&shm, 0);
         ring.init();
         let mut scratch = vec![0u8; ITEM_MAX];
@@ -348,7 +352,7 @@ mod tests {
     #[test]
     fn a_ring_kept_full_gives_back_only_what_no_record_uses() {
         let (shm, lock) = region();
-        let log = Log::new(&shm, &lock, 56);
+        let log = Log::new(&shm, &lock, LOG_AT);
         let ring = Ring::new(&shm, 0);
         ring.init();
         let item = |i: u32| {
@@ -385,7 +389,7 @@ mod tests {
     #[test]
     fn a_full_ring_refuses_and_takes_again_once_drained() {
         let (shm, lock) = region();
-        let log = Log::new(&shm, &lock, 56);
+        let log = Log::new(&shm, &lock, LOG_AT);
         let ring = Ring::new(&shm, 0);
         ring.init();
         let item = vec![5u8; 1000];
@@ -413,7 +417,7 @@ mod tests {
     fn a_holder_killed_mid_record_leaves_the_ring_whole() {
         const DEAD_PID: u32 = (1 << 22) - 1;
         let (shm, lock) = region();
-        let log = Log::new(&shm, &lock, 56);
+        let log = Log::new(&shm, &lock, LOG_AT);
         let ring = Ring::new(&shm, 0);
         ring.init();
         {
@@ -441,7 +445,7 @@ mod tests {
     #[test]
     fn a_corrupt_header_drops_the_ring_with_an_error() {
         let (shm, lock) = region();
-        let log = Log::new(&shm, &lock, 56);
+        let log = Log::new(&shm, &lock, LOG_AT);
         let ring = Ring::new(&shm, 0);
         ring.init();
         let held = log.lock(None).unwrap();

@@ -299,7 +299,7 @@ mod tests {
     }
 
     fn log_region() -> (Arc<ShmRegion>, RawLock) {
-        let shm = Arc::new(ShmRegion::create_sparse(c"t", 64, LOG_END).unwrap());
+        let shm = Arc::new(ShmRegion::create_sparse(c"t", 32 + RawLock::SIZE, LOG_END).unwrap());
         let lock = RawLock::init(shm.clone(), 32);
         (shm, lock)
     }

@@ -409,7 +409,8 @@ impl RawRLock {
     /// The compare-and-swap comes before the ownership check: when it takes
     /// the lock, the lock cannot have been ours, and a cache line another
     /// process holds is fetched once, for writing, instead of read first and
-    /// then fetched again (a third of the time of a contended `Value`).
+    /// then fetched again (two processes incrementing a `Value`: 4.3M to 6.0M
+    /// increments/s with this change alone).
     pub(crate) fn acquire_deadline(&self, deadline: Option<Instant>) -> Option<Acquired> {
         let how = if self.raw.try_acquire() {
             Acquired::Clean

@@ -332,8 +332,7 @@ const FENCED: u8 = 2;
 
 /// Sleeps of this process's [`RawLock`] waiters that were trusted to end with
 /// a wake (fenced) but ran to the end of their slice and then found the lock
-/// had changed hands: wakes that were lost. Always 0 unless the handshake of
-/// the type doc is broken; tests check it.
+/// free: wakes that were lost ([`missed_lock_wakes`]).
 static MISSED_WAKES: AtomicU64 = AtomicU64::new(0);
 
 /// How many wakes this process's lock waiters missed: sleeps trusted to end
