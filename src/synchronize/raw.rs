@@ -505,7 +505,7 @@ impl Acquired {
 /// | offset | field | meaning |
 /// |---|---|---|
 /// | 0 | `word: u32` | 0 = unlocked; else the holder's pid |
-/// | 4 | `waiters: u32` | acquirers past their spin, which may sleep on `word` |
+/// | 4 | `waiters: u32` | acquirers past their spin, which may sleep on `releases` |
 /// | 8 | `holder: u64` | the holder's stamp: `start_time << 22 \| pid`, written just after the CAS |
 /// | 16 | `recoveries: u32` | how many times a waiter took the lock over from a dead holder |
 /// | 20 | `woken: u32` | 1 while a wake is on its way to a waiter that has not run yet |
@@ -522,9 +522,8 @@ impl Acquired {
 ///
 /// That check is a Dekker handshake: the releaser writes `word` then reads
 /// `waiters` and `woken`, a waiter raises `waiters` (or clears `woken`) then
-/// reads `word` before it sleeps, and
-/// without a full fence on both sides each may miss the other's write, leaving
-/// the waiter asleep on a free lock. The fence on the release side would be a
+/// reads `word` before it sleeps, and without a full fence on both sides each
+/// may miss the other's write, leaving the waiter asleep on a free lock. The fence on the release side would be a
 /// locked instruction, half the cost of an uncontended lock and unlock (7 ns of
 /// 14 on the machine of docs/benchmarks.md). So the release side has none: a
 /// process registers with `membarrier` on its first release, releases with a
@@ -532,11 +531,12 @@ impl Acquired {
 /// trusts its sleep, which forces a full fence on every CPU running a
 /// registered thread. Either the releaser's store was then visible, or its
 /// loads come after the fence and see the waiter. Because that barrier
-/// interrupts other CPUs, a waiter sleeps [`FIRST_SLEEP`] without it after
-/// each clear of `woken`: a lock that changes hands wakes it sooner, and only
-/// a waiter still asleep after that pays. Where the kernel refuses `membarrier`, releases
-/// swap (a full fence) and a waiter that cannot fence looks at the word every
-/// [`UNFENCED_SLEEP`]; a process of either kind may share a lock with the other.
+/// interrupts other CPUs, a waiter sleeps [`FIRST_SLEEP`] without it first,
+/// and again after each clear of `woken`: a lock that changes hands wakes it
+/// sooner, and only a waiter still asleep after that pays. Where the kernel
+/// refuses `membarrier`, releases swap (a full fence) and a waiter that cannot
+/// fence looks at the word every [`UNFENCED_SLEEP`]; a process of either kind
+/// may share a lock with the other.
 ///
 /// Two trades of the plain release. Two processes releasing the same held
 /// `Lock` at once may both succeed, where a swap would make one of them fail
