@@ -417,7 +417,7 @@ impl RawRLock {
         } else if self.again() {
             return Some(Acquired::Clean);
         } else {
-            self.raw.acquire_deadline(deadline)?
+            self.raw.acquire_contended(deadline)?
         };
         self.tid().store(my_tid(), Ordering::Relaxed);
         self.count().store(1, Ordering::Relaxed);

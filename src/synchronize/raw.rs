@@ -695,6 +695,13 @@ impl RawLock {
         self.acquire_with(deadline, Spin::Backoff)
     }
 
+    /// [`acquire_deadline`](Self::acquire_deadline) after the caller's own
+    /// [`try_acquire`](Self::try_acquire) failed: no second compare-and-swap
+    /// on a line another process holds.
+    pub(crate) fn acquire_contended(&self, deadline: Option<Instant>) -> Option<Acquired> {
+        self.acquire_slow(deadline, Spin::Backoff)
+    }
+
     /// [`acquire_deadline`](Self::acquire_deadline), waiting as `spin` says.
     #[inline]
     pub(crate) fn acquire_with(&self, deadline: Option<Instant>, spin: Spin) -> Option<Acquired> {
@@ -742,15 +749,15 @@ impl RawLock {
         let mut suspect: Option<u32> = None;
         // A wake reached us: leaving without the lock passes it on.
         let mut was_woken = false;
-        // The word a fenced sleep that ended without a wake slept on.
-        let mut slept_out: Option<u32> = None;
+        // A fenced sleep just ran out its slice without a wake.
+        let mut slept_out = false;
         loop {
             // The release count first, then the word: a release between the
             // two makes the sleep below on the count fail at once. SeqCst:
             // the other side of a fenced releaser's handshake.
             let count = releases.load(Ordering::SeqCst);
             let s = word.load(Ordering::SeqCst);
-            if slept_out.take().is_some() && s == 0 {
+            if std::mem::take(&mut slept_out) && s == 0 {
                 // Free after a whole slice: the release that freed it woke
                 // nobody who took it (a woken waiter takes it within
                 // microseconds), unless one died on its way.
@@ -832,7 +839,7 @@ impl RawLock {
                     spin_backoff(|| word.load(Ordering::Relaxed) != 0);
                 }
             } else if vigil == Vigil::Fenced && until == check_at {
-                slept_out = Some(count);
+                slept_out = true;
             } else if vigil == Vigil::Unfenced && nap.is_some_and(|n| Instant::now() >= n) {
                 // Still held after a short sleep: make the long one safe.
                 vigil = if fence() {
